@@ -1,0 +1,322 @@
+"""Run configuration: one YAML file becomes typed, nested dataclasses.
+
+    cfg = load_config("configs/vit_b16.yaml", overrides=["train.epochs=5", "data.root=/data/imagenet"])
+
+Unknown keys and wrong types raise `ConfigError` naming the key and the closest valid one; values out of
+range raise with the value and the fix. `save_config` writes the resolved config back as YAML.
+"""
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Literal, Optional, Sequence, Union
+
+import yaml
+
+from .errors import ConfigError, suggest
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+IMAGENET_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
+IMAGENET_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
+
+
+@dataclass
+class ModelConfig:
+    name: str = "vit_b16"  # a key of vit_ms.models.VARIANTS
+    num_classes: int = 1000
+    image_size: int = 224
+    patch_size: Optional[int] = None  # None: the variant's
+    embed_dim: Optional[int] = None  # None: the variant's (also depth, num_heads, mlp_ratio)
+    depth: Optional[int] = None
+    num_heads: Optional[int] = None
+    mlp_ratio: Optional[float] = None
+    in_channels: int = 3
+    qkv_bias: bool = True
+    drop_rate: float = 0.0  # dropout after position embedding and in MLP / projections
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0  # stochastic depth, linearly increasing over blocks
+    global_pool: Literal["token", "avg"] = "token"
+    representation_size: Optional[int] = None  # pre-logits Linear + tanh (original ViT), None: none
+    gelu: Literal["erf", "tanh"] = "erf"  # published ViT weights use the exact (erf) GELU
+    norm_eps: float = 1e-6
+    fused_attention: Literal["auto", "on", "off"] = "auto"  # MindSpore's flash attention on Ascend
+    patch_embed: Literal["auto", "conv", "matmul"] = "auto"  # same function; matmul is faster on CPU
+    pretrained: str = ""  # path, URL or name in vit_ms.pretrained.PRETRAINED
+    pretrained_sha256: str = ""  # checked when `pretrained` is a URL
+
+
+@dataclass
+class DataConfig:
+    root: str = ""  # holds <train_split>/<class>/* and <val_split>/<class>/*
+    train_split: str = "train"
+    val_split: str = "val"
+    num_parallel_workers: int = 4
+    shuffle: bool = True
+    interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
+    scale: List[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
+    ratio: List[float] = field(default_factory=lambda: [0.75, 1.333])
+    hflip: float = 0.5
+    auto_augment: str = "randaug-m9-mstd0.5-inc1"  # mindcv/timm policy string, "" for none
+    color_jitter: float = 0.0  # used only when auto_augment is ""
+    re_prob: float = 0.25  # random erasing probability
+    mixup: float = 0.8  # mixup alpha, 0 to disable
+    cutmix: float = 1.0  # cutmix alpha, 0 to disable
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    crop_pct: float = 0.875  # eval: resize to image_size / crop_pct, then center crop
+    mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN))  # 0-255 scale
+    std: List[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    on_bad_image: Literal["skip", "error"] = "skip"
+    max_image_pixels: int = 178956970  # decompression-bomb guard (PIL's default limit)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 300
+    batch_size: int = 128  # per device
+    seed: int = 42
+    mode: Literal["graph", "pynative"] = "graph"
+    device_target: Literal["auto", "CPU", "GPU", "Ascend"] = "auto"
+    device_id: int = 0
+    freeze_backbone: bool = False  # train the head only
+    log_interval: int = 20  # steps between progress lines
+    steps_per_epoch: int = 0  # 0: the whole dataset; >0 caps it (smoke runs)
+    deterministic: bool = False  # same data order and weights run to run (CPU)
+    sink_mode: Literal["auto", "on", "off"] = "auto"  # dataset sink: on for Ascend with auto
+    ema_decay: float = 0.0  # reserved: 0 disables
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["adamw", "adam"] = "adamw"
+    lr: float = 5e-4  # base lr for a global batch of `lr_batch_size`
+    lr_batch_size: int = 512  # lr = base lr * global_batch / lr_batch_size; 0 disables scaling
+    min_lr: float = 1e-5
+    warmup_epochs: float = 5.0
+    warmup_lr: float = 1e-6
+    weight_decay: float = 0.05  # not applied to norms, biases, position embedding, class token
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    clip_grad_norm: float = 0.0  # global-norm clipping; 0 disables
+
+
+@dataclass
+class LossConfig:
+    label_smoothing: float = 0.1
+
+
+@dataclass
+class AmpConfig:
+    level: Literal["auto", "O0", "O1", "O2", "O3"] = "auto"  # auto: O2 on Ascend, O0 on GPU/CPU
+    loss_scale: Literal["dynamic", "fixed", "none"] = "dynamic"  # used when level is not O0
+    loss_scale_value: float = 65536.0
+    scale_window: int = 2000
+
+
+@dataclass
+class CheckpointConfig:
+    keep_last: int = 3  # epoch checkpoints kept besides last.ckpt and best.ckpt
+    interval_epochs: int = 1
+    interval_steps: int = 0  # also write last.ckpt every N steps (0: only at epoch ends)
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 0  # 0: train.batch_size
+    interval_epochs: int = 1
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    amp: AmpConfig = field(default_factory=AmpConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output_dir: str = "runs"
+    run_name: str = ""  # "" : the config file's stem
+    distributed: Union[bool, Literal["auto"]] = "auto"  # auto: on when launched by msrun / rank table
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Typed conversion of plain YAML values into the dataclasses above.
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin is Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, List):
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Return `value` as type `tp`, or raise ConfigError naming `key`."""
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+    elif origin is Literal:
+        if value in typing.get_args(tp) and type(value) is type(typing.get_args(tp)[0]):
+            return value
+    elif origin in (list, List):
+        if isinstance(value, (list, tuple)):
+            return [_coerce(v, typing.get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif dataclasses.is_dataclass(tp):
+        if isinstance(value, dict):
+            return _build(tp, value, prefix=f"{key}.")
+    raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _build(cls: type, values: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(f"unknown config key '{prefix}{key}'{suggest(str(key), hints)} "
+                              f"(valid keys in '{prefix.rstrip('.') or 'top level'}': {', '.join(hints)})")
+        kwargs[key] = _coerce(value, hints[key], prefix + key)
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict) -> Config:
+    """Build a `Config` from nested plain values (as read from YAML); missing keys keep their defaults."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(values).__name__}")
+    cfg = _build(Config, values)
+    validate(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _parse_override(text: str) -> tuple:
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.key=value, e.g. train.epochs=5")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    return key.strip(), value
+
+
+def apply_overrides(values: dict, overrides: Sequence[str]) -> dict:
+    """Set dotted keys in nested plain values: ["train.epochs=5"] -> values["train"]["epochs"] = 5."""
+    for text in overrides:
+        key, value = _parse_override(text)
+        node = values
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{text}': '{part}' is not a section")
+        node[parts[-1]] = value
+    return values
+
+
+def resolve_config_path(path: str) -> Path:
+    """Find a config: the path as given, else the same name inside configs/ (with or without .yaml)."""
+    candidates = [Path(path), CONFIG_DIR / path, CONFIG_DIR / f"{path}.yaml"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
+    raise ConfigError(f"config file '{path}' not found (looked in the current folder and {CONFIG_DIR})"
+                      f"{suggest(Path(path).name, known)}; available configs: {', '.join(known)}")
+
+
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config (safe loader), apply `section.key=value` overrides, check and return it."""
+    values: dict = {}
+    if path:
+        resolved = resolve_config_path(path)
+        try:
+            with open(resolved, encoding="utf-8") as f:
+                values = yaml.safe_load(f) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file '{resolved}' is not valid YAML: {err}") from err
+        if not isinstance(values, dict):
+            raise ConfigError(f"config file '{resolved}' must hold a mapping of sections")
+        values.setdefault("run_name", resolved.stem)
+    cfg = config_from_dict(apply_overrides(values, overrides))
+    return cfg
+
+
+def save_config(cfg: Config, path: os.PathLike) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Range checks: each names the key, the value and the fix.
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: Config) -> None:
+    m, d, t, o = cfg.model, cfg.data, cfg.train, cfg.optim
+    _check(m.num_classes > 0, f"model.num_classes={m.num_classes} must be positive")
+    _check(m.image_size > 0, f"model.image_size={m.image_size} must be positive")
+    if m.patch_size is not None:
+        _check(m.patch_size > 0, f"model.patch_size={m.patch_size} must be positive")
+        _check(m.image_size % m.patch_size == 0,
+               f"model.image_size={m.image_size} is not divisible by model.patch_size={m.patch_size}; "
+               f"use a multiple such as {max(1, m.image_size // m.patch_size) * m.patch_size}")
+    for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+        value = getattr(m, key)
+        _check(0.0 <= value < 1.0, f"model.{key}={value} must be in [0, 1)")
+    _check(t.epochs > 0, f"train.epochs={t.epochs} must be positive")
+    _check(t.batch_size > 0, f"train.batch_size={t.batch_size} must be positive")
+    _check(t.steps_per_epoch >= 0, f"train.steps_per_epoch={t.steps_per_epoch} must be >= 0 (0: whole dataset)")
+    _check(o.lr > 0, f"optim.lr={o.lr} must be positive")
+    _check(0 <= o.min_lr <= o.lr, f"optim.min_lr={o.min_lr} must be in [0, optim.lr={o.lr}]")
+    _check(o.warmup_epochs >= 0, f"optim.warmup_epochs={o.warmup_epochs} must be >= 0")
+    _check(o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} must be >= 0")
+    _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
+           f"optim.betas={o.betas} must be two numbers in [0, 1)")
+    _check(o.clip_grad_norm >= 0, f"optim.clip_grad_norm={o.clip_grad_norm} must be >= 0 (0 disables)")
+    _check(0.0 <= cfg.loss.label_smoothing < 1.0,
+           f"loss.label_smoothing={cfg.loss.label_smoothing} must be in [0, 1)")
+    _check(len(d.mean) == 3 and len(d.std) == 3 and all(s > 0 for s in d.std),
+           f"data.mean={d.mean} and data.std={d.std} must each have 3 values, std positive")
+    _check(0 < d.crop_pct <= 1, f"data.crop_pct={d.crop_pct} must be in (0, 1]")
+    _check(d.num_parallel_workers > 0, f"data.num_parallel_workers={d.num_parallel_workers} must be positive")
+    _check(d.mixup >= 0 and d.cutmix >= 0, "data.mixup and data.cutmix must be >= 0 (0 disables)")
+    _check(len(d.scale) == 2 and 0 < d.scale[0] <= d.scale[1] <= 1,
+           f"data.scale={d.scale} must be [min, max] with 0 < min <= max <= 1")
+    _check(cfg.checkpoint.keep_last >= 0, f"checkpoint.keep_last={cfg.checkpoint.keep_last} must be >= 0")
+    _check(cfg.eval.batch_size >= 0, f"eval.batch_size={cfg.eval.batch_size} must be >= 0 (0: train.batch_size)")

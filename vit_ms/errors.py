@@ -1,0 +1,54 @@
+"""User-facing errors.
+
+`UserError` is raised for anything the user can fix (a typo in a config, a missing folder, a checkpoint
+that does not fit). Entry scripts catch it and print its message as one paragraph, without a traceback
+unless `--debug` is given (see `run_cli`).
+"""
+import difflib
+import sys
+from typing import Callable, Iterable, Optional, Sequence
+
+
+class UserError(Exception):
+    """An error caused by input the user controls; its message says what to do."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config key, type or value is wrong."""
+
+
+class DataError(UserError):
+    """The dataset on disk is missing, empty or unreadable."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint is missing, corrupt or does not fit the model."""
+
+
+class NonFiniteLossError(UserError):
+    """Training produced a NaN or infinite loss."""
+
+
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """Return "; did you mean 'x'?" for the closest choice, or "" when nothing is close."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def run_cli(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[str]] = None) -> int:
+    """Run an entry point; turn a `UserError` into a one-paragraph message and exit code 2.
+
+    `--debug` anywhere in argv keeps the full traceback.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        return main(argv)
+    except UserError as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
