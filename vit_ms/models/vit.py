@@ -206,6 +206,10 @@ class VisionTransformer(nn.Cell):
     def construct(self, x):
         return self.forward_head(self.forward_features(x))
 
+    def no_weight_decay(self) -> set:
+        """Names of parameters exempt from weight decay: biases, norm weights, position embedding, class token."""
+        return {p.name for p in self.trainable_params() if p.ndim <= 1} | {self.cls_token.name, self.pos_embed.name}
+
     def backbone_parameters(self):
         """Every trainable parameter except the head's (for `train.freeze_backbone`)."""
         head = {id(p) for p in self.head.get_parameters()} if self.head is not None else set()
