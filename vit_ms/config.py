@@ -15,6 +15,7 @@ from typing import Any, List, Literal, Optional, Sequence, Union
 import yaml
 
 from .errors import ConfigError, suggest
+from .variants import variant_args
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -85,7 +86,6 @@ class TrainConfig:
     steps_per_epoch: int = 0  # 0: the whole dataset; >0 caps it (smoke runs)
     deterministic: bool = False  # same data order and weights run to run (CPU)
     sink_mode: Literal["auto", "on", "off"] = "auto"  # dataset sink: on for Ascend with auto
-    ema_decay: float = 0.0  # reserved: 0 disables
 
 
 @dataclass
@@ -94,7 +94,7 @@ class OptimConfig:
     lr: float = 5e-4  # base lr for a global batch of `lr_batch_size`
     lr_batch_size: int = 512  # lr = base lr * global_batch / lr_batch_size; 0 disables scaling
     min_lr: float = 1e-5
-    warmup_epochs: float = 5.0
+    warmup_epochs: int = 5
     warmup_lr: float = 1e-6
     weight_decay: float = 0.05  # not applied to norms, biases, position embedding, class token
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -201,7 +201,7 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
     kwargs = {}
     for key, value in values.items():
         if key not in hints:
-            raise ConfigError(f"unknown config key '{prefix}{key}'{suggest(str(key), hints)} "
+            raise ConfigError(f"unknown config key '{prefix}{key}'{suggest(str(key), hints, prefix)} "
                               f"(valid keys in '{prefix.rstrip('.') or 'top level'}': {', '.join(hints)})")
         kwargs[key] = _coerce(value, hints[key], prefix + key)
     return cls(**kwargs)
@@ -253,21 +253,46 @@ def resolve_config_path(path: str) -> Path:
                       f"{suggest(Path(path).name, known)}; available configs: {', '.join(known)}")
 
 
+def _merge(base: dict, update: dict) -> dict:
+    """Nested dict merge: sections merge key by key, other values replace."""
+    merged = dict(base)
+    for key, value in update.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
+
+
+def read_yaml(path: Path, seen: tuple = ()) -> dict:
+    """Read one config file (safe loader); a top-level `base: other.yaml` is read first and updated by this file."""
+    if path in seen:
+        raise ConfigError(f"config file '{path}' includes itself through 'base'")
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = yaml.safe_load(f) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of sections")
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise ConfigError(f"'base' in '{path}' must be a config file name, got {base!r}")
+    sibling = path.parent / base
+    return _merge(read_yaml(sibling if sibling.is_file() else resolve_config_path(base), seen + (path,)), values)
+
+
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
-    """Read a YAML config (safe loader), apply `section.key=value` overrides, check and return it."""
+    """Read a YAML config, apply `section.key=value` overrides, check and return it.
+
+    `path` may name a file in configs/ ("vit_b16.yaml" or "vit_b16"); the run is named after the file.
+    """
     values: dict = {}
     if path:
         resolved = resolve_config_path(path)
-        try:
-            with open(resolved, encoding="utf-8") as f:
-                values = yaml.safe_load(f) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file '{resolved}' is not valid YAML: {err}") from err
-        if not isinstance(values, dict):
-            raise ConfigError(f"config file '{resolved}' must hold a mapping of sections")
+        values = read_yaml(resolved)
         values.setdefault("run_name", resolved.stem)
-    cfg = config_from_dict(apply_overrides(values, overrides))
-    return cfg
+    return config_from_dict(apply_overrides(values, overrides))
 
 
 def save_config(cfg: Config, path: os.PathLike) -> None:
@@ -291,11 +316,11 @@ def validate(cfg: Config) -> None:
     m, d, t, o = cfg.model, cfg.data, cfg.train, cfg.optim
     _check(m.num_classes > 0, f"model.num_classes={m.num_classes} must be positive")
     _check(m.image_size > 0, f"model.image_size={m.image_size} must be positive")
-    if m.patch_size is not None:
-        _check(m.patch_size > 0, f"model.patch_size={m.patch_size} must be positive")
-        _check(m.image_size % m.patch_size == 0,
-               f"model.image_size={m.image_size} is not divisible by model.patch_size={m.patch_size}; "
-               f"use a multiple such as {max(1, m.image_size // m.patch_size) * m.patch_size}")
+    patch = m.patch_size if m.patch_size is not None else variant_args(m.name)["patch_size"]
+    _check(patch > 0, f"model.patch_size={patch} must be positive")
+    _check(m.image_size % patch == 0,
+           f"model.image_size={m.image_size} is not divisible by model.patch_size={patch}; "
+           f"use a multiple such as {max(1, m.image_size // patch) * patch}")
     for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
         value = getattr(m, key)
         _check(0.0 <= value < 1.0, f"model.{key}={value} must be in [0, 1)")

@@ -29,10 +29,10 @@ class NonFiniteLossError(UserError):
     """Training produced a NaN or infinite loss."""
 
 
-def suggest(name: str, choices: Iterable[str]) -> str:
-    """Return "; did you mean 'x'?" for the closest choice, or "" when nothing is close."""
+def suggest(name: str, choices: Iterable[str], prefix: str = "") -> str:
+    """Return "; did you mean '<prefix>x'?" for the closest choice, or "" when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    return f"; did you mean '{prefix}{close[0]}'?" if close else ""
 
 
 def run_cli(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[str]] = None) -> int:

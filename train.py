@@ -1,0 +1,21 @@
+"""Train a Vision Transformer: python train.py --config configs/vit_b16.yaml [--set k=v ...] [--resume ckpt|auto]"""
+import sys
+
+from vit_ms.cli import base_parser, config_from_args
+from vit_ms.errors import run_cli
+
+
+def main(argv=None) -> int:
+    parser = base_parser(__doc__)
+    parser.add_argument("--resume", default=None, metavar="CKPT",
+                        help="continue from a checkpoint, or 'auto' for the newest complete one in the run directory")
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args)
+    from vit_ms.trainer import run_training  # imports MindSpore: after the arguments are known to be good
+
+    run_training(cfg, resume=args.resume)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

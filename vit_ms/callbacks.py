@@ -1,0 +1,137 @@
+"""Callbacks for `Model.train`, one concern each: progress lines, loss sanity, checkpoints and epoch metrics."""
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import numpy as np
+from mindspore.train import Callback
+
+from .checkpoint import TrainState, prune_epoch_checkpoints, save_checkpoint
+from .errors import NonFiniteLossError
+
+log = logging.getLogger("vit_ms")
+
+
+def _outputs(cb_params):
+    """(loss, overflow, loss_scale) as Python numbers from TrainStep's outputs."""
+    loss, overflow, scale = cb_params.net_outputs
+    return float(loss.asnumpy()), bool(overflow.asnumpy()), float(scale.asnumpy())
+
+
+class TrainProgress(Callback):
+    """Tracks the global step and epoch state, checks the loss, prints progress lines during an epoch.
+
+    A non-finite loss stops the run (NonFiniteLossError) unless a dynamic loss scale already skipped that step,
+    in which case the step is counted as skipped.
+    """
+
+    def __init__(self, state: TrainState, steps_per_epoch: int, global_batch: int, lrs: List[float],
+                 log_interval: int, dynamic_loss_scale: bool):
+        super().__init__()
+        self.state = state
+        self.steps_per_epoch = steps_per_epoch
+        self.global_batch = global_batch
+        self.lrs = lrs
+        self.log_interval = max(log_interval, 1)
+        self.dynamic_loss_scale = dynamic_loss_scale
+        self.skipped_steps = 0
+        self.reset_epoch()
+
+    def reset_epoch(self):
+        self.losses: List[float] = []
+        self.epoch_start = time.time()
+        self.window_start = time.time()
+        self.window_steps = 0
+
+    def lr(self) -> float:
+        return self.lrs[min(self.state.global_step, len(self.lrs) - 1)]
+
+    def on_train_epoch_begin(self, run_context):
+        self.reset_epoch()
+
+    def on_train_step_end(self, run_context):
+        loss, overflow, scale = _outputs(run_context.original_args())
+        st = self.state
+        if overflow and self.dynamic_loss_scale:
+            self.skipped_steps += 1
+            log.warning("step %d: gradient overflow at loss scale %g, step skipped (%d so far)",
+                        st.global_step + 1, scale, self.skipped_steps)
+        elif not math.isfinite(loss) or overflow:
+            raise NonFiniteLossError(
+                f"the loss became {loss} at global step {st.global_step + 1} (epoch {st.epoch + 1}, step "
+                f"{st.step_in_epoch + 1}); training stopped and the last good checkpoint was kept. Lower optim.lr, "
+                f"set optim.clip_grad_norm, or use amp.loss_scale=dynamic, then resume with --resume auto")
+        else:
+            self.losses.append(loss)
+        st.global_step += 1
+        st.step_in_epoch += 1
+        self.window_steps += 1
+        if st.step_in_epoch % self.log_interval == 0 or st.step_in_epoch == self.steps_per_epoch:
+            now = time.time()
+            ips = self.window_steps * self.global_batch / max(now - self.window_start, 1e-9)
+            eta = (self.steps_per_epoch - st.step_in_epoch) * self.global_batch / max(ips, 1e-9)
+            log.info("epoch %d step %d/%d  loss %.4f  lr %.3e  %.1f img/s  eta %ds", st.epoch + 1, st.step_in_epoch,
+                     self.steps_per_epoch, loss, self.lrs[min(st.global_step - 1, len(self.lrs) - 1)], ips, eta)
+            self.window_start, self.window_steps = now, 0
+
+    def epoch_summary(self) -> dict:
+        seconds = time.time() - self.epoch_start
+        steps = len(self.losses) + 0
+        return {"train_loss": float(np.mean(self.losses)) if self.losses else float("nan"),
+                "epoch_seconds": round(seconds, 3),
+                "images_per_sec": round(steps * self.global_batch / max(seconds, 1e-9), 2),
+                "skipped_steps": self.skipped_steps}
+
+
+class CheckpointAndMetrics(Callback):
+    """At epoch end: evaluate, append to metrics.jsonl and write last/best/epoch checkpoints (main rank only).
+
+    Every `interval_steps` steps it also refreshes last.ckpt so a killed run loses little work.
+    """
+
+    def __init__(self, network, run_dir: Optional[Path], progress: TrainProgress, evaluate: Callable[[], dict],
+                 ccfg, eval_interval: int, total_epochs: int):
+        super().__init__()
+        self.network = network
+        self.run_dir = run_dir  # None on ranks other than 0
+        self.progress = progress
+        self.evaluate = evaluate
+        self.ccfg = ccfg
+        self.eval_interval = max(eval_interval, 1)
+        self.total_epochs = total_epochs
+
+    def save(self, name: str) -> None:
+        if self.run_dir is not None:
+            save_checkpoint(self.network, self.run_dir / name, self.progress.state)
+
+    def on_train_step_end(self, run_context):
+        st = self.progress.state
+        every = self.ccfg.interval_steps
+        if every > 0 and st.global_step % every == 0 and st.step_in_epoch < self.progress.steps_per_epoch:
+            self.save("last.ckpt")
+
+    def on_train_epoch_end(self, run_context):
+        st = self.progress.state
+        st.epoch += 1
+        st.step_in_epoch = 0
+        record = {"epoch": st.epoch, "step": st.global_step, "lr": self.progress.lr(), **self.progress.epoch_summary()}
+        improved = False
+        if st.epoch % self.eval_interval == 0 or st.epoch == self.total_epochs:
+            metrics = self.evaluate()
+            record.update(val_top1=metrics["top1"], val_top5=metrics["top5"], val_loss=metrics["loss"])
+            improved = metrics["top1"] > st.best_top1
+            st.best_top1 = max(st.best_top1, metrics["top1"])
+        log.info("epoch %d done: %s", st.epoch, json.dumps(record))
+        if self.run_dir is None:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if improved:
+            self.save("best.ckpt")
+        if st.epoch % max(self.ccfg.interval_epochs, 1) == 0 and self.ccfg.keep_last > 0:
+            self.save(f"epoch_{st.epoch:04d}.ckpt")
+            prune_epoch_checkpoints(self.run_dir, self.ccfg.keep_last)
+        self.save("last.ckpt")

@@ -1,0 +1,18 @@
+"""Arguments shared by the entry scripts: --config, repeatable --set, --debug."""
+import argparse
+
+from .config import Config, load_config
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", required=True,
+                        help="YAML config: a path, or a name in configs/ such as vit_b16.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.epochs=5 (repeatable)")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return load_config(args.config, args.overrides)

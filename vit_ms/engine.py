@@ -1,0 +1,106 @@
+"""The training step and evaluation metrics used with `mindspore.train.Model`.
+
+`TrainStep` is MindSpore's loss-scaled train step plus gradient clipping after the data-parallel all-reduce.
+It returns (loss, overflow, loss_scale); an overflowed step leaves the weights unchanged.
+`ClassificationMetrics` accumulates top-1/top-5/loss as sums, all-reduced across ranks, so every rank
+reports the full validation set.
+"""
+from typing import Optional
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, nn, ops
+from mindspore.train import Metric
+
+from .loss import ClassificationLoss, WithLoss
+
+
+class TrainStep(nn.TrainOneStepWithLossScaleCell):
+    """One optimizer step: forward, scaled backward, all-reduce, overflow check, clip, update."""
+
+    def __init__(self, network: nn.Cell, optimizer: nn.Optimizer, scale_sense, clip_grad_norm: float = 0.0):
+        super().__init__(network, optimizer, scale_sense)
+        self.clip_grad_norm = clip_grad_norm
+
+    def construct(self, *inputs):
+        loss = self.network(*inputs)
+        scale = self.scale_sense
+        grads = self.grad(self.network, self.weights)(*inputs, ops.ones_like(loss) * scale.astype(loss.dtype))
+        grads = self.hyper_map(ops.partial(ops.div, y=scale), grads)  # unscale
+        grads = self.grad_reducer(grads)  # mean over data-parallel ranks
+        overflow = self.get_overflow_status(Tensor([0] * 8, ms.int32), grads)
+        overflow = self.process_loss_scale(overflow)  # adjusts a dynamic scale
+        if self.clip_grad_norm > 0:
+            grads = ops.clip_by_global_norm(grads, self.clip_grad_norm)
+        if not overflow:
+            loss = ops.depend(loss, self.optimizer(grads))
+        return loss, overflow, scale
+
+
+def loss_scale_sense(acfg, amp_level: str):
+    """The loss scale for TrainStep: 1.0 under O0, else a fixed value or a dynamic update cell."""
+    if amp_level == "O0" or acfg.loss_scale == "none":
+        return Tensor(1.0, ms.float32)
+    if acfg.loss_scale == "fixed":
+        return Tensor(acfg.loss_scale_value, ms.float32)
+    return nn.DynamicLossScaleUpdateCell(loss_scale_value=acfg.loss_scale_value, scale_factor=2,
+                                         scale_window=acfg.scale_window)
+
+
+def build_train_step(model: nn.Cell, optimizer: nn.Optimizer, cfg, amp_level: str) -> TrainStep:
+    """Mixed precision on the backbone (logits cast to float32 in the loss), loss, and the train step."""
+    if amp_level != "O0":
+        ms.amp.auto_mixed_precision(model, amp_level)
+    net_with_loss = WithLoss(model, ClassificationLoss(cfg.loss.label_smoothing))
+    return TrainStep(net_with_loss, optimizer, loss_scale_sense(cfg.amp, amp_level), cfg.optim.clip_grad_norm)
+
+
+class EvalNetwork(nn.Cell):
+    """(images, labels) -> (float32 logits, labels) for `ClassificationMetrics`."""
+
+    def __init__(self, network: nn.Cell):
+        super().__init__(auto_prefix=False)
+        self.network = network
+
+    def construct(self, images, labels):
+        return self.network(images).astype(ms.float32), labels
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+class ClassificationMetrics(Metric):
+    """top-1, top-5 (top-k for fewer classes) and cross-entropy over a dataset, summed across ranks."""
+
+    def __init__(self, world_size: int = 1):
+        super().__init__()
+        self.world_size = world_size
+        self.clear()
+
+    def clear(self):
+        self.sums = np.zeros(4, np.float64)  # correct@1, correct@5, loss sum, count
+
+    def update(self, *inputs):
+        logits, labels = (x.asnumpy() if isinstance(x, Tensor) else np.asarray(x) for x in inputs)
+        labels = labels.argmax(axis=1) if labels.ndim == 2 else labels.astype(np.int64)
+        k = min(5, logits.shape[1])
+        topk = np.argsort(-logits, axis=1)[:, :k]
+        log_prob = _log_softmax(logits.astype(np.float64))
+        self.sums += [(topk[:, 0] == labels).sum(), (topk == labels[:, None]).any(axis=1).sum(),
+                      -log_prob[np.arange(len(labels)), labels].sum(), len(labels)]
+
+    def eval(self) -> dict:
+        sums = self.sums
+        if self.world_size > 1:
+            sums = ops.AllReduce()(Tensor(sums.astype(np.float32))).asnumpy().astype(np.float64)
+        count = max(sums[3], 1.0)
+        return {"top1": float(sums[0] / count), "top5": float(sums[1] / count), "loss": float(sums[2] / count),
+                "num_images": int(round(sums[3]))}
+
+
+def build_model(train_step: Optional[nn.Cell], network: nn.Cell, world_size: int = 1) -> ms.train.Model:
+    """`mindspore.train.Model` over our train step, with the eval network and metrics attached."""
+    return ms.train.Model(train_step if train_step is not None else network, eval_network=EvalNetwork(network),
+                          metrics={"cls": ClassificationMetrics(world_size)})

@@ -1,0 +1,81 @@
+"""Where a run executes: MindSpore context, device target, amp level and the data-parallel group.
+
+Read once in the entry script (`setup_runtime`) and passed down; no module reads the environment itself.
+"""
+import logging
+import os
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+import mindspore as ms
+
+log = logging.getLogger("vit_ms")
+
+# Variables set by the launchers we support: msrun (dynamic cluster) and Ascend rank-table scripts.
+MSRUN_VARS = ("MS_WORKER_NUM", "MS_ROLE")
+RANK_TABLE_VARS = ("RANK_TABLE_FILE",)
+
+
+@dataclass
+class Runtime:
+    device_target: str  # "CPU", "GPU" or "Ascend"
+    amp_level: str  # "O0".."O3"
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes checkpoints, metrics and the resolved config."""
+        return self.rank == 0
+
+
+def launched_distributed(environ: Mapping[str, str]) -> bool:
+    """True when msrun or a rank-table script started this process as one of several workers."""
+    if any(var in environ for var in MSRUN_VARS):
+        return int(environ.get("MS_WORKER_NUM", "1")) > 1
+    if any(var in environ for var in RANK_TABLE_VARS):
+        return int(environ.get("RANK_SIZE", "1")) > 1
+    return False
+
+
+def resolve_device_target(choice: str) -> str:
+    """'auto' is the target this MindSpore build runs on (CPU for the PyPI wheel)."""
+    return ms.get_context("device_target") if choice == "auto" else choice
+
+
+def resolve_amp_level(level: str, device_target: str) -> str:
+    """'auto' is O2 on Ascend and O0 elsewhere (O2 on CPU is slower and O1/bf16 fail there)."""
+    if level != "auto":
+        return level
+    return "O2" if device_target == "Ascend" else "O0"
+
+
+def setup_runtime(cfg, environ: Optional[Mapping[str, str]] = None) -> Runtime:
+    """Set MindSpore's context for `cfg` and join the data-parallel group when launched for it."""
+    environ = os.environ if environ is None else environ
+    device_target = resolve_device_target(cfg.train.device_target)
+    mode = ms.GRAPH_MODE if cfg.train.mode == "graph" else ms.PYNATIVE_MODE
+    ms.set_context(mode=mode, device_target=device_target)
+    if device_target != "CPU":
+        ms.set_device(device_target, int(environ.get("DEVICE_ID", cfg.train.device_id)))
+    ms.set_seed(cfg.train.seed)
+    if cfg.train.deterministic:
+        ms.set_deterministic(True)
+
+    distributed = launched_distributed(environ) if cfg.distributed == "auto" else bool(cfg.distributed)
+    rank, world_size = 0, 1
+    if distributed:
+        from mindspore.communication import get_group_size, get_rank, init
+
+        init()
+        rank, world_size = get_rank(), get_group_size()
+        ms.reset_auto_parallel_context()
+        ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
+                                     device_num=world_size)
+    runtime = Runtime(device_target, resolve_amp_level(cfg.amp.level, device_target), rank, world_size)
+    log.info("device %s, amp %s, rank %d of %d", runtime.device_target, runtime.amp_level, rank, world_size)
+    return runtime
