@@ -56,8 +56,8 @@ class GELU(nn.Cell):
         self.tanh = approximate == "tanh"
 
     def construct(self, x):
-        if self.tanh:
-            return 0.5 * x * (1.0 + ops.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+        if self.tanh:  # 0.5 x (1 + tanh(u)) written as x sigmoid(2u): same function, accurate in float32
+            return x * ops.sigmoid(2.0 * math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x))
         return 0.5 * x * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
 
 

@@ -1,0 +1,91 @@
+"""Config: YAML to typed dataclasses, overrides, inheritance, and errors that name the key and the fix."""
+import pytest
+import yaml
+
+from vit_ms.config import Config, load_config, resolve_config_path, save_config
+from vit_ms.errors import ConfigError
+
+
+def write(tmp_path, name, values):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def test_every_shipped_config_loads():
+    for name in ["demo", "vit_ti16", "vit_s16", "vit_b16", "vit_b32", "vit_l16", "vit_b16_finetune"]:
+        cfg = load_config(name)
+        assert isinstance(cfg, Config)
+        assert cfg.run_name == name
+
+
+def test_variant_configs_inherit_the_deit_recipe():
+    b16, s16 = load_config("vit_b16.yaml"), load_config("configs/vit_s16.yaml")
+    assert s16.model.name == "vit_s16"
+    assert (s16.optim.lr, s16.data.mixup, s16.data.cutmix, s16.data.re_prob) == (5e-4, 0.8, 1.0, 0.25)
+    assert s16.train.epochs == b16.train.epochs == 300
+
+
+def test_types_and_overrides(tmp_path):
+    path = write(tmp_path, "run.yaml", {"train": {"epochs": 3}, "optim": {"lr": 1}})
+    cfg = load_config(str(path), ["train.epochs=5", "data.root=/data/x", "optim.betas=[0.9, 0.95]",
+                                  "distributed=true"])
+    assert cfg.train.epochs == 5 and cfg.data.root == "/data/x"
+    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)  # int accepted for a float key
+    assert cfg.optim.betas == [0.9, 0.95]
+    assert cfg.distributed is True
+    assert cfg.run_name == "run"
+
+
+def test_unknown_key_suggests_the_closest(tmp_path):
+    path = write(tmp_path, "bad.yaml", {"train": {"epoch": 3}})
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.epoch'; did you mean 'train.epochs'"):
+        load_config(str(path))
+    with pytest.raises(ConfigError, match=r"unknown config key 'optimizer'; did you mean 'optim'"):
+        load_config(None, ["optimizer.lr=1"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs=abc", r"'train.epochs' must be int, got 'abc'"),
+    ("train.epochs=2.5", r"'train.epochs' must be int"),
+    ("amp.level=O4", r"'amp.level' must be 'auto' or 'O0'"),
+    ("optim.lr=-0.1", r"optim.lr=-0.1 must be positive"),
+    ("model.image_size=225", r"model.image_size=225 is not divisible by model.patch_size=16; use a multiple such as 224"),
+    ("model.name=vit_b61", r"unknown model 'vit_b61'; did you mean 'vit_b16'"),
+    ("loss.label_smoothing=1.5", r"loss.label_smoothing=1.5 must be in \[0, 1\)"),
+    ("train.epochs", r"must look like section.key=value"),
+])
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("vit_b16", [override])
+
+
+def test_bare_name_resolves_in_configs_and_missing_file_lists_choices():
+    assert resolve_config_path("vit_b16.yaml").name == "vit_b16.yaml"
+    assert resolve_config_path("vit_b16").parent.name == "configs"
+    with pytest.raises(ConfigError, match=r"config file 'vit_b61.yaml' not found.*did you mean 'vit_b16.yaml'"):
+        load_config("vit_b61.yaml")
+
+
+def test_base_inheritance_and_cycles(tmp_path):
+    write(tmp_path, "parent.yaml", {"train": {"epochs": 7, "batch_size": 4}})
+    child = write(tmp_path, "child.yaml", {"base": "parent.yaml", "train": {"epochs": 2}})
+    cfg = load_config(str(child))
+    assert (cfg.train.epochs, cfg.train.batch_size) == (2, 4)
+    loop = write(tmp_path, "loop.yaml", {"base": "loop.yaml"})
+    with pytest.raises(ConfigError, match="includes itself"):
+        load_config(str(loop))
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config("demo", ["train.epochs=4"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(str(tmp_path / "config.yaml"))
+    assert again == cfg
+
+
+def test_yaml_is_read_with_the_safe_loader(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("train: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(path))
