@@ -15,18 +15,37 @@ from mindspore.train import Metric
 from .loss import ClassificationLoss, WithLoss
 
 
+_unscale = ops.MultitypeFuncGraph("unscale")
+
+
+@_unscale.register("Tensor", "Tensor")
+def _unscale_grad(scale, grad):
+    return grad * ops.reciprocal(scale).astype(grad.dtype)
+
+
 class TrainStep(nn.TrainOneStepWithLossScaleCell):
     """One optimizer step: forward, scaled backward, all-reduce, overflow check, clip, update."""
 
     def __init__(self, network: nn.Cell, optimizer: nn.Optimizer, scale_sense, clip_grad_norm: float = 0.0):
         super().__init__(network, optimizer, scale_sense)
         self.clip_grad_norm = clip_grad_norm
+        # MindSpore's base class reads Ascend float-status registers unless the target is GPU; CPU (and GPU)
+        # check the gradients for inf/nan instead, all-reduced across ranks.
+        self.infnan_check = ms.get_context("device_target") != "Ascend"
+
+    def get_overflow_status(self, status, compute_output):
+        if not self.infnan_check:
+            return super().get_overflow_status(status, compute_output)
+        overflow = ops.logical_not(ms.amp.all_finite(compute_output)).astype(ms.float32)
+        if self.is_distributed:  # every rank must skip the same steps
+            overflow = self.allreduce(overflow)
+        return overflow > 0
 
     def construct(self, *inputs):
         loss = self.network(*inputs)
         scale = self.scale_sense
         grads = self.grad(self.network, self.weights)(*inputs, ops.ones_like(loss) * scale.astype(loss.dtype))
-        grads = self.hyper_map(ops.partial(ops.div, y=scale), grads)  # unscale
+        grads = self.hyper_map(ops.partial(_unscale, scale), grads)
         grads = self.grad_reducer(grads)  # mean over data-parallel ranks
         overflow = self.get_overflow_status(Tensor([0] * 8, ms.int32), grads)
         overflow = self.process_loss_scale(overflow)  # adjusts a dynamic scale

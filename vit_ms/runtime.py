@@ -59,8 +59,10 @@ def setup_runtime(cfg, environ: Optional[Mapping[str, str]] = None) -> Runtime:
     environ = os.environ if environ is None else environ
     device_target = resolve_device_target(cfg.train.device_target)
     mode = ms.GRAPH_MODE if cfg.train.mode == "graph" else ms.PYNATIVE_MODE
-    ms.set_context(mode=mode, device_target=device_target)
-    if device_target != "CPU":
+    ms.set_context(mode=mode)
+    if device_target == "CPU":
+        ms.set_device("CPU")
+    else:  # rank-table launches give each process its device in DEVICE_ID
         ms.set_device(device_target, int(environ.get("DEVICE_ID", cfg.train.device_id)))
     ms.set_seed(cfg.train.seed)
     if cfg.train.deterministic:

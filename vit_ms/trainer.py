@@ -110,7 +110,11 @@ def run_training(cfg: Config, resume: Optional[str] = None) -> dict:
         log.info("pretrained weights: %s", report)
     global_batch = batch * runtime.world_size
     lr = scaled_lr(cfg.optim, global_batch)
-    log.info("lr %.3e = base %.3e x global batch %d / %d", lr, cfg.optim.lr, global_batch, cfg.optim.lr_batch_size)
+    if cfg.optim.lr_batch_size > 0:
+        log.info("lr %.3e = base lr %.3e x global batch %d / %d", lr, cfg.optim.lr, global_batch,
+                 cfg.optim.lr_batch_size)
+    else:
+        log.info("lr %.3e (optim.lr_batch_size=0: not scaled by the global batch %d)", lr, global_batch)
     lrs = lr_schedule(cfg.optim, lr, cfg.train.epochs, info.steps_per_epoch)
     optimizer = build_optimizer(model, trainable_parameters(model, cfg.train.freeze_backbone), cfg.optim, lrs)
     train_step = build_train_step(model, optimizer, cfg, runtime.amp_level)
