@@ -1,0 +1,270 @@
+"""vit_ms.convert: every source's weights give our ViT the source's own logits; resampling; the strict check; CLI.
+
+Each test writes its source file itself (tiny ViTs: width 32, depth 2, 32 px, patch 8) and compares our
+model's logits with an independent reference: mindcv's own forward for mindcv, tests/numpy_vit.py otherwise.
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+import pytest
+from numpy_vit import (npz_forward, random_npz_state, random_timm_state, random_tutorial_state, timm_forward,
+                       tutorial_forward)
+from safetensors.numpy import save_file
+
+from vit_ms.convert import (OPTIMIZER_STATE_KEYS, check_fit, convert_npz, convert_state, detect_format,
+                            infer_architecture, read_state, resample_pos_embed)
+from vit_ms.convert.__main__ import main as convert_main
+from vit_ms.errors import CheckpointError, run_cli
+from vit_ms.models import create_model
+from vit_ms.pretrained import load_pretrained, model_param_shapes
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = dict(patch_size=8, embed_dim=32, depth=2, num_heads=2)
+DIM, DEPTH, HEADS, PATCH, GRID, CLASSES = 32, 2, 2, 8, 4, 10
+TOLERANCE = 1e-4
+
+
+def tiny_model(num_classes=CLASSES, image_size=32, **kw):
+    return create_model("vit_ti16", num_classes=num_classes, image_size=image_size, **{**TINY, **kw})
+
+
+def logits(model, images: np.ndarray) -> np.ndarray:
+    model.set_train(False)
+    return model(ms.Tensor(images.astype(np.float32))).asnumpy()
+
+
+def report_diff(name: str, ours: np.ndarray, ref: np.ndarray) -> float:
+    diff = float(np.abs(ours.astype(np.float64) - ref).max())
+    print(f"parity {name}: max abs diff {diff:.3e} (logits up to {np.abs(ref).max():.2f})")
+    return diff
+
+
+@pytest.fixture()
+def images():
+    return np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parity, one source at a time.
+
+
+def test_timm_safetensors_parity(tmp_path, images):
+    state = random_timm_state(np.random.default_rng(0), DIM, DEPTH, HEADS, PATCH, GRID, CLASSES)
+    save_file(state, str(tmp_path / "model.safetensors"))
+    model = tiny_model()
+    report = load_pretrained(model, str(tmp_path / "model.safetensors"))
+    assert report.source_format == "timm" and not report.mismatched_overrides
+    assert report_diff("timm", logits(model, images), timm_forward(state, images, HEADS)) <= TOLERANCE
+
+
+@pytest.mark.parametrize("prefix", ["", "opt/target/"])
+def test_npz_parity_with_pre_logits(tmp_path, images, prefix):
+    params = random_npz_state(np.random.default_rng(2), DIM, DEPTH, HEADS, PATCH, GRID, CLASSES, representation=16,
+                              prefix=prefix)
+    np.savez(tmp_path / "vit.npz", **params, **({"opt/state/step": np.zeros(1)} if prefix else {}))
+    model = tiny_model(representation_size=16, gelu="tanh")
+    report = load_pretrained(model, str(tmp_path / "vit.npz"))
+    assert report.source_format == "npz" and report.model_overrides == {"gelu": "tanh"}
+    assert not report.mismatched_overrides
+    ref = npz_forward({k[len(prefix):]: v for k, v in params.items()}, images.transpose(0, 2, 3, 1))  # NHWC
+    assert report_diff(f"npz{' (opt/target/)' if prefix else ''}", logits(model, images), ref) <= TOLERANCE
+
+
+def test_mindcv_parity_against_mindcv_forward(tmp_path, images):
+    from mindcv.models.vit import VisionTransformer as MindcvViT
+
+    source = MindcvViT(image_size=32, patch_size=PATCH, embed_dim=DIM, depth=DEPTH, num_heads=HEADS,
+                       num_classes=CLASSES)
+    rng = np.random.default_rng(3)
+    for p in source.get_parameters():  # make norms and biases non-trivial
+        mean = 1.0 if p.name.endswith("gamma") else 0.0
+        p.set_data(ms.Tensor((mean + 0.2 * rng.standard_normal(p.shape)).astype(np.float32)))
+    ms.save_checkpoint(source, str(tmp_path / "mindcv_vit.ckpt"))
+    source.set_train(False)
+    ref = source(ms.Tensor(images)).asnumpy().astype(np.float64)
+
+    model = tiny_model(gelu="tanh", norm_eps=1e-7)  # mindspore nn.GELU() / nn.LayerNorm defaults
+    report = load_pretrained(model, str(tmp_path / "mindcv_vit.ckpt"))
+    assert report.source_format == "mindcv" and not report.mismatched_overrides
+    assert report_diff("mindcv", logits(model, images), ref) <= TOLERANCE
+
+    default = tiny_model()  # erf GELU, eps 1e-6: loads, but the report says what to set
+    report = load_pretrained(default, str(tmp_path / "mindcv_vit.ckpt"))
+    assert report.mismatched_overrides == {"gelu": ("erf", "tanh"), "norm_eps": (1e-6, 1e-7)}
+    assert "model.gelu=tanh" in str(report)
+    wrong = report_diff("mindcv into an erf/1e-6 model (expected to differ)", logits(default, images), ref)
+    assert wrong > TOLERANCE
+
+
+@pytest.mark.parametrize("cls_name", ["cls", "cls_token"])
+def test_tutorial_parity(tmp_path, images, cls_name):
+    state = random_tutorial_state(np.random.default_rng(4), DIM, DEPTH, PATCH, GRID, CLASSES, cls_name=cls_name)
+    ms.save_checkpoint([{"name": k, "data": ms.Tensor(v)} for k, v in state.items()], str(tmp_path / "vit.ckpt"))
+    model = tiny_model(gelu="tanh", norm_eps=1e-7)
+    report = load_pretrained(model, str(tmp_path / "vit.ckpt"))
+    assert report.source_format == "tutorial" and report.model_overrides == {"gelu": "tanh", "norm_eps": 1e-7}
+    ref = tutorial_forward(state, images, HEADS)
+    assert report_diff(f"tutorial ({cls_name})", logits(model, images), ref) <= TOLERANCE
+
+
+def test_tutorial_mindvision_prefixes():
+    state = random_tutorial_state(np.random.default_rng(5), DIM, 1, PATCH, GRID, CLASSES)
+    renamed = {("backbone." + k if not k.startswith("dense.") else "head." + k): v for k, v in state.items()}
+    ours = convert_state("tutorial", renamed)
+    check_fit(model_param_shapes(tiny_model(depth=1)), ours)
+
+
+def test_detect_format():
+    rng = np.random.default_rng(6)
+    timm = random_timm_state(rng, DIM, 1, HEADS, PATCH, GRID, CLASSES)
+    assert detect_format(timm, ".safetensors") == "timm"
+    assert detect_format(timm, ".ckpt") == "vit_ms"
+    assert detect_format(random_npz_state(rng, DIM, 1, HEADS, PATCH, GRID, CLASSES)) == "npz"
+    assert detect_format(random_tutorial_state(rng, DIM, 1, PATCH, GRID, CLASSES)) == "tutorial"
+    mindcv = {k.replace("norm1.weight", "norm1.gamma"): v for k, v in timm.items()}
+    assert detect_format(mindcv) == "mindcv"
+    with pytest.raises(CheckpointError, match="--from"):
+        detect_format({"encoder.weight": np.zeros(2)})
+
+
+def test_infer_architecture():
+    state = convert_npz(random_npz_state(np.random.default_rng(7), DIM, DEPTH, HEADS, PATCH, GRID, CLASSES,
+                                         representation=16))
+    arch = infer_architecture(state)
+    assert arch == dict(patch_size=PATCH, embed_dim=DIM, depth=DEPTH, in_channels=3, mlp_ratio=4.0, image_size=32,
+                        num_classes=CLASSES, representation_size=16, variant=None)
+    b16 = {"patch_embed.proj.weight": np.zeros((768, 3, 16, 16)), "pos_embed": np.zeros((1, 197, 768)),
+           **{f"blocks.{i}.mlp.fc1.weight": np.zeros((3072, 768)) for i in range(12)}}
+    assert infer_architecture(b16)["variant"] == "vit_b16" and infer_architecture(b16)["image_size"] == 224
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Position-embedding resampling.
+
+
+def test_resample_same_grid_is_exact_and_class_token_is_untouched():
+    pos = np.random.default_rng(8).standard_normal((1, 17, 8)).astype(np.float32)
+    assert np.array_equal(resample_pos_embed(pos, (4, 4)), pos)
+    up = resample_pos_embed(pos, (6, 6))
+    assert up.shape == (1, 37, 8) and up.dtype == pos.dtype
+    assert np.array_equal(up[:, :1], pos[:, :1])
+    wide = resample_pos_embed(pos, (3, 5))
+    assert wide.shape == (1, 16, 8) and np.array_equal(wide[:, :1], pos[:, :1])
+
+
+def test_resample_matches_torch_bicubic():
+    # torch.nn.functional.interpolate(tensor([[[[1., 2.], [3., 4.]]]]), size=(4, 4), mode="bicubic",
+    # align_corners=False): what timm's resample_abs_pos_embed computes (without antialias).
+    torch_out = np.array([[0.68359375, 1.015625, 1.5625, 1.89453125],
+                          [1.34765625, 1.6796875, 2.2265625, 2.55859375],
+                          [2.44140625, 2.7734375, 3.3203125, 3.65234375],
+                          [3.10546875, 3.4375, 3.984375, 4.31640625]])
+    pos = np.concatenate([np.full((1, 1, 1), 9.0), np.array([1.0, 2.0, 3.0, 4.0]).reshape(1, 4, 1)], axis=1)
+    out = resample_pos_embed(pos, (4, 4))
+    assert out[0, 0, 0] == 9.0
+    np.testing.assert_allclose(out[0, 1:, 0].reshape(4, 4), torch_out, atol=1e-7)
+    constant = resample_pos_embed(np.ones((1, 10, 3)), (5, 7))  # weights sum to one everywhere
+    np.testing.assert_allclose(constant, 1.0, atol=1e-12)
+
+
+def test_weights_load_at_a_new_image_size(tmp_path, images):
+    state = random_timm_state(np.random.default_rng(9), DIM, DEPTH, HEADS, PATCH, GRID, CLASSES)
+    save_file(state, str(tmp_path / "model.safetensors"))
+    model = tiny_model(image_size=48)  # 6x6 grid instead of 4x4
+    report = load_pretrained(model, str(tmp_path / "model.safetensors"))
+    assert report.pos_embed_resampled and "4x4 to a 6x6" in str(report)
+    pos = model.pos_embed.asnumpy()
+    assert pos.shape == (1, 37, DIM) and np.array_equal(pos[:, :1], state["pos_embed"][:, :1])
+    big = np.random.default_rng(10).standard_normal((2, 3, 48, 48)).astype(np.float32)
+    out = logits(model, big)
+    assert out.shape == (2, CLASSES) and np.isfinite(out).all()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The strict check.
+
+
+def test_check_fit_names_keys_and_fixes():
+    shapes = model_param_shapes(tiny_model())
+    state = random_timm_state(np.random.default_rng(11), DIM, 1, HEADS, PATCH, 6, 7)  # depth 1, 48 px, 7 classes
+    state["fc_extra.weight"] = np.zeros(3, np.float32)
+    with pytest.raises(CheckpointError) as err:
+        check_fit(shapes, state)
+    msg = str(err.value)
+    assert "missing from the weights (12): blocks.1." in msg
+    assert "unexpected in the weights (1): fc_extra.weight" in msg
+    assert "head.weight: weights (7, 32) vs model (10, 32)" in msg
+    assert "pos_embed: weights (1, 37, 32) vs model (1, 17, 32)" in msg
+    assert "depth 1" in msg and "pick that model.name" in msg
+    assert "model.num_classes=7" in msg and "--num-classes" in msg
+    assert "model.image_size" in msg and "resample" in msg
+    assert "python -m vit_ms.convert" in msg
+
+
+def test_check_fit_pre_logits_hint_and_optimizer_state_ignored():
+    shapes = model_param_shapes(tiny_model())
+    state = random_timm_state(np.random.default_rng(12), DIM, DEPTH, HEADS, PATCH, GRID, CLASSES, representation=16)
+    with pytest.raises(CheckpointError, match="model.representation_size=16"):
+        check_fit(shapes, state)
+    del state["pre_logits.fc.weight"], state["pre_logits.fc.bias"]
+    with pytest.raises(CheckpointError, match="the head reads 16 features"):
+        check_fit(shapes, state)
+    state["head.weight"] = np.zeros((CLASSES, DIM), np.float32)
+    state.update({f"adam_m.{k}": v for k, v in list(state.items())})
+    state.update({key: np.zeros(1, np.float32) for key in OPTIMIZER_STATE_KEYS})
+    check_fit(shapes, state)  # optimizer state is not "unexpected"
+
+
+def test_unsupported_sources_say_why(tmp_path):
+    state = random_timm_state(np.random.default_rng(13), DIM, 1, HEADS, PATCH, GRID, CLASSES)
+    state["fc_norm.weight"] = np.ones(DIM, np.float32)
+    with pytest.raises(CheckpointError, match="fc_norm"):
+        convert_state("timm", state)
+    (tmp_path / "model.pth").write_bytes(b"not read")
+    with pytest.raises(CheckpointError, match="safetensors"):
+        read_state(tmp_path / "model.pth")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The command line.
+
+
+def test_cli_end_to_end(tmp_path, images):
+    params = random_npz_state(np.random.default_rng(14), DIM, DEPTH, HEADS, PATCH, GRID, CLASSES)
+    np.savez(tmp_path / "vit.npz", **params)
+    arch = ["--model", "vit_ti16", "--patch-size", "8", "--embed-dim", "32", "--depth", "2", "--num-heads", "2"]
+    out = subprocess.run([sys.executable, "-m", "vit_ms.convert", "--from", "npz", "--src", str(tmp_path / "vit.npz"),
+                          *arch, "--out", str(tmp_path / "same.ckpt")],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "wrote" in out.stdout and "model.gelu=tanh" in out.stdout and "model.num_classes=10" in out.stdout
+
+    model = tiny_model(gelu="tanh")
+    report = load_pretrained(model, str(tmp_path / "same.ckpt"))
+    assert report.source_format == "vit_ms" and report.model_overrides == {"gelu": "tanh"}
+    ref = npz_forward(params, images.transpose(0, 2, 3, 1))
+    assert report_diff("npz via CLI .ckpt", logits(model, images), ref) <= TOLERANCE
+
+    # another head: left out of the file, initialised at load
+    assert convert_main(["--src", str(tmp_path / "vit.npz"), *arch, "--num-classes", "5",
+                         "--out", str(tmp_path / "five.ckpt")]) == 0
+    written, recorded = read_state(tmp_path / "five.ckpt")
+    assert "head.weight" not in written and recorded == {"gelu": "tanh"}
+    five = tiny_model(num_classes=5, gelu="tanh")
+    report = load_pretrained(five, str(tmp_path / "five.ckpt"))
+    assert report.head_reinitialised and not report.mismatched_overrides
+    np.testing.assert_array_equal(five.blocks[1].mlp.fc2.weight.asnumpy(),
+                                  params["Transformer/encoderblock_1/MlpBlock_3/Dense_1/kernel"].T)
+
+
+def test_cli_reports_a_wrong_model(tmp_path, capsys):
+    np.savez(tmp_path / "vit.npz", **random_npz_state(np.random.default_rng(15), DIM, DEPTH, HEADS, PATCH, GRID, 3))
+    code = run_cli(convert_main, ["--src", str(tmp_path / "vit.npz"), "--model", "vit_ti16", "--patch-size", "8",
+                                  "--embed-dim", "32", "--depth", "1", "--num-heads", "2",
+                                  "--out", str(tmp_path / "x.ckpt")])
+    err = capsys.readouterr().err
+    assert code == 2 and "unexpected in the weights" in err and "depth 2" in err
+    assert not (tmp_path / "x.ckpt").exists()
