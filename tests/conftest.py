@@ -1,0 +1,21 @@
+"""Shared fixtures.
+
+`tiny_imagenet`: a fresh ImageNet-layout folder per test, 3 classes x 8 train / 4 val images of 32x32,
+JPEG and PNG mixed, whose class is learnable from colour and stripes:
+
+    <root>/train/class_{0,1,2}/{0000..0007}.{jpg,png}
+    <root>/val/class_{0,1,2}/{0000..0003}.{jpg,png}
+
+Point a config at it with `cfg.data.root = str(tiny_imagenet)` and `cfg.model.image_size = 32`.
+"""
+from pathlib import Path
+
+import pytest
+
+from vit_ms.demo_data import write_synthetic_folder
+
+
+@pytest.fixture
+def tiny_imagenet(tmp_path: Path) -> Path:
+    return write_synthetic_folder(tmp_path / "tiny_imagenet", num_classes=3, train_per_class=8, val_per_class=4,
+                                  image_size=32, seed=0)

@@ -1,0 +1,413 @@
+"""vit_ms.data: decoding and bad images, folder scan, transforms, order / resume / sharding, the pipeline."""
+import hashlib
+import io
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vit_ms.config import Config, DataConfig
+from vit_ms.data import (EpochSampler, build_eval_transforms, build_train_transforms, create_dataset, load_image_rgb,
+                         preprocess_eval, scan_split)
+from vit_ms.errors import ConfigError, DataError
+
+REPO = Path(__file__).resolve().parent.parent
+SIZE = 32
+N_TRAIN, N_VAL = 24, 12  # tiny_imagenet: 3 classes x 8 train / 4 val
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def make_cfg(root: Path, **data) -> Config:
+    cfg = Config()
+    cfg.data.root = str(root)
+    cfg.data.num_parallel_workers = 2
+    cfg.model.image_size = SIZE
+    for key, value in data.items():
+        setattr(cfg.data, key, value)
+    return cfg
+
+
+def no_random_aug(cfg: Config) -> Config:
+    """Train transforms that are a fixed function of the file: a whole-image crop, nothing random."""
+    cfg.data.scale, cfg.data.ratio = [1.0, 1.0], [1.0, 1.0]
+    cfg.data.hflip, cfg.data.auto_augment, cfg.data.re_prob = 0.0, "", 0.0
+    cfg.data.mixup, cfg.data.cutmix = 0.0, 0.0
+    return cfg
+
+
+def batches(dataset, num_epochs: int = 1):
+    it = dataset.create_dict_iterator(num_epochs=num_epochs, output_numpy=True)
+    return [[(b["image"], b["label"]) for b in it] for _ in range(num_epochs)]
+
+
+def signatures(epoch_batches) -> list:
+    """One fingerprint per image, in order: identifies the sample when transforms are not random."""
+    return [hashlib.md5(img.tobytes()).hexdigest()[:12] for images, _ in epoch_batches for img in images]
+
+
+def noise_image(size: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+def encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+def write_bad(folder: Path, kind: str) -> Path:
+    """One unusable file of the given kind; with max_pixels=10_000 'huge' is over the limit."""
+    jpeg = encoded(noise_image(96), "JPEG", quality=90)
+    png = bytearray(encoded(noise_image(64), "PNG"))
+    if kind == "corrupt_header":
+        png[20] ^= 0xFF  # inside IHDR: its checksum no longer matches
+    if kind == "corrupt_data":
+        png[len(png) // 2:len(png) // 2 + 200] = bytes(200)  # inside IDAT: header and end marker intact
+    content = {
+        "corrupt_header": bytes(png),
+        "corrupt_data": bytes(png),
+        "truncated": jpeg[: int(len(jpeg) * 0.7)],
+        "zero_byte": b"",
+        "non_image": b"this is a text file, not a JPEG\n" * 10,
+        "huge": encoded(noise_image(128), "PNG"),  # 16384 pixels
+    }[kind]
+    path = folder / f"bad_{kind}.{'jpg' if kind in ('truncated', 'zero_byte', 'non_image') else 'png'}"
+    path.write_bytes(content)
+    return path
+
+
+# Found by the folder scan (header, size, end marker): kind -> words in the reason.
+BAD_KINDS = {"corrupt_header": "damaged header", "truncated": "truncated", "zero_byte": "zero bytes",
+             "non_image": "not a readable image", "huge": "max_image_pixels"}
+
+
+def write_odd_modes(folder: Path) -> dict:
+    """Usable images in unusual modes -> their expected RGB value at pixel (0, 0)."""
+    palette = Image.new("P", (16, 16), 1)
+    palette.putpalette([0, 0, 0, 200, 30, 40] + [0] * 762)
+    palette_t = palette.copy()
+    palette_t.info["transparency"] = 0
+    images = {
+        "gray.jpg": (Image.new("L", (16, 16), 77), (77, 77, 77)),
+        "cmyk.jpg": (Image.new("CMYK", (16, 16), (0, 255, 255, 0)), (255, 0, 0)),
+        "rgba.png": (Image.new("RGBA", (16, 16), (10, 120, 230, 0)), (10, 120, 230)),
+        "gray16.png": (Image.fromarray(np.full((16, 16), 0x8040, np.uint16)), (0x80, 0x80, 0x80)),
+        "palette.png": (palette, (200, 30, 40)),
+        "palette_transparent.gif": (palette_t, (200, 30, 40)),
+        "bilevel.bmp": (Image.new("1", (16, 16), 1), (255, 255, 255)),
+    }
+    expected = {}
+    for name, (image, rgb) in images.items():
+        image.save(folder / name)
+        expected[str(folder / name)] = rgb
+    return expected
+
+
+# ----------------------------------------------------------------------------------------------------------
+# load_image_rgb
+
+
+def test_load_image_converts_every_mode_to_rgb_uint8(tmp_path):
+    expected = write_odd_modes(tmp_path)
+    for path, rgb in expected.items():
+        image = load_image_rgb(path, max_pixels=10_000)
+        assert image.shape == (16, 16, 3) and image.dtype == np.uint8, path
+        tolerance = 3 if path.endswith(".jpg") else 0
+        assert np.abs(image[0, 0].astype(int) - rgb).max() <= tolerance, (path, image[0, 0], rgb)
+        assert image.flags.writeable
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_KINDS) + ["corrupt_data"])
+def test_load_image_raises_data_error_naming_file_and_reason(tmp_path, kind):
+    path = write_bad(tmp_path, kind)
+    with pytest.raises(DataError) as err:
+        load_image_rgb(path, max_pixels=10_000)
+    assert str(path) in str(err.value) and BAD_KINDS.get(kind, "corrupt") in str(err.value)
+    assert "on_bad_image" in str(err.value)  # says how to carry on
+
+
+# ----------------------------------------------------------------------------------------------------------
+# scan_split: bad files, empty classes, layout errors
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_KINDS))
+def test_scan_skips_or_raises_for_each_bad_kind(tiny_imagenet, kind):
+    bad = write_bad(tiny_imagenet / "train" / "class_1", kind)
+    index = scan_split(tiny_imagenet, "train", "skip", max_pixels=10_000)
+    assert len(index.samples) == N_TRAIN and index.classes == ["class_0", "class_1", "class_2"]
+    assert [p for p, _ in index.bad] == [str(bad)] and BAD_KINDS[kind] in index.bad[0][1]
+    with pytest.raises(DataError, match=BAD_KINDS[kind]) as err:
+        scan_split(tiny_imagenet, "train", "error", max_pixels=10_000)
+    assert str(bad) in str(err.value)
+
+
+def test_scan_keeps_odd_modes_ignores_other_extensions_and_lists_sorted(tiny_imagenet):
+    odd = write_odd_modes(tiny_imagenet / "train" / "class_2")
+    (tiny_imagenet / "train" / "class_0" / "notes.txt").write_text("not listed")
+    (tiny_imagenet / "train" / "class_0" / "UPPER.JPEG").write_bytes((tiny_imagenet / "train" / "class_0" /
+                                                                      "0000.jpg").read_bytes())
+    index = scan_split(tiny_imagenet, "train", "error", max_pixels=10_000)
+    paths = [p for p, _ in index.samples]
+    assert set(odd) <= set(paths) and not index.bad
+    assert not any(p.endswith(".txt") for p in paths) and any(p.endswith("UPPER.JPEG") for p in paths)
+    assert len(paths) == N_TRAIN + len(odd) + 1
+    assert [label for _, label in index.samples] == sorted(label for _, label in index.samples)
+
+
+def test_empty_class_folder_is_kept_and_warned_about(tiny_imagenet, caplog):
+    (tiny_imagenet / "train" / "class_3").mkdir()
+    with caplog.at_level(logging.WARNING, logger="vit_ms"):
+        index = scan_split(tiny_imagenet, "train")
+    assert index.classes[-1] == "class_3" and len(index.samples) == N_TRAIN
+    assert any("class_3" in r.getMessage() and "no usable images" in r.getMessage() for r in caplog.records)
+
+
+def test_layout_errors_name_the_folder(tmp_path, tiny_imagenet):
+    with pytest.raises(DataError, match="does not exist") as err:
+        scan_split(tmp_path / "nowhere", "train")
+    assert "nowhere" in str(err.value) and "<root>/train/<class>/*.jpg" in str(err.value)
+    with pytest.raises(DataError, match="does not exist") as err:
+        scan_split(tiny_imagenet, "validation")
+    assert str(tiny_imagenet / "validation") in str(err.value)
+    flat = tmp_path / "flat" / "train"
+    flat.mkdir(parents=True)
+    (flat / "a.jpg").write_bytes((tiny_imagenet / "train" / "class_0" / "0000.jpg").read_bytes())
+    with pytest.raises(DataError, match="no class folders") as err:
+        scan_split(tmp_path / "flat", "train")
+    assert str(flat) in str(err.value) and "<root>/train/<class>/*.jpg" in str(err.value)
+
+
+def test_split_with_only_bad_files_raises(tiny_imagenet):
+    for path in (tiny_imagenet / "val").rglob("*.*"):
+        path.write_text("not an image")
+    with pytest.raises(DataError, match="no usable images") as err:
+        scan_split(tiny_imagenet, "val")
+    assert str(tiny_imagenet / "val") in str(err.value)
+
+
+def test_create_dataset_config_errors(tiny_imagenet):
+    with pytest.raises(DataError, match="data.root is empty"):
+        create_dataset(make_cfg(""), "train", True, batch_size=4)
+    (tiny_imagenet / "val" / "extra_class").mkdir()
+    with pytest.raises(DataError, match="extra_class"):
+        create_dataset(make_cfg(tiny_imagenet), "val", False, batch_size=4)
+    with pytest.raises(ConfigError, match="data.auto_augment"):
+        build_train_transforms(DataConfig(auto_augment="randaug-m9-bogus1"), SIZE)
+    with pytest.raises(DataError, match="fewer than one batch"):
+        create_dataset(make_cfg(tiny_imagenet), "train", True, batch_size=64)
+    with pytest.raises(ValueError, match="start_epoch=3, skip_steps=0"):
+        create_dataset(make_cfg(tiny_imagenet), "train", True, batch_size=4, start_epoch=2, skip_steps=6)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The pipeline: shapes, bad files at scan and at decode time
+
+
+def test_train_batches_with_mixup_have_soft_labels(tiny_imagenet):
+    cfg = make_cfg(tiny_imagenet)  # defaults: RandAugment, random erasing, mixup 0.8 / cutmix 1.0
+    dataset, info = create_dataset(cfg, "train", True, batch_size=4)
+    assert info.steps_per_epoch == dataset.get_dataset_size() == N_TRAIN // 4
+    assert info.class_names == ["class_0", "class_1", "class_2"] and info.num_samples == N_TRAIN
+    (epoch,) = batches(dataset)
+    assert len(epoch) == 6
+    for images, labels in epoch:
+        assert images.shape == (4, 3, SIZE, SIZE) and images.dtype == np.float32
+        assert labels.shape == (4, 3) and labels.dtype == np.float32
+        np.testing.assert_allclose(labels.sum(axis=1), 1.0, rtol=1e-5)
+        assert labels.min() >= 0.1 / 3 - 1e-6  # label smoothing folded in: off value = smoothing / classes
+
+
+def test_train_without_mixup_has_int_labels_and_drops_remainder(tiny_imagenet):
+    cfg = make_cfg(tiny_imagenet, mixup=0.0, cutmix=0.0, auto_augment="", color_jitter=0.4)
+    dataset, info = create_dataset(cfg, "train", True, batch_size=5)
+    (epoch,) = batches(dataset)
+    assert info.steps_per_epoch == len(epoch) == N_TRAIN // 5
+    for images, labels in epoch:
+        assert images.shape == (5, 3, SIZE, SIZE) and images.dtype == np.float32
+        assert labels.shape == (5,) and labels.dtype == np.int32 and set(labels) <= {0, 1, 2}
+
+
+def test_val_batches_keep_order_and_remainder(tiny_imagenet):
+    dataset, info = create_dataset(make_cfg(tiny_imagenet), "val", False, batch_size=5)
+    (epoch,) = batches(dataset)
+    assert info.steps_per_epoch == len(epoch) == 3
+    assert [len(labels) for _, labels in epoch] == [5, 5, 2]
+    assert np.concatenate([labels for _, labels in epoch]).tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert all(images.dtype == np.float32 and images.shape[1:] == (3, SIZE, SIZE) for images, _ in epoch)
+
+
+def test_bad_files_are_skipped_counted_and_warned(tiny_imagenet, caplog):
+    folder = tiny_imagenet / "train" / "class_0"
+    bad = sorted(str(write_bad(folder, kind)) for kind in BAD_KINDS)
+    odd = write_odd_modes(tiny_imagenet / "train" / "class_1")
+    cfg = make_cfg(tiny_imagenet, max_image_pixels=10_000)
+    with caplog.at_level(logging.WARNING, logger="vit_ms"):
+        dataset, info = create_dataset(cfg, "train", True, batch_size=4)
+    assert sorted(p for p, _ in info.bad_files) == bad
+    assert info.num_samples == N_TRAIN + len(odd)
+    warning = next(r.getMessage() for r in caplog.records if "skipped" in r.getMessage())
+    assert f"skipped {len(bad)} unusable" in warning and bad[0] in warning
+    (epoch,) = batches(dataset)
+    assert len(epoch) == (N_TRAIN + len(odd)) // 4
+    cfg.data.on_bad_image = "error"
+    with pytest.raises(DataError, match=str(folder)):
+        create_dataset(cfg, "train", True, batch_size=4)
+
+
+def test_files_found_bad_only_when_decoded(tiny_imagenet, caplog):
+    """Damaged image data passes the header scan, and files can change after it: skip replaces, error raises."""
+    corrupt = write_bad(tiny_imagenet / "val" / "class_0", "corrupt_data")
+    cfg = make_cfg(tiny_imagenet)
+    dataset, info = create_dataset(cfg, "val", False, batch_size=4)
+    assert info.num_samples == N_VAL + 1 and not info.bad_files
+    changed = tiny_imagenet / "val" / "class_1" / "0001.png"
+    original = changed.read_bytes()
+    changed.write_text("overwritten after the scan")
+    with caplog.at_level(logging.WARNING, logger="vit_ms"):
+        (epoch,) = batches(dataset)
+    assert sum(len(labels) for _, labels in epoch) == N_VAL + 1  # each replaced by the next sample
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert str(corrupt) in messages and str(changed) in messages
+    changed.write_bytes(original)
+    cfg.data.on_bad_image = "error"
+    dataset, _ = create_dataset(cfg, "val", False, batch_size=4)
+    with pytest.raises(RuntimeError, match="bad_corrupt_data.png"):
+        batches(dataset)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Eval preprocessing
+
+
+@pytest.mark.parametrize("interpolation, pil_filter", [("bilinear", Image.BILINEAR), ("bicubic", Image.BICUBIC)])
+@pytest.mark.parametrize("height, width", [(40, 48), (57, 41)])
+def test_eval_transform_matches_pil_resize_center_crop_normalise(interpolation, pil_filter, height, width):
+    yy, xx = np.mgrid[0:height, 0:width]
+    image = np.stack([xx * 5, yy * 4, (xx + yy) * 3], axis=-1).clip(0, 255).astype(np.uint8)  # smooth ramps
+    cfg = DataConfig(interpolation=interpolation, crop_pct=0.875)
+    out = preprocess_eval(image, cfg, SIZE)
+    short = int(SIZE / 0.875)  # 36
+    new_h, new_w = (short, int(width * short / height)) if height <= width else (int(height * short / width), short)
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), pil_filter), dtype=np.float32)
+    top, left = (new_h - SIZE) // 2, (new_w - SIZE) // 2  # MindSpore's CenterCrop rounds the offset down
+    crop = resized[top:top + SIZE, left:left + SIZE]
+    expected = ((crop - np.array(cfg.mean)) / np.array(cfg.std)).transpose(2, 0, 1)  # (3, S, S)
+    assert out.shape == (3, SIZE, SIZE) and out.dtype == np.float32
+    assert np.abs(out - expected).max() < 0.05  # about 3 grey levels: OpenCV vs PIL kernels
+
+
+def test_preprocess_eval_equals_the_val_pipeline(tiny_imagenet):
+    cfg = make_cfg(tiny_imagenet)
+    (epoch,) = batches(create_dataset(cfg, "val", False, batch_size=N_VAL)[0])
+    index = scan_split(tiny_imagenet, "val")
+    eager = np.stack([preprocess_eval(load_image_rgb(p, 10**6), cfg.data, SIZE) for p, _ in index.samples])
+    np.testing.assert_array_equal(epoch[0][0], eager)
+    with pytest.raises(ValueError, match="uint8"):
+        preprocess_eval(eager[0], cfg.data, SIZE)
+
+
+def test_transform_lists():
+    cfg = DataConfig(auto_augment="randaug-m9-mstd1.0-inc1")
+    names = [type(op).__name__ for op in build_train_transforms(cfg, SIZE)]
+    assert names == ["RandomResizedCrop", "RandomHorizontalFlip", "RandAugment", "Normalize", "HWC2CHW",
+                     "RandomErasing"]
+    rand_augment = build_train_transforms(cfg, SIZE)[2]
+    assert rand_augment.ops[0].magnitude_std == 1.0  # the policy's mstd is honoured
+    assert [type(op).__name__ for op in build_eval_transforms(cfg, SIZE)] == ["Resize", "CenterCrop", "Normalize",
+                                                                               "HWC2CHW"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Order: reproducible from (seed, epoch), resumable, sharded
+
+
+def test_epoch_order_is_reproducible_and_resumable(tiny_imagenet):
+    cfg = no_random_aug(make_cfg(tiny_imagenet))
+    cfg.data.shuffle = False
+    (in_file_order,) = [signatures(e) for e in batches(create_dataset(cfg, "train", True, batch_size=4)[0])]
+    assert len(set(in_file_order)) == N_TRAIN
+    cfg.data.shuffle = True
+
+    def epochs(num_epochs, **kwargs):
+        dataset, _ = create_dataset(cfg, "train", True, batch_size=4, **kwargs)
+        return [signatures(e) for e in batches(dataset, num_epochs)]
+
+    from_zero = epochs(3)
+    for epoch, order in enumerate(from_zero):  # the order is a function of (seed, epoch) only
+        permutation = np.random.default_rng((cfg.train.seed, epoch)).permutation(N_TRAIN)
+        assert order == [in_file_order[i] for i in permutation]
+    assert from_zero[1] != from_zero[2]
+    assert epochs(1, start_epoch=2) == [from_zero[2]]
+    resumed = epochs(2, start_epoch=1, skip_steps=2)
+    assert resumed[0] == from_zero[1][2 * 4:]  # exactly the tail of the same epoch
+    assert resumed[1] == from_zero[2]  # then whole epochs again
+    capped = epochs(2, steps_per_epoch=2)
+    assert capped == [from_zero[0][:8], from_zero[1][:8]]
+
+
+def test_train_shards_are_equal_and_disjoint(tiny_imagenet):
+    cfg = no_random_aug(make_cfg(tiny_imagenet))
+    for num_shards in (2, 5):
+        shards = []
+        for shard_id in range(num_shards):
+            dataset, info = create_dataset(cfg, "train", True, batch_size=2, num_shards=num_shards, shard_id=shard_id)
+            shards.append(signatures(batches(dataset)[0]))
+            assert info.shard_samples == N_TRAIN // num_shards
+        assert {len(s) for s in shards} == {N_TRAIN // num_shards // 2 * 2}
+        assert len(set().union(*shards)) == sum(len(s) for s in shards)
+
+
+def test_val_shards_cover_every_sample_exactly_once(tiny_imagenet):
+    cfg = make_cfg(tiny_imagenet)
+    full = sorted(signatures(batches(create_dataset(cfg, "val", False, batch_size=4)[0])[0]))
+    sharded, counts = [], []
+    for shard_id in range(5):
+        dataset, info = create_dataset(cfg, "val", False, batch_size=2, num_shards=5, shard_id=shard_id)
+        (epoch,) = batches(dataset)
+        sharded += signatures(epoch)
+        counts.append(sum(len(labels) for _, labels in epoch))
+        assert info.steps_per_epoch == len(epoch)
+    assert counts == [3, 3, 2, 2, 2]
+    assert sorted(sharded) == full
+
+
+def test_sampler_shards_partition_every_epoch():
+    for shuffle in (True, False):
+        samplers = [EpochSampler(11, shuffle=shuffle, seed=3, num_shards=3, shard_id=r, equal_shards=False)
+                    for r in range(3)]
+        for epoch in range(3):
+            parts = [s.epoch_indices(epoch) for s in samplers]
+            assert sorted(np.concatenate(parts).tolist()) == list(range(11))
+    equal = [EpochSampler(11, shuffle=True, seed=3, num_shards=3, shard_id=r).epoch_indices(0) for r in range(3)]
+    assert [len(p) for p in equal] == [3, 3, 3] and len(set(np.concatenate(equal).tolist())) == 9
+
+
+def test_deterministic_augmentation_from_a_fresh_process(tiny_imagenet):
+    script = textwrap.dedent(f"""
+        import hashlib
+        from vit_ms.config import Config
+        from vit_ms.data import create_dataset
+        cfg = Config()
+        cfg.data.root, cfg.model.image_size, cfg.train.deterministic = {str(tiny_imagenet)!r}, {SIZE}, True
+        dataset, _ = create_dataset(cfg, "train", True, batch_size=4)
+        digest = hashlib.md5()
+        for batch in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
+            digest.update(batch[0].tobytes()); digest.update(batch[1].tobytes())
+        print("DIGEST", digest.hexdigest())
+    """)
+    env = dict(os.environ, PYTHONPATH=str(REPO), GLOG_v="3")
+    runs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env) for _ in range(2)]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    digests = [next((line for line in out.splitlines() if line.startswith("DIGEST")), err[-2000:])
+               for out, err in outputs]
+    assert digests[0].startswith("DIGEST") and digests[0] == digests[1], digests

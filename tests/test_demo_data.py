@@ -1,0 +1,81 @@
+"""vit_ms.demo_data: the digits folder (counts, classes, idempotent, atomic) and the synthetic folder."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vit_ms import demo_data
+from vit_ms.data import load_image_rgb, scan_split
+from vit_ms.errors import DataError
+
+
+def count_per_class(split_dir):
+    return {d.name: len(list(d.glob("*.png"))) for d in sorted(split_dir.iterdir())}
+
+
+def test_digits_folder_counts_classes_and_split(tmp_path):
+    root = demo_data.write_digits_folder(tmp_path / "digits", image_size=16)
+    train, val = count_per_class(root / "train"), count_per_class(root / "val")
+    assert sorted(train) == sorted(val) == [str(d) for d in range(10)]
+    assert sum(train.values()) + sum(val.values()) == 1797
+    for digit in train:  # stratified: 20% of each class, rounded
+        assert val[digit] == round((train[digit] + val[digit]) * 0.2)
+    marker = json.loads((root / demo_data.MARKER).read_text())
+    assert marker["counts"] == {"train": sum(train.values()), "val": sum(val.values())}
+    image = load_image_rgb(next((root / "val" / "3").glob("*.png")), max_pixels=10_000)
+    assert image.shape == (16, 16, 3) and image.dtype == np.uint8 and image.max() > 128
+    assert [p.name for p in tmp_path.iterdir()] == ["digits"]  # the temporary folder is gone
+    index = scan_split(root, "train", "error")
+    assert index.classes == [str(d) for d in range(10)] and not index.bad
+
+
+def test_digits_folder_is_idempotent_and_rewritten_for_other_parameters(tmp_path, monkeypatch):
+    root = demo_data.write_digits_folder(tmp_path / "digits", image_size=8, seed=1)
+    first = sorted(p.name for p in (root / "val" / "0").iterdir())
+    marker_time = (root / demo_data.MARKER).stat().st_mtime_ns
+
+    def must_not_load():
+        raise AssertionError("a complete folder must not be written again")
+
+    monkeypatch.setattr("sklearn.datasets.load_digits", must_not_load)
+    assert demo_data.write_digits_folder(root, image_size=8, seed=1) == root
+    assert (root / demo_data.MARKER).stat().st_mtime_ns == marker_time
+    monkeypatch.undo()
+    demo_data.write_digits_folder(root, image_size=8, seed=2)  # other parameters: replaced
+    assert sorted(p.name for p in (root / "val" / "0").iterdir()) != first
+    assert json.loads((root / demo_data.MARKER).read_text())["params"]["seed"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits"]
+
+
+def test_digits_folder_refuses_a_folder_it_did_not_write(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("user data")
+    with pytest.raises(DataError, match="not a folder written by vit_ms.demo_data"):
+        demo_data.write_digits_folder(tmp_path / "mine")
+    assert (tmp_path / "mine" / "keep.txt").exists()
+
+
+def test_synthetic_folder_mixes_formats_and_is_learnable_from_colour(tmp_path):
+    root = demo_data.write_synthetic_folder(tmp_path / "synth", num_classes=4, train_per_class=6, val_per_class=3,
+                                            image_size=24, seed=0)
+    train, val = scan_split(root, "train", "error"), scan_split(root, "val", "error")
+    assert len(train.samples) == 24 and len(val.samples) == 12 and len(train.classes) == 4
+    assert {p.rsplit(".", 1)[1] for p, _ in train.samples} == {"jpg", "png"}
+    assert Image.open(train.samples[0][0]).size == (24, 24)
+
+    def mean_colour(path):
+        return load_image_rgb(path, 10_000).reshape(-1, 3).mean(axis=0)  # (3,)
+
+    centroids = np.stack([np.mean([mean_colour(p) for p, c in train.samples if c == k], axis=0) for k in range(4)])
+    for path, label in val.samples:  # nearest class colour classifies every validation image
+        assert np.argmin(np.linalg.norm(centroids - mean_colour(path), axis=1)) == label
+
+
+def test_cli_writes_both_kinds(tmp_path, capsys):
+    assert demo_data.main(["--out", str(tmp_path / "s"), "--kind", "synthetic", "--num-classes", "2",
+                           "--train-per-class", "2", "--val-per-class", "1", "--image-size", "16"]) == 0
+    assert "4 train / 2 val" in capsys.readouterr().out
+    assert demo_data.main(["--out", str(tmp_path / "d"), "--image-size", "8"]) == 0
+    counts = json.loads((tmp_path / "d" / demo_data.MARKER).read_text())["counts"]
+    assert f"{counts['train']} train / {counts['val']} val" in capsys.readouterr().out

@@ -1,0 +1,15 @@
+"""ImageNet-style data: folder scan with bad-image handling, transforms, resumable sharded pipeline.
+
+    dataset, info = create_dataset(cfg, "train", training=True, batch_size=128, start_epoch=3, skip_steps=40)
+
+Modules: `images` (decode one file, check one file), `folder` (list and check a split), `transforms` (train /
+eval ops, mixup), `sampler` (epoch order from (seed, epoch), sharding, resume), `pipeline` (create_dataset).
+"""
+from .folder import SplitIndex, scan_split
+from .images import IMAGE_EXTENSIONS, load_image_rgb
+from .pipeline import DatasetInfo, create_dataset
+from .sampler import EpochSampler
+from .transforms import build_eval_transforms, build_mixup, build_train_transforms, preprocess_eval
+
+__all__ = ["IMAGE_EXTENSIONS", "DatasetInfo", "EpochSampler", "SplitIndex", "build_eval_transforms", "build_mixup",
+           "build_train_transforms", "create_dataset", "load_image_rgb", "preprocess_eval", "scan_split"]
