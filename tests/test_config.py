@@ -34,6 +34,7 @@ def test_types_and_overrides(tmp_path):
     assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)  # int accepted for a float key
     assert cfg.optim.betas == [0.9, 0.95]
     assert cfg.distributed is True
+    assert load_config(None, ["optim.lr=1e-4"]).optim.lr == 1e-4  # YAML 1.1 reads 1e-4 as a string
     assert cfg.run_name == "run"
 
 

@@ -120,7 +120,8 @@ def run_training(cfg: Config, resume: Optional[str] = None) -> dict:
     train_step = build_train_step(model, optimizer, cfg, runtime.amp_level)
     if resume_params is not None:
         check_fit(model, resume_params, source=f"checkpoint '{resume_path}'")
-        ms.load_param_into_net(train_step, resume_params)
+        # the per-step lr table comes from the config (a resumed run may extend train.epochs), not the file
+        ms.load_param_into_net(train_step, {k: v for k, v in resume_params.items() if k != "learning_rate"})
         log.info("resumed from %s at epoch %d step %d (global step %d)", resume_path, state.epoch + 1,
                  state.step_in_epoch, state.global_step)
 
