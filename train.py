@@ -1,4 +1,5 @@
 """Train a Vision Transformer: python train.py --config configs/vit_b16.yaml [--set k=v ...] [--resume ckpt|auto]"""
+import os
 import sys
 
 from vit_ms.cli import base_parser, config_from_args
@@ -11,9 +12,10 @@ def main(argv=None) -> int:
                         help="continue from a checkpoint, or 'auto' for the newest complete one in the run directory")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
+    from vit_ms.pretrained import cache_dir_from_env
     from vit_ms.trainer import run_training  # imports MindSpore: after the arguments are known to be good
 
-    run_training(cfg, resume=args.resume)
+    run_training(cfg, resume=args.resume, cache_dir=cache_dir_from_env(os.environ))
     return 0
 
 

@@ -134,3 +134,26 @@ def test_unwritable_run_directory_fails_before_training(tiny_imagenet, tmp_path)
     proc = run("train.py", "--config", "demo.yaml", *overrides(tiny_imagenet, blocker), check=False)
     assert proc.returncode == 2 and "cannot write to the run directory" in proc.stderr
     assert "training" not in proc.stderr.split("cannot write")[0].lower().split("error:")[-1]
+
+
+def test_finetune_from_pretrained_reinitialises_head_resamples_pos_embed_and_freezes_backbone(tiny_imagenet, tmp_path):
+    from vit_ms.checkpoint import TrainState, save_checkpoint
+    from vit_ms.convert import resample_pos_embed
+    from vit_ms.models import create_model
+
+    source = create_model("vit_ti16", num_classes=5, image_size=48, patch_size=8, depth=1, embed_dim=32, num_heads=2,
+                          mlp_ratio=2.0)
+    save_checkpoint(source, tmp_path / "pretrained.ckpt", TrainState())
+    run("train.py", "--config", "demo.yaml", *overrides(tiny_imagenet, tmp_path, "train.epochs=1",
+                                                       f"model.pretrained={tmp_path / 'pretrained.ckpt'}",
+                                                       "train.freeze_backbone=true"))
+    log = (tmp_path / "r" / "train.log").read_text()
+    assert "pretrained weights:" in log
+    tuned = weights(tmp_path / "r" / "last.ckpt")
+    original = {p.name: p.asnumpy() for p in source.get_parameters()}
+    assert tuned["head.weight"].shape == (3, 32)
+    np.testing.assert_allclose(tuned["pos_embed"], resample_pos_embed(original["pos_embed"], (4, 4)), atol=1e-6)
+    np.testing.assert_array_equal(tuned["pos_embed"][:, 0], original["pos_embed"][:, 0])  # class token kept
+    for name in ["blocks.0.attn.qkv.weight", "patch_embed.proj.weight", "norm.weight"]:
+        np.testing.assert_array_equal(tuned[name], original[name])  # frozen backbone
+    assert "adam_m.head.weight" in tuned and "adam_m.blocks.0.attn.qkv.weight" not in tuned

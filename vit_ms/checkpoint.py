@@ -13,15 +13,12 @@ from typing import Dict, List, Optional
 
 import mindspore as ms
 
+from .convert import fit
+from .convert.sources import is_optimizer_state
 from .errors import CheckpointError
 
 log = logging.getLogger("vit_ms")
 
-STATE_KEYS = ("vit_ms_epoch", "vit_ms_step_in_epoch", "vit_ms_global_step", "vit_ms_best_top1")
-# Train-network entries that are not model weights: optimizer and loss-scale state.
-NON_MODEL_PREFIXES = ("adam_m.", "adam_v.", "moment1.", "moment2.", "accum.", "stat.")
-NON_MODEL_KEYS = ("global_step", "learning_rate", "beta1_power", "beta2_power", "scale_sense",
-                  "current_iterator_step", "last_overflow_iterator_step", "epoch_num", "step_num") + STATE_KEYS
 
 
 @dataclass
@@ -30,10 +27,6 @@ class TrainState:
     step_in_epoch: int = 0
     global_step: int = 0
     best_top1: float = -1.0
-
-
-def is_model_key(name: str) -> bool:
-    return name not in NON_MODEL_KEYS and not name.startswith(NON_MODEL_PREFIXES)
 
 
 def save_checkpoint(network: ms.nn.Cell, path: os.PathLike, state: TrainState, extra: Optional[dict] = None) -> None:
@@ -78,40 +71,18 @@ def train_state(params: Dict[str, ms.Parameter]) -> TrainState:
 
 
 def check_fit(model: ms.nn.Cell, params: Dict[str, ms.Parameter], source: str = "checkpoint") -> None:
-    """Raise CheckpointError listing missing keys, unexpected keys and shape mismatches, with the fixing option."""
-    wanted = {p.name: tuple(p.shape) for p in model.get_parameters()}
-    given = {k: tuple(v.shape) for k, v in params.items() if is_model_key(k)}
-    missing = sorted(set(wanted) - set(given))
-    unexpected = sorted(set(given) - set(wanted))
-    mismatched = sorted(k for k in set(wanted) & set(given) if wanted[k] != given[k])
-    if not (missing or unexpected or mismatched):
-        return
-    lines = [f"{source} does not fit the model:"]
-    if missing:
-        lines.append(f"missing keys ({len(missing)}): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
-    if unexpected:
-        lines.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:8])}"
-                     f"{' ...' if len(unexpected) > 8 else ''}")
-    for key in mismatched[:8]:
-        lines.append(f"shape of '{key}': checkpoint {given[key]} vs model {wanted[key]}")
-    hints = []
-    if any(k.startswith("head.") for k in mismatched):
-        hints.append(f"set model.num_classes={given.get('head.bias', ('?',))[0]} to match the checkpoint")
-    if "pos_embed" in mismatched:
-        hints.append("set model.image_size (and model.patch_size) to the checkpoint's, or load it as "
-                     "model.pretrained, which resamples the position embedding")
-    if any(k.startswith("blocks.") for k in missing + unexpected + mismatched):
-        hints.append("pick the model.name (depth, width) the checkpoint was trained with")
-    if not hints:
-        hints.append("check model.name and the model.* options against the run that wrote the checkpoint")
-    raise CheckpointError("; ".join(lines) + ". To fix: " + "; ".join(hints) + ".")
+    """Raise CheckpointError naming `source`, the missing/unexpected/mis-shaped keys and the option that fixes them."""
+    try:
+        fit.check_fit({p.name: tuple(p.shape) for p in model.get_parameters()}, params)
+    except CheckpointError as err:
+        raise CheckpointError(f"{source}: {err}") from None
 
 
 def load_model_weights(model: ms.nn.Cell, path: os.PathLike) -> TrainState:
     """Load a checkpoint's model weights into `model` (optimizer state is ignored) after checking the fit."""
     params = read_checkpoint(path)
     check_fit(model, params, source=f"checkpoint '{path}'")
-    ms.load_param_into_net(model, {k: v for k, v in params.items() if is_model_key(k)}, strict_load=True)
+    ms.load_param_into_net(model, {k: v for k, v in params.items() if not is_optimizer_state(k)}, strict_load=True)
     return train_state(params)
 
 

@@ -85,8 +85,11 @@ def trainable_parameters(model, freeze_backbone: bool):
     return list(model.head.trainable_params())
 
 
-def run_training(cfg: Config, resume: Optional[str] = None) -> dict:
-    """Train as `cfg` says, resuming from a checkpoint path or 'auto'; returns the last epoch's record."""
+def run_training(cfg: Config, resume: Optional[str] = None, cache_dir: Optional[Path] = None) -> dict:
+    """Train as `cfg` says, resuming from a checkpoint path or 'auto'; returns the last epoch's record.
+
+    `cache_dir` is where published weights named by `model.pretrained` are downloaded (None: the default).
+    """
     runtime = setup_runtime(cfg)
     run_dir = prepare_run_dir(cfg)
     setup_logging(run_dir, runtime.rank)
@@ -106,7 +109,7 @@ def run_training(cfg: Config, resume: Optional[str] = None) -> dict:
     if cfg.model.pretrained and resume_params is None:
         from .pretrained import load_pretrained
 
-        report = load_pretrained(model, cfg.model.pretrained, sha256=cfg.model.pretrained_sha256)
+        report = load_pretrained(model, cfg.model.pretrained, sha256=cfg.model.pretrained_sha256, cache_dir=cache_dir)
         log.info("pretrained weights: %s", report)
     global_batch = batch * runtime.world_size
     lr = scaled_lr(cfg.optim, global_batch)
