@@ -1,0 +1,82 @@
+"""Label images with a trained ViT, from the checkpoint you give or from an exported MindIR / ONNX file.
+
+    python infer.py --config runs/demo/config.yaml --ckpt runs/demo/best.ckpt photos/ cat.jpg [--topk 5] [--json]
+    python infer.py --model runs/demo/best.onnx photos/      # written by python -m vit_ms.export (+ .json sidecar)
+
+PATH is an image or a folder (searched recursively for image files). Prints each image's top-k classes with
+softmax probabilities, or with --json one object per line: {"path", "topk": [{"class", "index", "prob"}]}.
+Class names come from --class-names, else classes.txt beside the checkpoint, else the export's sidecar.
+Unreadable images are reported on stderr ("skipped <path>: <reason>") and the rest are labelled; the exit
+code is 0 when at least one image was labelled.
+"""
+import argparse
+import json
+import sys
+
+from vit_ms.errors import DataError, run_cli
+
+
+def parse_args(argv) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
+    parser.add_argument("--config", help="YAML config of the run (required with --ckpt; optional with --model)")
+    parser.add_argument("--ckpt", help="checkpoint whose weights label the images (e.g. runs/<name>/best.ckpt)")
+    parser.add_argument("--model", help="exported .mindir or .onnx file (its <file>.json sidecar must be beside it)")
+    parser.add_argument("--topk", type=int, default=5, help="classes shown per image (default 5)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per image")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per forward pass (default 16; a fixed-batch export uses its own)")
+    parser.add_argument("--class-names", help="text file with one class name a line, in class-index order")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.device_target=CPU (repeatable)")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    args = parser.parse_args(argv)
+    if bool(args.ckpt) == bool(args.model):
+        parser.error("give exactly one of --ckpt (with --config) and --model")
+    if args.ckpt and not args.config:
+        parser.error("--ckpt needs --config, the run's config (e.g. runs/<name>/config.yaml)")
+    if args.topk < 1:
+        parser.error(f"--topk must be at least 1, got {args.topk}")
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
+    return args
+
+
+def text_line(path, top) -> str:
+    return f"{path}: " + ", ".join(f"{t['class']} {t['prob']:.4f}" for t in top)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from vit_ms import predict  # imported after the arguments are known to be good
+    from vit_ms.config import load_config
+
+    images, notes = predict.collect_images(args.paths)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.model:
+        cfg, sidecar = predict.config_for_export(args.model, args.config, args.overrides)
+    else:
+        cfg, sidecar = load_config(args.config, args.overrides), {}
+    names, note = predict.class_names_for(cfg.model.num_classes, args.class_names, args.ckpt,
+                                          sidecar.get("class_names"))
+    if note:
+        print(note, file=sys.stderr)
+    predictor = (predict.exported_predictor(args.model, cfg, sidecar) if args.model
+                 else predict.checkpoint_predictor(cfg, args.ckpt))
+
+    def skip(path, err) -> None:
+        print(f"skipped {path}: {err}", file=sys.stderr)
+
+    labelled = 0
+    for path, probs in predictor.predict(images, args.batch_size, skip):
+        top = predict.top_k(probs, args.topk, names)
+        print(json.dumps({"path": str(path), "topk": top}) if args.json else text_line(path, top), flush=True)
+        labelled += 1
+    if not labelled:
+        raise DataError(f"none of the {len(images)} image file(s) could be labelled (see the messages above)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,229 @@
+"""Label images with a trained ViT, from a checkpoint or from an exported MindIR / ONNX file.
+
+    predictor = checkpoint_predictor(cfg, "runs/demo/best.ckpt")   # or exported_predictor(path, cfg, sidecar)
+    for path, probs in predictor.predict(paths, batch_size=16, on_skip=report):
+        print(path, top_k(probs, 5, class_names))
+
+Images are read and preprocessed by `vit_ms.data.load_image_rgb` and `vit_ms.data.preprocess_eval`, the
+transforms evaluation uses. An unreadable image goes to `on_skip` and the others carry on
+(`data.on_bad_image=error` stops at the first one instead).
+"""
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .config import Config, DataConfig, apply_overrides, config_from_dict, load_config
+from .errors import DataError, UserError
+from .export import FORMATS, open_exported_runner, read_class_names, read_sidecar
+
+DEFAULT_BATCH_SIZE = 16
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Inputs: image paths and class names
+
+
+def collect_images(paths: Sequence[str]) -> Tuple[List[Path], List[str]]:
+    """Each file as given, and the image files under each folder (recursively, sorted); duplicates once.
+
+    Returns the files and notes about folder entries left out. A path that does not exist raises DataError.
+    """
+    from .data import IMAGE_EXTENSIONS
+
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise DataError(f"path not found: {', '.join(repr(p) for p in missing)}; give image files or folders "
+                        f"of images")
+    files: List[Path] = []
+    notes: List[str] = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = sorted(f for f in path.rglob("*") if f.is_file())
+        images = [f for f in found if f.suffix.lower() in IMAGE_EXTENSIONS]
+        if len(images) < len(found):
+            notes.append(f"{path}: left out {len(found) - len(images)} file(s) without an image extension")
+        if not images:
+            notes.append(f"{path}: no image files")
+        files.extend(images)
+    return list(dict.fromkeys(files)), notes
+
+
+def class_names_for(num_classes: int, names_file: Optional[str] = None, ckpt: Optional[str] = None,
+                    sidecar_names: Optional[List[str]] = None) -> Tuple[List[str], Optional[str]]:
+    """The class names, first found of: `names_file`, classes.txt beside `ckpt`, an export's sidecar.
+
+    Returns the names and None, or the indices as names and a note saying so. A count that differs from
+    `num_classes` raises.
+    """
+    beside_ckpt = Path(ckpt).parent / "classes.txt" if ckpt else None
+    if names_file:
+        names, source = read_class_names(names_file), f"--class-names '{names_file}'"
+    elif beside_ckpt is not None and beside_ckpt.is_file():
+        names, source = read_class_names(beside_ckpt), f"'{beside_ckpt}'"
+    elif sidecar_names:
+        names, source = list(sidecar_names), "the export's sidecar"
+    else:
+        where = f"no classes.txt beside '{ckpt}'" if ckpt else "none in the export's sidecar"
+        return [str(i) for i in range(num_classes)], (f"note: no class names ({where}); showing class indices, "
+                                                      f"pass --class-names FILE (one name a line) for names")
+    if len(names) != num_classes:
+        raise UserError(f"{source} lists {len(names)} class names but the model has {num_classes} classes; "
+                        f"give the class list the model was trained with (the run's classes.txt)")
+    return names, None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Outputs: probabilities and top-k
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def top_k(probs: np.ndarray, k: int, names: Sequence[str]) -> List[dict]:
+    """The `k` most probable classes (all of them when there are fewer), most probable first."""
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [{"class": names[i], "index": int(i), "prob": round(float(probs[i]), 6)} for i in order]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Running a network over images
+
+
+@dataclass
+class Predictor:
+    run: Callable[[np.ndarray], np.ndarray]  # (B, 3, S, S) preprocessed float32 -> (B, num_classes) logits
+    data: DataConfig  # preprocessing (mean, std, crop_pct, interpolation), max_image_pixels, on_bad_image
+    image_size: int
+    num_classes: int
+    fixed_batch: Optional[int] = None  # the batch a fixed-batch export takes; None: any batch
+    pad: bool = True  # pad the last batch to full size (graph mode then compiles one shape only)
+
+    def batch_size(self, requested: Optional[int], num_images: int) -> int:
+        if self.fixed_batch is not None:
+            if requested is not None and requested != self.fixed_batch:
+                raise UserError(f"--batch-size {requested}: this export takes batches of exactly "
+                                f"{self.fixed_batch} (infer pads the last one); leave out --batch-size, or export "
+                                f"again with --batch {requested} or, for MindIR, --batch dynamic")
+            return self.fixed_batch
+        return max(1, min(requested or DEFAULT_BATCH_SIZE, num_images))
+
+    def preprocess(self, path: os.PathLike) -> np.ndarray:
+        from .data import load_image_rgb, preprocess_eval
+
+        image = load_image_rgb(path, self.data.max_image_pixels)
+        return preprocess_eval(image, self.data, self.image_size)
+
+    def predict(self, paths: Sequence[Path], batch_size: Optional[int] = None,
+                on_skip: Optional[Callable[[Path, DataError], None]] = None) -> Iterator[Tuple[Path, np.ndarray]]:
+        """Yield (path, class probabilities) for each readable image, in order, `batch_size` at a time.
+
+        An unreadable image goes to `on_skip(path, error)` (or raises with `data.on_bad_image=error`).
+        """
+        size = self.batch_size(batch_size, len(paths))
+        batch_paths: List[Path] = []
+        batch: List[np.ndarray] = []
+        for path in paths:
+            try:
+                batch.append(self.preprocess(path))
+            except DataError as err:
+                if self.data.on_bad_image == "error" or on_skip is None:
+                    raise
+                on_skip(path, err)
+                continue
+            batch_paths.append(path)
+            if len(batch) == size:
+                yield from self._run(batch_paths, batch, size)
+                batch_paths, batch = [], []
+        if batch:
+            yield from self._run(batch_paths, batch, size)
+
+    def _run(self, paths: List[Path], arrays: List[np.ndarray], size: int) -> Iterable[Tuple[Path, np.ndarray]]:
+        x = np.stack(arrays).astype(np.float32, copy=False)  # (n, 3, S, S)
+        if self.pad and len(arrays) < size:
+            x = np.concatenate([x, np.zeros((size - len(arrays),) + x.shape[1:], np.float32)])  # (size, 3, S, S)
+        logits = np.asarray(self.run(x), np.float32)[: len(arrays)]  # padding rows dropped
+        return zip(paths, softmax(logits))
+
+
+def checkpoint_predictor(cfg: Config, ckpt: str) -> Predictor:
+    """The model `cfg` describes with `ckpt`'s weights, in eval mode, on `train.device_target` in `train.mode`
+    (graph by default), with the amp level evaluation uses."""
+    import mindspore as ms
+
+    from .checkpoint import load_model_weights
+    from .models import model_from_config
+    from .runtime import setup_runtime
+
+    runtime = setup_runtime(cfg)
+    model = model_from_config(cfg.model, runtime.device_target)
+    load_model_weights(model, ckpt)
+    model.set_train(False)
+    if runtime.amp_level != "O0":
+        ms.amp.auto_mixed_precision(model, runtime.amp_level)
+    run = lambda x: model(ms.Tensor(x)).asnumpy()  # noqa: E731
+    return Predictor(run, cfg.data, cfg.model.image_size, cfg.model.num_classes, pad=cfg.train.mode == "graph")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Exported files
+
+
+def export_format(path: os.PathLike) -> str:
+    suffix = Path(path).suffix.lower()
+    for fmt, ext in FORMATS.items():
+        if suffix == ext:
+            return fmt
+    raise UserError(f"--model '{path}': expected a .mindir or .onnx file written by python -m vit_ms.export")
+
+
+def config_for_export(model_path: str, config_path: Optional[str] = None,
+                      overrides: Sequence[str] = ()) -> Tuple[Config, dict]:
+    """The config to run an exported file with, and its sidecar.
+
+    Without `config_path` the sidecar's model and preprocessing form the config; `overrides` apply either
+    way. The model name, image size and class count must be the export's.
+    """
+    if not Path(model_path).is_file():
+        raise UserError(f"exported model '{model_path}' does not exist")
+    export_format(model_path)
+    sidecar = read_sidecar(model_path)
+    if config_path:
+        cfg = load_config(config_path, overrides)
+    else:
+        values = {"model": {"name": sidecar["model"], "num_classes": sidecar["num_classes"],
+                            "image_size": sidecar["image_size"], "patch_size": sidecar.get("patch_size")},
+                  "data": {key: sidecar[key] for key in ("mean", "std", "crop_pct", "interpolation")}}
+        cfg = config_from_dict(apply_overrides(values, list(overrides)))
+    fixed = {"model.name": sidecar["model"], "model.image_size": sidecar["image_size"],
+             "model.num_classes": sidecar["num_classes"]}
+    differ = [f"{key}={getattr(cfg.model, key.split('.')[1])!r} (export: {want!r})"
+              for key, want in fixed.items() if getattr(cfg.model, key.split(".")[1]) != want]
+    if differ:
+        raise UserError(f"the config does not match the exported model '{model_path}': {', '.join(differ)}; "
+                        f"the exported network is fixed, so leave these keys out or use the run's config")
+    return cfg, sidecar
+
+
+def exported_predictor(model_path: str, cfg: Config, sidecar: dict) -> Predictor:
+    """Run an exported file: MindIR via mindspore.load + nn.GraphCell, ONNX via onnxruntime (no MindSpore)."""
+    fmt = export_format(model_path)
+    if sidecar["format"] != fmt:
+        raise UserError(f"'{model_path}' is {fmt} but its sidecar says {sidecar['format']}; re-export the model")
+    if fmt == "mindir":
+        from .runtime import setup_runtime
+
+        device_target = setup_runtime(cfg).device_target
+    else:
+        device_target = cfg.train.device_target  # "auto" and "CPU" run on onnxruntime's CPU provider
+    run = open_exported_runner(model_path, fmt, device_target)
+    batch = None if sidecar["batch"] == "dynamic" else int(sidecar["batch"])
+    return Predictor(run, cfg.data, sidecar["image_size"], sidecar["num_classes"], fixed_batch=batch,
+                     pad=batch is not None)
