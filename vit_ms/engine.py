@@ -43,7 +43,7 @@ class TrainStep(nn.TrainOneStepWithLossScaleCell):
 
     def construct(self, *inputs):
         loss = self.network(*inputs)
-        scale = self.scale_sense
+        scale = self.scale_sense * 1.0  # the scale this step used (the parameter may be updated below)
         grads = self.grad(self.network, self.weights)(*inputs, ops.ones_like(loss) * scale.astype(loss.dtype))
         grads = self.hyper_map(ops.partial(_unscale, scale), grads)
         grads = self.grad_reducer(grads)  # mean over data-parallel ranks

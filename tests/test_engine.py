@@ -1,0 +1,130 @@
+"""Train step, loss-scale overflow handling, metrics, losses and the optimizer/schedule, against numpy."""
+import math
+from types import SimpleNamespace
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import Tensor, nn
+
+from vit_ms.callbacks import TrainProgress
+from vit_ms.checkpoint import TrainState
+from vit_ms.config import load_config
+from vit_ms.engine import ClassificationMetrics, TrainStep, loss_scale_sense
+from vit_ms.errors import NonFiniteLossError
+from vit_ms.loss import ClassificationLoss
+from vit_ms.models import create_model
+from vit_ms.optim import build_optimizer, lr_schedule, scaled_lr
+
+ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def log_softmax(x):
+    x = x - x.max(1, keepdims=True)
+    return x - np.log(np.exp(x).sum(1, keepdims=True))
+
+
+def test_label_smoothed_and_soft_target_cross_entropy_match_numpy():
+    logits = np.random.randn(6, 4).astype(np.float32)
+    labels = np.array([0, 1, 2, 3, 1, 0], np.int32)
+    eps = 0.1
+    target = np.full((6, 4), eps / 4) + (1 - eps) * np.eye(4)[labels]
+    ref = -(target * log_softmax(logits)).sum(1).mean()
+    got = ClassificationLoss(eps)(Tensor(logits), Tensor(labels)).asnumpy()
+    assert abs(got - ref) < 1e-5
+    soft = np.random.dirichlet(np.ones(4), size=6).astype(np.float32)
+    ref_soft = -(soft * log_softmax(logits)).sum(1).mean()
+    assert abs(ClassificationLoss(eps)(Tensor(logits), Tensor(soft)).asnumpy() - ref_soft) < 1e-5
+
+
+def test_metrics_against_numpy():
+    logits = np.random.randn(10, 7).astype(np.float32)
+    labels = np.random.randint(0, 7, 10)
+    metric = ClassificationMetrics()
+    metric.update(Tensor(logits[:4]), Tensor(labels[:4].astype(np.int32)))
+    metric.update(Tensor(logits[4:]), Tensor(labels[4:].astype(np.int32)))
+    out = metric.eval()
+    order = np.argsort(-logits, 1)
+    assert out["top1"] == pytest.approx((order[:, 0] == labels).mean())
+    assert out["top5"] == pytest.approx(np.mean([l in o[:5] for l, o in zip(labels, order)]))
+    assert out["loss"] == pytest.approx(-log_softmax(logits.astype(np.float64))[np.arange(10), labels].mean(), rel=1e-6)
+    assert out["num_images"] == 10
+    few = ClassificationMetrics()  # fewer than 5 classes: top-5 is top-all
+    few.update(Tensor(logits[:, :3]), Tensor(np.zeros(10, np.int32)))
+    assert few.eval()["top5"] == 1.0
+
+
+def test_lr_is_scaled_by_global_batch_and_follows_warmup_then_cosine():
+    ocfg = load_config("vit_b16").optim
+    assert scaled_lr(ocfg, 1024) == pytest.approx(1e-3)
+    ocfg.lr_batch_size = 0
+    assert scaled_lr(ocfg, 1024) == 5e-4
+    ocfg.warmup_epochs, ocfg.warmup_lr, ocfg.min_lr = 2, 1e-6, 1e-5
+    lrs = lr_schedule(ocfg, 1e-3, epochs=10, steps_per_epoch=5)
+    assert len(lrs) == 50
+    assert lrs[0] == pytest.approx(1e-6, rel=0.05) or lrs[0] < 1e-4  # starts near warmup_lr
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:10]))  # rising during warmup
+    assert max(lrs) == pytest.approx(1e-3, rel=1e-3)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # then decaying
+    assert lrs[-1] == pytest.approx(1e-5, rel=0.2)
+    mid = 10 + 20  # halfway through the cosine part: (max + min) / 2
+    assert lrs[mid] == pytest.approx((1e-3 + 1e-5) / 2, rel=0.05)
+
+
+def test_optimizer_exempts_norms_biases_and_embeddings_from_weight_decay():
+    model = create_model("vit_ti16", num_classes=3, image_size=32, depth=1, embed_dim=32, num_heads=2)
+    ocfg = load_config("vit_b16").optim
+    opt = build_optimizer(model, model.trainable_params(), ocfg, [1e-3] * 4)
+    decayed = {p.name for p, flag in zip(opt.parameters, opt.decay_flags) if flag}
+    assert "blocks.0.attn.qkv.weight" in decayed and "head.weight" in decayed
+    assert not decayed & {"cls_token", "pos_embed", "blocks.0.norm1.weight", "blocks.0.mlp.fc1.bias", "norm.bias"}
+
+
+class Scale(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.w = ms.Parameter(Tensor(np.ones(3, np.float32)), name="w")
+
+    def construct(self, x, y):
+        return (self.w * x).sum() + y.sum() * 0
+
+
+def test_overflowed_step_is_skipped_and_the_dynamic_scale_drops():
+    net = Scale()
+    opt = nn.SGD(net.trainable_params(), learning_rate=0.1)
+    acfg = load_config("vit_b16").amp
+    acfg.loss_scale_value = 2.0 ** 120
+    step = TrainStep(net, opt, loss_scale_sense(acfg, "O2"))
+    x, y = Tensor(np.full(3, 1e30, np.float32)), Tensor(np.zeros(1, np.float32))
+    loss, overflow, scale = step(x, y)
+    assert bool(overflow.asnumpy()) and float(scale.asnumpy()) == 2.0 ** 120
+    np.testing.assert_array_equal(net.w.asnumpy(), np.ones(3))  # no update
+    assert float(step.scale_sense.asnumpy()) == 2.0 ** 119  # halved for the next step
+    loss, overflow, _ = step(Tensor(np.ones(3, np.float32)), y)
+    assert not bool(overflow.asnumpy())
+    np.testing.assert_allclose(net.w.asnumpy(), np.ones(3) - 0.1, rtol=1e-6)  # unscaled gradient of 1
+
+
+def test_gradient_clipping_by_global_norm():
+    net = Scale()
+    step = TrainStep(net, nn.SGD(net.trainable_params(), learning_rate=1.0), Tensor(1.0, ms.float32),
+                     clip_grad_norm=1.0)
+    step(Tensor(np.array([3.0, 4.0, 0.0], np.float32)), Tensor(np.zeros(1, np.float32)))  # grad norm 5
+    np.testing.assert_allclose(net.w.asnumpy(), 1 - np.array([0.6, 0.8, 0.0]), rtol=1e-6)
+
+
+def fake_context(loss, overflow, scale=1.0):
+    outputs = (Tensor(np.float32(loss)), Tensor(np.bool_(overflow)), Tensor(np.float32(scale)))
+    return SimpleNamespace(original_args=lambda: SimpleNamespace(net_outputs=outputs))
+
+
+def test_progress_counts_skipped_steps_and_stops_on_non_finite_loss():
+    progress = TrainProgress(TrainState(), 4, 8, [1e-3] * 8, log_interval=2, dynamic_loss_scale=True)
+    progress.on_train_step_end(fake_context(1.0, False))
+    progress.on_train_step_end(fake_context(math.inf, True))  # overflow under dynamic scaling: skipped
+    assert progress.skipped_steps == 1 and progress.state.global_step == 2
+    with pytest.raises(NonFiniteLossError, match="the loss became nan at global step 3 .epoch 1, step 3."):
+        progress.on_train_step_end(fake_context(math.nan, False))
+    fixed = TrainProgress(TrainState(), 4, 8, [1e-3] * 8, log_interval=2, dynamic_loss_scale=False)
+    with pytest.raises(NonFiniteLossError, match="global step 1"):
+        fixed.on_train_step_end(fake_context(1.0, True))  # an overflow without dynamic scaling is fatal
