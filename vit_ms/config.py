@@ -77,6 +77,7 @@ class DataConfig:
 class TrainConfig:
     epochs: int = 300
     batch_size: int = 128  # per device
+    global_batch_size: int = 0  # >0: split evenly over the devices instead of batch_size per device
     seed: int = 42
     mode: Literal["graph", "pynative"] = "graph"
     device_target: Literal["auto", "CPU", "GPU", "Ascend"] = "auto"
@@ -308,6 +309,16 @@ def save_config(cfg: Config, path: os.PathLike) -> None:
     os.replace(tmp, path)
 
 
+def per_device_batch(tcfg: TrainConfig, world_size: int) -> int:
+    """The batch each device trains on: train.global_batch_size split evenly, else train.batch_size."""
+    if tcfg.global_batch_size <= 0:
+        return tcfg.batch_size
+    if tcfg.global_batch_size % world_size:
+        raise ConfigError(f"train.global_batch_size={tcfg.global_batch_size} is not divisible by the {world_size} "
+                          f"devices of this run; use a multiple of {world_size}, or set train.batch_size per device")
+    return tcfg.global_batch_size // world_size
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Range checks: each names the key, the value and the fix.
 
@@ -331,6 +342,7 @@ def validate(cfg: Config) -> None:
         _check(0.0 <= value < 1.0, f"model.{key}={value} must be in [0, 1)")
     _check(t.epochs > 0, f"train.epochs={t.epochs} must be positive")
     _check(t.batch_size > 0, f"train.batch_size={t.batch_size} must be positive")
+    _check(t.global_batch_size >= 0, f"train.global_batch_size={t.global_batch_size} must be >= 0 (0: off)")
     _check(t.steps_per_epoch >= 0, f"train.steps_per_epoch={t.steps_per_epoch} must be >= 0 (0: whole dataset)")
     _check(o.lr > 0, f"optim.lr={o.lr} must be positive")
     _check(0 <= o.min_lr <= o.lr, f"optim.min_lr={o.min_lr} must be in [0, optim.lr={o.lr}]")

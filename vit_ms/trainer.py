@@ -14,8 +14,9 @@ import mindspore as ms
 from .callbacks import CheckpointAndMetrics, TrainProgress
 from .checkpoint import (TrainState, check_fit, find_resume_checkpoint, load_model_weights, read_checkpoint,
                          train_state)
-from .config import Config, save_config
+from .config import Config, per_device_batch, save_config
 from .data import create_dataset
+from .distributed import check_replicas, check_same_resume
 from .engine import build_model, build_train_step
 from .errors import ConfigError, DataError, UserError
 from .models import model_from_config
@@ -43,10 +44,10 @@ def setup_logging(run_dir: Optional[Path], rank: int) -> None:
         logger.addHandler(file_handler)
 
 
-def prepare_run_dir(cfg: Config) -> Path:
+def prepare_run_dir(cfg: Config, rank: int = 0) -> Path:
     """Create the run directory and prove it is writable before any training starts."""
     run_dir = Path(cfg.output_dir) / (cfg.run_name or "run")
-    probe = run_dir / ".write_test"
+    probe = run_dir / f".write_test_rank{rank}"  # per rank: all ranks probe the same directory at once
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe.write_text("ok")
@@ -91,13 +92,17 @@ def run_training(cfg: Config, resume: Optional[str] = None, cache_dir: Optional[
     `cache_dir` is where published weights named by `model.pretrained` are downloaded (None: the default).
     """
     runtime = setup_runtime(cfg)
-    run_dir = prepare_run_dir(cfg)
+    run_dir = prepare_run_dir(cfg, runtime.rank)
     setup_logging(run_dir, runtime.rank)
+    if runtime.distributed:
+        log.info("data-parallel rank %d of %d on %s", runtime.rank, runtime.world_size, runtime.device_target)
     resume_path = resolve_resume(resume, run_dir)
     resume_params = read_checkpoint(resume_path) if resume_path else None
     state = train_state(resume_params) if resume_params else TrainState()
+    if runtime.distributed and resume:
+        check_same_resume(resume_path, resume_params, state, runtime.rank, runtime.world_size, run_dir)
 
-    batch = cfg.train.batch_size
+    batch = per_device_batch(cfg.train, runtime.world_size)
     train_ds, info = create_dataset(cfg, "train", True, batch_size=batch, num_shards=runtime.world_size,
                                     shard_id=runtime.rank, start_epoch=state.epoch, skip_steps=state.step_in_epoch,
                                     steps_per_epoch=cfg.train.steps_per_epoch)
@@ -152,6 +157,8 @@ def run_training(cfg: Config, resume: Optional[str] = None, cache_dir: Optional[
     trainer = build_model(train_step, model, runtime.world_size)
     trainer.train(cfg.train.epochs, train_ds, callbacks=[progress, checkpoints], dataset_sink_mode=sink,
                   initial_epoch=state.epoch)
+    if runtime.distributed:
+        check_replicas(model, runtime.world_size)
     return {"epoch": state.epoch, "global_step": state.global_step, "best_top1": state.best_top1,
             "skipped_steps": progress.skipped_steps}
 
