@@ -29,6 +29,11 @@ class TrainState:
     best_top1: float = -1.0
 
 
+def is_model_key(name: str) -> bool:
+    """False for optimizer, loss-scale and resume-state entries of a training checkpoint."""
+    return not is_optimizer_state(name)
+
+
 def save_checkpoint(network: ms.nn.Cell, path: os.PathLike, state: TrainState, extra: Optional[dict] = None) -> None:
     """Write `network`'s parameters and `state` to `path` atomically (temp file, fsync, rename)."""
     path = Path(path)
@@ -82,7 +87,7 @@ def load_model_weights(model: ms.nn.Cell, path: os.PathLike) -> TrainState:
     """Load a checkpoint's model weights into `model` (optimizer state is ignored) after checking the fit."""
     params = read_checkpoint(path)
     check_fit(model, params, source=f"checkpoint '{path}'")
-    ms.load_param_into_net(model, {k: v for k, v in params.items() if not is_optimizer_state(k)}, strict_load=True)
+    ms.load_param_into_net(model, {k: v for k, v in params.items() if is_model_key(k)}, strict_load=True)
     return train_state(params)
 
 
