@@ -113,9 +113,10 @@ def test_gradient_clipping_by_global_norm():
     np.testing.assert_allclose(net.w.asnumpy(), 1 - np.array([0.6, 0.8, 0.0]), rtol=1e-6)
 
 
-def fake_context(loss, overflow, scale=1.0):
+def fake_context(loss, overflow, scale=1.0, cur_step_num=None):
     outputs = (Tensor(np.float32(loss)), Tensor(np.bool_(overflow)), Tensor(np.float32(scale)))
-    return SimpleNamespace(original_args=lambda: SimpleNamespace(net_outputs=outputs))
+    params = SimpleNamespace(net_outputs=outputs, cur_step_num=cur_step_num)
+    return SimpleNamespace(original_args=lambda: params)
 
 
 def test_progress_counts_skipped_steps_and_stops_on_non_finite_loss():
@@ -128,3 +129,13 @@ def test_progress_counts_skipped_steps_and_stops_on_non_finite_loss():
     fixed = TrainProgress(TrainState(), 4, 8, [1e-3] * 8, log_interval=2, dynamic_loss_scale=False)
     with pytest.raises(NonFiniteLossError, match="global step 1"):
         fixed.on_train_step_end(fake_context(1.0, True))  # an overflow without dynamic scaling is fatal
+
+
+def test_progress_counts_whole_chunks_in_dataset_sink_mode(caplog):
+    progress = TrainProgress(TrainState(), 10, 8, [1e-3] * 30, log_interval=4, dynamic_loss_scale=False)
+    progress.on_train_begin(fake_context(1.0, False, cur_step_num=0))
+    progress.on_train_step_end(fake_context(1.0, False, cur_step_num=10))  # one callback for a sunk epoch
+    assert (progress.state.global_step, progress.state.step_in_epoch) == (10, 10)
+    with caplog.at_level("INFO", logger="vit_ms"):
+        progress.on_train_step_end(fake_context(1.0, False, cur_step_num=13))
+    assert progress.state.global_step == 13 and "step 13/10" in caplog.text  # crossed step 12: logged

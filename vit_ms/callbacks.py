@@ -21,11 +21,17 @@ def _outputs(cb_params):
     return float(loss.asnumpy()), bool(overflow.asnumpy()), float(scale.asnumpy())
 
 
+def crossed(count: int, steps: int, every: int) -> bool:
+    """True when going from count - steps to count passed a multiple of `every`."""
+    return every > 0 and count // every > (count - steps) // every
+
+
 class TrainProgress(Callback):
     """Tracks the global step and epoch state, checks the loss, prints progress lines during an epoch.
 
     A non-finite loss stops the run (NonFiniteLossError) unless a dynamic loss scale already skipped that step,
-    in which case the step is counted as skipped.
+    in which case the step is counted as skipped. With dataset sink mode MindSpore calls back once per sunk
+    chunk of steps; the step count follows `cur_step_num`, so it stays right either way.
     """
 
     def __init__(self, state: TrainState, steps_per_epoch: int, global_batch: int, lrs: List[float],
@@ -38,6 +44,8 @@ class TrainProgress(Callback):
         self.log_interval = max(log_interval, 1)
         self.dynamic_loss_scale = dynamic_loss_scale
         self.skipped_steps = 0
+        self.last_cur_step = None
+        self.last_steps = 1  # steps covered by the latest callback
         self.reset_epoch()
 
     def reset_epoch(self):
@@ -49,11 +57,24 @@ class TrainProgress(Callback):
     def lr(self) -> float:
         return self.lrs[min(self.state.global_step, len(self.lrs) - 1)]
 
+    def on_train_begin(self, run_context):
+        self.last_cur_step = run_context.original_args().cur_step_num
+
     def on_train_epoch_begin(self, run_context):
         self.reset_epoch()
 
+    def steps_done(self, cb_params) -> int:
+        """Optimizer steps since the last call: 1 per call, or a whole sunk chunk in sink mode."""
+        cur = getattr(cb_params, "cur_step_num", None)
+        if cur is None or self.last_cur_step is None:
+            return 1
+        steps, self.last_cur_step = max(cur - self.last_cur_step, 1), cur
+        return steps
+
     def on_train_step_end(self, run_context):
-        loss, overflow, scale = _outputs(run_context.original_args())
+        cb_params = run_context.original_args()
+        loss, overflow, scale = _outputs(cb_params)
+        steps = self.last_steps = self.steps_done(cb_params)
         st = self.state
         if overflow and self.dynamic_loss_scale:
             self.skipped_steps += 1
@@ -66,10 +87,10 @@ class TrainProgress(Callback):
                 f"set optim.clip_grad_norm, or use amp.loss_scale=dynamic, then resume with --resume auto")
         else:
             self.losses.append(loss)
-        st.global_step += 1
-        st.step_in_epoch += 1
-        self.window_steps += 1
-        if st.step_in_epoch % self.log_interval == 0 or st.step_in_epoch == self.steps_per_epoch:
+        st.global_step += steps
+        st.step_in_epoch += steps
+        self.window_steps += steps
+        if crossed(st.step_in_epoch, steps, self.log_interval) or st.step_in_epoch == self.steps_per_epoch:
             now = time.time()
             ips = self.window_steps * self.global_batch / max(now - self.window_start, 1e-9)
             eta = (self.steps_per_epoch - st.step_in_epoch) * self.global_batch / max(ips, 1e-9)
@@ -110,7 +131,8 @@ class CheckpointAndMetrics(Callback):
     def on_train_step_end(self, run_context):
         st = self.progress.state
         every = self.ccfg.interval_steps
-        if every > 0 and st.global_step % every == 0 and st.step_in_epoch < self.progress.steps_per_epoch:
+        if every > 0 and crossed(st.global_step, self.progress.last_steps, every) \
+                and st.step_in_epoch < self.progress.steps_per_epoch:
             self.save("last.ckpt")
 
     def on_train_epoch_end(self, run_context):
@@ -121,7 +143,8 @@ class CheckpointAndMetrics(Callback):
         improved = False
         if st.epoch % self.eval_interval == 0 or st.epoch == self.total_epochs:
             metrics = self.evaluate()
-            record.update(val_top1=metrics["top1"], val_top5=metrics["top5"], val_loss=metrics["loss"])
+            record.update(val_top1=metrics["top1"], val_top5=metrics["top5"], val_loss=metrics["loss"],
+                          val_images=metrics["num_images"])  # all ranks' shards together
             improved = metrics["top1"] > st.best_top1
             st.best_top1 = max(st.best_top1, metrics["top1"])
         log.info("epoch %d done: %s", st.epoch, json.dumps(record))

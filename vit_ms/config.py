@@ -171,6 +171,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ConfigError:
                 continue
     elif origin is Literal:
+        if isinstance(value, bool) and {"on", "off"} <= set(typing.get_args(tp)):  # YAML 1.1 reads on/off as bools
+            value = "on" if value else "off"
         if value in typing.get_args(tp) and type(value) is type(typing.get_args(tp)[0]):
             return value
     elif origin in (list, List):

@@ -83,7 +83,10 @@ class Attention(nn.Cell):
         qkv = self.qkv(x)  # (B, N, 3D)
         if self.fused:
             q, k, v = ops.split(qkv, d, axis=-1)  # (B, N, D) each, the "BSH" layout
+            if qkv.dtype == ms.float32:  # the Ascend kernel takes float16/bfloat16 only (amp O0 runs)
+                q, k, v = q.astype(ms.float16), k.astype(ms.float16), v.astype(ms.float16)
             out = ops.flash_attention_score(q, k, v, self.num_heads, scalar_value=self.scale, input_layout="BSH")
+            out = out.astype(qkv.dtype)
         else:
             qkv = qkv.reshape(b, n, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)  # (3, B, H, N, Dh)
             q, k, v = ops.split(qkv, 1, axis=0)  # (1, B, H, N, Dh) each
