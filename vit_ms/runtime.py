@@ -9,6 +9,8 @@ from typing import Mapping, Optional
 
 import mindspore as ms
 
+from .errors import ConfigError
+
 log = logging.getLogger("vit_ms")
 
 # Variables set by the launchers we support: msrun (dynamic cluster) and Ascend rank-table scripts.
@@ -34,9 +36,13 @@ class Runtime:
 
 
 def launched_distributed(environ: Mapping[str, str]) -> bool:
-    """True when msrun or a rank-table script started this process as one of several workers."""
+    """True when msrun started this process, or a rank-table script started it as one of several workers.
+
+    Under msrun this holds even for --worker_num=1: msrun also runs this script as its scheduler process,
+    which only becomes the scheduler (and exits) inside `init()`; without it, it would train as well.
+    """
     if any(var in environ for var in MSRUN_VARS):
-        return int(environ.get("MS_WORKER_NUM", "1")) > 1
+        return True
     if any(var in environ for var in RANK_TABLE_VARS):
         return int(environ.get("RANK_SIZE", "1")) > 1
     return False
@@ -61,7 +67,8 @@ def setup_runtime(cfg, environ: Optional[Mapping[str, str]] = None) -> Runtime:
     mode = ms.GRAPH_MODE if cfg.train.mode == "graph" else ms.PYNATIVE_MODE
     ms.set_context(mode=mode)
     if device_target == "CPU":
-        ms.set_device("CPU")
+        if ms.get_context("device_target") != "CPU":  # a GPU/Ascend build asked to run on its CPU
+            ms.set_device("CPU")
     else:  # rank-table launches give each process its device in DEVICE_ID
         ms.set_device(device_target, int(environ.get("DEVICE_ID", cfg.train.device_id)))
     ms.set_seed(cfg.train.seed)
@@ -69,15 +76,20 @@ def setup_runtime(cfg, environ: Optional[Mapping[str, str]] = None) -> Runtime:
         ms.set_deterministic(True)
 
     distributed = launched_distributed(environ) if cfg.distributed == "auto" else bool(cfg.distributed)
+    if not distributed and any(var in environ for var in MSRUN_VARS):
+        raise ConfigError("distributed=false, but msrun started this process (MS_ROLE is set): every process "
+                          "msrun starts must join its cluster. Leave distributed at 'auto', or run train.py "
+                          "directly for a single device")
     rank, world_size = 0, 1
     if distributed:
         from mindspore.communication import get_group_size, get_rank, init
 
-        init()
+        init()  # msrun's scheduler process serves the cluster in here and exits when the workers are done
         rank, world_size = get_rank(), get_group_size()
         ms.reset_auto_parallel_context()
-        ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
-                                     device_num=world_size)
+        if world_size > 1:
+            ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
+                                         device_num=world_size)
     runtime = Runtime(device_target, resolve_amp_level(cfg.amp.level, device_target), rank, world_size)
     log.info("device %s, amp %s, rank %d of %d", runtime.device_target, runtime.amp_level, rank, world_size)
     return runtime
