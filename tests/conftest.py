@@ -19,3 +19,8 @@ from vit_ms.demo_data import write_synthetic_folder
 def tiny_imagenet(tmp_path: Path) -> Path:
     return write_synthetic_folder(tmp_path / "tiny_imagenet", num_classes=3, train_per_class=8, val_per_class=4,
                                   image_size=32, seed=0)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: launches several processes for tens of seconds; still part of the "
+                                       "default run (deselect with -m 'not slow')")

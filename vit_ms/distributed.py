@@ -98,7 +98,7 @@ def check_same_resume(path: Optional[Path], params: Optional[Mapping[str, object
         f"the {world_size} ranks would resume from different checkpoints: {problem} (this is rank {rank}: "
         f"{mine}). Only rank 0 writes checkpoints and every rank looks in its own run directory, so with "
         f"--resume auto the run directory must be the same files on every node: put output_dir on storage all "
-        f"nodes share, or copy rank 0's '{run_dir.name}/last.ckpt' to the same path on every node (or pass "
+        f"nodes share, or copy rank 0's '{run_dir / 'last.ckpt'}' to the same path on every node (or pass "
         f"--resume with a path every node can read)")
 
 
@@ -110,7 +110,7 @@ def check_replicas(model, world_size: int, gather: Gather = all_gather_rows) -> 
     if not differ:
         log.info("model weights identical on all %d ranks (sha256 %s)", world_size, digest)
         return True
-    log.warning("model weights differ between ranks: %s differ from rank 0 (this rank's sha256 %s). Data-parallel "
-                "copies should stay bit-identical; non-deterministic kernels (e.g. in gradient clipping) can make "
-                "them drift. Rank 0's checkpoints are the reference", _rank_ranges(differ), digest)
+    log.warning("model weights differ between ranks: those of %s are not rank 0's (this rank's sha256 %s). "
+                "Data-parallel copies should stay bit-identical; non-deterministic kernels (e.g. in gradient "
+                "clipping) can make them drift. Rank 0's checkpoints are the reference", _rank_ranges(differ), digest)
     return False

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Data-parallel training with MindSpore's own launcher, msrun, on one node or several (Ascend, GPU or CPU).
+# This script sets up the cluster only; hyperparameters come from the config and the --set options it forwards.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+usage() {
+    cat <<EOF
+usage: bash scripts/run_distribute_train.sh <workers_per_node> <config.yaml> [train.py options ...]
+
+Starts <workers_per_node> training processes on this node (one per device) with msrun, which also starts its
+scheduler process on node 0, and waits for all of them. The config and every option after it (--set k=v,
+--resume auto|CKPT, --debug) go to each process's train.py unchanged. train.batch_size is per process
+(or set train.global_batch_size).
+
+  bash scripts/run_distribute_train.sh 8 configs/vit_b16.yaml --set data.root=/data/imagenet
+  bash scripts/run_distribute_train.sh 8 configs/vit_b16.yaml --set data.root=/data/imagenet --resume auto
+
+Several nodes: run the same command on every node with the same NUM_NODES, MASTER_ADDR and MASTER_PORT and
+each node's own NODE_RANK. Environment (cluster layout only):
+  NUM_NODES         nodes in the job (default 1)
+  NODE_RANK         this node's index, 0..NUM_NODES-1 (default 0); node 0 runs the scheduler
+  MASTER_ADDR       IP address of node 0 that every node can reach (default 127.0.0.1)
+  MASTER_PORT       port of the scheduler on node 0; must be free there (default 8118)
+  LOG_DIR           msrun's log folder on this node: scheduler.log, worker_<rank>.log (default msrun_log)
+  CLUSTER_TIME_OUT  seconds to wait for all processes of all nodes to join (default 600)
+  DRY_RUN=1         print the msrun command instead of running it
+
+Runs msrun and 'python' from PATH: activate the environment that has MindSpore first.
+Exit status: 0 when every process finished cleanly, else non-zero (msrun then stops the other processes).
+EOF
+}
+
+if [[ $# -ge 1 && ( $1 == -h || $1 == --help ) ]]; then
+    usage
+    exit 0
+fi
+if [[ $# -lt 2 ]]; then
+    usage >&2
+    die "expected <workers_per_node> and <config.yaml>, got $# argument(s)"
+fi
+WORKERS=$1
+CONFIG=$2
+shift 2
+
+NUM_NODES=${NUM_NODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
+MASTER_PORT=${MASTER_PORT:-8118}
+LOG_DIR=${LOG_DIR:-msrun_log}
+CLUSTER_TIME_OUT=${CLUSTER_TIME_OUT:-600}
+
+require_int "<workers_per_node> (first argument)" "$WORKERS" 1
+require_config "$CONFIG"
+require_int NUM_NODES "$NUM_NODES" 1
+require_int NODE_RANK "$NODE_RANK" 0 $((10#$NUM_NODES - 1))
+require_int MASTER_PORT "$MASTER_PORT" 1024 65535
+require_int CLUSTER_TIME_OUT "$CLUSTER_TIME_OUT" 1
+[[ -n $MASTER_ADDR ]] || die "MASTER_ADDR is empty; set it to the IP address of node 0"
+[[ -n $LOG_DIR ]] || die "LOG_DIR is empty; set it to a folder for msrun's logs"
+
+WORKERS=$((10#$WORKERS))
+TOTAL=$((10#$NUM_NODES * WORKERS))
+cmd=(msrun "--worker_num=$TOTAL" "--local_worker_num=$WORKERS" "--master_addr=$MASTER_ADDR"
+     "--master_port=$MASTER_PORT" "--node_rank=$NODE_RANK" "--log_dir=$LOG_DIR" --join=True
+     "--cluster_time_out=$CLUSTER_TIME_OUT" "$REPO_ROOT/train.py" --config "$CONFIG" "$@")
+
+if [[ ${DRY_RUN:-0} == 1 ]]; then
+    show_command "${cmd[@]}"
+    exit 0
+fi
+require_command msrun "it comes with MindSpore 2.3 or newer: activate the environment that has MindSpore"
+require_command python "msrun starts each process with the 'python' on PATH: activate the environment first"
+
+echo "node $NODE_RANK of $NUM_NODES: $WORKERS processes (ranks $((NODE_RANK * WORKERS))..$((NODE_RANK * WORKERS + WORKERS - 1)) of $TOTAL), scheduler $MASTER_ADDR:$MASTER_PORT, logs in $LOG_DIR/"
+status=0
+"${cmd[@]}" || status=$?
+if ((status != 0)); then
+    echo "error: distributed training failed (msrun exit status $status); see $LOG_DIR/worker_*.log and" \
+         "$LOG_DIR/scheduler.log, and train_rank<N>.log in the run directory" >&2
+    exit "$status"
+fi

@@ -1,0 +1,386 @@
+"""Data-parallel training: the launch scripts, the cross-rank checks, and two real msrun workers on this CPU.
+
+`test_two_msrun_workers_train_resume_and_match_single_process_eval` is the slow one (marked `slow`, about a
+minute on two cores; it is part of the default `python -m pytest -q tests`): it launches
+scripts/run_distribute_train.sh with 2 workers twice (train, then resume) and checks the run against a
+single-process eval.py. Everything else here runs in seconds: the Ascend rank-table script is checked through
+DRY_RUN=1 and with a stand-in `python` on PATH (no Ascend here), the cross-rank checks with a fake all-gather.
+"""
+import importlib.util
+import json
+import logging
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vit_ms.checkpoint import TrainState
+from vit_ms.demo_data import write_synthetic_folder
+from vit_ms.distributed import (check_replicas, check_same_resume, digest_words, resume_disagreement,
+                                weights_digest)
+from vit_ms.errors import CheckpointError
+from vit_ms.runtime import launched_distributed
+
+ROOT = Path(__file__).resolve().parent.parent
+MSRUN_SCRIPT = ROOT / "scripts" / "run_distribute_train.sh"
+RANKTABLE_SCRIPT = ROOT / "scripts" / "run_distribute_train_ascend_ranktable.sh"
+TINY = ["model.num_classes=3", "model.depth=1", "train.batch_size=4", "data.num_parallel_workers=1",
+        "train.log_interval=1", "data.scale=[0.9, 1.0]"]  # a value with a space: forwarded as one argument
+LAUNCH_VARS = ("MS_ROLE", "MS_WORKER_NUM", "MS_SCHED_HOST", "MS_SCHED_PORT", "RANK_TABLE_FILE", "RANK_SIZE",
+               "RANK_ID", "DEVICE_ID", "NUM_NODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "LOG_DIR",
+               "SERVER_ID", "BIND_CORES", "DRY_RUN")
+
+
+def script_env(**extra) -> dict:
+    """This interpreter's bin folder first on PATH (the scripts run `python` and `msrun` from PATH)."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def bash(script, *args, cwd=ROOT, timeout=120, **env):
+    return subprocess.run(["bash", str(script), *map(str, args)], cwd=cwd, env=script_env(**env),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def sets(*items):
+    return [arg for item in items for arg in ("--set", item)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# scripts/run_distribute_train.sh (msrun)
+
+
+def test_msrun_script_builds_the_multi_node_command():
+    out = bash(MSRUN_SCRIPT, 8, "configs/vit_b16.yaml", *sets("data.root=/data/my imagenet"), "--resume", "auto",
+               DRY_RUN=1, NUM_NODES=2, NODE_RANK=1, MASTER_ADDR="10.1.2.3", MASTER_PORT=29500, LOG_DIR="/logs/x")
+    assert out.returncode == 0, out.stderr
+    assert shlex.split(out.stdout) == [
+        "msrun", "--worker_num=16", "--local_worker_num=8", "--master_addr=10.1.2.3", "--master_port=29500",
+        "--node_rank=1", "--log_dir=/logs/x", "--join=True", "--cluster_time_out=600", str(ROOT / "train.py"),
+        "--config", "configs/vit_b16.yaml", "--set", "data.root=/data/my imagenet", "--resume", "auto"]
+
+
+def test_msrun_script_defaults_to_one_local_node():
+    out = bash(MSRUN_SCRIPT, 2, "demo", DRY_RUN=1)
+    assert shlex.split(out.stdout)[:9] == [
+        "msrun", "--worker_num=2", "--local_worker_num=2", "--master_addr=127.0.0.1", "--master_port=8118",
+        "--node_rank=0", "--log_dir=msrun_log", "--join=True", "--cluster_time_out=600"]
+
+
+@pytest.mark.parametrize("args, env, message", [
+    ([], {}, "expected <workers_per_node> and <config.yaml>, got 0 argument(s)"),
+    (["8"], {}, "got 1 argument(s)"),
+    (["eight", "demo.yaml"], {}, "<workers_per_node> (first argument) must be an integer >= 1, got 'eight'"),
+    (["0", "demo.yaml"], {}, "must be an integer >= 1, got 0"),
+    (["2", "vit_b61.yaml"], {}, "config file 'vit_b61.yaml' not found"),
+    (["2", "demo.yaml"], {"NUM_NODES": 2, "NODE_RANK": 2}, "NODE_RANK must be an integer in 0..1, got 2"),
+    (["2", "demo.yaml"], {"MASTER_PORT": 80}, "MASTER_PORT must be an integer in 1024..65535, got 80"),
+    (["2", "demo.yaml"], {"NUM_NODES": "two"}, "NUM_NODES must be an integer >= 1, got 'two'"),
+])
+def test_msrun_script_rejects_bad_arguments(args, env, message):
+    out = bash(MSRUN_SCRIPT, *args, DRY_RUN=1, **env)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert out.stdout == ""
+
+
+def test_msrun_script_help_names_the_python_it_uses():
+    out = bash(MSRUN_SCRIPT, "--help")
+    assert out.returncode == 0 and "'python' from PATH" in out.stdout and "MASTER_PORT" in out.stdout
+
+
+def test_msrun_script_fails_when_the_workers_fail(tmp_path):
+    """A config error stops every process before the cluster forms; the script exits non-zero and says where
+    the logs are."""
+    out = bash(MSRUN_SCRIPT, 2, "demo.yaml", *sets("train.epochs=0"), cwd=tmp_path, timeout=120,
+               MASTER_PORT=free_port(), LOG_DIR=tmp_path / "logs")
+    assert out.returncode != 0
+    assert "distributed training failed" in out.stderr and str(tmp_path / "logs") in out.stderr
+    assert "train.epochs=0" in (tmp_path / "logs" / "worker_0.log").read_text()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# scripts/run_distribute_train_ascend_ranktable.sh, checked without Ascend
+
+
+def rank_table(path: Path, servers) -> Path:
+    """A version 1.0 rank table: servers = [(server_id, [(device_id, rank_id), ...]), ...]."""
+    table = {"version": "1.0", "server_count": str(len(servers)), "status": "completed", "server_list": [
+        {"server_id": sid, "host_nic_ip": "reserve",
+         "device": [{"device_id": str(d), "device_ip": f"192.168.{d}.{i + 1}", "rank_id": str(r)} for d, r in devs]}
+        for i, (sid, devs) in enumerate(servers)]}
+    path.write_text(json.dumps(table))
+    return path
+
+
+TWO_NODES = [("10.0.0.1", [(0, 0), (1, 1)]), ("10.0.0.2", [(0, 2), (1, 3)])]
+
+
+def load_rank_table_module():
+    spec = importlib.util.spec_from_file_location("rank_table", ROOT / "scripts" / "rank_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rank_table_core_shares():
+    rt = load_rank_table_module()
+    assert rt.split_cpus(list(range(192)), 8)[:2] == ["0-23", "24-47"] and rt.split_cpus(range(192), 8)[7] == "168-191"
+    assert rt.split_cpus([16, 17, 18, 19, 20, 21], 2) == ["16-18", "19-21"]  # a cpuset that does not start at 0
+    assert rt.split_cpus([0, 2, 4, 6], 2) == ["0,2", "4,6"]
+    assert rt.split_cpus([0, 1], 8) == [None] * 8  # fewer cores than devices: no binding
+    assert rt.split_cpus(list(range(10)), 4) == ["0-1", "2-3", "4-5", "6-7"]  # the remainder stays unbound
+
+
+def test_ranktable_dry_run_prints_each_ranks_command(tmp_path):
+    table = rank_table(tmp_path / "hccl.json", TWO_NODES)
+    out = bash(RANKTABLE_SCRIPT, table, "demo.yaml", *sets("data.root=/data/my imagenet"), "--resume", "auto",
+               DRY_RUN=1, SERVER_ID="10.0.0.2", LOG_DIR="rt logs")
+    assert out.returncode == 0, out.stderr
+    cpus = load_rank_table_module().split_cpus(sorted(os.sched_getaffinity(0)), 2)
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2
+    for line, (device, rank), share in zip(lines, [(0, 2), (1, 3)], cpus):
+        words = shlex.split(line)
+        binding = ["taskset", "-c", share] if share else []
+        assert words == ["env", f"RANK_TABLE_FILE={table}", "RANK_SIZE=4", f"RANK_ID={rank}", f"DEVICE_ID={device}",
+                         *binding, "python", str(ROOT / "train.py"), "--config", "demo.yaml",
+                         "--set", "data.root=/data/my imagenet", "--resume", "auto",
+                         ">", f"rt logs/rank_{rank}/worker.log", "2>&1", "&"]
+
+
+def test_ranktable_finds_this_node_by_address_and_can_skip_binding(tmp_path):
+    table = rank_table(tmp_path / "hccl.json", [("10.9.9.9", [(0, 0)]), ("127.0.0.1", [(0, 1), (3, 2)])])
+    out = bash(RANKTABLE_SCRIPT, table, "demo.yaml", DRY_RUN=1, BIND_CORES=0)
+    assert out.returncode == 0, out.stderr
+    assert [shlex.split(line)[1:5] for line in out.stdout.splitlines()] == [
+        [f"RANK_TABLE_FILE={table}", "RANK_SIZE=3", "RANK_ID=1", "DEVICE_ID=0"],
+        [f"RANK_TABLE_FILE={table}", "RANK_SIZE=3", "RANK_ID=2", "DEVICE_ID=3"]]
+    assert "taskset" not in out.stdout
+
+
+def test_ranktable_errors_say_what_to_do(tmp_path):
+    table = rank_table(tmp_path / "hccl.json", TWO_NODES)
+    (tmp_path / "broken.json").write_text("{not json")
+    cases = [((table, "demo.yaml"), {}, "set SERVER_ID to this node's server_id"),
+             ((table, "demo.yaml"), {"SERVER_ID": "10.0.0.7"}, "SERVER_ID=10.0.0.7 is not in it; its server_ids "
+                                                               "are 10.0.0.1, 10.0.0.2"),
+             ((tmp_path / "broken.json", "demo.yaml"), {}, "broken.json'"),
+             ((tmp_path / "missing.json", "demo.yaml"), {}, "rank table"),
+             ((table, "nope.yaml"), {}, "config file 'nope.yaml' not found"),
+             ((table, "demo.yaml"), {"BIND_CORES": "yes", "SERVER_ID": "10.0.0.1"}, "BIND_CORES must be 0 or 1")]
+    for args, env, message in cases:
+        out = bash(RANKTABLE_SCRIPT, *args, DRY_RUN=1, **env)
+        assert out.returncode == 2 and message in out.stderr, (args, env, out.stderr)
+
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+# Stands in for python: runs the rank-table helper for real, records what a training process would get.
+case "$1" in *rank_table.py) exec {python} "$@";; esac
+printf '%s\\n' "$@" > "$FAKE_OUT/rank_$RANK_ID.args"
+echo "RANK_TABLE_FILE=$RANK_TABLE_FILE RANK_SIZE=$RANK_SIZE RANK_ID=$RANK_ID DEVICE_ID=$DEVICE_ID" > "$FAKE_OUT/rank_$RANK_ID.env"
+{python} -c 'import os; print(sorted(os.sched_getaffinity(0)))' > "$FAKE_OUT/rank_$RANK_ID.cpus"
+echo "rank $RANK_ID says hello"
+if [ "$RANK_ID" = "$FAIL_RANK" ]; then exit 3; fi
+sleep "$SLEEP" & child=$!
+trap 'kill $child; exit 143' TERM
+wait $child
+touch "$FAKE_OUT/rank_$RANK_ID.done"
+"""
+
+
+@pytest.fixture
+def fake_python(tmp_path):
+    bin_dir, out = tmp_path / "bin", tmp_path / "out"
+    bin_dir.mkdir()
+    out.mkdir()
+    (bin_dir / "python").write_text(FAKE_PYTHON.format(python=sys.executable))
+    (bin_dir / "python").chmod(0o755)
+    return bin_dir, out
+
+
+def run_fake_ranks(tmp_path, fake_python, **env):
+    bin_dir, out = fake_python
+    table = rank_table(tmp_path / "hccl.json", TWO_NODES)
+    full_env = script_env(SERVER_ID="10.0.0.1", LOG_DIR=tmp_path / "logs", FAKE_OUT=out, **env)
+    full_env["PATH"] = f"{bin_dir}{os.pathsep}{full_env['PATH']}"
+    start = time.time()
+    proc = subprocess.run(["bash", str(RANKTABLE_SCRIPT), str(table), "demo.yaml", "--set", "a b=c"], cwd=ROOT,
+                          env=full_env, capture_output=True, text=True, timeout=60)
+    return proc, out, table, time.time() - start
+
+
+def test_ranktable_starts_every_rank_and_waits_for_all(tmp_path, fake_python):
+    proc, out, table, _ = run_fake_ranks(tmp_path, fake_python, FAIL_RANK="none", SLEEP=1)
+    assert proc.returncode == 0, proc.stderr
+    cpus = load_rank_table_module().split_cpus(sorted(os.sched_getaffinity(0)), 2)
+    for rank in (0, 1):
+        assert (out / f"rank_{rank}.done").exists()
+        assert (out / f"rank_{rank}.env").read_text().split() == [
+            f"RANK_TABLE_FILE={table}", "RANK_SIZE=4", f"RANK_ID={rank}", f"DEVICE_ID={rank}"]
+        assert (out / f"rank_{rank}.args").read_text().splitlines() == [
+            str(ROOT / "train.py"), "--config", "demo.yaml", "--set", "a b=c"]
+        if cpus[rank]:
+            first, _, last = cpus[rank].partition("-")
+            assert json.loads((out / f"rank_{rank}.cpus").read_text()) == list(range(int(first), int(last or first) + 1))
+        assert (tmp_path / "logs" / f"rank_{rank}" / "worker.log").read_text() == f"rank {rank} says hello\n"
+
+
+def test_ranktable_stops_the_other_ranks_when_one_fails(tmp_path, fake_python):
+    proc, out, _, seconds = run_fake_ranks(tmp_path, fake_python, FAIL_RANK=1, SLEEP=30)
+    assert proc.returncode == 3
+    assert "rank 1 exited with status 3" in proc.stderr and "rank_1/worker.log" in proc.stderr
+    assert seconds < 20 and not (out / "rank_0.done").exists()  # rank 0 was stopped, not waited for
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Launch detection and the cross-rank checks (a fake all-gather stands in for the other ranks)
+
+
+def test_launch_detection():
+    assert launched_distributed({"MS_ROLE": "MS_WORKER", "MS_WORKER_NUM": "2"})
+    # msrun with one worker still starts its scheduler process, which must call init() to become one
+    assert launched_distributed({"MS_ROLE": "MS_SCHED", "MS_WORKER_NUM": "1"})
+    assert launched_distributed({"RANK_TABLE_FILE": "/x.json", "RANK_SIZE": "8"})
+    assert not launched_distributed({"RANK_TABLE_FILE": "/x.json", "RANK_SIZE": "1"})
+    assert not launched_distributed({})
+
+
+def test_weights_digest_ignores_optimizer_state_and_sees_every_bit():
+    w = {"head.weight": np.ones((2, 3), np.float32), "head.bias": np.zeros(2, np.float32)}
+    digest = weights_digest(w)
+    assert digest == weights_digest({**w, "adam_m.head.weight": np.full((2, 3), 7.0, np.float32),
+                                     "vit_ms_epoch": np.array(3)})
+    flipped = w["head.weight"].copy()
+    flipped.view(np.int32)[0, 0] ^= 1  # one bit of one weight
+    assert weights_digest({**w, "head.weight": flipped}) != digest
+    assert weights_digest({"head.weight": w["head.weight"].reshape(3, 2), "head.bias": w["head.bias"]}) != digest
+
+
+def gather_from(*other_rows):
+    """A fake all-gather: this rank's row first, then the given rows of the other ranks."""
+    return lambda row, world_size: np.array([list(row), *[list(r) for r in other_rows]], np.int32)
+
+
+def test_ranks_that_resume_from_different_checkpoints_stop_with_the_fix(tmp_path):
+    params = {"head.weight": np.ones(3, np.float32)}
+    state = TrainState(epoch=4, step_in_epoch=0, global_step=40)
+    same = [1, 4, 0, 40, *digest_words(weights_digest(params))]
+    check_same_resume(tmp_path / "last.ckpt", params, state, 0, 3, tmp_path, gather=gather_from(same, same))
+    fresh = [0] * len(same)
+    check_same_resume(None, None, TrainState(), 0, 2, tmp_path, gather=gather_from(fresh))
+
+    stale = [1, 2, 0, 20, *digest_words(weights_digest({"head.weight": np.zeros(3, np.float32)}))]
+    with pytest.raises(CheckpointError) as err:
+        check_same_resume(tmp_path / "last.ckpt", params, state, 0, 4, tmp_path / "r",
+                          gather=gather_from(same, fresh, stale))
+    message = str(err.value)
+    assert "the 4 ranks would resume from different checkpoints: ranks 0-1: epoch 4 step 0 (global step 40)" in message
+    assert "rank 2: no checkpoint (a fresh start); rank 3: epoch 2 step 0 (global step 20)" in message
+    assert f"put output_dir on storage all nodes share, or copy rank 0's '{tmp_path / 'r' / 'last.ckpt'}'" in message
+    assert resume_disagreement(np.array([same, same])) is None
+
+
+class _Model:
+    def __init__(self, value):
+        self.value = value
+
+    def get_parameters(self):
+        import mindspore as ms
+
+        return [ms.Parameter(ms.Tensor(np.full(3, self.value, np.float32)), name="head.weight")]
+
+
+def test_replica_check_logs_the_digest_or_warns():
+    digest = weights_digest({"head.weight": np.full(3, 1.0, np.float32)})
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("vit_ms")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        assert check_replicas(_Model(1.0), 2, gather=gather_from(digest_words(digest)))
+        assert not check_replicas(_Model(1.0), 3, gather=gather_from(digest_words(digest), [0, 0, 0, 0]))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    text = "\n".join(r.getMessage() for r in records)
+    assert f"model weights identical on all 2 ranks (sha256 {digest})" in text
+    assert "model weights differ between ranks: those of rank 2 are not rank 0's" in text
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Two real workers
+
+
+def launch(tmp_path, data, epochs, port):
+    out = bash(MSRUN_SCRIPT, 2, "demo.yaml",
+               *sets(f"data.root={data}", f"output_dir={tmp_path / 'runs'}", "run_name=dp", f"train.epochs={epochs}",
+                     *TINY),
+               "--resume", "auto", cwd=tmp_path, timeout=300, MASTER_PORT=port, LOG_DIR=tmp_path / "msrun_log")
+    assert out.returncode == 0, f"{out.stdout[-4000:]}\n{out.stderr[-3000:]}"
+    return out
+
+
+def final_digest(log_text: str) -> str:
+    lines = [line for line in log_text.splitlines() if "model weights identical on all 2 ranks" in line]
+    assert lines, log_text[-3000:]
+    return lines[-1].rsplit("sha256 ", 1)[1].rstrip(")")
+
+
+@pytest.mark.slow
+def test_two_msrun_workers_train_resume_and_match_single_process_eval(tmp_path):
+    import mindspore as ms
+
+    data = write_synthetic_folder(tmp_path / "data", num_classes=3, train_per_class=8, val_per_class=5,
+                                  image_size=32, seed=0)  # 15 val images: 8 on rank 0, 7 on rank 1, no padding
+    run_dir, logs = tmp_path / "runs" / "dp", tmp_path / "msrun_log"
+
+    launch(tmp_path, data, epochs=1, port=free_port())
+    rank0, rank1 = (run_dir / "train.log").read_text(), (run_dir / "train_rank1.log").read_text()
+    assert "data-parallel rank 0 of 2" in rank0 and "data-parallel rank 1 of 2" in rank1
+    for text in (rank0, rank1):  # every rank trained the 24 images as 3 steps of a global batch of 8
+        assert "epoch 1 step 3/3" in text and "epoch 1 done" in text and "global batch 8" in text
+        assert "resume auto: no checkpoint" in text
+    assert sorted(p.name for p in logs.iterdir()) == ["scheduler.log", "worker_0.log", "worker_1.log"]
+    first = final_digest(rank1)
+    assert final_digest(rank0) == first == weights_digest(ms.load_checkpoint(str(run_dir / "last.ckpt")))
+
+    launch(tmp_path, data, epochs=2, port=free_port())  # --resume auto on both ranks: the same last.ckpt
+    rank0, rank1 = (run_dir / "train.log").read_text(), (run_dir / "train_rank1.log").read_text()
+    for text in (rank0, rank1):
+        assert f"resumed from {run_dir / 'last.ckpt'} at epoch 2 step 0 (global step 3)" in text
+    digest = final_digest(rank1)
+    assert digest != first and final_digest(rank0) == digest
+    assert weights_digest(ms.load_checkpoint(str(run_dir / "last.ckpt"))) == digest
+
+    # One writer: a single set of checkpoints and one metrics line per epoch.
+    ckpts = sorted(str(p.relative_to(tmp_path / "runs")) for p in (tmp_path / "runs").rglob("*.ckpt"))
+    assert ckpts == ["dp/best.ckpt", "dp/epoch_0001.ckpt", "dp/epoch_0002.ckpt", "dp/last.ckpt"]
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["step"], r["val_images"]) for r in records] == [(1, 3, 15), (2, 6, 15)]
+
+    # The validation split over 2 ranks and summed equals one process scoring the whole split.
+    proc = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--config", str(run_dir / "config.yaml"),
+                           "--ckpt", str(run_dir / "last.ckpt")], cwd=tmp_path, env=script_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert single["num_images"] == 15
+    assert records[-1]["val_top1"] == single["top1"] and records[-1]["val_top5"] == single["top5"]
+    assert records[-1]["val_loss"] == pytest.approx(single["loss"], rel=1e-6)  # float32 all-reduce of the sums
