@@ -1,7 +1,9 @@
 """The training step and evaluation metrics used with `mindspore.train.Model`.
 
 `TrainStep` is MindSpore's loss-scaled train step plus gradient clipping after the data-parallel all-reduce.
-It returns (loss, overflow, loss_scale); an overflowed step leaves the weights unchanged.
+It returns (loss, overflow, loss_scale); an overflowed step leaves the weights unchanged. Under amp O0 there is
+nothing to unscale and float32 gradients of a finite loss do not overflow, so the step checks the loss alone
+(`check_loss_only`): a non-finite loss still skips the update and reports overflow.
 `ClassificationMetrics` accumulates top-1/top-5/loss as sums, all-reduced across ranks, so every rank
 reports the full validation set.
 """
@@ -26,12 +28,15 @@ def _unscale_grad(scale, grad):
 class TrainStep(nn.TrainOneStepWithLossScaleCell):
     """One optimizer step: forward, scaled backward, all-reduce, overflow check, clip, update."""
 
-    def __init__(self, network: nn.Cell, optimizer: nn.Optimizer, scale_sense, clip_grad_norm: float = 0.0):
+    def __init__(self, network: nn.Cell, optimizer: nn.Optimizer, scale_sense, clip_grad_norm: float = 0.0,
+                 check_loss_only: bool = False):
         super().__init__(network, optimizer, scale_sense)
         self.clip_grad_norm = clip_grad_norm
         # MindSpore's base class reads Ascend float-status registers unless the target is GPU; CPU (and GPU)
         # check the gradients for inf/nan instead, all-reduced across ranks.
         self.infnan_check = ms.get_context("device_target") != "Ascend"
+        # Unit scale, float32 (amp O0 off Ascend): no unscaling, and one isfinite on the loss instead of all gradients.
+        self.check_loss_only = check_loss_only and self.infnan_check
 
     def get_overflow_status(self, status, compute_output):
         if not self.infnan_check:
@@ -44,11 +49,19 @@ class TrainStep(nn.TrainOneStepWithLossScaleCell):
     def construct(self, *inputs):
         loss = self.network(*inputs)
         scale = self.scale_sense * 1.0  # the scale this step used (the parameter may be updated below)
-        grads = self.grad(self.network, self.weights)(*inputs, ops.ones_like(loss) * scale.astype(loss.dtype))
-        grads = self.hyper_map(ops.partial(_unscale, scale), grads)
-        grads = self.grad_reducer(grads)  # mean over data-parallel ranks
-        overflow = self.get_overflow_status(Tensor([0] * 8, ms.int32), grads)
-        overflow = self.process_loss_scale(overflow)  # adjusts a dynamic scale
+        if self.check_loss_only:
+            grads = self.grad(self.network, self.weights)(*inputs, ops.ones_like(loss))
+            grads = self.grad_reducer(grads)  # mean over data-parallel ranks
+            overflow = ops.logical_not(ops.isfinite(loss)).astype(ms.float32)
+            if self.is_distributed:  # every rank must skip the same steps
+                overflow = self.allreduce(overflow)
+            overflow = overflow > 0
+        else:
+            grads = self.grad(self.network, self.weights)(*inputs, ops.ones_like(loss) * scale.astype(loss.dtype))
+            grads = self.hyper_map(ops.partial(_unscale, scale), grads)
+            grads = self.grad_reducer(grads)  # mean over data-parallel ranks
+            overflow = self.get_overflow_status(Tensor([0] * 8, ms.int32), grads)
+            overflow = self.process_loss_scale(overflow)  # adjusts a dynamic scale
         if self.clip_grad_norm > 0:
             grads = ops.clip_by_global_norm(grads, self.clip_grad_norm)
         if not overflow:
@@ -71,7 +84,8 @@ def build_train_step(model: nn.Cell, optimizer: nn.Optimizer, cfg, amp_level: st
     if amp_level != "O0":
         ms.amp.auto_mixed_precision(model, amp_level)
     net_with_loss = WithLoss(model, ClassificationLoss(cfg.loss.label_smoothing))
-    return TrainStep(net_with_loss, optimizer, loss_scale_sense(cfg.amp, amp_level), cfg.optim.clip_grad_norm)
+    return TrainStep(net_with_loss, optimizer, loss_scale_sense(cfg.amp, amp_level), cfg.optim.clip_grad_norm,
+                     check_loss_only=amp_level == "O0")
 
 
 class EvalNetwork(nn.Cell):

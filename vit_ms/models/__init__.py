@@ -50,6 +50,7 @@ def model_from_config(mcfg, device_target: Optional[str] = "CPU", num_classes: O
         norm_eps=mcfg.norm_eps,
         fused_attention=fused,
         patch_embed=patch_impl,
+        custom_backward=device_target == "CPU",  # hand-written LayerNorm/GELU/softmax gradients: faster on CPU only
     )
 
 

@@ -7,16 +7,17 @@ of the patch tokens with `global_pool="avg"`), optional pre-logits layer (Linear
 Parameter names follow timm so converters stay short: patch_embed.proj, cls_token, pos_embed,
 blocks.{i}.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}, norm, pre_logits.fc, head.
 
-Deviation from the reference code, not from the math: the patch embedding's stride-P convolution may run
+Deviations from the reference code, not from the math: the patch embedding's stride-P convolution may run
 as a reshape + matmul (`patch_embed="matmul"`), which computes the same function with the same (D, C, P, P)
-weight and is several times faster on CPU.
+weight and is several times faster on CPU; `custom_backward=True` gives LayerNorm, GELU and the attention
+softmax hand-written gradients (same derivatives, faster CPU kernels; see layers.py).
 """
 import math
 
 import mindspore as ms
 from mindspore import nn, ops
 
-from .layers import GELU, DropPath, LayerNorm, Linear, trunc_normal_parameter, zeros_parameter
+from .layers import GELU, DropPath, LayerNorm, Linear, Softmax, trunc_normal_parameter, zeros_parameter
 
 
 class PatchEmbed(nn.Cell):
@@ -63,7 +64,7 @@ class Attention(nn.Cell):
     """Multi-head self-attention with a fused qkv projection: (B, N, D) -> (B, N, D)."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0, fused: bool = False):
+                 proj_drop: float = 0.0, fused: bool = False, custom_backward: bool = False):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"embed_dim={dim} is not divisible by num_heads={num_heads}")
@@ -77,6 +78,7 @@ class Attention(nn.Cell):
         self.proj_drop = nn.Dropout(p=proj_drop) if proj_drop > 0 else None
         self.q_matmul_k = ops.BatchMatMul(transpose_b=True)
         self.attn_matmul_v = ops.BatchMatMul()
+        self.softmax = Softmax() if custom_backward else None  # else ops.softmax and its autodiff
 
     def construct(self, x):
         b, n, d = x.shape
@@ -94,6 +96,8 @@ class Attention(nn.Cell):
             attn = self.q_matmul_k(q, k.squeeze(0))  # (B, H, N, N)
             if attn.dtype != ms.float32:  # softmax in float32 under O2, then back
                 attn = ops.softmax(attn.astype(ms.float32), axis=-1).astype(q.dtype)
+            elif self.softmax is not None:
+                attn = self.softmax(attn)
             else:
                 attn = ops.softmax(attn, axis=-1)
             if self.attn_drop is not None:
@@ -109,10 +113,10 @@ class Attention(nn.Cell):
 class Mlp(nn.Cell):
     """Linear -> GELU -> Linear, with optional dropout: (B, N, D) -> (B, N, D)."""
 
-    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, gelu: str = "erf"):
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, gelu: str = "erf", custom_backward: bool = False):
         super().__init__()
         self.fc1 = Linear(dim, hidden_dim)
-        self.act = GELU(gelu)
+        self.act = GELU(gelu, custom_backward)
         self.fc2 = Linear(hidden_dim, dim)
         self.drop = nn.Dropout(p=drop) if drop > 0 else None
 
@@ -131,12 +135,12 @@ class Block(nn.Cell):
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True, drop: float = 0.0,
                  attn_drop: float = 0.0, drop_path: float = 0.0, gelu: str = "erf", norm_eps: float = 1e-6,
-                 fused_attention: bool = False):
+                 fused_attention: bool = False, custom_backward: bool = False):
         super().__init__()
-        self.norm1 = LayerNorm(dim, norm_eps)
-        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop, fused_attention)
-        self.norm2 = LayerNorm(dim, norm_eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop, gelu)
+        self.norm1 = LayerNorm(dim, norm_eps, custom_backward)
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop, fused_attention, custom_backward)
+        self.norm2 = LayerNorm(dim, norm_eps, custom_backward)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop, gelu, custom_backward)
         self.drop_path = DropPath(drop_path)
 
     def construct(self, x):
@@ -164,7 +168,7 @@ class VisionTransformer(nn.Cell):
                  qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0, global_pool: str = "token", representation_size: int = None,
                  gelu: str = "erf", norm_eps: float = 1e-6, fused_attention: bool = False,
-                 patch_embed: str = "matmul"):
+                 patch_embed: str = "matmul", custom_backward: bool = False):
         super().__init__()
         if global_pool not in ("token", "avg"):
             raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
@@ -180,10 +184,10 @@ class VisionTransformer(nn.Cell):
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear in depth
         self.blocks = nn.CellList([
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, rates[i], gelu, norm_eps,
-                  fused_attention)
+                  fused_attention, custom_backward)
             for i in range(depth)
         ])
-        self.norm = LayerNorm(embed_dim, norm_eps)
+        self.norm = LayerNorm(embed_dim, norm_eps, custom_backward)
         self.pre_logits = PreLogits(embed_dim, representation_size) if representation_size else None
         self.num_features = representation_size or embed_dim
         self.head = Linear(self.num_features, num_classes) if num_classes > 0 else None
