@@ -75,9 +75,10 @@ class AdamW(MindcvAdamW):
         self.beta1_power = beta1_power
         beta2_power = self.beta2_power * self.beta2
         self.beta2_power = beta2_power
-        c1 = 1.0 - beta1_power
+        c1 = 1.0 - beta1_power  # shape (1,), like beta1
         c2 = ops.sqrt(1.0 - beta2_power)
-        eps, decay_scale, lr_scale = self.eps * c2, c1 / c2, c2 / c1
+        # the kernel's scalars shaped as nn.AdamWeightDecay passes them: lr and decay (), eps (1,)
+        eps, decay_scale, lr_scale = self.eps * c2, (c1 / c2).reshape(()), (c2 / c1).reshape(())
         if self.is_group_lr:
             result = self.hyper_map(
                 ops.partial(_fused_adamw, self.kernel, self.beta1, self.beta2, eps, decay_scale),

@@ -1,6 +1,6 @@
 """Small building blocks of the ViT, each written in the form MindSpore 2.10 runs fastest.
 
-Measured on CPU (see docs/performance.md): a matmul followed by an Add beats `nn.Dense`'s BiasAdd, and
+Measured on CPU (see README "Performance"): a matmul followed by an Add beats `nn.Dense`'s BiasAdd, and
 GELU built from elementwise ops beats the GeLU kernel and its gradient. The math is unchanged.
 
 `custom_backward=True` (chosen for CPU by `model_from_config`) gives LayerNorm, the exact GELU and the attention
