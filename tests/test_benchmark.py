@@ -119,6 +119,20 @@ def test_custom_backward_gives_autodiff_gradients(gelu):
         assert np.abs(a - b).max() <= 1e-5 * max(np.abs(a).max(), 1e-3), p.name
 
 
+def test_mixed_precision_keeps_autodiff_and_trains_alike():
+    cfg = load_config("demo", ["amp.level=O2"])
+    x = Tensor(np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32))
+    y = Tensor(np.array([1, 2, 3, 4], np.int32))
+    losses = []
+    for custom in (False, True):
+        ms.set_seed(0)
+        model = create_model("vit_ti16", num_classes=10, image_size=32, patch_size=8, embed_dim=32, depth=1,
+                             num_heads=2, custom_backward=custom)
+        step = build_train_step(model, AdamW(model.trainable_params(), learning_rate=[1e-3] * 4), cfg, "O2")
+        losses.append([float(step(x, y)[0].asnumpy()) for _ in range(2)])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-3)
+
+
 def test_device_selects_attention_and_backward():
     mcfg = load_config("demo").model
     cpu = model_from_config(mcfg, "CPU")

@@ -4,9 +4,10 @@ Measured on CPU (see README "Performance"): a matmul followed by an Add beats `n
 GELU built from elementwise ops beats the GeLU kernel and its gradient. The math is unchanged.
 
 `custom_backward=True` (chosen for CPU by `model_from_config`) gives LayerNorm, the exact GELU and the attention
-softmax hand-written gradients: the same derivatives as autodiff, from fewer or faster CPU kernels (LayerNormGrad
-and a ReduceSum over the softmax rows are slow there). Each sits in a parameter-free cell with a `bprop`, the
-form MindSpore 2.10 accepts in graph mode; the outer cell keeps the parameters and their names.
+softmax hand-written gradients for float32 inputs: the same derivatives as autodiff, from fewer or faster CPU
+kernels (LayerNormGrad and a ReduceSum over the softmax rows are slow there). Each sits in a parameter-free cell
+with a `bprop`, the form MindSpore 2.10 accepts in graph mode; the outer cell keeps the parameters and their
+names. Under mixed precision (float16 inputs) the cells use autodiff as before.
 """
 import math
 
@@ -75,7 +76,7 @@ class LayerNorm(nn.Cell):
         self.function = _LayerNormFunction(eps) if custom_backward else None
 
     def construct(self, x):
-        if self.function is not None:
+        if self.function is not None and x.dtype == ms.float32:  # amp O1-O3 keep autodiff (fp16 gradients)
             return self.function(x, self.weight, self.bias)
         y, _, _ = self.layer_norm(x, self.weight, self.bias)
         return y
@@ -109,7 +110,7 @@ class GELU(nn.Cell):
     def construct(self, x):
         if self.tanh:  # 0.5 x (1 + tanh(u)) written as x sigmoid(2u): same function, accurate in float32
             return x * ops.sigmoid(2.0 * math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x))
-        if self.function is not None:
+        if self.function is not None and x.dtype == ms.float32:
             return self.function(x)[0]
         return 0.5 * x * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
 
