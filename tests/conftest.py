@@ -10,6 +10,7 @@ Point a config at it with `cfg.data.root = str(tiny_imagenet)` and `cfg.model.im
 """
 from pathlib import Path
 
+import mindspore as ms
 import pytest
 
 from vit_ms.demo_data import write_synthetic_folder
@@ -24,3 +25,11 @@ def tiny_imagenet(tmp_path: Path) -> Path:
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: launches several processes for tens of seconds; still part of the "
                                        "default run (deselect with -m 'not slow')")
+
+
+@pytest.fixture
+def keep_mindspore_mode():
+    """Restore MindSpore's execution mode after a test that switches it (infer and export use graph mode)."""
+    mode = ms.get_context("mode")
+    yield
+    ms.set_context(mode=mode)

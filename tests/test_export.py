@@ -24,12 +24,7 @@ def run(tmp_path_factory):
     return write_tiny_run(tmp_path_factory.mktemp("export"))
 
 
-@pytest.fixture(autouse=True)
-def keep_mindspore_mode():
-    """Exports switch MindSpore to graph mode; other test files expect the mode they set."""
-    mode = ms.get_context("mode")
-    yield
-    ms.set_context(mode=mode)
+pytestmark = pytest.mark.usefixtures("keep_mindspore_mode")  # exports switch to graph mode
 
 
 def preprocessed(run) -> np.ndarray:

@@ -24,12 +24,7 @@ def run(tmp_path_factory):
     return write_tiny_run(tmp_path_factory.mktemp("predict"))
 
 
-@pytest.fixture(autouse=True)
-def keep_mindspore_mode():
-    """infer and export switch MindSpore to graph mode; other test files expect the mode they set."""
-    mode = ms.get_context("mode")
-    yield
-    ms.set_context(mode=mode)
+pytestmark = pytest.mark.usefixtures("keep_mindspore_mode")  # exports switch to graph mode
 
 
 def infer_main():
