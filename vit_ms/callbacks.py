@@ -50,6 +50,7 @@ class TrainProgress(Callback):
 
     def reset_epoch(self):
         self.losses: List[float] = []
+        self.epoch_steps = 0
         self.epoch_start = time.time()
         self.window_start = time.time()
         self.window_steps = 0
@@ -90,6 +91,7 @@ class TrainProgress(Callback):
         st.global_step += steps
         st.step_in_epoch += steps
         self.window_steps += steps
+        self.epoch_steps += steps
         if crossed(st.step_in_epoch, steps, self.log_interval) or st.step_in_epoch == self.steps_per_epoch:
             now = time.time()
             ips = self.window_steps * self.global_batch / max(now - self.window_start, 1e-9)
@@ -100,10 +102,9 @@ class TrainProgress(Callback):
 
     def epoch_summary(self) -> dict:
         seconds = time.time() - self.epoch_start
-        steps = len(self.losses) + 0
         return {"train_loss": float(np.mean(self.losses)) if self.losses else float("nan"),
                 "epoch_seconds": round(seconds, 3),
-                "images_per_sec": round(steps * self.global_batch / max(seconds, 1e-9), 2),
+                "images_per_sec": round(self.epoch_steps * self.global_batch / max(seconds, 1e-9), 2),
                 "skipped_steps": self.skipped_steps}
 
 

@@ -18,7 +18,7 @@ from .config import Config, per_device_batch, save_config
 from .data import create_dataset
 from .distributed import check_replicas, check_same_resume
 from .engine import build_model, build_train_step
-from .errors import ConfigError, DataError, UserError
+from .errors import ConfigError, UserError
 from .models import model_from_config
 from .optim import build_optimizer, lr_schedule, scaled_lr
 from .runtime import Runtime, setup_runtime
@@ -58,14 +58,11 @@ def prepare_run_dir(cfg: Config, rank: int = 0) -> Path:
     return run_dir
 
 
-def check_classes(cfg: Config, train_classes, val_classes) -> None:
-    if cfg.model.num_classes != len(train_classes):
-        raise ConfigError(f"model.num_classes={cfg.model.num_classes} but '{cfg.data.root}/{cfg.data.train_split}' has "
-                          f"{len(train_classes)} class folders; set --set model.num_classes={len(train_classes)}")
-    if list(val_classes) != list(train_classes):
-        missing = sorted(set(train_classes) ^ set(val_classes))
-        raise DataError(f"the class folders of '{cfg.data.val_split}' and '{cfg.data.train_split}' under "
-                        f"'{cfg.data.root}' differ ({', '.join(missing[:5])}); both splits need the same classes")
+def check_num_classes(cfg: Config, class_names, split: str) -> None:
+    """model.num_classes must match the class folders (validation uses the training split's class list)."""
+    if cfg.model.num_classes != len(class_names):
+        raise ConfigError(f"model.num_classes={cfg.model.num_classes} but '{cfg.data.root}/{split}' has "
+                          f"{len(class_names)} class folders; set --set model.num_classes={len(class_names)}")
 
 
 def resolve_resume(resume: Optional[str], run_dir: Path) -> Optional[Path]:
@@ -106,9 +103,9 @@ def run_training(cfg: Config, resume: Optional[str] = None, cache_dir: Optional[
     train_ds, info = create_dataset(cfg, "train", True, batch_size=batch, num_shards=runtime.world_size,
                                     shard_id=runtime.rank, start_epoch=state.epoch, skip_steps=state.step_in_epoch,
                                     steps_per_epoch=cfg.train.steps_per_epoch)
-    val_ds, val_info = create_dataset(cfg, "val", False, batch_size=cfg.eval.batch_size or batch,
+    val_ds, _ = create_dataset(cfg, "val", False, batch_size=cfg.eval.batch_size or batch,
                                       num_shards=runtime.world_size, shard_id=runtime.rank)
-    check_classes(cfg, info.class_names, val_info.class_names)
+    check_num_classes(cfg, info.class_names, cfg.data.train_split)
 
     model = model_from_config(cfg.model, runtime.device_target)
     if cfg.model.pretrained and resume_params is None:
@@ -169,9 +166,7 @@ def run_evaluation(cfg: Config, ckpt: str) -> dict:
     setup_logging(None, runtime.rank)
     val_ds, info = create_dataset(cfg, "val", False, batch_size=cfg.eval.batch_size or cfg.train.batch_size,
                                   num_shards=runtime.world_size, shard_id=runtime.rank)
-    if cfg.model.num_classes != len(info.class_names):
-        raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the validation folder has "
-                          f"{len(info.class_names)} classes; set --set model.num_classes={len(info.class_names)}")
+    check_num_classes(cfg, info.class_names, cfg.data.val_split)
     model = model_from_config(cfg.model, runtime.device_target)
     load_model_weights(model, ckpt)
     if runtime.amp_level != "O0":

@@ -35,6 +35,7 @@ class PatchEmbed(nn.Cell):
         self.embed_dim = embed_dim
         self.use_conv = impl == "conv"
         self.proj = PatchProjection(in_channels, embed_dim, patch_size)
+        self.matmul = ops.MatMul(transpose_b=True)
 
     def construct(self, x):
         b, c, h, w = x.shape
@@ -44,7 +45,7 @@ class PatchEmbed(nn.Cell):
             return x.reshape(b, d, -1).transpose(0, 2, 1)  # (B, N, D)
         x = x.reshape(b, c, h // p, p, w // p, p).transpose(0, 2, 4, 1, 3, 5)  # (B, h, w, C, P, P)
         x = x.reshape(-1, c * p * p)  # (B*N, C*P*P)
-        x = self.proj.matmul(x, self.proj.weight.reshape(d, -1)) + self.proj.bias  # (B*N, D)
+        x = self.matmul(x, self.proj.weight.reshape(d, -1)) + self.proj.bias  # (B*N, D)
         return x.reshape(b, -1, d)  # (B, N, D)
 
 
@@ -57,7 +58,6 @@ class PatchProjection(nn.Cell):
         self.weight = trunc_normal_parameter((embed_dim, in_channels, patch_size, patch_size), "weight",
                                              std=math.sqrt(1.0 / fan_in))
         self.bias = zeros_parameter((embed_dim,), "bias")
-        self.matmul = ops.MatMul(transpose_b=True)
 
 
 class Attention(nn.Cell):
