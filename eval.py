@@ -1,22 +1,24 @@
-"""Score a checkpoint on the validation split: python eval.py --config <yaml> --ckpt <file> [--set k=v ...]
+"""Score a checkpoint on the validation split: python eval.py --ckpt runs/<name>/best.ckpt [--config <yaml>] [--set k=v ...]
 
-Prints a summary, then as its last line one JSON object with top1, top5, loss, num_images, images_per_sec.
+A checkpoint written by train.py records its config, so --config is needed only for older files or published
+weights without a table entry; --set changes any key (e.g. data.root). Prints a summary, then as its last line
+one JSON object with top1, top5, loss, num_images, images_per_sec.
 """
 import json
 import sys
 
-from vit_ms.cli import base_parser, config_from_args
+from vit_ms.cli import base_parser
 from vit_ms.errors import run_cli
 
 
 def main(argv=None) -> int:
-    parser = base_parser(__doc__)
-    parser.add_argument("--ckpt", required=True, help="checkpoint to evaluate (e.g. runs/<name>/best.ckpt)")
+    parser = base_parser(__doc__, config_required=False)
+    parser.add_argument("--ckpt", required=True, help="checkpoint (e.g. runs/<name>/best.ckpt), or published weights "
+                                                       "(a vit_ms.weights.hub.PRETRAINED name, a file or a URL)")
     args = parser.parse_args(argv)
-    cfg = config_from_args(args)
-    from vit_ms.trainer import run_evaluation
+    from vit_ms.inference.evaluate import run_evaluation
 
-    metrics = run_evaluation(cfg, args.ckpt)
+    metrics = run_evaluation(args.ckpt, args.config, args.overrides)
     print(f"top-1 {metrics['top1'] * 100:.2f}%  top-5 {metrics['top5'] * 100:.2f}%  loss {metrics['loss']:.4f}  "
           f"({metrics['num_images']} images, {metrics['images_per_sec']:.1f} images/s)")
     print(json.dumps(metrics))

@@ -1,11 +1,12 @@
 """Label images with a trained ViT, from the checkpoint you give or from an exported MindIR / ONNX file.
 
-    python infer.py --config runs/demo/config.yaml --ckpt runs/demo/best.ckpt photos/ cat.jpg [--topk 5] [--json]
+    python infer.py --ckpt runs/demo/best.ckpt photos/ cat.jpg [--topk 5] [--json]   # [--config yaml] [--set k=v]
     python infer.py --model runs/demo/best.onnx photos/      # written by python -m vit_ms.export (+ .json sidecar)
 
 PATH is an image or a folder (searched recursively for image files). Prints each image's top-k classes with
 softmax probabilities, or with --json one object per line: {"path", "topk": [{"class", "index", "prob"}]}.
-Class names come from --class-names, else classes.txt beside the checkpoint, else the export's sidecar.
+A checkpoint written by train.py records its config and class names; --config is needed only for older files.
+Class names come from --class-names, else the checkpoint (or classes.txt beside it), else the export's sidecar.
 Unreadable images are reported on stderr ("skipped <path>: <reason>") and the rest are labelled; the exit
 code is 0 when at least one image was labelled.
 """
@@ -19,7 +20,7 @@ from vit_ms.errors import DataError, run_cli
 def parse_args(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
-    parser.add_argument("--config", help="YAML config of the run (required with --ckpt; optional with --model)")
+    parser.add_argument("--config", help="YAML config (default: what the checkpoint or the export's sidecar records)")
     parser.add_argument("--ckpt", help="checkpoint whose weights label the images (e.g. runs/<name>/best.ckpt)")
     parser.add_argument("--model", help="exported .mindir or .onnx file (its <file>.json sidecar must be beside it)")
     parser.add_argument("--topk", type=int, default=5, help="classes shown per image (default 5)")
@@ -33,8 +34,6 @@ def parse_args(argv) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if bool(args.ckpt) == bool(args.model):
         parser.error("give exactly one of --ckpt (with --config) and --model")
-    if args.ckpt and not args.config:
-        parser.error("--ckpt needs --config, the run's config (e.g. runs/<name>/config.yaml)")
     if args.topk < 1:
         parser.error(f"--topk must be at least 1, got {args.topk}")
     if args.batch_size is not None and args.batch_size < 1:
@@ -48,22 +47,26 @@ def text_line(path, top) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from vit_ms import predict  # imported after the arguments are known to be good
-    from vit_ms.config import load_config
+    from vit_ms.inference import predict  # imported after the arguments are known to be good
 
     images, notes = predict.collect_images(args.paths)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     if args.model:
-        cfg, sidecar = predict.config_for_export(args.model, args.config, args.overrides)
+        from vit_ms.inference.exported import config_for_export
+
+        cfg, sidecar = config_for_export(args.model, args.config, args.overrides)
+        recorded, where = sidecar.get("class_names"), "the export's sidecar"
+        predictor = predict.exported_predictor(args.model, cfg, sidecar)
     else:
-        cfg, sidecar = load_config(args.config, args.overrides), {}
-    names, note = predict.class_names_for(cfg.model.num_classes, args.class_names, args.ckpt,
-                                          sidecar.get("class_names"))
+        from vit_ms.inference.loader import load_for_inference
+
+        loaded = load_for_inference(args.ckpt, args.config, args.overrides)
+        cfg, recorded, where = loaded.cfg, loaded.class_names, f"'{args.ckpt}'"
+        predictor = predict.network_predictor(loaded.network, cfg)
+    names, note = predict.class_names_for(cfg.model.num_classes, args.class_names, recorded, where)
     if note:
         print(note, file=sys.stderr)
-    predictor = (predict.exported_predictor(args.model, cfg, sidecar) if args.model
-                 else predict.checkpoint_predictor(cfg, args.ckpt))
 
     def skip(path, err) -> None:
         print(f"skipped {path}: {err}", file=sys.stderr)

@@ -12,8 +12,8 @@ def main(argv=None) -> int:
                         help="continue from a checkpoint, or 'auto' for the newest complete one in the run directory")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    from vit_ms.pretrained import cache_dir_from_env
-    from vit_ms.trainer import run_training  # imports MindSpore: after the arguments are known to be good
+    from vit_ms.train.trainer import run_training  # imports MindSpore: after the config is known to be good
+    from vit_ms.weights.hub import cache_dir_from_env
 
     run_training(cfg, resume=args.resume, cache_dir=cache_dir_from_env(os.environ))
     return 0

@@ -13,7 +13,7 @@ from pathlib import Path
 import mindspore as ms
 import pytest
 
-from vit_ms.demo_data import write_synthetic_folder
+from vit_ms.data.demo import write_synthetic_folder
 
 
 @pytest.fixture

@@ -6,15 +6,14 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from vit_ms import checkpoint as ckpt
-from vit_ms.checkpoint import TrainState
+from vit_ms.train import checkpoint as ckpt
+from vit_ms.train.checkpoint import TrainState
 from vit_ms.errors import CheckpointError
-from vit_ms.models import create_model
+from tiny import tiny_model
 
 
 def tiny(num_classes=3, image_size=32):
-    return create_model("vit_ti16", num_classes=num_classes, image_size=image_size, depth=1, embed_dim=32,
-                        num_heads=2)
+    return tiny_model(num_classes, image_size, depth=1)
 
 
 def test_save_then_load_round_trips_weights_and_state(tmp_path):
@@ -75,7 +74,7 @@ def test_fit_errors_name_keys_shapes_and_the_fix(tmp_path):
     assert "last.ckpt" not in text and "a.ckpt" in text
     assert "head.weight: weights (5, 32) vs model (3, 32)" in text
     assert "model.num_classes=5" in text and "model.image_size" in text
-    deeper = create_model("vit_ti16", num_classes=3, image_size=32, depth=2, embed_dim=32, num_heads=2)
+    deeper = tiny_model(3, 32, depth=2)
     with pytest.raises(CheckpointError, match=r"(?s)missing from the weights \(\d+\): blocks.1.*model.name"):
         ckpt.load_model_weights(deeper, tmp_path / "a.ckpt")
 

@@ -2,7 +2,8 @@
 import pytest
 import yaml
 
-from vit_ms.config import Config, load_config, per_device_batch, resolve_config_path, save_config
+from vit_ms.config import Config, load_config, resolve_config_path, save_config
+from vit_ms.plan import per_device_batch
 from vit_ms.errors import ConfigError
 
 
@@ -96,7 +97,7 @@ def test_yaml_is_read_with_the_safe_loader(tmp_path):
 
 def test_global_batch_is_split_over_devices_or_rejected():
     cfg = load_config("vit_b16", ["train.global_batch_size=1024"])
-    assert per_device_batch(cfg.train, 8) == 128
-    assert per_device_batch(load_config("vit_b16").train, 8) == 128  # batch_size is per device by default
+    assert per_device_batch(cfg, 8) == 128
+    assert per_device_batch(load_config("vit_b16"), 8) == 128  # batch_size is per device by default
     with pytest.raises(ConfigError, match=r"train.global_batch_size=1024 is not divisible by the 3 devices"):
-        per_device_batch(cfg.train, 3)
+        per_device_batch(cfg, 3)

@@ -14,21 +14,20 @@ from numpy_vit import (npz_forward, random_npz_state, random_timm_state, random_
                        tutorial_forward)
 from safetensors.numpy import save_file
 
-from vit_ms.convert import (OPTIMIZER_STATE_KEYS, check_fit, convert_npz, convert_state, detect_format,
-                            infer_architecture, read_state, resample_pos_embed)
-from vit_ms.convert.__main__ import main as convert_main
+from vit_ms.weights.fit import check_fit, infer_architecture, resample_pos_embed
+from vit_ms.weights.sources import OPTIMIZER_STATE_KEYS, convert_npz, convert_state, detect_format, read_state
+from vit_ms.weights.convert import main as convert_main
 from vit_ms.errors import CheckpointError, run_cli
-from vit_ms.models import create_model
-from vit_ms.pretrained import load_pretrained, model_param_shapes
+import tiny
+from vit_ms.weights.load import load_pretrained, model_param_shapes
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = dict(patch_size=8, embed_dim=32, depth=2, num_heads=2)
 DIM, DEPTH, HEADS, PATCH, GRID, CLASSES = 32, 2, 2, 8, 4, 10
 TOLERANCE = 1e-4
 
 
 def tiny_model(num_classes=CLASSES, image_size=32, **kw):
-    return create_model("vit_ti16", num_classes=num_classes, image_size=image_size, **{**TINY, **kw})
+    return tiny.tiny_model(num_classes, image_size, **kw)
 
 
 def logits(model, images: np.ndarray) -> np.ndarray:

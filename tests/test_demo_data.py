@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vit_ms import demo_data
+from vit_ms.data import demo as demo_data
 from vit_ms.data import load_image_rgb, scan_split
 from vit_ms.errors import DataError
 
@@ -51,7 +51,7 @@ def test_digits_folder_is_idempotent_and_rewritten_for_other_parameters(tmp_path
 def test_digits_folder_refuses_a_folder_it_did_not_write(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "keep.txt").write_text("user data")
-    with pytest.raises(DataError, match="not a folder written by vit_ms.demo_data"):
+    with pytest.raises(DataError, match="not a folder written by vit_ms.data.demo"):
         demo_data.write_digits_folder(tmp_path / "mine")
     assert (tmp_path / "mine" / "keep.txt").exists()
 

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import tiny_overrides
 
-from vit_ms.checkpoint import TrainState
-from vit_ms.demo_data import write_synthetic_folder
-from vit_ms.distributed import (check_replicas, check_same_resume, digest_words, resume_disagreement,
+from vit_ms.train.checkpoint import TrainState
+from vit_ms.data.demo import write_synthetic_folder
+from vit_ms.train.distributed import (check_replicas, check_same_resume, digest_words, resume_disagreement,
                                 weights_digest)
 from vit_ms.errors import CheckpointError
 from vit_ms.runtime import launched_distributed
@@ -30,7 +31,7 @@ from vit_ms.runtime import launched_distributed
 ROOT = Path(__file__).resolve().parent.parent
 MSRUN_SCRIPT = ROOT / "scripts" / "run_distribute_train.sh"
 RANKTABLE_SCRIPT = ROOT / "scripts" / "run_distribute_train_ascend_ranktable.sh"
-TINY = ["model.num_classes=3", "model.depth=1", "train.batch_size=4", "data.num_parallel_workers=1",
+TINY = [*tiny_overrides(depth=1, num_classes=3), "train.batch_size=4", "data.num_parallel_workers=1",
         "train.log_interval=1", "data.scale=[0.9, 1.0]"]  # a value with a space: forwarded as one argument
 LAUNCH_VARS = ("MS_ROLE", "MS_WORKER_NUM", "MS_SCHED_HOST", "MS_SCHED_PORT", "RANK_TABLE_FILE", "RANK_SIZE",
                "RANK_ID", "DEVICE_ID", "NUM_NODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "LOG_DIR",

@@ -5,18 +5,24 @@ from types import SimpleNamespace
 import mindspore as ms
 import numpy as np
 import pytest
-from mindspore import Tensor, nn
+from mindspore import Parameter, Tensor, nn
 
-from vit_ms.callbacks import TrainProgress
-from vit_ms.checkpoint import TrainState
+from vit_ms.train.callbacks import TrainProgress
+from vit_ms.train.checkpoint import TrainState
 from vit_ms.config import load_config
-from vit_ms.engine import ClassificationMetrics, TrainStep, loss_scale_sense
+from vit_ms.train.engine import ClassificationMetrics, TrainStep, build_train_step, loss_scale_sense
 from vit_ms.errors import NonFiniteLossError
-from vit_ms.loss import ClassificationLoss
+from vit_ms.train.loss import ClassificationLoss
 from vit_ms.models import create_model
-from vit_ms.optim import build_optimizer, lr_schedule, scaled_lr
+from vit_ms.plan import resolve_plan
+from vit_ms.runtime import Runtime
+from vit_ms.train.optim import build_optimizer, lr_schedule, scaled_lr
 
 ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def cpu_plan(cfg):
+    return resolve_plan(cfg, Runtime("CPU"))
 
 
 def log_softmax(x):
@@ -92,9 +98,9 @@ class Scale(nn.Cell):
 def test_overflowed_step_is_skipped_and_the_dynamic_scale_drops():
     net = Scale()
     opt = nn.SGD(net.trainable_params(), learning_rate=0.1)
-    acfg = load_config("vit_b16").amp
-    acfg.loss_scale_value = 2.0 ** 120
-    step = TrainStep(net, opt, loss_scale_sense(acfg, "O2"))
+    plan = cpu_plan(load_config("vit_b16", ["amp.level=O2", f"amp.loss_scale_value={2.0 ** 120}"]))
+    assert plan.loss_scale == "dynamic"
+    step = TrainStep(net, opt, loss_scale_sense(plan))
     x, y = Tensor(np.full(3, 1e30, np.float32)), Tensor(np.zeros(1, np.float32))
     loss, overflow, scale = step(x, y)
     assert bool(overflow.asnumpy()) and float(scale.asnumpy()) == 2.0 ** 120
@@ -139,3 +145,29 @@ def test_progress_counts_whole_chunks_in_dataset_sink_mode(caplog):
     with caplog.at_level("INFO", logger="vit_ms"):
         progress.on_train_step_end(fake_context(1.0, False, cur_step_num=13))
     assert progress.state.global_step == 13 and "step 13/10" in caplog.text  # crossed step 12: logged
+
+
+class _Scale(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.w = Parameter(Tensor(np.ones(3, np.float32)), name="w")
+
+    def construct(self, x):
+        return self.w * x  # (B, 3) "logits"
+
+
+def test_o0_step_checks_the_loss_and_skips_a_non_finite_one():
+    cfg = load_config("demo")
+    net = _Scale()
+    step = build_train_step(net, nn.SGD(net.trainable_params(), learning_rate=0.1), cfg, cpu_plan(cfg))
+    assert step.check_loss_only
+    y = Tensor(np.array([0, 1], np.int32))
+    loss, overflow, scale = step(Tensor(np.full((2, 3), np.inf, np.float32)), y)
+    assert bool(overflow.asnumpy()) and not math.isfinite(float(loss.asnumpy())) and float(scale.asnumpy()) == 1.0
+    np.testing.assert_array_equal(net.w.asnumpy(), np.ones(3))  # no update
+    loss, overflow, _ = step(Tensor(np.ones((2, 3), np.float32)), y)
+    assert not bool(overflow.asnumpy()) and math.isfinite(float(loss.asnumpy()))
+    assert not np.allclose(net.w.asnumpy(), np.ones(3))
+    other = _Scale()
+    o2 = load_config("demo", ["amp.level=O2"])
+    assert not build_train_step(other, nn.SGD(other.trainable_params(), 0.1), o2, cpu_plan(o2)).check_loss_only

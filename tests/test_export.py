@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from tiny_run import CLASSES, reference_logits, write_tiny_run
-from vit_ms import export as export_mod
+from vit_ms.inference import export as export_mod
 from vit_ms.errors import UserError
-from vit_ms.export import (ExportError, check_request, export, open_exported_runner, read_sidecar, resolve_out,
-                           sidecar_path)
+from vit_ms.inference.export import ExportError, check_request, export, resolve_out
+from vit_ms.inference.exported import open_exported_runner, read_sidecar, sidecar_path
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL = 1e-4
@@ -37,7 +37,7 @@ def preprocessed(run) -> np.ndarray:
 
 @pytest.mark.parametrize("fmt", ["mindir", "onnx"])
 def test_export_reproduces_checkpoint_logits_on_images(run, tmp_path, fmt):
-    path, sidecar = export(run.config, str(run.ckpt_a), fmt, batch=4, out=str(tmp_path / "tiny"))
+    path, sidecar = export(str(run.ckpt_a), fmt, batch=4, out=str(tmp_path / "tiny"))
     assert path == tmp_path / f"tiny.{fmt}" and path.is_file()
     assert sidecar["parity_max_abs_diff"] <= TOL
     ms.set_context(mode=ms.PYNATIVE_MODE)
@@ -50,7 +50,7 @@ def test_export_reproduces_checkpoint_logits_on_images(run, tmp_path, fmt):
 def test_onnx_graph_has_exact_erf_and_named_io(run, tmp_path):
     import onnx
 
-    path, _ = export(run.config, str(run.ckpt_a), "onnx", batch=2, out=str(tmp_path / "tiny.onnx"), check=False)
+    path, _ = export(str(run.ckpt_a), "onnx", batch=2, out=str(tmp_path / "tiny.onnx"), check=False)
     graph = onnx.load(str(path)).graph
     ops = [node.op_type for node in graph.node]
     assert ops.count("Erf") == run.config.model.depth and "Softsign" not in ops
@@ -59,7 +59,7 @@ def test_onnx_graph_has_exact_erf_and_named_io(run, tmp_path):
 
 
 def test_dynamic_mindir_takes_any_batch(run, tmp_path):
-    path, sidecar = export(run.config, str(run.ckpt_a), "mindir", batch="dynamic", out=str(tmp_path / "dyn"))
+    path, sidecar = export(str(run.ckpt_a), "mindir", batch="dynamic", out=str(tmp_path / "dyn"))
     assert sidecar["batch"] == "dynamic" and sidecar["input"]["shape"] == ["batch", 3, 32, 32]
     ms.set_context(mode=ms.PYNATIVE_MODE)
     x = preprocessed(run)
@@ -79,7 +79,7 @@ def test_onnx_dynamic_batch_is_rejected_with_the_alternatives():
 
 
 def test_sidecar_contents(run, tmp_path):
-    path, _ = export(run.config, str(run.ckpt_a), "onnx", batch=3, out=str(tmp_path / "s.onnx"), check=False)
+    path, _ = export(str(run.ckpt_a), "onnx", batch=3, out=str(tmp_path / "s.onnx"), check=False)
     sidecar = json.loads(sidecar_path(path).read_text())
     assert sidecar_path(path) == tmp_path / "s.onnx.json"
     d = run.config.data
@@ -97,17 +97,34 @@ def test_sidecar_contents(run, tmp_path):
     assert read_sidecar(path)["model"] == "vit_ti16"
 
 
-def test_sidecar_without_classes_txt_has_no_names(run, tmp_path):
-    lone = tmp_path / "lone.ckpt"
+def test_a_checkpoint_alone_is_enough_to_export(run, tmp_path):
+    lone = tmp_path / "lone.ckpt"  # no config.yaml or classes.txt beside it: the checkpoint records both
     lone.write_bytes(run.ckpt_a.read_bytes())
-    _, sidecar = export(run.config, str(lone), "mindir", batch=1, check=False)
-    assert sidecar["class_names"] is None and (tmp_path / "lone.mindir.json").is_file()
+    _, sidecar = export(str(lone), "mindir", batch=1, check=False)
+    assert sidecar["class_names"] == CLASSES and sidecar["image_size"] == 32
+    assert (tmp_path / "lone.mindir.json").is_file()
+
+
+def test_a_checkpoint_without_a_recorded_config_needs_one(run, tmp_path):
+    import mindspore as ms
+
+    from vit_ms.train.checkpoint import load_model_weights
+    from tiny import tiny_model
+
+    model = tiny_model(num_classes=3)
+    load_model_weights(model, run.ckpt_a)
+    bare = tmp_path / "bare.ckpt"  # as written before checkpoints recorded their config
+    ms.save_checkpoint(model, str(bare))
+    with pytest.raises(UserError, match="records no config.*pass --config"):
+        export(str(bare), "mindir", batch=1, check=False)
+    _, sidecar = export(str(bare), "mindir", batch=1, check=False, config_path=str(run.config_path))
+    assert sidecar["class_names"] is None
 
 
 def test_failed_parity_removes_the_file(run, tmp_path, monkeypatch):
     monkeypatch.setattr(export_mod, "open_exported_runner", lambda *a: lambda x: np.zeros((len(x), 3), np.float32))
     with pytest.raises(ExportError, match="does not reproduce the model"):
-        export(run.config, str(run.ckpt_a), "mindir", batch=1, out=str(tmp_path / "bad.mindir"))
+        export(str(run.ckpt_a), "mindir", batch=1, out=str(tmp_path / "bad.mindir"))
     assert not (tmp_path / "bad.mindir").exists() and not (tmp_path / "bad.mindir.json").exists()
 
 

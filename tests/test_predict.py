@@ -13,8 +13,9 @@ import pytest
 from tiny_run import CLASSES, reference_logits, write_tiny_run
 from vit_ms.config import DataConfig
 from vit_ms.errors import DataError, UserError, run_cli
-from vit_ms.export import export
-from vit_ms.predict import Predictor, class_names_for, collect_images, config_for_export, softmax, top_k
+from vit_ms.inference.export import export
+from vit_ms.inference.exported import config_for_export
+from vit_ms.inference.predict import Predictor, class_names_for, collect_images, softmax, top_k
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,11 +62,10 @@ def test_collect_images_walks_folders_and_keeps_named_files(run, tmp_path):
 def test_class_names_precedence_and_checks(run, tmp_path):
     names_file = tmp_path / "names.txt"
     names_file.write_text("x\ny\n\nz\n")
-    assert class_names_for(3, str(names_file), str(run.ckpt_a), ["s1", "s2", "s3"]) == (["x", "y", "z"], None)
-    assert class_names_for(3, None, str(run.ckpt_a), ["s1", "s2", "s3"]) == (CLASSES, None)
-    assert class_names_for(3, None, str(tmp_path / "x.ckpt"), ["s1", "s2", "s3"]) == (["s1", "s2", "s3"], None)
-    names, note = class_names_for(3, None, str(tmp_path / "x.ckpt"))
-    assert names == ["0", "1", "2"] and "showing class indices" in note
+    assert class_names_for(3, str(names_file), ["s1", "s2", "s3"]) == (["x", "y", "z"], None)
+    assert class_names_for(3, None, ["s1", "s2", "s3"]) == (["s1", "s2", "s3"], None)
+    names, note = class_names_for(3, None, None, "'x.ckpt'")
+    assert names == ["0", "1", "2"] and "showing class indices" in note and "'x.ckpt'" in note
     with pytest.raises(UserError, match="lists 3 class names but the model has 4 classes"):
         class_names_for(4, str(names_file))
     with pytest.raises(UserError, match="cannot read class names"):
@@ -119,7 +119,7 @@ def test_on_bad_image_error_stops_at_the_first_bad_file(run):
 
 
 def test_export_config_comes_from_the_sidecar_and_must_agree(run, tmp_path):
-    path, _ = export(run.config, str(run.ckpt_a), "onnx", batch=2, out=str(tmp_path / "m.onnx"), check=False)
+    path, _ = export(str(run.ckpt_a), "onnx", batch=2, out=str(tmp_path / "m.onnx"), check=False)
     cfg, sidecar = config_for_export(str(path))
     assert (cfg.model.name, cfg.model.image_size, cfg.model.num_classes) == ("vit_ti16", 32, 3)
     assert (cfg.data.interpolation, cfg.data.mean) == ("bilinear", run.config.data.mean)
@@ -167,7 +167,7 @@ def test_infer_labels_images_with_the_given_checkpoint(run, labelled_a):
 def test_infer_with_exported_models_matches_the_checkpoint(run, labelled_a, tmp_path):
     top1 = {name: r["topk"][0] for name, r in json_lines(labelled_a.stdout).items()}
     for fmt, batch in (("onnx", 3), ("mindir", "dynamic")):  # onnx: 4 images = 3 + 1 padded to 3
-        path, _ = export(run.config, str(run.ckpt_a), fmt, batch=batch, out=str(tmp_path / f"m.{fmt}"))
+        path, _ = export(str(run.ckpt_a), fmt, batch=batch, out=str(tmp_path / f"m.{fmt}"))
         result = infer_subprocess("--model", path, run.images, "--topk", "1", "--json")
         assert result.returncode == 0, result.stderr
         assert f"skipped {run.corrupt}:" in result.stderr
@@ -201,8 +201,7 @@ def test_infer_text_output_and_errors(run, capsys):
 
 def test_infer_rejects_inconsistent_flags(run, capsys):
     main = infer_main()
-    for argv, message in ((["--ckpt", str(run.ckpt_a), "x.jpg"], "--ckpt needs --config"),
-                          (["x.jpg"], "exactly one of --ckpt"),
+    for argv, message in ((["x.jpg"], "exactly one of --ckpt"),
                           (["--model", "m.onnx", "--ckpt", "c.ckpt", "x.jpg"], "exactly one of --ckpt"),
                           (["--model", "m.onnx", "--topk", "0", "x.jpg"], "--topk must be at least 1"),
                           (["--model", "m.onnx", "--batch-size", "0", "x.jpg"], "--batch-size must be at least 1")):

@@ -19,18 +19,17 @@ from numpy_vit import random_timm_state
 from safetensors.numpy import save_file
 
 from vit_ms.config import apply_overrides, config_from_dict
-from vit_ms.convert import SOURCE_FORMATS, OPTIMIZER_STATE_KEYS, save_state
+from vit_ms.weights.sources import SOURCE_FORMATS, OPTIMIZER_STATE_KEYS, save_state
 from vit_ms.errors import CheckpointError, UserError
-from vit_ms.models import create_model
-from vit_ms.pretrained import (PRETRAINED, PretrainedWeights, cache_dir_from_env, file_sha256, load_pretrained,
-                               resolve_pretrained)
+import tiny
+from vit_ms.weights.hub import PRETRAINED, PretrainedWeights, cache_dir_from_env, file_sha256, resolve_pretrained
+from vit_ms.weights.load import load_pretrained
 from vit_ms.variants import VARIANTS
 
-TINY = dict(patch_size=8, embed_dim=32, depth=2, num_heads=2)
 
 
 def tiny_model(num_classes=10, image_size=32, **kw):
-    return create_model("vit_ti16", num_classes=num_classes, image_size=image_size, **{**TINY, **kw})
+    return tiny.tiny_model(num_classes, image_size, **kw)
 
 
 def tiny_state(seed=0, classes=10, **kw):

@@ -14,12 +14,13 @@ import mindspore as ms
 import numpy as np
 from PIL import Image
 
-from vit_ms.config import Config, load_config, save_config
-from vit_ms.models import model_from_config
+from tiny import tiny_overrides
+from vit_ms.config import Config, config_to_dict, load_config, save_config
+from vit_ms.models import resolve_architecture, VisionTransformer
+from vit_ms.train.checkpoint import CheckpointMeta, TrainState, save_checkpoint
 
 CLASSES = ["cat", "dog", "bird"]
-TINY = ["model.name=vit_ti16", "model.depth=2", "model.embed_dim=32", "model.num_heads=2", "model.image_size=32",
-        f"model.num_classes={len(CLASSES)}", "data.interpolation=bilinear"]
+TINY = tiny_overrides(num_classes=len(CLASSES)) + ["data.interpolation=bilinear"]
 
 
 @dataclass
@@ -35,12 +36,13 @@ class TinyRun:
 
 
 def save_weights(cfg: Config, path: Path, seed: int) -> None:
+    """A checkpoint as train.py writes it (with the config and class names), weights from `seed`."""
     ms.set_seed(seed)
-    model = model_from_config(cfg.model, "CPU")
+    model = VisionTransformer(resolve_architecture(cfg.model))
     for p in model.get_parameters():  # make the classes distinguishable: a random init is near uniform
         if p.name == "head.weight":
             p.set_data(ms.Tensor(np.random.default_rng(seed).normal(0, 1.0, p.shape).astype(np.float32)))
-    ms.save_checkpoint(model, str(path))
+    save_checkpoint(model, path, TrainState(), CheckpointMeta(config_to_dict(cfg), None, CLASSES))
 
 
 def write_tiny_run(root: Path) -> TinyRun:
@@ -68,10 +70,10 @@ def write_tiny_run(root: Path) -> TinyRun:
 
 def reference_logits(cfg: Config, ckpt: Path, paths: List[Path]) -> np.ndarray:
     """Logits of the checkpoint's model on `paths`, computed directly (PyNative, no vit_ms.predict)."""
-    from vit_ms.checkpoint import load_model_weights
     from vit_ms.data import load_image_rgb, preprocess_eval
+    from vit_ms.train.checkpoint import load_model_weights
 
-    model = model_from_config(cfg.model, "CPU")
+    model = VisionTransformer(resolve_architecture(cfg.model))
     load_model_weights(model, ckpt)
     model.set_train(False)
     x = np.stack([preprocess_eval(load_image_rgb(p, cfg.data.max_image_pixels), cfg.data, cfg.model.image_size)

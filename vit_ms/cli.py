@@ -4,10 +4,11 @@ import argparse
 from .config import Config, load_config
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
+def base_parser(description: str, config_required: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", required=True,
-                        help="YAML config: a path, or a name in configs/ such as vit_b16.yaml")
+    parser.add_argument("--config", required=config_required, default=None,
+                        help="YAML config: a path, or a name in configs/ such as vit_b16.yaml"
+                             + ("" if config_required else " (default: the one the checkpoint records)"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set train.epochs=5 (repeatable)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")

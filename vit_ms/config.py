@@ -15,7 +15,7 @@ from typing import Any, List, Literal, Optional, Sequence, Union
 import yaml
 
 from .errors import ConfigError, suggest
-from .variants import variant_args
+from .variants import resolve_architecture
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -25,7 +25,7 @@ IMAGENET_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
 
 @dataclass
 class ModelConfig:
-    name: str = "vit_b16"  # a key of vit_ms.models.VARIANTS
+    name: str = "vit_b16"  # a key of vit_ms.models.VARIANTS; the keys below set to null take the variant's
     num_classes: int = 1000
     image_size: int = 224
     patch_size: Optional[int] = None  # None: the variant's
@@ -33,7 +33,7 @@ class ModelConfig:
     depth: Optional[int] = None
     num_heads: Optional[int] = None
     mlp_ratio: Optional[float] = None
-    in_channels: int = 3
+    in_channels: int = 3  # RGB only: the pipeline decodes every image to RGB
     qkv_bias: bool = True
     drop_rate: float = 0.0  # dropout after position embedding and in MLP / projections
     attn_drop_rate: float = 0.0
@@ -42,9 +42,12 @@ class ModelConfig:
     representation_size: Optional[int] = None  # pre-logits Linear + tanh (original ViT), None: none
     gelu: Literal["erf", "tanh"] = "erf"  # published ViT weights use the exact (erf) GELU
     norm_eps: float = 1e-6
-    fused_attention: Literal["auto", "on", "off"] = "auto"  # MindSpore's flash attention on Ascend
-    patch_embed: Literal["auto", "conv", "matmul"] = "auto"  # same function; matmul is faster on CPU
-    pretrained: str = ""  # path, URL or name in vit_ms.pretrained.PRETRAINED
+    # Formulations: the same function computed another way (see vit_ms/models/formulations.py); auto: the run
+    # plan picks per device (vit_ms/plan.py).
+    fused_attention: Literal["auto", "on", "off"] = "auto"  # MindSpore's flash attention (Ascend)
+    patch_embed: Literal["auto", "conv", "matmul"] = "auto"  # matmul is faster on CPU
+    backward: Literal["auto", "autodiff", "handwritten"] = "auto"  # handwritten: faster CPU gradients (float32)
+    pretrained: str = ""  # path, URL or name in vit_ms.weights.hub.PRETRAINED
     pretrained_sha256: str = ""  # checked when `pretrained` is a URL
 
 
@@ -311,16 +314,6 @@ def save_config(cfg: Config, path: os.PathLike) -> None:
     os.replace(tmp, path)
 
 
-def per_device_batch(tcfg: TrainConfig, world_size: int) -> int:
-    """The batch each device trains on: train.global_batch_size split evenly, else train.batch_size."""
-    if tcfg.global_batch_size <= 0:
-        return tcfg.batch_size
-    if tcfg.global_batch_size % world_size:
-        raise ConfigError(f"train.global_batch_size={tcfg.global_batch_size} is not divisible by the {world_size} "
-                          f"devices of this run; use a multiple of {world_size}, or set train.batch_size per device")
-    return tcfg.global_batch_size // world_size
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Range checks: each names the key, the value and the fix.
 
@@ -333,15 +326,7 @@ def _check(ok: bool, message: str) -> None:
 def validate(cfg: Config) -> None:
     m, d, t, o = cfg.model, cfg.data, cfg.train, cfg.optim
     _check(m.num_classes > 0, f"model.num_classes={m.num_classes} must be positive")
-    _check(m.image_size > 0, f"model.image_size={m.image_size} must be positive")
-    patch = m.patch_size if m.patch_size is not None else variant_args(m.name)["patch_size"]
-    _check(patch > 0, f"model.patch_size={patch} must be positive")
-    _check(m.image_size % patch == 0,
-           f"model.image_size={m.image_size} is not divisible by model.patch_size={patch}; "
-           f"use a multiple such as {max(1, m.image_size // patch) * patch}")
-    for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
-        value = getattr(m, key)
-        _check(0.0 <= value < 1.0, f"model.{key}={value} must be in [0, 1)")
+    resolve_architecture(m)  # the variant merged with the model.* keys: divisibility, widths, rates
     _check(t.epochs > 0, f"train.epochs={t.epochs} must be positive")
     _check(t.batch_size > 0, f"train.batch_size={t.batch_size} must be positive")
     _check(t.global_batch_size >= 0, f"train.global_batch_size={t.global_batch_size} must be >= 0 (0: off)")
@@ -362,5 +347,10 @@ def validate(cfg: Config) -> None:
     _check(d.mixup >= 0 and d.cutmix >= 0, "data.mixup and data.cutmix must be >= 0 (0 disables)")
     _check(len(d.scale) == 2 and 0 < d.scale[0] <= d.scale[1] <= 1,
            f"data.scale={d.scale} must be [min, max] with 0 < min <= max <= 1")
+    _check(len(d.ratio) == 2 and 0 < d.ratio[0] <= d.ratio[1],
+           f"data.ratio={d.ratio} must be [min, max] aspect ratios with 0 < min <= max, e.g. [0.75, 1.333]")
+    for key in ("hflip", "re_prob", "mixup_prob", "mixup_switch_prob"):
+        _check(0.0 <= getattr(d, key) <= 1.0, f"data.{key}={getattr(d, key)} is a probability: use a value in [0, 1]")
+    _check(d.max_image_pixels > 0, f"data.max_image_pixels={d.max_image_pixels} must be positive")
     _check(cfg.checkpoint.keep_last >= 0, f"checkpoint.keep_last={cfg.checkpoint.keep_last} must be >= 0")
     _check(cfg.eval.batch_size >= 0, f"eval.batch_size={cfg.eval.batch_size} must be >= 0 (0: train.batch_size)")

@@ -1,8 +1,8 @@
-"""Where a run executes: MindSpore context, device target, amp level and the data-parallel group.
+"""Where a run executes: MindSpore context, device target and the data-parallel group.
 
-Read once in the entry script (`setup_runtime`) and passed down; no module reads the environment itself.
+`setup_runtime` is the one place that reads the environment (launcher variables, DEVICE_ID) and MindSpore's
+context; `vit_ms.plan.resolve_plan` turns its `Runtime` and the config into the run plan everything else reads.
 """
-import logging
 import os
 from dataclasses import dataclass
 from typing import Mapping, Optional
@@ -11,28 +11,16 @@ import mindspore as ms
 
 from .errors import ConfigError
 
-log = logging.getLogger("vit_ms")
-
 # Variables set by the launchers we support: msrun (dynamic cluster) and Ascend rank-table scripts.
 MSRUN_VARS = ("MS_WORKER_NUM", "MS_ROLE")
 RANK_TABLE_VARS = ("RANK_TABLE_FILE",)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Runtime:
     device_target: str  # "CPU", "GPU" or "Ascend"
-    amp_level: str  # "O0".."O3"
     rank: int = 0
     world_size: int = 1
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0 writes checkpoints, metrics and the resolved config."""
-        return self.rank == 0
 
 
 def launched_distributed(environ: Mapping[str, str]) -> bool:
@@ -51,13 +39,6 @@ def launched_distributed(environ: Mapping[str, str]) -> bool:
 def resolve_device_target(choice: str) -> str:
     """'auto' is the target this MindSpore build runs on (CPU for the PyPI wheel)."""
     return ms.get_context("device_target") if choice == "auto" else choice
-
-
-def resolve_amp_level(level: str, device_target: str) -> str:
-    """'auto' is O2 on Ascend and O0 elsewhere (O2 on CPU is slower and O1/bf16 fail there)."""
-    if level != "auto":
-        return level
-    return "O2" if device_target == "Ascend" else "O0"
 
 
 def setup_runtime(cfg, environ: Optional[Mapping[str, str]] = None) -> Runtime:
@@ -90,6 +71,4 @@ def setup_runtime(cfg, environ: Optional[Mapping[str, str]] = None) -> Runtime:
         if world_size > 1:
             ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
                                          device_num=world_size)
-    runtime = Runtime(device_target, resolve_amp_level(cfg.amp.level, device_target), rank, world_size)
-    log.info("device %s, amp %s, rank %d of %d", runtime.device_target, runtime.amp_level, rank, world_size)
-    return runtime
+    return Runtime(device_target, rank, world_size)

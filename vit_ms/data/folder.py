@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from ..config import DataConfig
-from ..errors import DataError
+from ..errors import DataError, suggest
 from .images import IMAGE_EXTENSIONS, bad_image_error, check_image, is_image_file
 
 logger = logging.getLogger("vit_ms")
@@ -67,12 +67,32 @@ def _find_split(root: Path, split: str) -> Path:
     return split_dir
 
 
+def check_classes(split_dir: Path, found: Sequence[str], labels: Sequence[str], source: str, exact: bool) -> None:
+    """The split's class folders `found` must be among `labels` (all of them when `exact`); DataError naming the
+    first class that differs and the fix otherwise."""
+    unknown = [name for name in found if name not in set(labels)]
+    missing = [name for name in labels if name not in set(found)] if exact else []
+    if not unknown and not missing:
+        return
+    if unknown:
+        what = (f"class folder '{unknown[0]}' of '{split_dir}' is not among the {len(labels)} classes of {source}"
+                f"{suggest(unknown[0], labels)}" + (f" ({len(unknown)} such folders)" if len(unknown) > 1 else ""))
+    else:
+        what = (f"'{split_dir}' has no folder for class '{missing[0]}' of {source}"
+                + (f" ({len(missing)} classes missing)" if len(missing) > 1 else ""))
+    raise DataError(f"{what}. Labels are class indices, so scoring or training on other class names would give "
+                    f"wrong numbers silently. Rename the folder back, or use the dataset the weights were trained "
+                    f"on (the recorded classes are in the run's classes.txt)")
+
+
 def scan_split(root: Path, split: str, on_bad_image: str = "skip", max_pixels: int = DataConfig.max_image_pixels, *,
-               classes: Optional[Sequence[str]] = None, num_threads: int = 8) -> SplitIndex:
+               classes: Optional[Sequence[str]] = None, classes_source: str = "the training split",
+               exact_classes: bool = False, num_threads: int = 8) -> SplitIndex:
     """List and check the images of `<root>/<split>`.
 
-    `classes`: the label list to use (e.g. the training split's, so validation labels match); the split's
-    folders must be a subset of it. `on_bad_image`: "skip" leaves unusable files out and lists them in
+    `classes`: the label list to use (the training split's, so validation labels match, or a checkpoint's);
+    the split's folders must be among them, all of them with `exact_classes`, else DataError naming the first
+    class that differs and `classes_source`. Folders are labelled by name, so another order maps correctly. `on_bad_image`: "skip" leaves unusable files out and lists them in
     `SplitIndex.bad`; "error" raises DataError for the first one (in sorted order). Raises DataError for a
     missing folder, a split with no class folders, or a split whose image files are all unusable.
     Class folders are checked in parallel threads (`num_threads`), which helps most on network storage.
@@ -85,10 +105,7 @@ def scan_split(root: Path, split: str, on_bad_image: str = "skip", max_pixels: i
         raise DataError(f"split folder '{split_dir}' has no class folders; expected the layout "
                         f"{LAYOUT_HINT.format(split=split)}")
     labels = list(classes) if classes is not None else found
-    unknown = sorted(set(found) - set(labels))
-    if unknown:
-        raise DataError(f"'{split_dir}' has class folders that the training split lacks: {unknown[:_SHOWN]}"
-                        f"{' ...' if len(unknown) > _SHOWN else ''}; both splits must use the same class names")
+    check_classes(split_dir, found, labels, classes_source, exact=exact_classes)
     label_of = {name: i for i, name in enumerate(labels)}
     index = SplitIndex(root=split_dir, classes=labels)
     empty, ignored = [], 0
@@ -126,3 +143,13 @@ def _report(split_dir: Path, index: SplitIndex, empty: List[str], ignored: int) 
                        " ..." if len(empty) > _SHOWN else "")
     if ignored:
         logger.info("ignored %d files without an image extension under '%s'", ignored, split_dir)
+
+
+def read_class_names(path: os.PathLike) -> List[str]:
+    """One class name a line (blank lines ignored), as the trainer writes `<run_dir>/classes.txt`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"cannot read class names from '{path}' ({getattr(err, 'strerror', None) or err}); "
+                        f"expected a UTF-8 text file with one class name a line") from err
+    return [line.strip() for line in text.splitlines() if line.strip()]

@@ -10,7 +10,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import mindspore.dataset as ds
@@ -81,7 +81,8 @@ def _split_classes(cfg, split: str) -> List[str]:
 
 
 def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shards: int = 1, shard_id: int = 0,
-                   start_epoch: int = 0, skip_steps: int = 0, steps_per_epoch: int = 0):
+                   start_epoch: int = 0, skip_steps: int = 0, steps_per_epoch: int = 0,
+                   classes: Optional[Sequence[str]] = None, classes_source: str = ""):
     """Build the batched pipeline of one split for one shard; returns (dataset, DatasetInfo).
 
     split: "train" or "val" (folders cfg.data.train_split / val_split under cfg.data.root). training: random
@@ -89,18 +90,22 @@ def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shar
     fixed order, shard r reads samples r::num_shards (no padding), the last partial batch is kept.
     start_epoch / skip_steps: the first epoch the dataset yields, and how many of its batches to leave out
     (resume in the middle of an epoch). steps_per_epoch > 0 caps the batches per epoch.
+    classes: the label list a checkpoint recorded (`classes_source` names it); the split's folders are labelled
+    by name against it and must all be in it (training: exactly it). None: the training split's folders.
     """
     _check_args(split, batch_size, num_shards, shard_id, start_epoch, skip_steps, steps_per_epoch)
     data = cfg.data
     if not data.root:
         raise DataError("data.root is empty; set it to a folder laid out as <root>/train/<class>/*.jpg, e.g. "
-                        "--set data.root=/data/imagenet (or write the demo set: python -m vit_ms.demo_data "
+                        "--set data.root=/data/imagenet (or write the demo set: python -m vit_ms.data.demo "
                         "--out data/digits)")
     if cfg.train.deterministic:
         ds.config.set_seed(cfg.train.seed)
     folder = data.train_split if split == "train" else data.val_split
-    index = scan_split(Path(data.root), folder, data.on_bad_image, data.max_image_pixels,
-                       classes=_split_classes(cfg, split) or None)
+    if classes is None:
+        classes, classes_source = _split_classes(cfg, split) or None, "the training split"
+    index = scan_split(Path(data.root), folder, data.on_bad_image, data.max_image_pixels, classes=classes,
+                       classes_source=classes_source, exact_classes=training)
     total = len(index.samples)
     shard_samples = total // num_shards if training else len(range(shard_id, total, num_shards))
     full_steps = shard_samples // batch_size if training else math.ceil(shard_samples / batch_size)

@@ -1,19 +1,22 @@
-"""Small building blocks of the ViT, each written in the form MindSpore 2.10 runs fastest.
+"""Small building blocks of the ViT, in the form MindSpore 2.10 runs fastest, computed by autodiff.
 
 Measured on CPU (see README "Performance"): a matmul followed by an Add beats `nn.Dense`'s BiasAdd, and
 GELU built from elementwise ops beats the GeLU kernel and its gradient. The math is unchanged.
-
-`custom_backward=True` (chosen for CPU by `model_from_config`) gives LayerNorm, the exact GELU and the attention
-softmax hand-written gradients for float32 inputs: the same derivatives as autodiff, from fewer or faster CPU
-kernels (LayerNormGrad and a ReduceSum over the softmax rows are slow there). Each sits in a parameter-free cell
-with a `bprop`, the form MindSpore 2.10 accepts in graph mode; the outer cell keeps the parameters and their
-names. Under mixed precision (float16 inputs) the cells use autodiff as before.
+`handwritten.py` holds the same functions with written-out gradients; `formulations.py` picks between them.
 """
 import math
 
 import mindspore as ms
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import Constant, TruncatedNormal, initializer
+
+
+def zeros_parameter(shape: tuple, name: str) -> Parameter:
+    return Parameter(initializer(Constant(0.0), shape, ms.float32), name=name)
+
+
+def trunc_normal_parameter(shape: tuple, name: str, std: float = 0.02) -> Parameter:
+    return Parameter(initializer(TruncatedNormal(std), shape, ms.float32), name=name)
 
 
 class Linear(nn.Cell):
@@ -23,9 +26,8 @@ class Linear(nn.Cell):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
-        self.weight = Parameter(initializer(TruncatedNormal(std), (out_features, in_features), ms.float32),
-                                name="weight")
-        self.bias = Parameter(initializer("zeros", (out_features,), ms.float32), name="bias") if bias else None
+        self.weight = trunc_normal_parameter((out_features, in_features), "weight", std)
+        self.bias = zeros_parameter((out_features,), "bias") if bias else None
         self.matmul = ops.MatMul(transpose_b=True)
 
     def construct(self, x):
@@ -36,97 +38,60 @@ class Linear(nn.Cell):
         return y.reshape(lead + (self.out_features,))
 
 
-class _LayerNormFunction(nn.Cell):
-    """(x, weight, bias) -> LayerNorm(x) over the last axis, with the backward written out.
-
-    dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * weight; dweight = sum(dy * xhat),
-    dbias = sum(dy) over all rows. The statistics are recomputed (the primitive's extra outputs differ by device).
-    """
+class LayerNormFunction(nn.Cell):
+    """(x, weight, bias) -> LayerNorm(x) over the last axis; parameter-free, so a formulation can swap it."""
 
     def __init__(self, eps: float):
         super().__init__()
         self.eps = eps
-        self.layer_norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
+        self.layer_norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)  # CPU has no LayerNormExt
 
     def construct(self, x, weight, bias):
         y, _, _ = self.layer_norm(x, weight, bias)
         return y
 
-    def bprop(self, x, weight, bias, out, dout):
-        d = x.shape[-1]
-        x2, dy = x.reshape(-1, d), dout.reshape(-1, d)  # (M, D)
-        xc = x2 - ops.mean(x2, -1, True)
-        rstd = ops.rsqrt(ops.mean(xc * xc, -1, True) + self.eps)  # (M, 1)
-        xhat = xc * rstd
-        g = dy * weight
-        dx = (g - ops.mean(g, -1, True) - xhat * ops.mean(g * xhat, -1, True)) * rstd
-        return dx.reshape(x.shape), ops.sum(dy * xhat, 0), ops.sum(dy, 0)
-
 
 class LayerNorm(nn.Cell):
-    """LayerNorm over the last axis with `weight`/`bias` parameters; eps 1e-6 as in published ViT weights."""
+    """LayerNorm over the last axis with `weight`/`bias` parameters; eps 1e-6 as in published ViT weights.
 
-    def __init__(self, dim: int, eps: float = 1e-6, custom_backward: bool = False):
+    `function` computes it (default: the primitive with autodiff).
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6, function: nn.Cell = None):
         super().__init__()
         self.dim = dim
         self.eps = eps
         self.weight = Parameter(initializer("ones", (dim,), ms.float32), name="weight")
-        self.bias = Parameter(initializer("zeros", (dim,), ms.float32), name="bias")
-        self.layer_norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)  # CPU has no LayerNormExt
-        self.function = _LayerNormFunction(eps) if custom_backward else None
+        self.bias = zeros_parameter((dim,), "bias")
+        self.function = function if function is not None else LayerNormFunction(eps)
 
     def construct(self, x):
-        if self.function is not None and x.dtype == ms.float32:  # amp O1-O3 keep autodiff (fp16 gradients)
-            return self.function(x, self.weight, self.bias)
-        y, _, _ = self.layer_norm(x, self.weight, self.bias)
-        return y
-
-
-class _ErfGELUFunction(nn.Cell):
-    """x -> (x * cdf, cdf) with cdf = Phi(x) = 0.5 (1 + erf(x / sqrt 2)); backward dy * (cdf + x * phi(x)).
-
-    Returning the cdf lets the backward reuse it instead of recomputing erf (a slow kernel on CPU).
-    """
-
-    def construct(self, x):
-        cdf = 0.5 + 0.5 * ops.erf(x * (1.0 / math.sqrt(2.0)))
-        return x * cdf, cdf
-
-    def bprop(self, x, out, dout):
-        pdf = ops.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
-        return (dout[0] * (out[1] + x * pdf),)
+        return self.function(x, self.weight, self.bias)
 
 
 class GELU(nn.Cell):
     """GELU: exact (erf, the default of published ViT weights) or the tanh approximation."""
 
-    def __init__(self, approximate: str = "erf", custom_backward: bool = False):
+    def __init__(self, approximate: str = "erf"):
         super().__init__()
         if approximate not in ("erf", "tanh"):
             raise ValueError(f"GELU approximate must be 'erf' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
         self.tanh = approximate == "tanh"
-        self.function = _ErfGELUFunction() if custom_backward and not self.tanh else None
 
     def construct(self, x):
         if self.tanh:  # 0.5 x (1 + tanh(u)) written as x sigmoid(2u): same function, accurate in float32
             return x * ops.sigmoid(2.0 * math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x))
-        if self.function is not None and x.dtype == ms.float32:
-            return self.function(x)[0]
         return 0.5 * x * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
 
 
 class Softmax(nn.Cell):
-    """Softmax over the last axis; its backward y * (dy - rowsum(y * dy)) takes the row sums as a matmul with a
-    column of ones (the CPU ReduceSum over a 197-long last axis of a 4-d tensor is about 3x slower)."""
+    """Softmax over the last axis, computed in float32 (fp16 inputs under amp are cast back after)."""
 
     def construct(self, x):
-        return ops.softmax(x, axis=-1)
-
-    def bprop(self, x, out, dout):
-        n = x.shape[-1]
-        t = out * dout
-        row_sum = ops.matmul(t.reshape(-1, n), ops.ones((n, 1), t.dtype)).reshape(out.shape[:-1] + (1,))
-        return (t - out * row_sum,)
+        if x.dtype == ms.float32:
+            return ops.softmax(x, axis=-1)
+        return ops.softmax(x.astype(ms.float32), axis=-1).astype(x.dtype)
 
 
 class DropPath(nn.Cell):
@@ -144,9 +109,6 @@ class DropPath(nn.Cell):
         return x * mask
 
 
-def zeros_parameter(shape: tuple, name: str) -> Parameter:
-    return Parameter(initializer(Constant(0.0), shape, ms.float32), name=name)
-
-
-def trunc_normal_parameter(shape: tuple, name: str, std: float = 0.02) -> Parameter:
-    return Parameter(initializer(TruncatedNormal(std), shape, ms.float32), name=name)
+def dropout(p: float) -> nn.Cell:
+    """nn.Dropout(p), or the identity when p is 0 (no mask drawn)."""
+    return nn.Dropout(p=p) if p > 0 else nn.Identity()

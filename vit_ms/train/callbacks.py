@@ -9,8 +9,8 @@ from typing import Callable, List, Optional
 import numpy as np
 from mindspore.train import Callback
 
-from .checkpoint import TrainState, prune_epoch_checkpoints, save_checkpoint
-from .errors import NonFiniteLossError
+from ..errors import NonFiniteLossError
+from .checkpoint import CheckpointMeta, TrainState, prune_epoch_checkpoints, save_checkpoint
 
 log = logging.getLogger("vit_ms")
 
@@ -115,8 +115,9 @@ class CheckpointAndMetrics(Callback):
     """
 
     def __init__(self, network, run_dir: Optional[Path], progress: TrainProgress, evaluate: Callable[[], dict],
-                 ccfg, eval_interval: int, total_epochs: int):
+                 ccfg, eval_interval: int, total_epochs: int, meta: Optional[CheckpointMeta] = None):
         super().__init__()
+        self.meta = meta or CheckpointMeta()  # config, plan and class names: every checkpoint can rebuild its model
         self.network = network
         self.run_dir = run_dir  # None on ranks other than 0
         self.progress = progress
@@ -127,7 +128,7 @@ class CheckpointAndMetrics(Callback):
 
     def save(self, name: str) -> None:
         if self.run_dir is not None:
-            save_checkpoint(self.network, self.run_dir / name, self.progress.state)
+            save_checkpoint(self.network, self.run_dir / name, self.progress.state, self.meta)
 
     def on_train_step_end(self, run_context):
         st = self.progress.state

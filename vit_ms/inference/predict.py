@@ -1,6 +1,6 @@
 """Label images with a trained ViT, from a checkpoint or from an exported MindIR / ONNX file.
 
-    predictor = checkpoint_predictor(cfg, "runs/demo/best.ckpt")   # or exported_predictor(path, cfg, sidecar)
+    predictor = network_predictor(network, cfg)        # or exported_predictor(path, cfg, sidecar)
     for path, probs in predictor.predict(paths, batch_size=16, on_skip=report):
         print(path, top_k(probs, 5, class_names))
 
@@ -15,9 +15,10 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .config import Config, DataConfig, apply_overrides, config_from_dict, load_config
-from .errors import DataError, UserError
-from .export import FORMATS, open_exported_runner, read_class_names, read_sidecar
+from ..config import Config, DataConfig
+from ..data.folder import read_class_names
+from ..errors import DataError, UserError
+from .exported import export_format, open_exported_runner
 
 DEFAULT_BATCH_SIZE = 16
 
@@ -31,7 +32,7 @@ def collect_images(paths: Sequence[str]) -> Tuple[List[Path], List[str]]:
 
     Returns the files and notes about folder entries left out. A path that does not exist raises DataError.
     """
-    from .data import IMAGE_EXTENSIONS
+    from ..data import IMAGE_EXTENSIONS
 
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
@@ -53,24 +54,20 @@ def collect_images(paths: Sequence[str]) -> Tuple[List[Path], List[str]]:
     return list(dict.fromkeys(files)), notes
 
 
-def class_names_for(num_classes: int, names_file: Optional[str] = None, ckpt: Optional[str] = None,
-                    sidecar_names: Optional[List[str]] = None) -> Tuple[List[str], Optional[str]]:
-    """The class names, first found of: `names_file`, classes.txt beside `ckpt`, an export's sidecar.
+def class_names_for(num_classes: int, names_file: Optional[str] = None, recorded: Optional[List[str]] = None,
+                    where: str = "the weights") -> Tuple[List[str], Optional[str]]:
+    """The class names: `names_file` when given, else the ones the checkpoint or export recorded (`recorded`).
 
     Returns the names and None, or the indices as names and a note saying so. A count that differs from
     `num_classes` raises.
     """
-    beside_ckpt = Path(ckpt).parent / "classes.txt" if ckpt else None
     if names_file:
         names, source = read_class_names(names_file), f"--class-names '{names_file}'"
-    elif beside_ckpt is not None and beside_ckpt.is_file():
-        names, source = read_class_names(beside_ckpt), f"'{beside_ckpt}'"
-    elif sidecar_names:
-        names, source = list(sidecar_names), "the export's sidecar"
+    elif recorded:
+        names, source = list(recorded), where
     else:
-        where = f"no classes.txt beside '{ckpt}'" if ckpt else "none in the export's sidecar"
-        return [str(i) for i in range(num_classes)], (f"note: no class names ({where}); showing class indices, "
-                                                      f"pass --class-names FILE (one name a line) for names")
+        return [str(i) for i in range(num_classes)], (f"note: no class names recorded in {where}; showing class "
+                                                      f"indices, pass --class-names FILE (one name a line) for names")
     if len(names) != num_classes:
         raise UserError(f"{source} lists {len(names)} class names but the model has {num_classes} classes; "
                         f"give the class list the model was trained with (the run's classes.txt)")
@@ -116,7 +113,7 @@ class Predictor:
         return max(1, min(requested or DEFAULT_BATCH_SIZE, num_images))
 
     def preprocess(self, path: os.PathLike) -> np.ndarray:
-        from .data import load_image_rgb, preprocess_eval
+        from ..data import load_image_rgb, preprocess_eval
 
         image = load_image_rgb(path, self.data.max_image_pixels)
         return preprocess_eval(image, self.data, self.image_size)
@@ -153,77 +150,22 @@ class Predictor:
         return zip(paths, softmax(logits))
 
 
-def checkpoint_predictor(cfg: Config, ckpt: str) -> Predictor:
-    """The model `cfg` describes with `ckpt`'s weights, in eval mode, on `train.device_target` in `train.mode`
-    (graph by default), with the amp level evaluation uses."""
+def network_predictor(network, cfg: Config) -> Predictor:
+    """Label with a built network (`loader.inference_network`); graph mode pads batches to one shape."""
     import mindspore as ms
 
-    from .checkpoint import load_model_weights
-    from .models import model_from_config
-    from .runtime import setup_runtime
-
-    runtime = setup_runtime(cfg)
-    model = model_from_config(cfg.model, runtime.device_target)
-    load_model_weights(model, ckpt)
-    model.set_train(False)
-    if runtime.amp_level != "O0":
-        ms.amp.auto_mixed_precision(model, runtime.amp_level)
-    run = lambda x: model(ms.Tensor(x)).asnumpy()  # noqa: E731
+    run = lambda x: network(ms.Tensor(x)).asnumpy()  # noqa: E731
     return Predictor(run, cfg.data, cfg.model.image_size, cfg.model.num_classes, pad=cfg.train.mode == "graph")
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Exported files
-
-
-def export_format(path: os.PathLike) -> str:
-    suffix = Path(path).suffix.lower()
-    for fmt, ext in FORMATS.items():
-        if suffix == ext:
-            return fmt
-    raise UserError(f"--model '{path}': expected a .mindir or .onnx file written by python -m vit_ms.export")
-
-
-def config_for_export(model_path: str, config_path: Optional[str] = None,
-                      overrides: Sequence[str] = ()) -> Tuple[Config, dict]:
-    """The config to run an exported file with, and its sidecar.
-
-    Without `config_path` the sidecar's model and preprocessing form the config; `overrides` apply either
-    way. The model name, image size and class count must be the export's.
-    """
-    if not Path(model_path).is_file():
-        raise UserError(f"exported model '{model_path}' does not exist")
-    export_format(model_path)
-    sidecar = read_sidecar(model_path)
-    if config_path:
-        cfg = load_config(config_path, overrides)
-    else:
-        values = {"model": {"name": sidecar["model"], "num_classes": sidecar["num_classes"],
-                            "image_size": sidecar["image_size"], "patch_size": sidecar.get("patch_size")},
-                  "data": {key: sidecar[key] for key in ("mean", "std", "crop_pct", "interpolation")}}
-        cfg = config_from_dict(apply_overrides(values, list(overrides)))
-    fixed = {"model.name": sidecar["model"], "model.image_size": sidecar["image_size"],
-             "model.num_classes": sidecar["num_classes"]}
-    differ = [f"{key}={getattr(cfg.model, key.split('.')[1])!r} (export: {want!r})"
-              for key, want in fixed.items() if getattr(cfg.model, key.split(".")[1]) != want]
-    if differ:
-        raise UserError(f"the config does not match the exported model '{model_path}': {', '.join(differ)}; "
-                        f"the exported network is fixed, so leave these keys out or use the run's config")
-    return cfg, sidecar
-
-
 def exported_predictor(model_path: str, cfg: Config, sidecar: dict) -> Predictor:
-    """Run an exported file: MindIR via mindspore.load + nn.GraphCell, ONNX via onnxruntime (no MindSpore)."""
+    """Run an exported file: MindIR via mindspore.load + nn.GraphCell, ONNX via onnxruntime."""
     fmt = export_format(model_path)
     if sidecar["format"] != fmt:
         raise UserError(f"'{model_path}' is {fmt} but its sidecar says {sidecar['format']}; re-export the model")
-    if fmt == "mindir":
-        from .runtime import setup_runtime
+    from ..runtime import setup_runtime
 
-        device_target = setup_runtime(cfg).device_target
-    else:
-        device_target = cfg.train.device_target  # "auto" and "CPU" run on onnxruntime's CPU provider
-    run = open_exported_runner(model_path, fmt, device_target)
+    run = open_exported_runner(model_path, fmt, setup_runtime(cfg).device_target)  # ONNX on GPU: CUDA provider
     batch = None if sidecar["batch"] == "dynamic" else int(sidecar["batch"])
     return Predictor(run, cfg.data, sidecar["image_size"], sidecar["num_classes"], fixed_batch=batch,
                      pad=batch is not None)

@@ -124,7 +124,6 @@ def detect_format(keys: Iterable[str], suffix: str = "") -> str:
 
 def convert_timm(state: State) -> State:
     """timm / Hugging Face names are ours already; reject what our ViT cannot compute."""
-    state, _ = strip_optimizer_state(state)
     if "fc_norm.weight" in state:
         raise CheckpointError("these weights normalise after global average pooling (timm 'fc_norm'), which this "
                               "ViT does not implement; use weights of a class-token ViT (names without '_gap' "
@@ -188,7 +187,6 @@ def convert_mindcv(state: State) -> State:
         m = _MINDCV_NORM.match(key)
         return f"{m.group(1)}.{'weight' if m.group(2) == 'gamma' else 'bias'}" if m else key
 
-    state, _ = strip_optimizer_state(state)
     return convert_timm({rename(k): v for k, v in state.items()})
 
 
@@ -211,7 +209,6 @@ _TUTORIAL_TOP = {
 
 def convert_tutorial(state: State) -> State:
     """The MindSpore ViT tutorial's `ViT` cell (and mindvision's, with its 'backbone.' prefix) -> ours."""
-    state, _ = strip_optimizer_state(state)
     out = {}
     for key, value in state.items():
         name = key[len("backbone."):] if key.startswith("backbone.") else key
@@ -228,7 +225,7 @@ CONVERTERS = {"timm": convert_timm, "npz": convert_npz, "mindcv": convert_mindcv
 
 
 def convert_state(source_format: str, state: State) -> State:
-    """Rename `state` from `source_format` to our names."""
+    """Rename `state` (optimizer state already stripped: `strip_optimizer_state`) from `source_format` to ours."""
     if source_format not in CONVERTERS:
         raise CheckpointError(f"unknown weights format '{source_format}'; expected one of {', '.join(CONVERTERS)}")
     return CONVERTERS[source_format](state)

@@ -11,7 +11,6 @@ import logging
 from typing import List
 
 from mindcv.optim.adamw import AdamW as MindcvAdamW
-from mindcv.optim.adamw import scale_grad
 from mindcv.scheduler import create_scheduler
 from mindspore import jit, nn, ops
 
@@ -56,21 +55,17 @@ class AdamW(MindcvAdamW):
     correction goes into its scalars: with c1 = 1 - beta1^t and c2 = sqrt(1 - beta2^t), lr' = lr c2 / c1,
     eps' = eps c2, decay' = decay c1 / c2 give lr' m / (sqrt(v) + eps') = lr m_hat / (sqrt(v_hat) + eps) and
     lr' decay' = lr decay: mindcv's update (within 1 ulp in float32). Same state (adam_m.*, adam_v.*,
-    beta1_power, beta2_power, global_step), so checkpoints move between the two.
+    beta1_power, beta2_power, global_step), so checkpoints move between the two. Gradients arrive unscaled
+    and clipped (TrainStep does both), so mindcv's loss-scale and clipping branches are not taken here.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.unit_loss_scale = float(self.reciprocal_scale.asnumpy()) == 1.0
         self.kernel = ops.AdamWeightDecay()
 
     @jit
     def construct(self, gradients):
         lr = self.get_lr()
-        if not self.unit_loss_scale:
-            gradients = scale_grad(gradients, self.reciprocal_scale)
-        if self.clip:
-            gradients = ops.clip_by_global_norm(gradients, 5.0, None)
         beta1_power = self.beta1_power * self.beta1
         self.beta1_power = beta1_power
         beta2_power = self.beta2_power * self.beta2
@@ -99,7 +94,7 @@ class AdamW(MindcvAdamW):
         return result
 
 
-def build_optimizer(model, params, ocfg, lrs: List[float], loss_scale: float = 1.0) -> nn.Optimizer:
+def build_optimizer(model, params, ocfg, lrs: List[float]) -> nn.Optimizer:
     """Adam/AdamW over `params`, excluding `model.no_weight_decay()` names from weight decay."""
     no_decay = model.no_weight_decay()
     decay = [p for p in params if p.name not in no_decay]
@@ -110,4 +105,4 @@ def build_optimizer(model, params, ocfg, lrs: List[float], loss_scale: float = 1
     # decay, as in PyTorch/DeiT; fused above) is built directly; nn.Adam adds decay to the gradient (L2).
     optimizer_cls = AdamW if ocfg.name == "adamw" else nn.Adam
     return optimizer_cls(groups, learning_rate=lrs, beta1=ocfg.betas[0], beta2=ocfg.betas[1], eps=ocfg.eps,
-                         weight_decay=ocfg.weight_decay, loss_scale=loss_scale)
+                         weight_decay=ocfg.weight_decay)

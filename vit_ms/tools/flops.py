@@ -11,7 +11,6 @@ softmax, bias and residual adds, about 1-2% of the total at ViT-Ti/S sizes.
 """
 from typing import Dict, Optional
 
-from .variants import variant_args
 
 TRAIN_FACTOR = 3  # backward = grad wrt inputs + grad wrt weights, each as costly as the forward product
 
@@ -35,10 +34,7 @@ def vit_flops(image_size: int, patch_size: int, embed_dim: int, depth: int, mlp_
     return parts
 
 
-def model_flops(mcfg) -> Dict[str, int]:
-    """`vit_flops` for a `ModelConfig` (unset architecture keys take the variant's values)."""
-    arch = variant_args(mcfg.name)
-    arch.update({k: getattr(mcfg, k) for k in ("patch_size", "embed_dim", "depth", "mlp_ratio")
-                 if getattr(mcfg, k) is not None})
-    return vit_flops(mcfg.image_size, arch["patch_size"], arch["embed_dim"], arch["depth"], arch.get("mlp_ratio", 4.0),
-                     mcfg.num_classes, mcfg.in_channels, mcfg.representation_size)
+def model_flops(arch) -> Dict[str, int]:
+    """`vit_flops` for a `vit_ms.variants.Architecture`."""
+    return vit_flops(arch.image_size, arch.patch_size, arch.embed_dim, arch.depth, arch.mlp_ratio, arch.num_classes,
+                     arch.in_channels, arch.representation_size)

@@ -29,12 +29,12 @@ class TrainStep(nn.TrainOneStepWithLossScaleCell):
     """One optimizer step: forward, scaled backward, all-reduce, overflow check, clip, update."""
 
     def __init__(self, network: nn.Cell, optimizer: nn.Optimizer, scale_sense, clip_grad_norm: float = 0.0,
-                 check_loss_only: bool = False):
+                 float_status: bool = False, check_loss_only: bool = False):
         super().__init__(network, optimizer, scale_sense)
         self.clip_grad_norm = clip_grad_norm
-        # MindSpore's base class reads Ascend float-status registers unless the target is GPU; CPU (and GPU)
+        # Ascend reports overflow in float-status registers (MindSpore's base class reads them); CPU and GPU
         # check the gradients for inf/nan instead, all-reduced across ranks.
-        self.infnan_check = ms.get_context("device_target") != "Ascend"
+        self.infnan_check = not float_status
         # Unit scale, float32 (amp O0 off Ascend): no unscaling, and one isfinite on the loss instead of all gradients.
         self.check_loss_only = check_loss_only and self.infnan_check
 
@@ -69,23 +69,28 @@ class TrainStep(nn.TrainOneStepWithLossScaleCell):
         return loss, overflow, scale
 
 
-def loss_scale_sense(acfg, amp_level: str):
-    """The loss scale for TrainStep: 1.0 under O0, else a fixed value or a dynamic update cell."""
-    if amp_level == "O0" or acfg.loss_scale == "none":
+def loss_scale_sense(plan):
+    """The loss scale for TrainStep: 1.0 without loss scaling (amp O0), else a fixed value or a dynamic cell."""
+    if plan.loss_scale == "none":
         return Tensor(1.0, ms.float32)
-    if acfg.loss_scale == "fixed":
-        return Tensor(acfg.loss_scale_value, ms.float32)
-    return nn.DynamicLossScaleUpdateCell(loss_scale_value=acfg.loss_scale_value, scale_factor=2,
-                                         scale_window=acfg.scale_window)
+    if plan.loss_scale == "fixed":
+        return Tensor(plan.loss_scale_value, ms.float32)
+    return nn.DynamicLossScaleUpdateCell(loss_scale_value=plan.loss_scale_value, scale_factor=2,
+                                         scale_window=plan.scale_window)
 
 
-def build_train_step(model: nn.Cell, optimizer: nn.Optimizer, cfg, amp_level: str) -> TrainStep:
+def apply_amp(model: nn.Cell, plan) -> nn.Cell:
+    """Cast `model` to the plan's amp level (in place; nothing under O0)."""
+    if plan.amp_level != "O0":
+        ms.amp.auto_mixed_precision(model, plan.amp_level)
+    return model
+
+
+def build_train_step(model: nn.Cell, optimizer: nn.Optimizer, cfg, plan) -> TrainStep:
     """Mixed precision on the backbone (logits cast to float32 in the loss), loss, and the train step."""
-    if amp_level != "O0":
-        ms.amp.auto_mixed_precision(model, amp_level)
-    net_with_loss = WithLoss(model, ClassificationLoss(cfg.loss.label_smoothing))
-    return TrainStep(net_with_loss, optimizer, loss_scale_sense(cfg.amp, amp_level), cfg.optim.clip_grad_norm,
-                     check_loss_only=amp_level == "O0")
+    net_with_loss = WithLoss(apply_amp(model, plan), ClassificationLoss(cfg.loss.label_smoothing))
+    return TrainStep(net_with_loss, optimizer, loss_scale_sense(plan), cfg.optim.clip_grad_norm,
+                     float_status=plan.float_status_overflow, check_loss_only=plan.amp_level == "O0")
 
 
 class EvalNetwork(nn.Cell):
@@ -133,7 +138,7 @@ class ClassificationMetrics(Metric):
                 "num_images": int(round(sums[3]))}
 
 
-def build_model(train_step: Optional[nn.Cell], network: nn.Cell, world_size: int = 1) -> ms.train.Model:
+def mindspore_model(train_step: Optional[nn.Cell], network: nn.Cell, world_size: int = 1) -> ms.train.Model:
     """`mindspore.train.Model` over our train step, with the eval network and metrics attached."""
     return ms.train.Model(train_step if train_step is not None else network, eval_network=EvalNetwork(network),
                           metrics={"cls": ClassificationMetrics(world_size)})

@@ -1,7 +1,6 @@
-"""Published ViT weights: a table of where they live, a checked download cache, and loading into our model.
+"""Published ViT weights: a table of where they live and a checked download cache.
 
-    report = load_pretrained(model, "vit_b16.augreg_in21k_ft_in1k")   # a table name, a URL or a local file
-    print(report)                                                      # what was dropped, resampled, implied
+    path = resolve_pretrained("vit_b16.augreg_in21k_ft_in1k", cache_dir)   # a table name, a URL or a local file
 
 Downloads go to `cache_dir` (default ~/.cache/vit_ms; entry scripts may read VIT_MS_CACHE once and pass it
 down: see `cache_dir_from_env`), written to a temp file and renamed, checked against sha256 when it is known.
@@ -17,12 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
-import numpy as np
 
-from .config import IMAGENET_MEAN, IMAGENET_STD
-from .convert import (SOURCE_FORMATS, SOURCE_OVERRIDES, adapt_to_model, check_fit, convert_state, detect_format,
-                      read_state, strip_optimizer_state)
-from .errors import CheckpointError, UserError, suggest
+from ..config import IMAGENET_MEAN, IMAGENET_STD
+from ..errors import CheckpointError, UserError, suggest
+from .sources import SOURCE_OVERRIDES
 
 log = logging.getLogger("vit_ms")
 PathLike = Union[str, os.PathLike]
@@ -232,89 +229,3 @@ def _verify(path: Path, expected: str, source: str, delete: bool) -> None:
                               f"deleted. Check model.pretrained_sha256 / --sha256, or try again")
     raise CheckpointError(f"sha256 mismatch for {source}: expected {expected}, got {got}; delete the file to "
                           f"download it again, or correct model.pretrained_sha256 / --sha256")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Loading into a model.
-
-
-@dataclass
-class LoadReport:
-    """What `load_pretrained` did: the file, its format, and every change it made to fit the model."""
-    path: Path
-    source_format: str
-    loaded: int  # tensors copied into the model
-    notes: List[str] = field(default_factory=list)  # head dropped / re-initialised, pos_embed resampled
-    head_reinitialised: bool = False
-    pos_embed_resampled: bool = False
-    ignored_optimizer_state: int = 0
-    model_overrides: Dict[str, object] = field(default_factory=dict)  # model.* the source needs for parity
-    mismatched_overrides: Dict[str, Tuple[object, object]] = field(default_factory=dict)  # key: (model, source)
-
-    def __str__(self) -> str:
-        parts = [f"{self.loaded} tensors from {self.path} ({self.source_format})", *self.notes]
-        if self.ignored_optimizer_state:
-            parts.append(f"ignored {self.ignored_optimizer_state} optimizer-state entries")
-        for key, (have, want) in self.mismatched_overrides.items():
-            parts.append(f"model.{key}={have} but these weights were trained with model.{key}={want}: set it "
-                         f"for exact outputs")
-        return "; ".join(parts)
-
-
-def model_param_shapes(model) -> Dict[str, Tuple[int, ...]]:
-    return {p.name: tuple(p.shape) for p in model.get_parameters()}
-
-
-def model_settings(model) -> Dict[str, object]:
-    """The model.* settings of a built VisionTransformer that a weights source can require."""
-    return {"gelu": "tanh" if model.blocks[0].mlp.act.tanh else "erf", "norm_eps": model.norm.eps,
-            "representation_size": model.pre_logits.fc.out_features if model.pre_logits is not None else None}
-
-
-def load_pretrained(model, spec: str, *, sha256: str = "", source_format: str = "auto",
-                    cache_dir: Optional[PathLike] = None, progress: bool = True) -> LoadReport:
-    """Load published or converted weights into `model` (a vit_ms VisionTransformer), strictly.
-
-    A head of another size is dropped and re-initialised, a position embedding of another grid is resampled
-    (bicubic); every other difference raises CheckpointError naming the keys and the option that fixes them.
-    """
-    path = resolve_pretrained(spec, cache_dir, sha256=sha256, progress=progress)
-    state, recorded = read_state(path)
-    if source_format == "auto":
-        source_format = PRETRAINED[spec].source_format if spec in PRETRAINED else detect_format(state, path.suffix)
-    if source_format not in SOURCE_FORMATS:
-        raise UserError(f"source_format='{source_format}' is unknown; use auto or one of {', '.join(SOURCE_FORMATS)}")
-    state, ignored = strip_optimizer_state(state)
-    state = convert_state(source_format, state)
-    shapes = model_param_shapes(model)
-    resampled = "pos_embed" in state and tuple(state["pos_embed"].shape) != shapes.get("pos_embed")
-    state, notes, reinit = adapt_to_model(state, shapes)
-    check_fit(shapes, state, allow_missing=reinit)
-
-    for param in model.get_parameters():
-        if param.name in state:
-            param.set_data(_tensor(state[param.name], param.dtype))
-    if reinit:
-        _reinit_head(model)
-    implied = {**SOURCE_OVERRIDES[source_format], **recorded}
-    settings = model_settings(model)
-    mismatched = {k: (settings[k], v) for k, v in implied.items() if k in settings and settings[k] != v}
-    report = LoadReport(path, source_format, len(state), notes, bool(reinit), resampled, ignored, implied, mismatched)
-    for key, (have, want) in mismatched.items():
-        log.warning("pretrained weights %s were trained with model.%s=%s; this model has %s (set model.%s=%s "
-                    "for the source's exact outputs)", path.name, key, want, have, key, want)
-    return report
-
-
-def _tensor(array: np.ndarray, dtype):
-    import mindspore as ms
-
-    return ms.Tensor(np.ascontiguousarray(array), dtype=dtype)
-
-
-def _reinit_head(model) -> None:
-    """The head's initialisation in vit_ms.models.layers.Linear: truncated normal (std 0.02), zero bias."""
-    from mindspore.common.initializer import TruncatedNormal, initializer
-
-    model.head.weight.set_data(initializer(TruncatedNormal(0.02), model.head.weight.shape, model.head.weight.dtype))
-    model.head.bias.set_data(initializer("zeros", model.head.bias.shape, model.head.bias.dtype))

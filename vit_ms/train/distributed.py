@@ -16,7 +16,7 @@ from typing import Callable, List, Mapping, Optional, Sequence
 import numpy as np
 
 from .checkpoint import TrainState, is_model_key
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 log = logging.getLogger("vit_ms")
 

@@ -6,8 +6,8 @@
 - `write_synthetic_folder`: random but learnable images (class = colour and stripe direction / period),
   JPEG and PNG mixed, for tests and benchmarks.
 
-    python -m vit_ms.demo_data --out data/digits
-    python -m vit_ms.demo_data --out /tmp/synth --kind synthetic --image-size 224 --train-per-class 50
+    python -m vit_ms.data.demo --out data/digits
+    python -m vit_ms.data.demo --out /tmp/synth --kind synthetic --image-size 224 --train-per-class 50
 """
 import argparse
 import colorsys
@@ -21,7 +21,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from .errors import DataError, run_cli
+from ..errors import DataError, run_cli
 
 MARKER = ".vit_ms_demo.json"  # in <root>; written last, so its presence means the folder is complete
 
@@ -57,7 +57,7 @@ def write_digits_folder(root: Path, image_size: int = 32, val_fraction: float = 
     if found is not None and found.get("params") == params:
         return root
     if root.exists() and found is None:
-        raise DataError(f"'{root}' already exists and is not a folder written by vit_ms.demo_data (no {MARKER}); "
+        raise DataError(f"'{root}' already exists and is not a folder written by vit_ms.data.demo (no {MARKER}); "
                         f"remove it or choose another --out")
 
     digits = load_digits()

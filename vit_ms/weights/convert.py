@@ -3,20 +3,20 @@
     python -m vit_ms.convert --from timm --src model.safetensors --model vit_b16 --out vit_b16.ckpt
     python -m vit_ms.convert --src vit_b16.augreg_in21k_ft_in1k_jax --model vit_b16 --num-classes 102 --out b16.ckpt
 
---src is a file, a URL or a name in vit_ms.pretrained.PRETRAINED (downloaded into $VIT_MS_CACHE, default
+--src is a file, a URL or a name in vit_ms.weights.hub.PRETRAINED (downloaded into $VIT_MS_CACHE, default
 ~/.cache/vit_ms). The output loads into create_model(...) with no missing or unexpected keys; with another
 --num-classes the head is left out (and initialised when loaded), with another --image-size the position
 embedding is resampled. The model.* settings to train or evaluate with it are printed at the end.
 """
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..errors import UserError, run_cli
-from .fit import adapt_to_model, check_fit, infer_architecture
-from .sources import SOURCE_FORMATS, SOURCE_OVERRIDES, convert_state, detect_format, read_state, save_state
+from ..errors import UserError
+from .fit import infer_architecture
+from .hub import cache_dir_from_env, format_override
+from .sources import SOURCE_FORMATS, SOURCE_OVERRIDES, save_state
 
 ARCH_OPTIONS = ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")
 
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="source_format", default="auto", choices=("auto",) + SOURCE_FORMATS,
                    help="where the weights come from (auto: judged by the file's keys)")
     p.add_argument("--src", required=True, help="weights: a file, a URL or a vit_ms.pretrained name")
-    p.add_argument("--model", required=True, help="our model name, e.g. vit_b16 (vit_ms.variants.VARIANTS)")
+    p.add_argument("--model", required=True, help="our model name, e.g. vit_b16 (vit_ms/variants.py)")
     p.add_argument("--num-classes", type=int, default=None, help="classes of the new head (default: the weights')")
     p.add_argument("--image-size", type=int, default=None, help="input size (default: the weights'); "
                    "another size resamples the position embedding")
@@ -46,14 +46,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.num_classes is not None and args.num_classes < 0:
         raise UserError(f"--num-classes={args.num_classes} must be >= 0 (0: no head)")
     from ..models import create_model
-    from ..pretrained import cache_dir_from_env, format_override, model_param_shapes, resolve_pretrained
+    from .load import fit_weights, model_param_shapes, read_weights
 
     cache_dir = Path(args.cache_dir) if args.cache_dir else cache_dir_from_env(os.environ)
-    path = resolve_pretrained(args.src, cache_dir, sha256=args.sha256)
-    state, recorded = read_state(path)
-    fmt = detect_format(state, path.suffix) if args.source_format == "auto" else args.source_format
-    state = convert_state(fmt, state)
-    arch = infer_architecture(state)
+    weights = read_weights(args.src, source_format=args.source_format, sha256=args.sha256, cache_dir=cache_dir)
+    path, fmt = weights.path, weights.source_format
+    arch = infer_architecture(weights.state)
 
     num_classes = arch["num_classes"] if args.num_classes is None else args.num_classes
     image_size = args.image_size or arch["image_size"]
@@ -62,10 +60,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     overrides["representation_size"] = arch["representation_size"] if keeps_head else None
     model = create_model(args.model, num_classes=num_classes, image_size=image_size, **overrides)
     shapes = model_param_shapes(model)
-    state, notes, reinit = adapt_to_model(state, shapes)
-    check_fit(shapes, state, allow_missing=reinit)
+    state, notes, _ = fit_weights(weights.state, shapes)
 
-    model_overrides = {**SOURCE_OVERRIDES[fmt], **recorded}
+    model_overrides = weights.model_overrides
     save_state(state, Path(args.out), model_overrides, order=shapes)
     settings = {"name": args.model, "num_classes": num_classes, "image_size": image_size, **overrides,
                 **model_overrides, "pretrained": args.out}
@@ -80,6 +77,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("\n".join(lines))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main))

@@ -1,0 +1,88 @@
+"""vit_ms.models.formulations: every formulation computes the same function and gradients with the same
+parameter names, so checkpoints move between them."""
+import math
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import Parameter, Tensor, ops
+
+from vit_ms.models import Formulation, create_model
+
+ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def test_conv_and_matmul_patch_embedding_compute_the_same_function():
+    x = ms.Tensor(np.random.randn(2, 3, 32, 32).astype(np.float32))
+    a = create_model("vit_ti16", num_classes=3, image_size=32, depth=1, formulation=Formulation(patch_embed="matmul"))
+    b = create_model("vit_ti16", num_classes=3, image_size=32, depth=1, formulation=Formulation(patch_embed="conv"))
+    ms.load_param_into_net(b, {p.name: ms.Parameter(p.data.copy(), p.name) for p in a.get_parameters()})
+    a.set_train(False), b.set_train(False)
+    assert np.abs(a(x).asnumpy() - b(x).asnumpy()).max() < 1e-4
+
+
+def gradients(model, x, y):
+    loss_fn = lambda images, labels: ops.cross_entropy(model(images), labels)  # noqa: E731
+    loss, grads = ms.value_and_grad(loss_fn, None, model.trainable_params())(x, y)
+    return float(loss.asnumpy()), [g.asnumpy() for g in grads]
+
+
+@pytest.mark.parametrize("gelu", ["erf", "tanh"])
+def test_handwritten_backward_gives_autodiff_gradients(gelu):
+    kwargs = dict(num_classes=5, image_size=32, patch_size=8, depth=2, embed_dim=48, num_heads=3, gelu=gelu)
+    plain = create_model("vit_ti16", **kwargs)
+    custom = create_model("vit_ti16", formulation=Formulation(backward="handwritten"), **kwargs)
+    ms.load_param_into_net(custom, {p.name: Parameter(p.data.copy(), p.name) for p in plain.get_parameters()})
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((4, 3, 32, 32)).astype(np.float32))
+    y = Tensor(np.array([0, 1, 2, 3], np.int32))
+    loss_a, grads_a = gradients(plain, x, y)
+    loss_b, grads_b = gradients(custom, x, y)
+    assert loss_a == pytest.approx(loss_b, rel=1e-6)
+    for p, a, b in zip(plain.trainable_params(), grads_a, grads_b):
+        assert np.abs(a - b).max() <= 1e-5 * max(np.abs(a).max(), 1e-3), p.name
+
+
+def test_attention_with_handwritten_softmax_is_standard_attention():
+    model = create_model("vit_ti16", num_classes=3, image_size=32, depth=1, num_heads=3,
+                         formulation=Formulation(backward="handwritten"))
+    attn = model.blocks[0].attn
+    attn.set_train(False)
+    x = np.random.default_rng(1).standard_normal((2, 5, 192)).astype(np.float32)
+    w, b = attn.qkv.weight.asnumpy(), attn.qkv.bias.asnumpy()
+    q, k, v = (x @ w.T + b).reshape(2, 5, 3, 3, 64).transpose(2, 0, 3, 1, 4)  # (B, H, N, Dh) each
+    s = q @ k.transpose(0, 1, 3, 2) / math.sqrt(64)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    ref = (p @ v).transpose(0, 2, 1, 3).reshape(2, 5, 192) @ attn.proj.weight.asnumpy().T + attn.proj.bias.asnumpy()
+    assert np.abs(attn(Tensor(x)).asnumpy() - ref).max() < 1e-4
+
+
+def test_a_deliberately_wrong_bprop_changes_the_gradients(monkeypatch):
+    """The handwritten cells' bprop is what autodiff uses: break it and the gradients change."""
+    from vit_ms.models import handwritten
+
+    kwargs = dict(num_classes=5, image_size=32, patch_size=8, depth=1, embed_dim=32, num_heads=2)
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((2, 3, 32, 32)).astype(np.float32))
+    y = Tensor(np.array([0, 1], np.int32))
+    ms.set_seed(0)
+    good = create_model("vit_ti16", formulation=Formulation(backward="handwritten"), **kwargs)
+    _, right = gradients(good, x, y)
+    monkeypatch.setattr(handwritten.HandwrittenSoftmax, "bprop", lambda self, x, out, dout: (dout * 0.0,))
+    bad = create_model("vit_ti16", formulation=Formulation(backward="handwritten"), **kwargs)
+    ms.load_param_into_net(bad, {p.name: Parameter(p.data.copy(), p.name) for p in good.get_parameters()})
+    _, wrong = gradients(bad, x, y)
+    qkv = [p.name for p in good.trainable_params()].index("blocks.0.attn.qkv.weight")
+    assert np.abs(right[qkv] - wrong[qkv]).max() > 1e-6
+
+
+def test_checkpoints_move_between_formulations():
+    kwargs = dict(num_classes=4, image_size=32, patch_size=8, depth=1, embed_dim=32, num_heads=2)
+    a = create_model("vit_ti16", formulation=Formulation("matmul", "standard", "handwritten"), **kwargs)
+    b = create_model("vit_ti16", formulation=Formulation("conv", "standard", "autodiff"), **kwargs)
+    assert [p.name for p in a.get_parameters()] == [p.name for p in b.get_parameters()]
+    ms.load_param_into_net(b, {p.name: Parameter(p.data.copy(), p.name) for p in a.get_parameters()}, strict_load=True)
+    a.set_train(False), b.set_train(False)
+    x = Tensor(np.random.default_rng(2).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    assert np.abs(a(x).asnumpy() - b(x).asnumpy()).max() < 1e-5

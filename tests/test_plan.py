@@ -1,0 +1,68 @@
+"""vit_ms.plan: every 'auto' resolved once, per device, with the errors for combinations that cannot run."""
+import json
+
+import pytest
+
+from vit_ms.config import load_config
+from vit_ms.errors import ConfigError
+from vit_ms.models import model_from_plan
+from vit_ms.models.attention import DotProductAttention, FlashAttention
+from vit_ms.models.handwritten import HandwrittenLayerNorm, HandwrittenSoftmax
+from vit_ms.plan import resolve_plan
+from vit_ms.runtime import Runtime
+
+
+def plan_for(device, *overrides, purpose="train", world_size=1):
+    return resolve_plan(load_config("demo", list(overrides)), Runtime(device, 0, world_size), purpose)
+
+
+def test_each_device_gets_its_formulation_amp_and_sink_mode():
+    cpu, gpu, ascend = plan_for("CPU"), plan_for("GPU"), plan_for("Ascend")
+    assert (cpu.amp_level, cpu.loss_scale, cpu.sink_mode) == ("O0", "none", False)
+    assert (cpu.formulation.patch_embed, cpu.formulation.attention, cpu.formulation.backward) == \
+        ("matmul", "standard", "handwritten")
+    assert (gpu.amp_level, gpu.formulation.backward, gpu.formulation.attention) == ("O0", "autodiff", "standard")
+    assert (ascend.amp_level, ascend.loss_scale, ascend.sink_mode) == ("O2", "dynamic", True)
+    assert (ascend.formulation.patch_embed, ascend.formulation.attention) == ("conv", "fused")
+    assert any("model.backward=auto -> handwritten" in note for note in cpu.notes)
+
+
+def test_the_model_is_built_as_the_plan_says():
+    cpu = model_from_plan(plan_for("CPU"))
+    assert isinstance(cpu.blocks[0].norm1.function, HandwrittenLayerNorm)
+    assert isinstance(cpu.blocks[0].attn.attend, DotProductAttention)
+    assert isinstance(cpu.blocks[0].attn.attend.softmax, HandwrittenSoftmax)
+    ascend = model_from_plan(plan_for("Ascend"))  # built only: the flash-attention kernel runs on Ascend
+    assert all(isinstance(block.attn.attend, FlashAttention) for block in ascend.blocks)
+    assert ascend.patch_embed.use_conv and not isinstance(ascend.norm.function, HandwrittenLayerNorm)
+    assert [p.name for p in cpu.get_parameters()] == [p.name for p in ascend.get_parameters()]
+
+
+def test_explicit_settings_force_any_formulation_and_impossible_ones_are_refused():
+    forced = plan_for("CPU", "model.patch_embed=conv", "model.backward=autodiff")
+    assert (forced.formulation.patch_embed, forced.formulation.backward) == ("conv", "autodiff")
+    assert plan_for("GPU", "model.backward=handwritten").formulation.backward == "handwritten"
+    with pytest.raises(ConfigError, match="runs on Ascend only"):
+        plan_for("CPU", "model.fused_attention=on")
+    with pytest.raises(ConfigError, match="attn_drop_rate=0.1"):
+        plan_for("Ascend", "model.fused_attention=on", "model.attn_drop_rate=0.1")
+    assert plan_for("Ascend", "model.attn_drop_rate=0.1").formulation.attention == "standard"
+    with pytest.raises(ConfigError, match="model.backward=handwritten .* O2"):
+        plan_for("CPU", "model.backward=handwritten", "amp.level=O2")
+    assert plan_for("CPU", "amp.level=O2").formulation.backward == "autodiff"
+
+
+def test_exports_and_inference_stay_portable():
+    export = plan_for("Ascend", purpose="export")
+    assert export.formulation.attention == "standard"
+    assert plan_for("CPU", purpose="inference").formulation.backward == "autodiff"
+
+
+def test_batches_and_the_architecture_are_resolved_once():
+    plan = plan_for("CPU", "train.global_batch_size=64", world_size=4)
+    assert (plan.batch_size, plan.global_batch_size, plan.eval_batch_size) == (16, 64, 16)
+    assert (plan.arch.patch_size, plan.arch.embed_dim, plan.arch.depth, plan.arch.num_heads) == (8, 64, 4, 4)
+    assert plan.arch.mlp_ratio == 2.0  # demo.yaml sets it; the variant default is 4
+    record = json.loads(plan.to_json())
+    assert record["arch"]["embed_dim"] == 64 and record["formulation"]["backward"] == "handwritten"
+    assert "batch 16 per device, 64 global" in plan.describe()

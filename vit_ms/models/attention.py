@@ -1,0 +1,53 @@
+"""Scaled dot-product attention over a fused qkv projection: (B, N, 3D) -> (B, N, D), as two formulations.
+
+- `DotProductAttention`: softmax(q k^T / sqrt(Dh)) v per head, written out (any device).
+- `FlashAttention`: MindSpore's fused `flash_attention_score` kernel (Ascend only), same function.
+`formulations.Formulation.attention` picks one; neither holds parameters.
+"""
+import mindspore as ms
+from mindspore import nn, ops
+
+from .layers import Softmax, dropout
+
+
+class DotProductAttention(nn.Cell):
+    """Multi-head attention from a fused qkv tensor, `softmax` as given (float32 inside under amp)."""
+
+    def __init__(self, num_heads: int, head_dim: int, attn_drop: float = 0.0, softmax: nn.Cell = None):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.scale = head_dim ** -0.5
+        self.softmax = softmax if softmax is not None else Softmax()
+        self.attn_drop = dropout(attn_drop)
+        self.q_matmul_k = ops.BatchMatMul(transpose_b=True)
+        self.attn_matmul_v = ops.BatchMatMul()
+
+    def construct(self, qkv):
+        b, n, _ = qkv.shape
+        qkv = qkv.reshape(b, n, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)  # (3, B, H, N, Dh)
+        q, k, v = ops.split(qkv, 1, axis=0)  # (1, B, H, N, Dh) each
+        q = q.squeeze(0) * self.scale  # scaling q is cheaper than scaling the (N, N) scores
+        attn = self.softmax(self.q_matmul_k(q, k.squeeze(0)))  # (B, H, N, N)
+        attn = self.attn_drop(attn)
+        out = self.attn_matmul_v(attn, v.squeeze(0))  # (B, H, N, Dh)
+        return out.transpose(0, 2, 1, 3).reshape(b, n, -1)  # (B, N, D)
+
+
+class FlashAttention(nn.Cell):
+    """The same attention through Ascend's fused kernel (float16/bfloat16 inside; float32 inputs are cast).
+
+    No attention dropout: the run plan refuses `model.attn_drop_rate > 0` with this formulation.
+    """
+
+    def __init__(self, num_heads: int, head_dim: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = head_dim ** -0.5
+
+    def construct(self, qkv):
+        q, k, v = ops.split(qkv, qkv.shape[-1] // 3, axis=-1)  # (B, N, D) each, the "BSH" layout
+        if qkv.dtype == ms.float32:  # the kernel takes float16/bfloat16 only (amp O0 runs)
+            q, k, v = q.astype(ms.float16), k.astype(ms.float16), v.astype(ms.float16)
+        out = ops.flash_attention_score(q, k, v, self.num_heads, scalar_value=self.scale, input_layout="BSH")
+        return out.astype(qkv.dtype)  # (B, N, D)

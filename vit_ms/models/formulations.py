@@ -1,0 +1,50 @@
+"""How each swappable layer is computed. Every formulation has the same parameters, names and function, so a
+checkpoint moves between them (and between devices) unchanged; only speed and memory differ.
+
+    f = Formulation(patch_embed="matmul", attention="standard", backward="handwritten")   # CPU's choice
+    model = VisionTransformer(arch, f)
+
+The run plan (`vit_ms.plan`) picks the formulation for the device; `model.patch_embed`, `model.fused_attention`
+and `model.backward` in the config force any of them.
+"""
+from dataclasses import dataclass
+
+from mindspore import nn
+
+from .attention import DotProductAttention, FlashAttention
+from .handwritten import HandwrittenErfGELU, HandwrittenLayerNorm, HandwrittenSoftmax
+from .layers import GELU, LayerNorm
+
+PATCH_EMBEDS = ("matmul", "conv")  # reshape + matmul (fast on CPU) or the stride-P convolution
+ATTENTIONS = ("standard", "fused")  # written out, or Ascend's flash-attention kernel
+BACKWARDS = ("autodiff", "handwritten")  # handwritten: LayerNorm, erf GELU and softmax gradients (float32)
+
+
+@dataclass(frozen=True)
+class Formulation:
+    patch_embed: str = "matmul"
+    attention: str = "standard"
+    backward: str = "autodiff"
+
+    def __post_init__(self):
+        for key, allowed in (("patch_embed", PATCH_EMBEDS), ("attention", ATTENTIONS), ("backward", BACKWARDS)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"Formulation.{key}={getattr(self, key)!r} must be one of {allowed}")
+
+    @property
+    def handwritten(self) -> bool:
+        return self.backward == "handwritten"
+
+    def layer_norm(self, dim: int, eps: float) -> LayerNorm:
+        return LayerNorm(dim, eps, HandwrittenLayerNorm(eps) if self.handwritten else None)
+
+    def gelu(self, approximate: str) -> nn.Cell:
+        if self.handwritten and approximate == "erf":
+            return HandwrittenErfGELU()
+        return GELU(approximate)
+
+    def attention_core(self, num_heads: int, head_dim: int, attn_drop: float) -> nn.Cell:
+        """(B, N, 3D) fused qkv -> (B, N, D)."""
+        if self.attention == "fused":
+            return FlashAttention(num_heads, head_dim)
+        return DotProductAttention(num_heads, head_dim, attn_drop, HandwrittenSoftmax() if self.handwritten else None)

@@ -1,0 +1,73 @@
+"""Layers with their gradients written out: the same derivatives as autodiff, from fewer or faster CPU kernels.
+
+LayerNormGrad, the erf kernel in GELU's gradient and a ReduceSum over the softmax rows are slow on CPU; these
+cells compute the same backward without them. Each is a parameter-free cell with a `bprop`, the form MindSpore
+2.10 accepts in graph mode; the outer cell (`layers.LayerNorm`) keeps the parameters and their names, so
+checkpoints move between formulations unchanged. Float32 only: the run plan uses them under amp O0 alone.
+Chosen by `formulations.Formulation(backward="handwritten")`, the default on CPU.
+"""
+import math
+
+from mindspore import nn, ops
+
+from .layers import LayerNormFunction
+
+
+class HandwrittenLayerNorm(LayerNormFunction):
+    """(x, weight, bias) -> LayerNorm(x) over the last axis, with the backward written out.
+
+    dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * weight; dweight = sum(dy * xhat),
+    dbias = sum(dy) over all rows. The statistics are recomputed (the primitive's extra outputs differ by device).
+    """
+
+    def bprop(self, x, weight, bias, out, dout):
+        d = x.shape[-1]
+        x2, dy = x.reshape(-1, d), dout.reshape(-1, d)  # (M, D)
+        xc = x2 - ops.mean(x2, -1, True)
+        rstd = ops.rsqrt(ops.mean(xc * xc, -1, True) + self.eps)  # (M, 1)
+        xhat = xc * rstd
+        g = dy * weight
+        dx = (g - ops.mean(g, -1, True) - xhat * ops.mean(g * xhat, -1, True)) * rstd
+        return dx.reshape(x.shape), ops.sum(dy * xhat, 0), ops.sum(dy, 0)
+
+
+class _ErfGELUFunction(nn.Cell):
+    """x -> (x * cdf, cdf) with cdf = Phi(x) = 0.5 (1 + erf(x / sqrt 2)); backward dy * (cdf + x * phi(x)).
+
+    Returning the cdf lets the backward reuse it instead of recomputing erf (a slow kernel on CPU).
+    """
+
+    def construct(self, x):
+        cdf = 0.5 + 0.5 * ops.erf(x * (1.0 / math.sqrt(2.0)))
+        return x * cdf, cdf
+
+    def bprop(self, x, out, dout):
+        pdf = ops.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
+        return (dout[0] * (out[1] + x * pdf),)
+
+
+class HandwrittenErfGELU(nn.Cell):
+    """The exact GELU, x * Phi(x), with the gradient of `_ErfGELUFunction`."""
+
+    approximate = "erf"
+
+    def __init__(self):
+        super().__init__()
+        self.function = _ErfGELUFunction()
+
+    def construct(self, x):
+        return self.function(x)[0]
+
+
+class HandwrittenSoftmax(nn.Cell):
+    """Softmax over the last axis; its backward y * (dy - rowsum(y * dy)) takes the row sums as a matmul with a
+    column of ones (the CPU ReduceSum over a 197-long last axis of a 4-d tensor is about 3x slower)."""
+
+    def construct(self, x):
+        return ops.softmax(x, axis=-1)
+
+    def bprop(self, x, out, dout):
+        n = x.shape[-1]
+        t = out * dout
+        row_sum = ops.matmul(t.reshape(-1, n), ops.ones((n, 1), t.dtype)).reshape(out.shape[:-1] + (1,))
+        return (t - out * row_sum,)

@@ -1,0 +1,143 @@
+"""The run plan: every setting that says `auto`, and every derived choice, resolved once into a frozen record.
+
+    runtime = setup_runtime(cfg)          # MindSpore context, device, rank: the only place that reads them
+    plan = resolve_plan(cfg, runtime)     # architecture, formulation, amp, loss scale, sink mode, batches
+    model = model_from_plan(plan)
+
+The model, the train step, the data and the logs take their decisions from `plan`; nothing else reads
+MindSpore's global context or the environment for them. The plan is logged once at start, written to
+`<run_dir>/plan.json` and stored in every checkpoint beside the config.
+"""
+import json
+from dataclasses import asdict, dataclass, field
+from typing import List
+
+from .config import Config
+from .errors import ConfigError
+from .models.formulations import Formulation
+from .variants import Architecture, resolve_architecture
+from .runtime import Runtime
+
+PURPOSES = ("train", "inference", "export")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    arch: Architecture
+    formulation: Formulation
+    device_target: str  # "CPU", "GPU" or "Ascend"
+    mode: str  # "graph" or "pynative"
+    amp_level: str  # "O0".."O3"
+    loss_scale: str  # "none" (amp O0), "fixed" or "dynamic"
+    loss_scale_value: float
+    scale_window: int
+    sink_mode: bool  # dataset sink mode for Model.train
+    rank: int
+    world_size: int
+    batch_size: int  # per device
+    global_batch_size: int  # batch_size x world_size: one optimizer step
+    eval_batch_size: int  # per device
+    notes: List[str] = field(default_factory=list, compare=False)  # why each 'auto' became what it is
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes checkpoints, metrics and the resolved config."""
+        return self.rank == 0
+
+    @property
+    def float_status_overflow(self) -> bool:
+        """Ascend reports overflow in float-status registers; CPU and GPU check the gradients for inf/nan."""
+        return self.device_target == "Ascend"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def describe(self) -> str:
+        """One line for the log."""
+        a, f = self.arch, self.formulation
+        return (f"{a.name} (patch {a.patch_size}, width {a.embed_dim}, depth {a.depth}, heads {a.num_heads}, "
+                f"{a.image_size} px, {a.num_classes} classes) on {self.device_target} x{self.world_size} "
+                f"(rank {self.rank}), {self.mode} mode, amp {self.amp_level}, loss scale {self.loss_scale}, "
+                f"sink {'on' if self.sink_mode else 'off'}; patch embedding {f.patch_embed}, attention "
+                f"{f.attention}, backward {f.backward}; batch {self.batch_size} per device, "
+                f"{self.global_batch_size} global")
+
+
+def _choose(key: str, setting: str, auto_value: str, on_value: str, off_value: str, notes: List[str],
+            why: str) -> str:
+    """Map an auto/on/off (or explicit) setting to a value, noting why 'auto' chose what it did."""
+    if setting == "auto":
+        notes.append(f"{key}=auto -> {auto_value} ({why})")
+        return auto_value
+    return {"on": on_value, "off": off_value}.get(setting, setting)
+
+
+def per_device_batch(cfg: Config, world_size: int) -> int:
+    """The batch each device trains on: train.global_batch_size split evenly, else train.batch_size."""
+    t = cfg.train
+    if t.global_batch_size <= 0:
+        return t.batch_size
+    if t.global_batch_size % world_size:
+        raise ConfigError(f"train.global_batch_size={t.global_batch_size} is not divisible by the {world_size} "
+                          f"devices of this run; use a multiple of {world_size}, or set train.batch_size per device")
+    return t.global_batch_size // world_size
+
+
+def resolve_amp_level(level: str, device_target: str) -> str:
+    """'auto' is O2 on Ascend and O0 elsewhere (O2 on CPU is slower and O1/bf16 fail there)."""
+    if level != "auto":
+        return level
+    return "O2" if device_target == "Ascend" else "O0"
+
+
+def _formulation(cfg: Config, device: str, amp_level: str, purpose: str, notes: List[str]) -> Formulation:
+    m = cfg.model
+    patch = _choose("model.patch_embed", m.patch_embed, "conv" if device == "Ascend" else "matmul", "", "", notes,
+                    f"{device}")
+    if m.fused_attention == "on" and device != "Ascend" and purpose != "export":
+        raise ConfigError(f"model.fused_attention=on needs MindSpore's flash attention, which runs on Ascend only; "
+                          f"this run targets {device}: use model.fused_attention=auto")
+    if m.fused_attention == "on" and m.attn_drop_rate > 0:
+        raise ConfigError(f"model.fused_attention=on cannot apply model.attn_drop_rate={m.attn_drop_rate} (the "
+                          f"fused kernel is used without its dropout mask); set model.attn_drop_rate=0 or "
+                          f"model.fused_attention=auto")
+    fused_auto = device == "Ascend" and m.attn_drop_rate == 0 and purpose != "export"
+    attention = _choose("model.fused_attention", m.fused_attention, "fused" if fused_auto else "standard", "fused",
+                        "standard", notes, "Ascend flash attention when there is no attention dropout; exports "
+                        "stay portable" if device == "Ascend" or purpose == "export" else device)
+    if m.backward == "handwritten" and amp_level != "O0":
+        raise ConfigError(f"model.backward=handwritten computes float32 gradients only, but amp.level resolves to "
+                          f"{amp_level}; use model.backward=auto or amp.level=O0")
+    handwritten_auto = device == "CPU" and amp_level == "O0" and purpose == "train"
+    backward = _choose("model.backward", m.backward, "handwritten" if handwritten_auto else "autodiff", "", "",
+                       notes, "written-out LayerNorm/GELU/softmax gradients are faster on CPU in float32")
+    return Formulation(patch_embed=patch, attention=attention, backward=backward)
+
+
+def resolve_plan(cfg: Config, runtime: Runtime, purpose: str = "train") -> RunPlan:
+    """The frozen plan for `cfg` on `runtime`; `purpose` 'export' keeps the formulation portable."""
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
+    notes: List[str] = []
+    device = runtime.device_target
+    amp_level = resolve_amp_level(cfg.amp.level, device)
+    if cfg.amp.level == "auto":
+        notes.append(f"amp.level=auto -> {amp_level} (O2 on Ascend, O0 elsewhere)")
+    loss_scale = "none" if amp_level == "O0" else cfg.amp.loss_scale
+    sink = _choose("train.sink_mode", cfg.train.sink_mode, "on" if device == "Ascend" else "off", "on", "off",
+                   notes, device) == "on"
+    batch = per_device_batch(cfg, runtime.world_size)
+    return RunPlan(arch=resolve_architecture(cfg.model),
+                   formulation=_formulation(cfg, device, amp_level, purpose, notes),
+                   device_target=device, mode=cfg.train.mode, amp_level=amp_level, loss_scale=loss_scale,
+                   loss_scale_value=cfg.amp.loss_scale_value, scale_window=cfg.amp.scale_window, sink_mode=sink,
+                   rank=runtime.rank, world_size=runtime.world_size, batch_size=batch,
+                   global_batch_size=batch * runtime.world_size, eval_batch_size=cfg.eval.batch_size or batch,
+                   notes=notes)

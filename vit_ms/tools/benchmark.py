@@ -1,0 +1,341 @@
+"""How fast a config trains, evaluates and feeds data on this machine; optionally against mindcv's ViT.
+
+    python -m vit_ms.benchmark --config vit_ti16.yaml --batch 16 --compare mindcv
+    python -m vit_ms.benchmark --config vit_s16.yaml --set data.num_parallel_workers=2 --batch 16 --steps 20
+
+Train step: the config's model, loss, optimizer, amp level and loss scaling, built by the functions train.py
+uses (resolve_plan, model_from_plan, build_optimizer, build_train_step), fed one synthetic batch (random images; soft labels
+when mixup/cutmix is on, as the real pipeline gives). Images/s is batch / step time: median, min/max and
+interquartile range over --steps timed steps after --warmup untimed ones; the first step (graph compilation plus
+one step) is timed apart. Eval is the forward pass alone. FLOPs are counted from the architecture (vit_ms.flops);
+on CPU the machine's float32 matmul rate (numpy and mindspore.ops.matmul) gives the model FLOPs utilisation.
+Peak memory: the process's peak RSS on CPU (getrusage), MindSpore's max_memory_allocated elsewhere.
+The data pipeline is timed alone: the config's train transforms (and mixup) over JPEG/PNG files that
+vit_ms.data.demo writes to a temporary folder.
+
+--compare mindcv builds mindcv's VisionTransformer with the same size, GELU, LayerNorm eps and dropout, trains it
+with the same optimizer, loss and amp, and times both in one process, alternating steps (ours, mindcv, ours, ...).
+Output: a table, then one JSON object per line per measurement; with --compare the last line holds
+ours_images_per_sec, mindcv_images_per_sec and ratio.
+"""
+import copy
+import dataclasses
+import functools
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import mindspore as ms
+import numpy as np
+from mindspore import nn, ops
+
+from ..cli import base_parser, config_from_args
+from ..config import Config
+from ..data import create_dataset
+from ..data.demo import write_synthetic_folder
+from ..errors import ConfigError
+from ..models import model_from_plan
+from ..plan import RunPlan, resolve_plan
+from ..runtime import setup_runtime
+from ..train.engine import build_train_step
+from ..train.optim import build_optimizer, lr_schedule, scaled_lr
+from .flops import TRAIN_FACTOR, model_flops
+
+
+def summarize(times: List[float], batch: int) -> dict:
+    """Step times (s) -> images/s: median, min, max and interquartile range."""
+    q1, med, q3 = np.percentile(times, [25, 50, 75])
+    return {"images_per_sec": batch / med, "images_per_sec_min": batch / max(times),
+            "images_per_sec_max": batch / min(times), "images_per_sec_iqr": [batch / q3, batch / q1],
+            "step_ms_median": 1e3 * med, "steps": len(times), "batch": batch}
+
+
+def first_call(call: Callable[[], object]) -> tuple:
+    """(output, seconds) of the first call: graph compilation plus one run in graph mode."""
+    start = time.perf_counter()
+    output = call()
+    return output, time.perf_counter() - start
+
+
+def run_interleaved(calls: Dict[str, Callable[[], object]], steps: int, warmup: int) -> Dict[str, dict]:
+    """`warmup` untimed calls each, then `steps` timed rounds alternating between the calls (A, B, A, B, ...)."""
+    out = {name: {"times": []} for name in calls}
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    for _ in range(steps):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            out[name]["last_output"] = call()
+            out[name]["times"].append(time.perf_counter() - start)
+    return out
+
+
+def synthetic_batch(cfg, batch: int, seed: int = 0):
+    """Random normalised images and the labels the config's loss gets: soft (B, K) with mixup/cutmix, else (B,)."""
+    rng = np.random.default_rng(seed)
+    size, classes = cfg.model.image_size, cfg.model.num_classes
+    images = rng.standard_normal((batch, cfg.model.in_channels, size, size)).astype(np.float32)
+    if cfg.data.mixup > 0 or cfg.data.cutmix > 0:
+        labels = rng.dirichlet(np.full(classes, 0.1), batch).astype(np.float32)
+    else:
+        labels = rng.integers(0, classes, batch).astype(np.int32)
+    return ms.Tensor(images), ms.Tensor(labels)
+
+
+class _DecayNames:
+    """`build_optimizer` asks the model which parameters skip weight decay; mindcv's ViT gets our rule."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def no_weight_decay(self) -> set:
+        return {p.name for p in self.model.trainable_params() if p.ndim <= 1 or p.name in ("cls_token", "pos_embed")}
+
+
+def mindcv_vit(arch):
+    """mindcv's VisionTransformer with the architecture, GELU, LayerNorm eps and dropout of `arch`."""
+    from mindcv.models.vit import VisionTransformer
+
+    if arch.representation_size:
+        raise ConfigError("--compare mindcv: mindcv's ViT has no pre-logits layer; use model.representation_size=null")
+    return VisionTransformer(
+        image_size=arch.image_size, patch_size=arch.patch_size, in_channels=arch.in_channels,
+        global_pool=arch.global_pool, embed_dim=arch.embed_dim, depth=arch.depth, num_heads=arch.num_heads,
+        mlp_ratio=arch.mlp_ratio, qkv_bias=arch.qkv_bias, pos_drop_rate=arch.drop_rate, proj_drop_rate=arch.drop_rate,
+        attn_drop_rate=arch.attn_drop_rate, drop_path_rate=arch.drop_path_rate,
+        act_layer=functools.partial(nn.GELU, approximate=arch.gelu == "tanh"),
+        norm_layer=functools.partial(nn.LayerNorm, epsilon=arch.norm_eps), num_classes=arch.num_classes)
+
+
+def build_training(cfg: Config, plan: RunPlan, model, steps: int, decay_rule=None):
+    """Optimizer and train step for `model` as train.py builds them (one lr per step for `steps` steps).
+
+    decay_rule: the object whose no_weight_decay() names the exempt parameters (default: the model).
+    """
+    lrs = lr_schedule(cfg.optim, scaled_lr(cfg.optim, plan.global_batch_size), 1, steps)
+    optimizer = build_optimizer(decay_rule or model, model.trainable_params(), cfg.optim, lrs)
+    return build_train_step(model, optimizer, cfg, plan)
+
+
+def peak_memory(device_target: str) -> dict:
+    if device_target == "CPU":  # ru_maxrss is in KiB on Linux
+        return {"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                "source": "process peak RSS (getrusage ru_maxrss)"}
+    return {"peak_bytes": int(ms.runtime.max_memory_allocated()), "source": "mindspore.runtime.max_memory_allocated"}
+
+
+class _MatMul(nn.Cell):
+    def construct(self, a, b):
+        return ops.matmul(a, b)
+
+
+def matmul_rates(n: int = 2048, reps: int = 7) -> dict:
+    """The machine's float32 (n x n) @ (n x n) rate in GFLOP/s, best of `reps`: numpy and mindspore.ops.matmul."""
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    ta, cell = ms.Tensor(a), _MatMul()
+    calls = {"numpy": lambda: a @ a, "mindspore": lambda: cell(ta, ta).asnumpy()}
+    best = {name: float("inf") for name in calls}
+    for call in calls.values():
+        call()
+    for _ in range(reps):  # alternating, so both see the same background load
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {"numpy_gflops": 2 * n ** 3 / best["numpy"] / 1e9, "mindspore_gflops": 2 * n ** 3 / best["mindspore"] / 1e9,
+            "size": n, "statistic": f"best of {reps}"}
+
+
+def data_throughput(cfg, batch: int, image_size: int, batches: int) -> dict:
+    """images/s of the config's train pipeline (decode, transforms, batch, mixup) over files in a temp folder.
+
+    Timed from the iterator's creation to its end (start-up included), over `batches` batches.
+    """
+    classes = 4
+    with tempfile.TemporaryDirectory(prefix="vit_ms_bench_") as root:
+        write_synthetic_folder(root, classes, -(-batches * batch // classes), 1, image_size, seed=0)
+        dcfg = copy.deepcopy(cfg)
+        dcfg.data.root, dcfg.model.num_classes = root, classes
+        dataset, _ = create_dataset(dcfg, "train", True, batch_size=batch, steps_per_epoch=batches)
+        start = time.perf_counter()
+        count = sum(len(images) for images, _ in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))
+        elapsed = time.perf_counter() - start
+    return {"images_per_sec": count / elapsed, "images": count, "file_size_px": image_size,
+            "crop_px": cfg.model.image_size, "workers": min(cfg.data.num_parallel_workers, os.cpu_count() or 1),
+            "workers_configured": cfg.data.num_parallel_workers, "batch": batch,
+            "files": "JPEG and PNG alternating (vit_ms.data.demo.write_synthetic_folder)",
+            "auto_augment": cfg.data.auto_augment, "mixup": cfg.data.mixup, "cutmix": cfg.data.cutmix}
+
+
+def bench_config(cfg: Config, batch: int, mode: Optional[str]) -> Config:
+    """`cfg` on one device with `batch` images per step (and `mode` when given); `cfg` itself is unchanged."""
+    train = dataclasses.replace(cfg.train, batch_size=batch, global_batch_size=0, mode=mode or cfg.train.mode)
+    return dataclasses.replace(cfg, train=train, distributed=False)
+
+
+def setting_records(cfg: Config, plan: RunPlan) -> List[dict]:
+    """What runs (config, model, device, amp, formulation), its FLOPs and, on CPU, the machine's matmul rate."""
+    f = plan.formulation
+    setting = {"config": cfg.run_name, "model": plan.arch.name, "image_size": plan.arch.image_size,
+               "batch": plan.batch_size, "mode": plan.mode, "device": plan.device_target, "amp": plan.amp_level,
+               "optimizer": cfg.optim.name, "loss_scale": plan.loss_scale,
+               "formulation": {"patch_embed": f.patch_embed, "attention": f.attention, "backward": f.backward}}
+    flops = model_flops(plan.arch)
+    records = [dict(measurement="setting", **setting),
+               {"measurement": "flops", "forward_gflops_per_image": flops["total"] / 1e9,
+                "train_gflops_per_image": TRAIN_FACTOR * flops["total"] / 1e9,
+                "forward_gflops_by_part": {k: v / 1e9 for k, v in flops.items() if k != "total"}}]
+    if plan.device_target == "CPU":
+        records.append(dict(measurement="matmul_peak", **matmul_rates()))
+    return records
+
+
+def time_training(cfg: Config, plan: RunPlan, models: dict, batch, steps: int, warmup: int):
+    """Build each model's train step and time it: (interleaved timings, first call per model, memory per model)."""
+    images, labels = batch
+    train_calls, first, memory = {}, {}, {}
+    for name, model in models.items():
+        decay_rule = _DecayNames(model) if name == "mindcv" else None
+        train_step = build_training(cfg, plan, model, 1 + warmup + steps, decay_rule)
+        train_calls[name] = functools.partial(lambda step: step(images, labels)[0].asnumpy(), train_step)
+        if plan.device_target != "CPU":
+            ms.runtime.reset_peak_memory_stats()
+        before = peak_memory(plan.device_target)["peak_bytes"]
+        first[name] = first_call(train_calls[name])  # before the next model compiles: memory per model
+        memory[name] = dict(peak_memory(plan.device_target), before_bytes=before)
+    return run_interleaved(train_calls, steps, warmup), first, memory
+
+
+def time_eval(models: dict, images, steps: int, warmup: int):
+    """The forward pass in inference mode, interleaved: (timings, first call seconds per model)."""
+    for model in models.values():
+        model.set_train(False)
+    eval_calls = {name: functools.partial(lambda m: m(images).asnumpy(), model) for name, model in models.items()}
+    eval_first = {name: first_call(call)[1] for name, call in eval_calls.items()}
+    return run_interleaved(eval_calls, steps, warmup), eval_first
+
+
+def model_records(name: str, batch: int, train, first, evals, eval_first, memory, records: List[dict]) -> List[dict]:
+    """The train, compile, eval, memory and utilisation records of one model."""
+    flops = records_for(records, "flops")["forward_gflops_per_image"] * 1e9
+    t = dict(measurement="train", model=name, **summarize(train[name]["times"], batch),
+             loss_first=float(first[name][0]), loss_last=float(train[name]["last_output"]))
+    achieved = t["images_per_sec"] * TRAIN_FACTOR * flops
+    util = {"measurement": "utilisation", "model": name, "train_gflops_per_sec": achieved / 1e9}
+    peak = next((r for r in records if r.get("measurement") == "matmul_peak"), None)
+    if peak:
+        best = max(peak["numpy_gflops"], peak["mindspore_gflops"])
+        util.update(mfu=achieved / 1e9 / best, peak_gflops=best, peak_source="best measured float32 matmul")
+    return [t, {"measurement": "compile", "model": name, "first_step_s": first[name][1],
+                "note": "first train step after the build: graph compilation plus one step"},
+            dict(measurement="eval", model=name, **summarize(evals[name]["times"], batch),
+                 first_step_s=eval_first[name]),
+            dict(measurement="memory", model=name, **memory[name]), util]
+
+
+def comparison_record(records: List[dict], compare: str) -> dict:
+    """The last line of a --compare run: both train rates, their ratio and the eval ratio."""
+    ours, theirs = records_for(records, "train", "ours"), records_for(records, "train", compare)
+    setting = {k: v for k, v in records_for(records, "setting").items() if k != "measurement"}
+    return {"ours_images_per_sec": ours["images_per_sec"], f"{compare}_images_per_sec": theirs["images_per_sec"],
+            "ratio": ours["images_per_sec"] / theirs["images_per_sec"],
+            "eval_ratio": records_for(records, "eval", "ours")["images_per_sec"]
+            / records_for(records, "eval", compare)["images_per_sec"], **setting}
+
+
+def benchmark(cfg: Config, steps: int, warmup: int, compare: Optional[str], data: bool, data_image_size: int,
+              data_batches: int) -> List[dict]:
+    """Run every measurement for `cfg` (see `bench_config`); returns the records (see the module docstring)."""
+    plan = resolve_plan(cfg, setup_runtime(cfg))
+    records = setting_records(cfg, plan)
+    models = {"ours": model_from_plan(plan)}
+    if compare:
+        models[compare] = mindcv_vit(plan.arch)
+    batch = synthetic_batch(cfg, plan.batch_size, cfg.train.seed)
+    train, first, memory = time_training(cfg, plan, models, batch, steps, warmup)
+    evals, eval_first = time_eval(models, batch[0], steps, warmup)
+    for name in models:
+        records += model_records(name, plan.batch_size, train, first, evals, eval_first, memory, records)
+    if data:
+        records.append(dict(measurement="data", config=cfg.run_name,
+                            **data_throughput(cfg, plan.batch_size, data_image_size or plan.arch.image_size * 9 // 7,
+                                              data_batches)))
+    if compare:
+        records.append(comparison_record(records, compare))
+    return records
+
+
+def records_for(records: List[dict], measurement: str, model: Optional[str] = None) -> dict:
+    """The first record of `measurement` (for `model`, when given)."""
+    return next(r for r in records if r.get("measurement") == measurement and model in (None, r.get("model")))
+
+
+def format_table(records: List[dict]) -> str:
+    """The human-readable summary printed above the JSON lines."""
+    setting = records[0]
+    names = [r["model"] for r in records if r.get("measurement") == "train"]
+    flops = next(r for r in records if r.get("measurement") == "flops")
+    lines = [f"{setting['model']} at {setting['image_size']} px, batch {setting['batch']}, {setting['mode']} mode, "
+             f"{setting['device']}, amp {setting['amp']}, {setting['optimizer']}",
+             f"model: {flops['forward_gflops_per_image']:.2f} GFLOP/image forward, "
+             f"{flops['train_gflops_per_image']:.2f} per training image (3x)",
+             f"{'':34s}" + "".join(f"{n:>14s}" for n in names)]
+
+    def row(label: str, measurement: str, fmt: Callable[[dict], str]):
+        lines.append(f"{label:34s}" + "".join(f"{fmt(records_for(records, measurement, n)):>14s}" for n in names))
+
+    row("train images/s (median)", "train", lambda r: f"{r['images_per_sec']:.2f}")
+    row("  min - max", "train", lambda r: f"{r['images_per_sec_min']:.1f}-{r['images_per_sec_max']:.1f}")
+    row("  interquartile range", "train",
+        lambda r: f"{r['images_per_sec_iqr'][0]:.1f}-{r['images_per_sec_iqr'][1]:.1f}")
+    row("first step (compile + 1 step), s", "compile", lambda r: f"{r['first_step_s']:.1f}")
+    row("eval images/s (median)", "eval", lambda r: f"{r['images_per_sec']:.2f}")
+    row("train GFLOP/s", "utilisation", lambda r: f"{r['train_gflops_per_sec']:.1f}")
+    if any("mfu" in r for r in records):
+        row("model FLOPs utilisation", "utilisation", lambda r: f"{100 * r['mfu']:.1f}%")
+    row("peak memory after first step, GB", "memory", lambda r: f"{r['peak_bytes'] / 1e9:.2f}")
+    row("  growth during build + first step", "memory", lambda r: f"{(r['peak_bytes'] - r['before_bytes']) / 1e9:.2f}")
+    lines.append(f"  ({records_for(records, 'memory', names[0])['source']}"
+                 + ("; one process: the second column includes the first model" if len(names) > 1 else "") + ")")
+    for r in records:
+        if r.get("measurement") == "matmul_peak":
+            lines.append(f"float32 matmul {r['size']}^3: numpy {r['numpy_gflops']:.0f} GFLOP/s, "
+                         f"mindspore {r['mindspore_gflops']:.0f} GFLOP/s")
+        if r.get("measurement") == "data":
+            lines.append(f"data pipeline ({r['config']} train transforms, {r['file_size_px']} px files -> "
+                         f"{r['crop_px']} px, {r['workers']} workers): {r['images_per_sec']:.1f} images/s")
+        if "ratio" in r:
+            lines.append(f"ours / {names[1]}: train {r['ratio']:.2f}x, eval {r['eval_ratio']:.2f}x")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = base_parser("Measure training, evaluation and data-pipeline speed of a config.")
+    parser.add_argument("--batch", type=int, default=0, help="batch size (default: train.batch_size)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per model (default 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps after the first (default 2)")
+    parser.add_argument("--mode", choices=["graph", "pynative"], default=None, help="default: train.mode")
+    parser.add_argument("--compare", choices=["mindcv"], default=None, help="also time mindcv's ViT of this size")
+    parser.add_argument("--skip-data", action="store_true", help="do not time the data pipeline")
+    parser.add_argument("--data-image-size", type=int, default=0,
+                        help="side of the images written for the data pipeline (default: 9/7 of model.image_size, "
+                             "288 px at 224, as photos are larger than the crop)")
+    parser.add_argument("--data-batches", type=int, default=20, help="batches timed through the data pipeline")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0 or args.batch < 0 or args.data_batches < 1:
+        raise ConfigError("--steps and --data-batches must be >= 1, --warmup and --batch >= 0")
+    cfg = config_from_args(args)
+    cfg = bench_config(cfg, args.batch or cfg.train.batch_size, args.mode)
+    records = benchmark(cfg, args.steps, args.warmup, args.compare, not args.skip_data, args.data_image_size,
+                        args.data_batches)
+    print(format_table(records))
+    for record in records:
+        print(json.dumps(record))
+    sys.stdout.flush()
+    return 0
+

@@ -1,0 +1,3 @@
+"""Training: the train step and metrics (`engine`), optimizer and lr schedule (`optim`), losses (`loss`),
+callbacks (`callbacks`), checkpoint files (`checkpoint`), data-parallel checks (`distributed`) and the run
+that ties them together (`trainer.run_training`)."""

@@ -1,0 +1,215 @@
+"""A training run: runtime and plan, run directory, data, model, optimizer and `Model.train` with callbacks.
+
+    result = run_training(cfg, resume="auto")
+
+`train.py` parses arguments and calls `run_training`; everything the run needs is built here from the config
+and the run plan (`vit_ms.plan`), one step per function.
+"""
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import mindspore as ms
+
+from ..config import Config, config_to_dict, save_config
+from ..data import create_dataset
+from ..errors import ConfigError, UserError
+from ..models import model_from_plan
+from ..plan import RunPlan, resolve_plan
+from ..runtime import setup_runtime
+from .callbacks import CheckpointAndMetrics, TrainProgress
+from .checkpoint import (CheckpointMeta, TrainState, check_fit, find_resume_checkpoint, network_params,
+                         read_checkpoint, read_meta, remove_partial_files, train_state)
+from .distributed import check_replicas, check_same_resume
+from .engine import build_train_step, mindspore_model
+from .optim import build_optimizer, lr_schedule, scaled_lr
+
+log = logging.getLogger("vit_ms")
+
+
+def setup_logging(run_dir: Optional[Path], rank: int) -> None:
+    """Console plus `<run_dir>/train.log` (rank 0) or `train_rank<N>.log`: every rank keeps its own log."""
+    logger = logging.getLogger("vit_ms")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    console = logging.StreamHandler()
+    console.setFormatter(fmt)
+    logger.addHandler(console)
+    if run_dir is not None:
+        name = "train.log" if rank == 0 else f"train_rank{rank}.log"
+        file_handler = logging.FileHandler(run_dir / name)
+        file_handler.setFormatter(fmt)
+        logger.addHandler(file_handler)
+
+
+def prepare_run_dir(cfg: Config, rank: int = 0) -> Path:
+    """Create the run directory and prove it is writable before any training starts."""
+    run_dir = Path(cfg.output_dir) / (cfg.run_name or "run")
+    probe = run_dir / f".write_test_rank{rank}"  # per rank: all ranks probe the same directory at once
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"cannot write to the run directory '{run_dir}' ({err.strerror}); choose a writable "
+                        f"output_dir, e.g. --set output_dir=/tmp/runs") from err
+    return run_dir
+
+
+def check_num_classes(num_classes: int, class_names: List[str], split_dir: Path) -> None:
+    """model.num_classes must match the class folders of the split the labels come from."""
+    if num_classes != len(class_names):
+        raise ConfigError(f"model.num_classes={num_classes} but '{split_dir}' has {len(class_names)} class "
+                          f"folders; set --set model.num_classes={len(class_names)}")
+
+
+@dataclass
+class Resume:
+    """Where a run continues from: nothing (a fresh start) or a checkpoint's contents."""
+    path: Optional[Path] = None
+    params: Optional[dict] = None
+    state: TrainState = field(default_factory=TrainState)
+    meta: CheckpointMeta = field(default_factory=CheckpointMeta)
+
+
+def load_resume(resume: Optional[str], run_dir: Path, plan: RunPlan) -> Resume:
+    """Read the checkpoint `resume` names ('auto': the one recording the most training) and check it fits the plan."""
+    path = find_resume_checkpoint(run_dir) if resume == "auto" else (Path(resume) if resume else None)
+    if resume == "auto" and path is None:
+        log.info("resume auto: no checkpoint in %s, starting fresh", run_dir)
+    if path is None:
+        return Resume()
+    params = read_checkpoint(path)
+    found = Resume(path, params, train_state(params), read_meta(params))
+    recorded = (found.meta.plan or {}).get("global_batch_size")
+    if found.state.step_in_epoch and recorded not in (None, plan.global_batch_size):
+        raise ConfigError(
+            f"checkpoint '{path}' stopped in the middle of epoch {found.state.epoch + 1} with a global batch of "
+            f"{recorded}, but this run's global batch is {plan.global_batch_size}: the position in the epoch "
+            f"and the lr schedule count steps of the old batch. Resume with the same train.batch_size / "
+            f"train.global_batch_size, or resume from an epoch checkpoint (epoch_*.ckpt) or a fresh run")
+    return found
+
+
+def build_datasets(cfg: Config, plan: RunPlan, resume: Resume):
+    """The train split (this rank's shard, from the resume position) and the val split; their DatasetInfo."""
+    classes = resume.meta.class_names
+    source = f"the checkpoint '{resume.path}' (its recorded class list)" if classes else ""
+    train_ds, info = create_dataset(cfg, "train", True, batch_size=plan.batch_size, num_shards=plan.world_size,
+                                    shard_id=plan.rank, start_epoch=resume.state.epoch,
+                                    skip_steps=resume.state.step_in_epoch, steps_per_epoch=cfg.train.steps_per_epoch,
+                                    classes=classes, classes_source=source)
+    val_ds, _ = create_dataset(cfg, "val", False, batch_size=plan.eval_batch_size, num_shards=plan.world_size,
+                               shard_id=plan.rank, classes=info.class_names,
+                               classes_source=source or "the training split")
+    check_num_classes(plan.arch.num_classes, info.class_names, Path(cfg.data.root) / cfg.data.train_split)
+    return train_ds, val_ds, info
+
+
+def initial_weights(model, cfg: Config, resume: Resume, cache_dir: Optional[Path]) -> None:
+    """Published weights for a fresh run that names them (a resumed run takes the checkpoint's)."""
+    if cfg.model.pretrained and resume.params is None:
+        from ..weights.load import load_pretrained
+
+        report = load_pretrained(model, cfg.model.pretrained, sha256=cfg.model.pretrained_sha256, cache_dir=cache_dir)
+        log.info("pretrained weights: %s", report)
+
+
+def trainable_parameters(model, freeze_backbone: bool):
+    if not freeze_backbone:
+        return model.trainable_params()
+    if model.head is None:
+        raise ConfigError("train.freeze_backbone=true needs a classification head (model.num_classes > 0)")
+    return list(model.head.trainable_params())
+
+
+def build_step(cfg: Config, plan: RunPlan, model, steps_per_epoch: int):
+    """Optimizer over the trainable parameters with the per-step lr table, and the train step; (step, lrs)."""
+    lr = scaled_lr(cfg.optim, plan.global_batch_size)
+    if cfg.optim.lr_batch_size > 0:
+        log.info("lr %.3e = base lr %.3e x global batch %d / %d", lr, cfg.optim.lr, plan.global_batch_size,
+                 cfg.optim.lr_batch_size)
+    else:
+        log.info("lr %.3e (optim.lr_batch_size=0: not scaled by the global batch %d)", lr, plan.global_batch_size)
+    lrs = lr_schedule(cfg.optim, lr, cfg.train.epochs, steps_per_epoch)
+    optimizer = build_optimizer(model, trainable_parameters(model, cfg.train.freeze_backbone), cfg.optim, lrs)
+    return build_train_step(model, optimizer, cfg, plan), lrs
+
+
+def restore(train_step, model, resume: Resume) -> None:
+    """Load a resumed checkpoint's weights, optimizer and loss-scale state into the train step."""
+    if resume.params is None:
+        return
+    check_fit(model, resume.params, source=f"checkpoint '{resume.path}'")
+    # the per-step lr table comes from the config (a resumed run may extend train.epochs), not the file
+    ms.load_param_into_net(train_step, {k: v for k, v in network_params(resume.params).items()
+                                        if k != "learning_rate"})
+    st = resume.state
+    log.info("resumed from %s at epoch %d step %d (global step %d)", resume.path, st.epoch + 1, st.step_in_epoch,
+             st.global_step)
+
+
+def write_run_files(run_dir: Path, cfg: Config, plan: RunPlan, class_names: List[str]) -> None:
+    save_config(cfg, run_dir / "config.yaml")
+    (run_dir / "plan.json").write_text(json.dumps(plan.to_dict(), indent=2) + "\n", encoding="utf-8")
+    (run_dir / "classes.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
+
+
+def run_training(cfg: Config, resume: Optional[str] = None, cache_dir: Optional[Path] = None) -> dict:
+    """Train as `cfg` says, resuming from a checkpoint path or 'auto'; returns the last epoch's record.
+
+    `cache_dir` is where published weights named by `model.pretrained` are downloaded (None: the default).
+    """
+    runtime = setup_runtime(cfg)
+    plan = resolve_plan(cfg, runtime)
+    run_dir = prepare_run_dir(cfg, plan.rank)
+    setup_logging(run_dir, plan.rank)
+    log.info("plan: %s", plan.describe())
+    if plan.distributed:
+        log.info("data-parallel rank %d of %d on %s", plan.rank, plan.world_size, plan.device_target)
+    for note in plan.notes:
+        log.info("plan: %s", note)
+    if plan.is_main:
+        remove_partial_files(run_dir)
+    resumed = load_resume(resume, run_dir, plan)
+    if plan.distributed and resume:
+        check_same_resume(resumed.path, resumed.params, resumed.state, plan.rank, plan.world_size, run_dir)
+    train_ds, val_ds, info = build_datasets(cfg, plan, resumed)
+    model = model_from_plan(plan)
+    initial_weights(model, cfg, resumed, cache_dir)
+    train_step, lrs = build_step(cfg, plan, model, info.steps_per_epoch)
+    restore(train_step, model, resumed)
+
+    state = resumed.state
+    main_dir = run_dir if plan.is_main else None
+    if main_dir is not None:
+        write_run_files(run_dir, cfg, plan, info.class_names)
+    meta = CheckpointMeta(config_to_dict(cfg), plan.to_dict(), info.class_names)
+    progress = TrainProgress(state, info.steps_per_epoch, plan.global_batch_size, lrs, cfg.train.log_interval,
+                             plan.loss_scale == "dynamic")
+    eval_model = mindspore_model(None, model, plan.world_size)
+
+    def evaluate() -> dict:
+        metrics = eval_model.eval(val_ds, dataset_sink_mode=False)["cls"]
+        train_step.set_train(True)  # eval switched the shared cells to inference mode
+        return metrics
+
+    checkpoints = CheckpointAndMetrics(train_step, main_dir, progress, evaluate, cfg.checkpoint,
+                                       cfg.eval.interval_epochs, cfg.train.epochs, meta)
+    if state.epoch >= cfg.train.epochs:
+        log.info("the run already completed %d of %d epochs; nothing to train", state.epoch, cfg.train.epochs)
+        return {"epoch": state.epoch, "best_top1": state.best_top1}
+    log.info("training %s on %d images (%d steps/epoch, %d classes) for %d epochs", plan.arch.name,
+             info.num_samples, info.steps_per_epoch, len(info.class_names), cfg.train.epochs)
+    mindspore_model(train_step, model, plan.world_size).train(
+        cfg.train.epochs, train_ds, callbacks=[progress, checkpoints], dataset_sink_mode=plan.sink_mode,
+        initial_epoch=state.epoch)
+    if plan.distributed:
+        check_replicas(model, plan.world_size)
+    return {"epoch": state.epoch, "global_step": state.global_step, "best_top1": state.best_top1,
+            "skipped_steps": progress.skipped_steps}
