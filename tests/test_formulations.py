@@ -86,3 +86,56 @@ def test_checkpoints_move_between_formulations():
     a.set_train(False), b.set_train(False)
     x = Tensor(np.random.default_rng(2).standard_normal((2, 3, 32, 32)).astype(np.float32))
     assert np.abs(a(x).asnumpy() - b(x).asnumpy()).max() < 1e-5
+
+
+def test_bias_gemm_gives_autodiff_gradients_in_float32():
+    kwargs = dict(num_classes=5, image_size=32, patch_size=8, depth=2, embed_dim=48, num_heads=3,
+                  representation_size=16)
+    plain = create_model("vit_ti16", **kwargs)
+    gemm = create_model("vit_ti16", formulation=Formulation(bias_grad="gemm"), **kwargs)
+    ms.load_param_into_net(gemm, {p.name: Parameter(p.data.copy(), p.name) for p in plain.get_parameters()})
+    rng = np.random.default_rng(3)
+    x = Tensor(rng.standard_normal((4, 3, 32, 32)).astype(np.float32))
+    y = Tensor(np.array([0, 1, 2, 3], np.int32))
+    _, grads_a = gradients(plain, x, y)
+    _, grads_b = gradients(gemm, x, y)
+    for p, a, b in zip(plain.trainable_params(), grads_a, grads_b):
+        assert np.abs(a - b).max() <= 1e-6 * max(np.abs(a).max(), 1e-6), p.name
+
+
+def test_bias_gemm_matches_autodiff_under_o2():
+    kwargs = dict(num_classes=5, image_size=32, patch_size=8, depth=1, embed_dim=32, num_heads=2)
+    plain = create_model("vit_ti16", **kwargs)
+    gemm = create_model("vit_ti16", formulation=Formulation(bias_grad="gemm"), **kwargs)
+    ms.load_param_into_net(gemm, {p.name: Parameter(p.data.copy(), p.name) for p in plain.get_parameters()})
+    rng = np.random.default_rng(4)
+    x = Tensor(rng.standard_normal((4, 3, 32, 32)).astype(np.float32))
+    y = Tensor(np.array([0, 1, 2, 3], np.int32))
+    results = []
+    for model in (plain, gemm):
+        ms.amp.auto_mixed_precision(model, "O2")
+        loss_fn = lambda images, labels, m=model: ops.cross_entropy(m(images).astype(ms.float32), labels)  # noqa: E731
+        results.append(ms.value_and_grad(loss_fn, None, model.trainable_params())(x, y))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert float(loss_a.asnumpy()) == pytest.approx(float(loss_b.asnumpy()), rel=1e-3)
+    for p, a, b in zip(plain.trainable_params(), grads_a, grads_b):
+        a, b = a.asnumpy().astype(np.float32), b.asnumpy().astype(np.float32)
+        assert np.abs(a - b).max() <= 1e-3 * max(np.abs(a).max(), 1e-3), p.name
+
+
+def test_the_bias_gemm_bprop_is_the_one_used(monkeypatch):
+    from vit_ms.models import handwritten
+
+    kwargs = dict(num_classes=5, image_size=32, patch_size=8, depth=1, embed_dim=32, num_heads=2)
+    x = Tensor(np.random.default_rng(5).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    y = Tensor(np.array([0, 1], np.int32))
+    good = create_model("vit_ti16", formulation=Formulation(bias_grad="gemm"), **kwargs)
+    _, right = gradients(good, x, y)
+    original = handwritten.BiasGemmLinear.bprop
+    monkeypatch.setattr(handwritten.BiasGemmLinear, "bprop",
+                        lambda self, x, w, b, out, dout: tuple(2.0 * g for g in original(self, x, w, b, out, dout)))
+    bad = create_model("vit_ti16", formulation=Formulation(bias_grad="gemm"), **kwargs)
+    ms.load_param_into_net(bad, {p.name: Parameter(p.data.copy(), p.name) for p in good.get_parameters()})
+    _, doubled = gradients(bad, x, y)
+    head = [p.name for p in good.trainable_params()].index("head.bias")
+    np.testing.assert_allclose(doubled[head], 2.0 * right[head], rtol=1e-5)

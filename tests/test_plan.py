@@ -66,3 +66,14 @@ def test_batches_and_the_architecture_are_resolved_once():
     record = json.loads(plan.to_json())
     assert record["arch"]["embed_dim"] == 64 and record["formulation"]["backward"] == "handwritten"
     assert "batch 16 per device, 64 global" in plan.describe()
+
+
+def test_gpu_gets_bias_gradients_as_gemms_and_any_device_can_force_them():
+    assert plan_for("GPU").formulation.bias_grad == "gemm"
+    assert plan_for("GPU", "amp.level=O2").formulation.bias_grad == "gemm"
+    assert plan_for("CPU").formulation.bias_grad == "reduce" and plan_for("Ascend").formulation.bias_grad == "reduce"
+    assert plan_for("CPU", "model.bias_grad=gemm").formulation.bias_grad == "gemm"
+    from vit_ms.models.handwritten import BiasGemmLinear
+
+    gpu = model_from_plan(plan_for("GPU"))
+    assert isinstance(gpu.blocks[0].attn.qkv.function, BiasGemmLinear) and isinstance(gpu.head.function, BiasGemmLinear)

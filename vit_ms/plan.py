@@ -66,7 +66,7 @@ class RunPlan:
                 f"{a.image_size} px, {a.num_classes} classes) on {self.device_target} x{self.world_size} "
                 f"(rank {self.rank}), {self.mode} mode, amp {self.amp_level}, loss scale {self.loss_scale}, "
                 f"sink {'on' if self.sink_mode else 'off'}; patch embedding {f.patch_embed}, attention "
-                f"{f.attention}, backward {f.backward}; batch {self.batch_size} per device, "
+                f"{f.attention}, backward {f.backward}, bias gradient {f.bias_grad}; batch {self.batch_size} per device, "
                 f"{self.global_batch_size} global")
 
 
@@ -118,7 +118,9 @@ def _formulation(cfg: Config, device: str, amp_level: str, purpose: str, notes: 
     handwritten_auto = device == "CPU" and amp_level == "O0" and purpose == "train"
     backward = _choose("model.backward", m.backward, "handwritten" if handwritten_auto else "autodiff", "", "",
                        notes, "written-out LayerNorm/GELU/softmax gradients are faster on CPU in float32")
-    return Formulation(patch_embed=patch, attention=attention, backward=backward)
+    bias_grad = _choose("model.bias_grad", m.bias_grad, "gemm" if device == "GPU" else "reduce", "", "", notes,
+                        "bias gradients as ones(1, M) @ dy run on GPU tensor cores; a reduction elsewhere")
+    return Formulation(patch_embed=patch, attention=attention, backward=backward, bias_grad=bias_grad)
 
 
 def resolve_plan(cfg: Config, runtime: Runtime, purpose: str = "train") -> RunPlan:

@@ -1,23 +1,24 @@
 """How each swappable layer is computed. Every formulation has the same parameters, names and function, so a
 checkpoint moves between them (and between devices) unchanged; only speed and memory differ.
 
-    f = Formulation(patch_embed="matmul", attention="standard", backward="handwritten")   # CPU's choice
+    f = Formulation(patch_embed="matmul", attention="standard", backward="handwritten", bias_grad="reduce")  # CPU
     model = VisionTransformer(arch, f)
 
-The run plan (`vit_ms.plan`) picks the formulation for the device; `model.patch_embed`, `model.fused_attention`
-and `model.backward` in the config force any of them.
+The run plan (`vit_ms.plan`) picks the formulation for the device; `model.patch_embed`, `model.fused_attention`,
+`model.backward` and `model.bias_grad` in the config force any of them on any device.
 """
 from dataclasses import dataclass
 
 from mindspore import nn
 
 from .attention import DotProductAttention, FlashAttention
-from .handwritten import HandwrittenErfGELU, HandwrittenLayerNorm, HandwrittenSoftmax
-from .layers import GELU, LayerNorm
+from .handwritten import BiasGemmLinear, HandwrittenErfGELU, HandwrittenLayerNorm, HandwrittenSoftmax
+from .layers import GELU, LayerNorm, Linear
 
 PATCH_EMBEDS = ("matmul", "conv")  # reshape + matmul (fast on CPU) or the stride-P convolution
 ATTENTIONS = ("standard", "fused")  # written out, or Ascend's flash-attention kernel
 BACKWARDS = ("autodiff", "handwritten")  # handwritten: LayerNorm, erf GELU and softmax gradients (float32)
+BIAS_GRADS = ("reduce", "gemm")  # a Linear's bias gradient: autodiff's row reduction, or ones(1, M) @ dy
 
 
 @dataclass(frozen=True)
@@ -25,15 +26,20 @@ class Formulation:
     patch_embed: str = "matmul"
     attention: str = "standard"
     backward: str = "autodiff"
+    bias_grad: str = "reduce"
 
     def __post_init__(self):
-        for key, allowed in (("patch_embed", PATCH_EMBEDS), ("attention", ATTENTIONS), ("backward", BACKWARDS)):
+        for key, allowed in (("patch_embed", PATCH_EMBEDS), ("attention", ATTENTIONS), ("backward", BACKWARDS),
+                             ("bias_grad", BIAS_GRADS)):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"Formulation.{key}={getattr(self, key)!r} must be one of {allowed}")
 
     @property
     def handwritten(self) -> bool:
         return self.backward == "handwritten"
+
+    def linear(self, in_features: int, out_features: int, bias: bool = True) -> Linear:
+        return Linear(in_features, out_features, bias, function=BiasGemmLinear() if self.bias_grad == "gemm" else None)
 
     def layer_norm(self, dim: int, eps: float) -> LayerNorm:
         return LayerNorm(dim, eps, HandwrittenLayerNorm(eps) if self.handwritten else None)

@@ -3,14 +3,16 @@
 LayerNormGrad, the erf kernel in GELU's gradient and a ReduceSum over the softmax rows are slow on CPU; these
 cells compute the same backward without them. Each is a parameter-free cell with a `bprop`, the form MindSpore
 2.10 accepts in graph mode; the outer cell (`layers.LayerNorm`) keeps the parameters and their names, so
-checkpoints move between formulations unchanged. Float32 only: the run plan uses them under amp O0 alone.
-Chosen by `formulations.Formulation(backward="handwritten")`, the default on CPU.
+checkpoints move between formulations unchanged. The LayerNorm, GELU and softmax cells are float32 only: the
+run plan uses them under amp O0 alone.
+Chosen by `formulations.Formulation(backward="handwritten")`, the default on CPU; `BiasGemmLinear` by
+`Formulation(bias_grad="gemm")`, the default on GPU.
 """
 import math
 
 from mindspore import nn, ops
 
-from .layers import LayerNormFunction
+from .layers import LayerNormFunction, LinearFunction
 
 
 class HandwrittenLayerNorm(LayerNormFunction):
@@ -71,3 +73,25 @@ class HandwrittenSoftmax(nn.Cell):
         t = out * dout
         row_sum = ops.matmul(t.reshape(-1, n), ops.ones((n, 1), t.dtype)).reshape(out.shape[:-1] + (1,))
         return (t - out * row_sum,)
+
+
+class BiasGemmLinear(LinearFunction):
+    """x @ weight.T + bias whose bias gradient is a matrix product, ones(1, M) @ dy, instead of a reduction.
+
+    dx = dy @ weight, dweight = dy^T @ x, dbias = ones(1, M) @ dy. On GPUs the BiasAddGrad reduction of the
+    autodiff form ran at ~57 GB/s and took 43% of a ViT-B/16 step (shared/perf/GPU_H100_PROFILE.md); as a GEMM it
+    runs on the tensor cores. Any dtype: the plan selects it for GPU under every amp level.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.matmul_tn = ops.MatMul(transpose_a=True)
+
+    def bprop(self, x, weight, bias, out, dout):
+        # under amp O2 dout is float16 while a parameter may arrive in float32: compute in dout's dtype, return
+        # each gradient in its input's dtype
+        w, xs = weight.astype(dout.dtype), x.astype(dout.dtype)
+        dx = ops.matmul(dout, w)  # (M, in)
+        dweight = self.matmul_tn(dout, xs)  # (out, in)
+        dbias = ops.matmul(ops.ones((1, dout.shape[0]), dout.dtype), dout).reshape(bias.shape)  # (out,)
+        return dx.astype(x.dtype), dweight.astype(weight.dtype), dbias.astype(bias.dtype)

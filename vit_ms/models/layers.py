@@ -19,22 +19,40 @@ def trunc_normal_parameter(shape: tuple, name: str, std: float = 0.02) -> Parame
     return Parameter(initializer(TruncatedNormal(std), shape, ms.float32), name=name)
 
 
-class Linear(nn.Cell):
-    """y = x @ weight.T + bias, for inputs of any rank; parameters named like `nn.Dense` (weight: (out, in))."""
+class LinearFunction(nn.Cell):
+    """(x (M, in), weight (out, in), bias (out,)) -> x @ weight.T + bias; parameter-free, so a formulation can
+    swap it (autodiff here: the bias gradient is a ReduceSum over the M rows)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, std: float = 0.02):
+    def __init__(self):
+        super().__init__()
+        self.matmul = ops.MatMul(transpose_b=True)
+
+    def construct(self, x, weight, bias):
+        return self.matmul(x, weight) + bias
+
+
+class Linear(nn.Cell):
+    """y = x @ weight.T + bias, for inputs of any rank; parameters named like `nn.Dense` (weight: (out, in)).
+
+    `function` computes it (default: `LinearFunction`, autodiff).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, std: float = 0.02,
+                 function: nn.Cell = None):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
         self.weight = trunc_normal_parameter((out_features, in_features), "weight", std)
         self.bias = zeros_parameter((out_features,), "bias") if bias else None
-        self.matmul = ops.MatMul(transpose_b=True)
+        self.function = function if function is not None else LinearFunction()
 
     def construct(self, x):
         lead = x.shape[:-1]
-        y = self.matmul(x.reshape(-1, self.in_features), self.weight)  # (M, out)
-        if self.bias is not None:
-            y = y + self.bias
+        x = x.reshape(-1, self.in_features)  # (M, in)
+        if self.bias is None:
+            y = self.function.matmul(x, self.weight)  # (M, out)
+        else:
+            y = self.function(x, self.weight, self.bias)  # (M, out)
         return y.reshape(lead + (self.out_features,))
 
 

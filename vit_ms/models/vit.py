@@ -17,7 +17,7 @@ import math
 from mindspore import nn, ops
 
 from .formulations import Formulation
-from .layers import DropPath, Linear, dropout, trunc_normal_parameter, zeros_parameter
+from .layers import DropPath, dropout, trunc_normal_parameter, zeros_parameter
 from ..variants import Architecture
 
 
@@ -61,9 +61,9 @@ class Attention(nn.Cell):
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool, attn_drop: float, proj_drop: float,
                  f: Formulation):
         super().__init__()
-        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = f.linear(dim, dim * 3, bias=qkv_bias)
         self.attend = f.attention_core(num_heads, dim // num_heads, attn_drop)  # softmax(q k^T / sqrt(Dh)) v
-        self.proj = Linear(dim, dim)
+        self.proj = f.linear(dim, dim)
         self.proj_drop = dropout(proj_drop)
 
     def construct(self, x):
@@ -76,9 +76,9 @@ class Mlp(nn.Cell):
 
     def __init__(self, dim: int, hidden_dim: int, drop: float, gelu: str, f: Formulation):
         super().__init__()
-        self.fc1 = Linear(dim, hidden_dim)
+        self.fc1 = f.linear(dim, hidden_dim)
         self.act = f.gelu(gelu)
-        self.fc2 = Linear(hidden_dim, dim)
+        self.fc2 = f.linear(hidden_dim, dim)
         self.drop = dropout(drop)
 
     def construct(self, x):
@@ -106,9 +106,9 @@ class Block(nn.Cell):
 class PreLogits(nn.Cell):
     """The original ViT's pre-logits layer: Linear + tanh (`representation_size`)."""
 
-    def __init__(self, dim: int, representation_size: int):
+    def __init__(self, dim: int, representation_size: int, f: Formulation):
         super().__init__()
-        self.fc = Linear(dim, representation_size)
+        self.fc = f.linear(dim, representation_size)
 
     def construct(self, x):
         return ops.tanh(self.fc(x))
@@ -130,9 +130,9 @@ class VisionTransformer(nn.Cell):
         rates = [a.drop_path_rate * i / max(a.depth - 1, 1) for i in range(a.depth)]  # linear in depth
         self.blocks = nn.CellList([Block(a, rate, formulation) for rate in rates])
         self.norm = formulation.layer_norm(a.embed_dim, a.norm_eps)
-        self.pre_logits = PreLogits(a.embed_dim, a.representation_size) if a.representation_size else None
+        self.pre_logits = PreLogits(a.embed_dim, a.representation_size, formulation) if a.representation_size else None
         self.num_features = a.representation_size or a.embed_dim
-        self.head = Linear(self.num_features, a.num_classes) if a.num_classes > 0 else None
+        self.head = formulation.linear(self.num_features, a.num_classes) if a.num_classes > 0 else None
         self.avg_pool = a.global_pool == "avg"
 
     def forward_features(self, x):
