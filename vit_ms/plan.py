@@ -66,8 +66,8 @@ class RunPlan:
                 f"{a.image_size} px, {a.num_classes} classes) on {self.device_target} x{self.world_size} "
                 f"(rank {self.rank}), {self.mode} mode, amp {self.amp_level}, loss scale {self.loss_scale}, "
                 f"sink {'on' if self.sink_mode else 'off'}; patch embedding {f.patch_embed}, attention "
-                f"{f.attention}, backward {f.backward}, bias gradient {f.bias_grad}; batch {self.batch_size} per device, "
-                f"{self.global_batch_size} global")
+                f"{f.attention}, backward {f.backward}, bias gradient {f.bias_grad}; batch {self.batch_size} per "
+                f"device, {self.global_batch_size} global")
 
 
 def _choose(key: str, setting: str, auto_value: str, on_value: str, off_value: str, notes: List[str],

@@ -92,7 +92,8 @@ def scan_split(root: Path, split: str, on_bad_image: str = "skip", max_pixels: i
 
     `classes`: the label list to use (the training split's, so validation labels match, or a checkpoint's);
     the split's folders must be among them, all of them with `exact_classes`, else DataError naming the first
-    class that differs and `classes_source`. Folders are labelled by name, so another order maps correctly. `on_bad_image`: "skip" leaves unusable files out and lists them in
+    class that differs and `classes_source`. Folders are labelled by name, so another order maps correctly.
+    `on_bad_image`: "skip" leaves unusable files out and lists them in
     `SplitIndex.bad`; "error" raises DataError for the first one (in sorted order). Raises DataError for a
     missing folder, a split with no class folders, or a split whose image files are all unusable.
     Class folders are checked in parallel threads (`num_threads`), which helps most on network storage.

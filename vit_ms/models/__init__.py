@@ -3,8 +3,8 @@
     model = create_model("vit_b16", num_classes=1000, image_size=224, drop_path_rate=0.1)
     model = model_from_plan(plan)      # a run's architecture, in the formulation its plan chose
 
-Modules, small to large (the variants table and `Architecture` are in `vit_ms/variants.py`): `layers` (Linear, LayerNorm, GELU, ...),
-`handwritten` (the same layers with written-out gradients), `attention` (the attention cores),
+Modules, small to large (the variants table and `Architecture` are in `vit_ms/variants.py`): `layers`
+(Linear, LayerNorm, GELU, ...), `handwritten` (the same layers with written-out gradients), `attention` (the attention cores),
 `formulations` (which implementation each layer gets), `vit` (the model).
 """
 from .formulations import Formulation

@@ -62,7 +62,8 @@ class LayerNormFunction(nn.Cell):
     def __init__(self, eps: float):
         super().__init__()
         self.eps = eps
-        self.layer_norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)  # CPU has no LayerNormExt
+        # the primitive, not LayerNormExt: CPU has no LayerNormExt kernel
+        self.layer_norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
 
     def construct(self, x, weight, bias):
         y, _, _ = self.layer_norm(x, weight, bias)
