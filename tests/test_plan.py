@@ -77,3 +77,32 @@ def test_gpu_gets_bias_gradients_as_gemms_and_any_device_can_force_them():
 
     gpu = model_from_plan(plan_for("GPU"))
     assert isinstance(gpu.blocks[0].attn.qkv.function, BiasGemmLinear) and isinstance(gpu.head.function, BiasGemmLinear)
+
+
+def test_recompute_blocks_marks_every_block_and_keeps_the_losses():
+    import mindspore as ms
+    import numpy as np
+
+    from vit_ms.train.engine import build_train_step
+    from vit_ms.train.optim import build_optimizer
+
+    assert not plan_for("CPU").recompute_blocks
+    assert not plan_for("CPU", "train.recompute=blocks", purpose="inference").recompute_blocks
+    losses = []
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        for setting in ("none", "blocks"):
+            cfg = load_config("demo", [f"train.recompute={setting}", "model.depth=2", "data.mixup=0", "data.cutmix=0"])
+            plan = resolve_plan(cfg, Runtime("CPU"))
+            ms.set_seed(0)
+            model = model_from_plan(plan)
+            assert all(getattr(b, "_has_config_recompute", False) == (setting == "blocks") for b in model.blocks)
+            step = build_train_step(model, build_optimizer(model, model.trainable_params(), cfg.optim, [1e-3] * 3),
+                                    cfg, plan)
+            x = ms.Tensor(np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32))
+            y = ms.Tensor(np.array([0, 1, 2, 3], np.int32))
+            losses.append([float(step(x, y)[0].asnumpy()) for _ in range(3)])
+    finally:
+        ms.set_context(mode=mode)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)

@@ -91,6 +91,9 @@ class TrainConfig:
     steps_per_epoch: int = 0  # 0: the whole dataset; >0 caps it (smoke runs)
     deterministic: bool = False  # same data order and weights run to run (CPU)
     sink_mode: Literal["auto", "on", "off"] = "auto"  # dataset sink: on for Ascend with auto
+    # blocks: recompute each transformer block's activations in the backward pass (Cell.recompute), trading time
+    # for device memory on GPU/Ascend. On CPU MindSpore 2.10 it costs memory too (README "Performance").
+    recompute: Literal["none", "blocks"] = "none"
 
 
 @dataclass

@@ -32,6 +32,7 @@ class RunPlan:
     loss_scale_value: float
     scale_window: int
     sink_mode: bool  # dataset sink mode for Model.train
+    recompute_blocks: bool  # recompute block activations in the backward (training only)
     rank: int
     world_size: int
     batch_size: int  # per device
@@ -65,7 +66,8 @@ class RunPlan:
         return (f"{a.name} (patch {a.patch_size}, width {a.embed_dim}, depth {a.depth}, heads {a.num_heads}, "
                 f"{a.image_size} px, {a.num_classes} classes) on {self.device_target} x{self.world_size} "
                 f"(rank {self.rank}), {self.mode} mode, amp {self.amp_level}, loss scale {self.loss_scale}, "
-                f"sink {'on' if self.sink_mode else 'off'}; patch embedding {f.patch_embed}, attention "
+                f"sink {'on' if self.sink_mode else 'off'}, recompute {'blocks' if self.recompute_blocks else 'none'}; "
+                f"patch embedding {f.patch_embed}, attention "
                 f"{f.attention}, backward {f.backward}, bias gradient {f.bias_grad}; batch {self.batch_size} per "
                 f"device, {self.global_batch_size} global")
 
@@ -140,6 +142,7 @@ def resolve_plan(cfg: Config, runtime: Runtime, purpose: str = "train") -> RunPl
                    formulation=_formulation(cfg, device, amp_level, purpose, notes),
                    device_target=device, mode=cfg.train.mode, amp_level=amp_level, loss_scale=loss_scale,
                    loss_scale_value=cfg.amp.loss_scale_value, scale_window=cfg.amp.scale_window, sink_mode=sink,
+                   recompute_blocks=cfg.train.recompute == "blocks" and purpose == "train",
                    rank=runtime.rank, world_size=runtime.world_size, batch_size=batch,
                    global_batch_size=batch * runtime.world_size, eval_batch_size=cfg.eval.batch_size or batch,
                    notes=notes)

@@ -20,8 +20,13 @@ def create_model(name: str, num_classes: int = 1000, image_size: int = 224, *,
 
 
 def model_from_plan(plan) -> VisionTransformer:
-    """The model a run plan describes (`vit_ms.plan.RunPlan`): its architecture and formulation."""
-    return VisionTransformer(plan.arch, plan.formulation)
+    """The model a run plan describes (`vit_ms.plan.RunPlan`): its architecture and formulation, with each block
+    recomputed in the backward pass when the plan says so."""
+    model = VisionTransformer(plan.arch, plan.formulation)
+    if plan.recompute_blocks:
+        for block in model.blocks:
+            block.recompute()
+    return model
 
 
 __all__ = ["VARIANTS", "Architecture", "Formulation", "VisionTransformer", "architecture", "create_model",
