@@ -7,7 +7,7 @@ from vit_ms.config import load_config
 from vit_ms.errors import ConfigError
 from vit_ms.models import model_from_plan
 from vit_ms.models.attention import DotProductAttention, FlashAttention
-from vit_ms.models.handwritten import HandwrittenLayerNorm, HandwrittenSoftmax
+from vit_ms.models.handwritten import HandwrittenErfGELU, HandwrittenSoftmax
 from vit_ms.plan import resolve_plan
 from vit_ms.runtime import Runtime
 
@@ -29,12 +29,12 @@ def test_each_device_gets_its_formulation_amp_and_sink_mode():
 
 def test_the_model_is_built_as_the_plan_says():
     cpu = model_from_plan(plan_for("CPU"))
-    assert isinstance(cpu.blocks[0].norm1.function, HandwrittenLayerNorm)
+    assert isinstance(cpu.blocks[0].mlp.act, HandwrittenErfGELU)
     assert isinstance(cpu.blocks[0].attn.attend, DotProductAttention)
     assert isinstance(cpu.blocks[0].attn.attend.softmax, HandwrittenSoftmax)
     ascend = model_from_plan(plan_for("Ascend"))  # built only: the flash-attention kernel runs on Ascend
     assert all(isinstance(block.attn.attend, FlashAttention) for block in ascend.blocks)
-    assert ascend.patch_embed.use_conv and not isinstance(ascend.norm.function, HandwrittenLayerNorm)
+    assert ascend.patch_embed.use_conv and not isinstance(ascend.blocks[0].mlp.act, HandwrittenErfGELU)
     assert [p.name for p in cpu.get_parameters()] == [p.name for p in ascend.get_parameters()]
 
 

@@ -46,7 +46,7 @@ class ModelConfig:
     # plan picks per device (vit_ms/plan.py).
     fused_attention: Literal["auto", "on", "off"] = "auto"  # MindSpore's flash attention (Ascend)
     patch_embed: Literal["auto", "conv", "matmul"] = "auto"  # matmul is faster on CPU
-    backward: Literal["auto", "autodiff", "handwritten"] = "auto"  # handwritten: faster CPU gradients (float32)
+    backward: Literal["auto", "autodiff", "handwritten"] = "auto"  # handwritten: GELU/softmax gradients, faster on CPU (float32)
     bias_grad: Literal["auto", "reduce", "gemm"] = "auto"  # gemm: bias gradients as matrix products (GPU)
     pretrained: str = ""  # path, URL or name in vit_ms.weights.hub.PRETRAINED
     pretrained_sha256: str = ""  # checked when `pretrained` is a URL

@@ -119,7 +119,7 @@ def _formulation(cfg: Config, device: str, amp_level: str, purpose: str, notes: 
                           f"{amp_level}; use model.backward=auto or amp.level=O0")
     handwritten_auto = device == "CPU" and amp_level == "O0" and purpose == "train"
     backward = _choose("model.backward", m.backward, "handwritten" if handwritten_auto else "autodiff", "", "",
-                       notes, "written-out LayerNorm/GELU/softmax gradients are faster on CPU in float32")
+                       notes, "written-out GELU/softmax gradients are faster on CPU in float32")
     bias_grad = _choose("model.bias_grad", m.bias_grad, "gemm" if device == "GPU" else "reduce", "", "", notes,
                         "bias gradients as ones(1, M) @ dy run on GPU tensor cores; a reduction elsewhere")
     return Formulation(patch_embed=patch, attention=attention, backward=backward, bias_grad=bias_grad)

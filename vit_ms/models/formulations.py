@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from mindspore import nn
 
 from .attention import DotProductAttention, FlashAttention
-from .handwritten import BiasGemmLinear, HandwrittenErfGELU, HandwrittenLayerNorm, HandwrittenSoftmax
-from .layers import GELU, LayerNorm, Linear
+from .handwritten import BiasGemmLinear, HandwrittenErfGELU, HandwrittenSoftmax
+from .layers import GELU, Linear
 
 PATCH_EMBEDS = ("matmul", "conv")  # reshape + matmul (fast on CPU) or the stride-P convolution
 ATTENTIONS = ("standard", "fused")  # written out, or Ascend's flash-attention kernel
-BACKWARDS = ("autodiff", "handwritten")  # handwritten: LayerNorm, erf GELU and softmax gradients (float32)
+BACKWARDS = ("autodiff", "handwritten")  # handwritten: erf GELU and softmax gradients (float32)
 BIAS_GRADS = ("reduce", "gemm")  # a Linear's bias gradient: autodiff's row reduction, or ones(1, M) @ dy
 
 
@@ -40,9 +40,6 @@ class Formulation:
 
     def linear(self, in_features: int, out_features: int, bias: bool = True) -> Linear:
         return Linear(in_features, out_features, bias, function=BiasGemmLinear() if self.bias_grad == "gemm" else None)
-
-    def layer_norm(self, dim: int, eps: float) -> LayerNorm:
-        return LayerNorm(dim, eps, HandwrittenLayerNorm(eps) if self.handwritten else None)
 
     def gelu(self, approximate: str) -> nn.Cell:
         if self.handwritten and approximate == "erf":

@@ -1,10 +1,11 @@
 """Layers with their gradients written out: the same derivatives as autodiff, from fewer or faster CPU kernels.
 
-LayerNormGrad, the erf kernel in GELU's gradient and a ReduceSum over the softmax rows are slow on CPU; these
-cells compute the same backward without them. Each is a parameter-free cell with a `bprop`, the form MindSpore
-2.10 accepts in graph mode; the outer cell (`layers.LayerNorm`) keeps the parameters and their names, so
-checkpoints move between formulations unchanged. The LayerNorm, GELU and softmax cells are float32 only: the
-run plan uses them under amp O0 alone.
+The erf kernel in GELU's gradient and a ReduceSum over the softmax rows are slow on CPU; these cells compute the
+same backward without them. Each is a parameter-free cell with a `bprop`, the form MindSpore 2.10 accepts in graph
+mode; an outer cell keeps any parameters and their names, so checkpoints move between formulations unchanged.
+The GELU and softmax cells are float32 only: the run plan uses them under amp O0 alone.
+A written-out LayerNorm backward was tried and left out: 30 ms/step faster on ViT-Ti but 2.9 GB more memory for
+ViT-S/16 at batch 16 (MindSpore keeps its temporaries); LayerNorm keeps the primitive's LayerNormGrad.
 Chosen by `formulations.Formulation(backward="handwritten")`, the default on CPU; `BiasGemmLinear` by
 `Formulation(bias_grad="gemm")`, the default on GPU.
 """
@@ -12,25 +13,7 @@ import math
 
 from mindspore import nn, ops
 
-from .layers import LayerNormFunction, LinearFunction
-
-
-class HandwrittenLayerNorm(LayerNormFunction):
-    """(x, weight, bias) -> LayerNorm(x) over the last axis, with the backward written out.
-
-    dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * weight; dweight = sum(dy * xhat),
-    dbias = sum(dy) over all rows. The statistics are recomputed (the primitive's extra outputs differ by device).
-    """
-
-    def bprop(self, x, weight, bias, out, dout):
-        d = x.shape[-1]
-        x2, dy = x.reshape(-1, d), dout.reshape(-1, d)  # (M, D)
-        xc = x2 - ops.mean(x2, -1, True)
-        rstd = ops.rsqrt(ops.mean(xc * xc, -1, True) + self.eps)  # (M, 1)
-        xhat = xc * rstd
-        g = dy * weight
-        dx = (g - ops.mean(g, -1, True) - xhat * ops.mean(g * xhat, -1, True)) * rstd
-        return dx.reshape(x.shape), ops.sum(dy * xhat, 0), ops.sum(dy, 0)
+from .layers import LinearFunction
 
 
 class _ErfGELUFunction(nn.Cell):

@@ -56,36 +56,21 @@ class Linear(nn.Cell):
         return y.reshape(lead + (self.out_features,))
 
 
-class LayerNormFunction(nn.Cell):
-    """(x, weight, bias) -> LayerNorm(x) over the last axis; parameter-free, so a formulation can swap it."""
-
-    def __init__(self, eps: float):
-        super().__init__()
-        self.eps = eps
-        # the primitive, not LayerNormExt: CPU has no LayerNormExt kernel
-        self.layer_norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
-
-    def construct(self, x, weight, bias):
-        y, _, _ = self.layer_norm(x, weight, bias)
-        return y
-
-
 class LayerNorm(nn.Cell):
-    """LayerNorm over the last axis with `weight`/`bias` parameters; eps 1e-6 as in published ViT weights.
+    """LayerNorm over the last axis with `weight`/`bias` parameters; eps 1e-6 as in published ViT weights."""
 
-    `function` computes it (default: the primitive with autodiff).
-    """
-
-    def __init__(self, dim: int, eps: float = 1e-6, function: nn.Cell = None):
+    def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
         self.dim = dim
         self.eps = eps
         self.weight = Parameter(initializer("ones", (dim,), ms.float32), name="weight")
         self.bias = zeros_parameter((dim,), "bias")
-        self.function = function if function is not None else LayerNormFunction(eps)
+        # the primitive, not LayerNormExt: CPU has no LayerNormExt kernel
+        self.layer_norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
 
     def construct(self, x):
-        return self.function(x, self.weight, self.bias)
+        y, _, _ = self.layer_norm(x, self.weight, self.bias)
+        return y
 
 
 class GELU(nn.Cell):
