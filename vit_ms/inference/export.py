@@ -84,6 +84,22 @@ def resolve_out(out: Optional[str], ckpt: str, fmt: str) -> Path:
     return Path(f"{out}{FORMATS[fmt]}")
 
 
+def check_out_writable(out: Path) -> None:
+    """Create `out`'s folder and prove a file can be written there, before any model is built."""
+    probe = out.with_name(f".{out.name}.write_test")
+    blocker = next((p for p in [out.parent, *out.parent.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ExportError(f"cannot write --out '{out}': '{blocker}' is a file, not a folder; choose an --out in a "
+                          f"folder (e.g. --out runs/demo/model{out.suffix})")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ExportError(f"cannot write --out '{out}' ({err.strerror or err}); choose a writable folder, e.g. "
+                          f"--out /tmp/{out.name}") from err
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Building and exporting the network
 
@@ -168,6 +184,9 @@ def export_network(model, fmt: str, batch: Batch, image_size: int, out: Path) ->
         if fmt == "onnx":
             _finish_onnx(tmp, erf_nodes)
         os.replace(tmp, out)
+    except OSError as err:
+        raise ExportError(f"could not write '{out}' ({err.strerror or err}); free disk space or choose another "
+                          f"--out") from err
     finally:
         tmp.unlink(missing_ok=True)
     return out
@@ -256,6 +275,7 @@ def export(ckpt: str, fmt: str, batch: Batch = 1, out: Optional[str] = None, che
     """
     check_request(fmt, batch, "off")
     out_path = resolve_out(out, ckpt, fmt)
+    check_out_writable(out_path)
     loaded = load_for_inference(ckpt, config_path, overrides, purpose="export",
                                 check=lambda cfg: check_request(fmt, batch, cfg.model.fused_attention))
     cfg, plan, model, class_names = loaded.cfg, loaded.plan, loaded.network, loaded.class_names
