@@ -33,16 +33,17 @@ class BadImage(Exception):
 
 class UnusableImage(DataError):
     """An image file that cannot be used, for a caller that stops on it (data.on_bad_image=error); `reason` alone
-    is what a caller that skips the file reports, without the advice to skip it."""
-
-    def __init__(self, path: str, reason: str):
-        super().__init__(f"image file '{path}' is unusable: {reason}. Remove or replace the file, "
-                         f"or set data.on_bad_image=skip to leave such files out")
-        self.path, self.reason = path, reason
+    is what a caller that skips the file reports, without the advice to skip it. Constructed from one message
+    like every exception (MindSpore's dataset workers re-raise errors as `type(err)(message)`)."""
+    path: str = ""
+    reason: str = ""
 
 
 def bad_image_error(path: str, reason: str) -> UnusableImage:
-    return UnusableImage(path, reason)
+    err = UnusableImage(f"image file '{path}' is unusable: {reason}. Remove or replace the file, "
+                        f"or set data.on_bad_image=skip to leave such files out")
+    err.path, err.reason = path, reason
+    return err
 
 
 def is_image_file(name: str) -> bool:
