@@ -33,7 +33,8 @@ def check_head_fits_classes(weights: str, head_classes: int, class_names: List[s
     raise DataError(f"'{weights}' has a {head_classes}-class head but its labels would come from {labels}, so "
                     f"class numbers cannot be matched: these weights were trained on other classes. Evaluate them "
                     f"on the dataset they were trained on (data.root), or fine-tune them on this one first: "
-                    f"python train.py --set model.pretrained={weights} --set model.num_classes={len(class_names)}")
+                    f"python train.py --config <yaml> --set model.pretrained={weights} --set model.num_classes="
+                    f"{len(class_names)}")
 
 
 def run_evaluation(weights: str, config_path: Optional[str] = None, overrides: Sequence[str] = ()) -> dict:
