@@ -117,6 +117,9 @@ def test_export_out_under_a_file_or_an_unwritable_place(tiny_ckpt, tmp_path):
     assert_user_error(proc, f"cannot write --out '{blocker / 'm.mindir'}'", f"'{blocker}' is a file, not a folder")
     proc = run("-m", "vit_ms.export", "--ckpt", tiny_ckpt, "--format", "mindir", "--out", "/proc/vit_ms/m.mindir")
     assert_user_error(proc, "cannot write --out '/proc/vit_ms/m.mindir'", "choose a writable folder")
+    proc = run("-m", "vit_ms.export", "--ckpt", tiny_ckpt, "--format", "mindir", "--out", tmp_path)
+    assert_user_error(proc, f"--out '{tmp_path}' is a folder", f"e.g. --out {tmp_path / 'a.mindir'}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing written, no probe left
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")

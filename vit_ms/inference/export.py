@@ -76,6 +76,9 @@ def resolve_out(out: Optional[str], ckpt: str, fmt: str) -> Path:
     if not out:
         return default_out(ckpt, fmt)
     path = Path(out)
+    if path.is_dir():
+        raise ExportError(f"--out '{out}' is a folder; give the file to write, e.g. --out "
+                          f"{path / Path(ckpt).with_suffix(FORMATS[fmt]).name}")
     if path.suffix.lower() == FORMATS[fmt]:
         return path.with_suffix(FORMATS[fmt])  # lower case: mindspore.load insists on '.mindir'
     if path.suffix.lower() in FORMATS.values():
