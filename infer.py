@@ -68,8 +68,8 @@ def main(argv=None) -> int:
     if note:
         print(note, file=sys.stderr)
 
-    def skip(path, err) -> None:
-        print(f"skipped {path}: {err}", file=sys.stderr)
+    def skip(path, reason: str) -> None:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
 
     labelled = 0
     for path, probs in predictor.predict(images, args.batch_size, skip):

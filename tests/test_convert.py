@@ -3,6 +3,7 @@
 Each test writes its source file itself (tiny ViTs: width 32, depth 2, 32 px, patch 8) and compares our
 model's logits with an independent reference: mindcv's own forward for mindcv, tests/numpy_vit.py otherwise.
 """
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +16,13 @@ from numpy_vit import (npz_forward, random_npz_state, random_timm_state, random_
 from safetensors.numpy import save_file
 
 from vit_ms.weights.fit import check_fit, infer_architecture, resample_pos_embed
-from vit_ms.weights.sources import OPTIMIZER_STATE_KEYS, convert_npz, convert_state, detect_format, read_state
+from vit_ms.weights.sources import (OPTIMIZER_STATE_KEYS, SOURCE_FORMATS, convert_npz, convert_state, detect_format,
+                                    read_state)
+from vit_ms.weights.verify import EVIDENCE, check_layout, check_source_format
 from vit_ms.weights.convert import main as convert_main
 from vit_ms.errors import CheckpointError, run_cli
 import tiny
-from vit_ms.weights.load import load_pretrained, model_param_shapes
+from vit_ms.weights.load import load_pretrained, model_param_shapes, read_weights
 
 REPO = Path(__file__).resolve().parent.parent
 DIM, DEPTH, HEADS, PATCH, GRID, CLASSES = 32, 2, 2, 8, 4, 10
@@ -225,6 +228,78 @@ def test_unsupported_sources_say_why(tmp_path):
     (tmp_path / "model.pth").write_bytes(b"not read")
     with pytest.raises(CheckpointError, match="safetensors"):
         read_state(tmp_path / "model.pth")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The source format is checked against the file, not trusted.
+
+
+def source_files(tmp_path: Path) -> dict:
+    """One tiny file per format: {format: path}."""
+    rng = np.random.default_rng(16)
+    timm = random_timm_state(rng, DIM, 1, HEADS, PATCH, GRID, CLASSES)
+
+    def ckpt(state, name):
+        ms.save_checkpoint([{"name": k, "data": ms.Tensor(v)} for k, v in state.items()], str(tmp_path / name))
+        return tmp_path / name
+
+    save_file(timm, str(tmp_path / "model.safetensors"))
+    np.savez(tmp_path / "vit.npz", **random_npz_state(rng, DIM, 1, HEADS, PATCH, GRID, CLASSES))
+    mindcv = {re.sub(r"norm(\d?)\.weight$", r"norm\1.gamma", re.sub(r"norm(\d?)\.bias$", r"norm\1.beta", k)): v
+              for k, v in timm.items()}
+    return {"timm": tmp_path / "model.safetensors", "npz": tmp_path / "vit.npz",
+            "mindcv": ckpt(mindcv, "mindcv.ckpt"), "vit_ms": ckpt(timm, "ours.ckpt"),
+            "tutorial": ckpt(random_tutorial_state(rng, DIM, 1, PATCH, GRID, CLASSES), "tutorial.ckpt")}
+
+
+def test_a_given_format_must_match_the_file(tmp_path):
+    files = source_files(tmp_path)
+    assert set(files) == set(SOURCE_FORMATS) == set(EVIDENCE)
+    for actual, path in files.items():
+        assert read_weights(str(path), source_format=actual).source_format == actual
+        assert read_weights(str(path)).source_format == actual  # auto agrees
+        for claimed in set(SOURCE_FORMATS) - {actual}:
+            with pytest.raises(CheckpointError) as err:
+                read_weights(str(path), source_format=claimed)
+            message = str(err.value)
+            assert f"'{path}' was given as {claimed} weights but looks like {actual} weights" in message, message
+            assert f"use --from {actual} (or --from auto)" in message
+
+
+def test_mindcv_layernorm_names_are_the_evidence():
+    timm_keys = ["patch_embed.proj.weight", "blocks.0.norm1.weight", "blocks.0.norm1.bias", "norm.weight"]
+    check_source_format(timm_keys, ".ckpt", "vit_ms", Path("x.ckpt"))
+    with pytest.raises(CheckpointError, match="looks like vit_ms weights: it has our names with LayerNorm "
+                                              "weight/bias in a MindSpore .ckpt.*e.g. 'blocks.0.norm1.weight'"):
+        check_source_format(timm_keys, ".ckpt", "mindcv", Path("x.ckpt"))
+    with pytest.raises(CheckpointError, match="does not look like mindcv weights.*first keys: encoder.weight"):
+        check_source_format(["encoder.weight"], ".ckpt", "mindcv", Path("x.ckpt"))
+
+
+def test_a_transposed_layout_is_refused_by_key(tmp_path):
+    state = random_timm_state(np.random.default_rng(17), DIM, 2, HEADS, PATCH, GRID, CLASSES)
+    check_layout(state, "timm", Path("m.safetensors"))
+    flax_like = {**state, "blocks.1.attn.qkv.weight": state["blocks.1.attn.qkv.weight"].T}  # (D, 3D)
+    with pytest.raises(CheckpointError, match=r"'blocks.1.attn.qkv.weight' has shape \(32, 96\), but a ViT of "
+                                              r"width 32 \(from the patch embedding\) stores it as \(96, 32\)"):
+        check_layout(flax_like, "timm", Path("m.safetensors"))
+    narrow = {**state, "blocks.0.mlp.fc2.weight": state["blocks.0.mlp.fc2.weight"][:, :64]}  # (D, H) with H=128
+    with pytest.raises(CheckpointError, match=r"'blocks.0.mlp.fc2.weight' has shape \(32, 64\).*\(32, 128\)"):
+        check_layout(narrow, "timm", Path("m.safetensors"))
+    save_file(flax_like, str(tmp_path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="not in the timm layout"):
+        read_weights(str(tmp_path / "model.safetensors"))
+
+
+def test_cli_refuses_timm_weights_given_as_mindcv(tmp_path):
+    save_file(random_timm_state(np.random.default_rng(18), DIM, 1, HEADS, PATCH, GRID, CLASSES),
+              str(tmp_path / "model.safetensors"))
+    args = ["--from", "mindcv", "--src", str(tmp_path / "model.safetensors"), "--model", "vit_ti16",
+            "--out", str(tmp_path / "x.ckpt")]
+    out = subprocess.run([sys.executable, "-m", "vit_ms.convert", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "was given as mindcv weights but looks like timm weights" in out.stderr
+    assert "model.gelu=tanh" not in out.stdout + out.stderr and not (tmp_path / "x.ckpt").exists()
 
 
 # ----------------------------------------------------------------------------------------------------------

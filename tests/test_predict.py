@@ -114,8 +114,15 @@ def test_any_batch_export_and_pynative_do_not_pad(run):
 def test_on_bad_image_error_stops_at_the_first_bad_file(run):
     predictor = fake_predictor([])
     predictor.data.on_bad_image = "error"
-    with pytest.raises(DataError, match="e_corrupt.jpg"):
+    with pytest.raises(DataError, match="e_corrupt.jpg.*or set data.on_bad_image=skip"):
         list(predictor.predict([run.corrupt] + run.good, None))
+
+
+def test_skipped_files_get_the_reason_without_advice_to_skip_them(run, labelled_a):
+    reasons = dict(line.split(": ", 1) for line in labelled_a.stderr.splitlines() if line.startswith("skipped "))
+    assert reasons[f"skipped {run.corrupt}"].startswith("cannot be read (OSError: Truncated")
+    assert reasons[f"skipped {run.text_file}"].startswith("not a readable image")
+    assert "on_bad_image" not in labelled_a.stderr  # infer already skips: telling the user to skip misleads
 
 
 def test_export_config_comes_from_the_sidecar_and_must_agree(run, tmp_path):

@@ -286,6 +286,11 @@ def read_yaml(path: Path, seen: tuple = ()) -> dict:
             values = yaml.safe_load(f) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                          f"{err.start}); save it as UTF-8, e.g. iconv -f latin1 -t utf-8 old.yaml > new.yaml") from err
+    except OSError as err:
+        raise ConfigError(f"cannot read config file '{path}' ({err.strerror}); give a readable YAML file") from err
     if not isinstance(values, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of sections")
     base = values.pop("base", None)

@@ -55,16 +55,40 @@ def _check_class(class_dir: Path, max_pixels: int) -> Tuple[List[Tuple[str, Opti
 
 
 def _find_split(root: Path, split: str) -> Path:
+    if root.exists() and not root.is_dir():
+        raise DataError(f"data.root '{root}' is a file, not a folder; set data.root to the dataset folder laid out "
+                        f"as {LAYOUT_HINT.format(split=split)} (for an archive, extract it first)")
     if not root.is_dir():
         raise DataError(f"dataset folder '{root}' does not exist (data.root); expected the layout "
                         f"{LAYOUT_HINT.format(split=split)}")
     split_dir = root / split
+    if split_dir.exists() and not split_dir.is_dir():
+        raise DataError(f"'{split_dir}' is a file, but the split must be a folder laid out as "
+                        f"{LAYOUT_HINT.format(split=split)}; check data.root, data.train_split and data.val_split")
     if not split_dir.is_dir():
         present = ", ".join(sorted(list_classes(root))) or "nothing"
         raise DataError(f"split folder '{split_dir}' does not exist (found {present} in '{root}'); expected the "
                         f"layout {LAYOUT_HINT.format(split=split)}; check data.root, data.train_split and "
                         f"data.val_split")
     return split_dir
+
+
+def check_utf8_names(split_dir: Path, found: Sequence[str]) -> None:
+    """Refuse class folder names that are not valid UTF-8 (on Linux, undecodable bytes arrive as surrogates).
+
+    Class names are written to checkpoints and classes.txt as UTF-8 and compared by name across machines, so a
+    name that cannot be written as UTF-8 stops the run here, with the folder named, rather than after training.
+    """
+    for name in found:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = os.fsencode(name)
+            shown = raw.decode("utf-8", "backslashreplace")
+            raise DataError(f"class folder '{shown}' in '{split_dir}' has a name that is not valid UTF-8 (bytes "
+                            f"{raw!r}); class names are recorded as UTF-8 text in checkpoints and classes.txt. "
+                            f"Rename the folder to a UTF-8 name, e.g. convmv -f latin1 -t utf8 --notest -r "
+                            f"'{split_dir}' (if the names are Latin-1), or mv it to an ASCII name") from None
 
 
 def check_classes(split_dir: Path, found: Sequence[str], labels: Sequence[str], source: str, exact: bool) -> None:
@@ -75,12 +99,14 @@ def check_classes(split_dir: Path, found: Sequence[str], labels: Sequence[str], 
     if not unknown and not missing:
         return
     if unknown:
+        absent = [name for name in labels if name not in set(found)]  # a renamed folder's old name is among these
         what = (f"class folder '{unknown[0]}' of '{split_dir}' is not among the {len(labels)} classes of {source}"
-                f"{suggest(unknown[0], labels)}" + (f" ({len(unknown)} such folders)" if len(unknown) > 1 else ""))
+                + (f" ({len(unknown)} such folders)" if len(unknown) > 1 else "") + suggest(unknown[0], absent))
     else:
         what = (f"'{split_dir}' has no folder for class '{missing[0]}' of {source}"
                 + (f" ({len(missing)} classes missing)" if len(missing) > 1 else ""))
-    raise DataError(f"{what}. Labels are class indices, so scoring or training on other class names would give "
+    end = "" if what.endswith("?") else "."
+    raise DataError(f"{what}{end} Labels are class indices, so scoring or training on other class names would give "
                     f"wrong numbers silently. Rename the folder back, or use the dataset the weights were trained "
                     f"on (the recorded classes are in the run's classes.txt)")
 
@@ -105,6 +131,7 @@ def scan_split(root: Path, split: str, on_bad_image: str = "skip", max_pixels: i
     if not found:
         raise DataError(f"split folder '{split_dir}' has no class folders; expected the layout "
                         f"{LAYOUT_HINT.format(split=split)}")
+    check_utf8_names(split_dir, found)
     labels = list(classes) if classes is not None else found
     check_classes(split_dir, found, labels, classes_source, exact=exact_classes)
     label_of = {name: i for i, name in enumerate(labels)}

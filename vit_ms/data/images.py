@@ -31,9 +31,19 @@ class BadImage(Exception):
     """Internal: why one file cannot be used. Callers turn it into a DataError or a (path, reason) entry."""
 
 
-def bad_image_error(path: str, reason: str) -> DataError:
-    return DataError(f"image file '{path}' is unusable: {reason}. Remove or replace the file, "
-                     f"or set data.on_bad_image=skip to leave such files out")
+class UnusableImage(DataError):
+    """An image file that cannot be used, for a caller that stops on it (data.on_bad_image=error); `reason` alone
+    is what a caller that skips the file reports, without the advice to skip it. Constructed from one message
+    like every exception (MindSpore's dataset workers re-raise errors as `type(err)(message)`)."""
+    path: str = ""
+    reason: str = ""
+
+
+def bad_image_error(path: str, reason: str) -> UnusableImage:
+    err = UnusableImage(f"image file '{path}' is unusable: {reason}. Remove or replace the file, "
+                        f"or set data.on_bad_image=skip to leave such files out")
+    err.path, err.reason = path, reason
+    return err
 
 
 def is_image_file(name: str) -> bool:

@@ -106,6 +106,10 @@ def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shar
         classes, classes_source = _split_classes(cfg, split) or None, "the training split"
     index = scan_split(Path(data.root), folder, data.on_bad_image, data.max_image_pixels, classes=classes,
                        classes_source=classes_source, exact_classes=training)
+    if training and len(index.classes) < 2:
+        raise DataError(f"'{index.root}' has only one class folder ('{index.classes[0]}'): a classifier needs at "
+                        f"least 2 classes to train (with one, every prediction is right and the loss is 0 from the "
+                        f"start). Add one sub-folder per class, e.g. {index.root}/<class>/*.jpg")
     total = len(index.samples)
     shard_samples = total // num_shards if training else len(range(shard_id, total, num_shards))
     full_steps = shard_samples // batch_size if training else math.ceil(shard_samples / batch_size)

@@ -9,14 +9,32 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 from ..data import create_dataset
+from ..errors import DataError
 from ..train.engine import mindspore_model
-from ..train.trainer import check_num_classes, setup_logging
+from ..train.trainer import setup_logging
 from .loader import load_for_inference
 
 log = logging.getLogger("vit_ms")
+
+
+def check_head_fits_classes(weights: str, head_classes: int, class_names: List[str], label_dir: Path,
+                            recorded: bool) -> None:
+    """The weights' head must have one output per label; DataError describing the real mismatch otherwise.
+
+    The head's size is fixed by the weights (loaded strictly), so the fix is never another model.num_classes.
+    """
+    if head_classes == len(class_names):
+        return
+    labels = (f"the {len(class_names)} class names it records" if recorded else
+              f"the {len(class_names)} class folders of '{label_dir}' (it records no class names to match by)")
+    raise DataError(f"'{weights}' has a {head_classes}-class head but its labels would come from {labels}, so "
+                    f"class numbers cannot be matched: these weights were trained on other classes. Evaluate them "
+                    f"on the dataset they were trained on (data.root), or fine-tune them on this one first: "
+                    f"python train.py --config <yaml> --set model.pretrained={weights} --set model.num_classes="
+                    f"{len(class_names)}")
 
 
 def run_evaluation(weights: str, config_path: Optional[str] = None, overrides: Sequence[str] = ()) -> dict:
@@ -29,7 +47,7 @@ def run_evaluation(weights: str, config_path: Optional[str] = None, overrides: S
                                   shard_id=plan.rank, classes=source.class_names,
                                   classes_source=source_name if source.class_names else "")
     label_dir = Path(cfg.data.root) / (cfg.data.val_split if source.class_names else cfg.data.train_split)
-    check_num_classes(plan.arch.num_classes, info.class_names, label_dir)
+    check_head_fits_classes(weights, plan.arch.num_classes, info.class_names, label_dir, bool(source.class_names))
     start = time.time()
     metrics = mindspore_model(None, loaded.network, plan.world_size).eval(val_ds, dataset_sink_mode=False)["cls"]
     metrics["images_per_sec"] = round(metrics["num_images"] / max(time.time() - start, 1e-9), 2)

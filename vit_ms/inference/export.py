@@ -76,12 +76,31 @@ def resolve_out(out: Optional[str], ckpt: str, fmt: str) -> Path:
     if not out:
         return default_out(ckpt, fmt)
     path = Path(out)
+    if path.is_dir():
+        raise ExportError(f"--out '{out}' is a folder; give the file to write, e.g. --out "
+                          f"{path / Path(ckpt).with_suffix(FORMATS[fmt]).name}")
     if path.suffix.lower() == FORMATS[fmt]:
         return path.with_suffix(FORMATS[fmt])  # lower case: mindspore.load insists on '.mindir'
     if path.suffix.lower() in FORMATS.values():
         raise ExportError(f"--out '{out}' has the suffix of another format; --format {fmt} writes "
                           f"'{path.with_suffix(FORMATS[fmt])}'")
     return Path(f"{out}{FORMATS[fmt]}")
+
+
+def check_out_writable(out: Path) -> None:
+    """Create `out`'s folder and prove a file can be written there, before any model is built."""
+    probe = out.with_name(f".{out.name}.write_test")
+    blocker = next((p for p in [out.parent, *out.parent.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ExportError(f"cannot write --out '{out}': '{blocker}' is a file, not a folder; choose an --out in a "
+                          f"folder (e.g. --out runs/demo/model{out.suffix})")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ExportError(f"cannot write --out '{out}' ({err.strerror or err}); choose a writable folder, e.g. "
+                          f"--out /tmp/{out.name}") from err
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -168,6 +187,9 @@ def export_network(model, fmt: str, batch: Batch, image_size: int, out: Path) ->
         if fmt == "onnx":
             _finish_onnx(tmp, erf_nodes)
         os.replace(tmp, out)
+    except OSError as err:
+        raise ExportError(f"could not write '{out}' ({err.strerror or err}); free disk space or choose another "
+                          f"--out") from err
     finally:
         tmp.unlink(missing_ok=True)
     return out
@@ -256,6 +278,7 @@ def export(ckpt: str, fmt: str, batch: Batch = 1, out: Optional[str] = None, che
     """
     check_request(fmt, batch, "off")
     out_path = resolve_out(out, ckpt, fmt)
+    check_out_writable(out_path)
     loaded = load_for_inference(ckpt, config_path, overrides, purpose="export",
                                 check=lambda cfg: check_request(fmt, batch, cfg.model.fused_attention))
     cfg, plan, model, class_names = loaded.cfg, loaded.plan, loaded.network, loaded.class_names

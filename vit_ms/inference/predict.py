@@ -17,6 +17,7 @@ import numpy as np
 
 from ..config import Config, DataConfig
 from ..data.folder import read_class_names
+from ..data.images import UnusableImage
 from ..errors import DataError, UserError
 from .exported import export_format, open_exported_runner
 
@@ -119,10 +120,11 @@ class Predictor:
         return preprocess_eval(image, self.data, self.image_size)
 
     def predict(self, paths: Sequence[Path], batch_size: Optional[int] = None,
-                on_skip: Optional[Callable[[Path, DataError], None]] = None) -> Iterator[Tuple[Path, np.ndarray]]:
+                on_skip: Optional[Callable[[Path, str], None]] = None) -> Iterator[Tuple[Path, np.ndarray]]:
         """Yield (path, class probabilities) for each readable image, in order, `batch_size` at a time.
 
-        An unreadable image goes to `on_skip(path, error)` (or raises with `data.on_bad_image=error`).
+        An unreadable image goes to `on_skip(path, reason)` (or raises with `data.on_bad_image=error`, or
+        without `on_skip`).
         """
         size = self.batch_size(batch_size, len(paths))
         batch_paths: List[Path] = []
@@ -130,10 +132,10 @@ class Predictor:
         for path in paths:
             try:
                 batch.append(self.preprocess(path))
-            except DataError as err:
+            except UnusableImage as err:
                 if self.data.on_bad_image == "error" or on_skip is None:
                     raise
-                on_skip(path, err)
+                on_skip(path, err.reason)
                 continue
             batch_paths.append(path)
             if len(batch) == size:

@@ -17,6 +17,7 @@ from .fit import Shapes, adapt_to_model, check_fit
 from .hub import PRETRAINED, resolve_pretrained
 from .sources import SOURCE_FORMATS, SOURCE_OVERRIDES, State, convert_state, detect_format, read_state, \
     strip_optimizer_state
+from .verify import check_layout, check_source_format
 
 log = logging.getLogger("vit_ms")
 PathLike = Union[str, os.PathLike]
@@ -34,16 +35,23 @@ class Weights:
 
 def read_weights(spec: str, *, source_format: str = "auto", sha256: str = "", cache_dir: Optional[PathLike] = None,
                  progress: bool = True) -> Weights:
-    """Resolve `spec` (file, URL or PRETRAINED name) to a file, read it, strip optimizer state, rename to ours."""
+    """Resolve `spec` (file, URL or PRETRAINED name) to a file, read it, strip optimizer state, rename to ours.
+
+    A given format (`source_format`, or the PRETRAINED table's) must agree with the file's key names and the
+    renamed tensors must have our layout (`vit_ms.weights.verify`); CheckpointError naming the format the file
+    looks like otherwise.
+    """
     path = resolve_pretrained(spec, cache_dir, sha256=sha256, progress=progress)
     state, recorded = read_state(path)
     if source_format == "auto":
         source_format = PRETRAINED[spec].source_format if spec in PRETRAINED else detect_format(state, path.suffix)
     if source_format not in SOURCE_FORMATS:
         raise UserError(f"source_format='{source_format}' is unknown; use auto or one of {', '.join(SOURCE_FORMATS)}")
+    check_source_format(state, path.suffix.lower(), source_format, path)
     state, ignored = strip_optimizer_state(state)
-    return Weights(path, source_format, convert_state(source_format, state), ignored,
-                   {**SOURCE_OVERRIDES[source_format], **recorded})
+    converted = convert_state(source_format, state)
+    check_layout(converted, source_format, path)
+    return Weights(path, source_format, converted, ignored, {**SOURCE_OVERRIDES[source_format], **recorded})
 
 
 def fit_weights(state: State, shapes: Shapes) -> Tuple[State, List[str], List[str]]:

@@ -18,6 +18,7 @@ The sources differ in more than names: Flax's `nn.gelu` is the tanh approximatio
 import json
 import os
 import re
+import zipfile
 from pathlib import Path
 from typing import Dict, Iterable, Tuple
 
@@ -67,6 +68,8 @@ def read_state(path: Path) -> Tuple[State, dict]:
     if not path.is_file():
         raise CheckpointError(f"weights file '{path}' does not exist")
     suffix = path.suffix.lower()
+    from safetensors import SafetensorError
+
     try:
         if suffix == ".safetensors":
             from safetensors.numpy import load_file
@@ -77,9 +80,10 @@ def read_state(path: Path) -> Tuple[State, dict]:
                 return _float32({k: npz[k] for k in npz.files}), {}
         if suffix == ".ckpt":
             return _read_ckpt(path)
-    except (OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"weights file '{path}' is corrupt or not a {suffix} file ({err}); "
-                              f"download it again") from err
+    except (OSError, ValueError, RuntimeError, SafetensorError, zipfile.BadZipFile, EOFError) as err:
+        raise CheckpointError(f"weights file '{path}' ({path.stat().st_size} bytes) is truncated, corrupt or not a "
+                              f"{suffix} file ({err}); download or copy it again (a partial download is the usual "
+                              f"cause)") from err
     if suffix in (".pth", ".pt", ".bin", ".pkl"):
         raise CheckpointError(f"'{path}' is a PyTorch pickle, which vit_ms does not read (unpickling can run "
                               f"code). Use the model.safetensors of the same weights from the Hugging Face hub "
