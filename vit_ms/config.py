@@ -54,6 +54,9 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     root: str = ""  # holds <train_split>/<class>/* and <val_split>/<class>/*
+    # "digits": when `root` does not exist, write scikit-learn's bundled digits there first (the offline demo,
+    # vit_ms.data.demo); "": never write anything (every config but demo.yaml)
+    generate: Literal["", "digits"] = ""
     train_split: str = "train"
     val_split: str = "val"
     num_parallel_workers: int = 4

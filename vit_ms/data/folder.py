@@ -57,7 +57,9 @@ def _check_class(class_dir: Path, max_pixels: int) -> Tuple[List[Tuple[str, Opti
 def _find_split(root: Path, split: str) -> Path:
     if not root.is_dir():
         raise DataError(f"dataset folder '{root}' does not exist (data.root); expected the layout "
-                        f"{LAYOUT_HINT.format(split=split)}")
+                        f"{LAYOUT_HINT.format(split=split)}. Point data.root at your dataset, e.g. --set "
+                        f"data.root=/data/imagenet; for the offline digits demo write it with python -m "
+                        f"vit_ms.data.demo --out {root}, or let the run write it with --set data.generate=digits")
     split_dir = root / split
     if not split_dir.is_dir():
         present = ", ".join(sorted(list_classes(root))) or "nothing"
