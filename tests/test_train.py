@@ -65,6 +65,13 @@ def test_train_eval_infer_end_to_end(tiny_imagenet, tmp_path):
     assert metrics["num_images"] == 12 and metrics["images_per_sec"] > 0
     assert metrics["top1"] == pytest.approx(recs[-1]["val_top1"]) and metrics["loss"] == pytest.approx(
         recs[-1]["val_loss"], rel=1e-4)
+    eval_dir = run_dir / "eval" / "last"  # per-class results beside the checkpoint
+    assert sorted(p.name for p in eval_dir.iterdir()) == ["confusion.png", "per_class.csv"]
+    rows = [line.split(",") for line in (eval_dir / "per_class.csv").read_text().splitlines()[1:]]
+    assert [r[0] for r in rows] == ["class_0", "class_1", "class_2"] and [int(r[1]) for r in rows] == [4, 4, 4]
+    assert sum(float(r[2]) * int(r[1]) for r in rows) == pytest.approx(metrics["top1"] * 12)
+    assert "worst 5 classes by top-1:" in out.stdout and f"wrote per_class.csv and confusion.png to {eval_dir}" \
+        in out.stdout
 
     out = run("infer.py", "--ckpt", str(run_dir / "last.ckpt"), "--json", "--topk", "2",
               str(tiny_imagenet / "val" / "class_1"))
