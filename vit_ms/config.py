@@ -93,6 +93,7 @@ class TrainConfig:
     steps_per_epoch: int = 0  # 0: the whole dataset; >0 caps it (smoke runs)
     deterministic: bool = False  # same data order and weights run to run (CPU)
     sink_mode: Literal["auto", "on", "off"] = "auto"  # dataset sink: on for Ascend with auto
+    tensorboard: bool = False  # epoch scalars in <run_dir>/tensorboard (needs the optional tensorboardX package)
 
 
 @dataclass

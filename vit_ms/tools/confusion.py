@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .figures import pyplot, save_figure
+from .figures import matplotlib_module, new_figure, save_figure
 
 LABELLED_MAX = 30  # classes drawn with names and counts in every cell
 NAMED_WORST = 10  # rows named on a large sorted heat map
@@ -26,10 +26,10 @@ def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], path: os.P
     confusion = np.asarray(confusion)
     shares = row_normalised(confusion)
     c = len(class_names)
-    plt = pyplot()
     if c <= LABELLED_MAX:
         size = 4 + 0.35 * c
-        fig, ax = plt.subplots(figsize=(size + 1, size))
+        fig = new_figure(figsize=(size + 1, size))
+        ax = fig.subplots()
         image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
         for i in range(c):
             for j in range(c):
@@ -41,13 +41,13 @@ def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], path: os.P
     else:
         top1 = np.diag(shares)  # (C,)
         order = np.argsort(top1, kind="stable")  # worst first
-        fig, ax = plt.subplots(figsize=(9, 9))
+        fig = new_figure(figsize=(9, 9))
+        ax = fig.subplots()
         from matplotlib.colors import LogNorm
 
         sorted_shares = np.ma.masked_equal(shares[np.ix_(order, order)], 0)  # zero cells drawn white
         floor = 1.0 / max(int(confusion.sum(axis=1).max()), 1)  # the smallest non-zero share
-        cmap = plt.get_cmap("magma_r").copy()
-        cmap.set_bad("white")
+        cmap = matplotlib_module().colormaps["magma_r"].with_extremes(bad="white")
         image = ax.imshow(sorted_shares, cmap=cmap, interpolation="nearest", norm=LogNorm(vmin=floor, vmax=1))
         ax.set_xticks([])
         ax.set_yticks([])

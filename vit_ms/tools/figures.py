@@ -1,7 +1,8 @@
-"""Headless matplotlib for every picture vit_ms writes: the Agg backend (no display needed), atomic saves.
+"""Headless matplotlib for every picture vit_ms writes: figures drawn by the Agg renderer without pyplot
+(no display, no global figure registry, so a background thread may draw), saved atomically.
 
-    plt = pyplot()                      # UserError naming the package when matplotlib is missing
-    fig, ax = plt.subplots()
+    fig = new_figure(figsize=(8, 6))    # UserError naming the package when matplotlib is missing
+    ax = fig.subplots()
     save_figure(fig, run_dir / "curves.png")
 """
 import os
@@ -10,28 +11,34 @@ from pathlib import Path
 from ..errors import UserError
 
 
-def pyplot():
-    """matplotlib.pyplot on the Agg backend."""
+def matplotlib_module():
     try:
         import matplotlib
     except ImportError as err:
         raise UserError("drawing pictures (curves.png, confusion.png, attention maps) needs the matplotlib "
                         "package: pip install matplotlib (it is in requirements.txt)") from err
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    return matplotlib
 
-    return plt
+
+def new_figure(**kwargs):
+    """A `matplotlib.figure.Figure` on the Agg canvas (kwargs: figsize, ...)."""
+    matplotlib_module()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def save_figure(fig, path: os.PathLike, dpi: int = 100) -> Path:
-    """Write `fig` as PNG to `path` through a temporary file (a reader never sees half a picture); closes it."""
+    """Write `fig` as PNG to `path` through a temporary file, so a reader never sees half a picture."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         fig.savefig(tmp, format="png", dpi=dpi)
         os.replace(tmp, path)
     finally:
-        pyplot().close(fig)
         if tmp.exists():
             tmp.unlink()
     return path
