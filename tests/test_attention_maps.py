@@ -11,7 +11,7 @@ from PIL import Image
 from numpy_vit import random_timm_state, timm_forward
 from tiny import tiny_model
 from tiny_run import write_tiny_run
-from vit_ms.errors import UserError, run_cli
+from vit_ms.errors import run_cli
 from vit_ms.inference.attention_maps import (attention_rollout, class_token_map, maps_for_batch, output_names,
                                              to_image_size)
 
