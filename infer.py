@@ -9,12 +9,14 @@ A checkpoint written by train.py records its config and class names; --config is
 Class names come from --class-names, else the checkpoint (or classes.txt beside it), else the export's sidecar.
 Unreadable images are reported on stderr ("skipped <path>: <reason>") and the rest are labelled; the exit
 code is 0 when at least one image was labelled.
+--attention-maps DIR (checkpoints only) also saves DIR/<image name>.png per image: the image, the attention
+rollout and the last layer's class-token attention as overlays (the model then runs in PyNative mode).
 """
 import argparse
 import json
 import sys
 
-from vit_ms.errors import DataError, run_cli
+from vit_ms.errors import DataError, UserError, run_cli
 
 
 def parse_args(argv) -> argparse.Namespace:
@@ -28,6 +30,8 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="images per forward pass (default 16; a fixed-batch export uses its own)")
     parser.add_argument("--class-names", help="text file with one class name a line, in class-index order")
+    parser.add_argument("--attention-maps", metavar="DIR",
+                        help="also save per image a PNG of where the class token attends (needs --ckpt)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set train.device_target=CPU (repeatable)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -52,6 +56,10 @@ def main(argv=None) -> int:
     images, notes = predict.collect_images(args.paths)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
+    if args.model and args.attention_maps:
+        raise UserError(f"--attention-maps needs a checkpoint: '{args.model}' is an exported graph that computes "
+                        f"only the logits, not the attention probabilities. Pass the checkpoint it was exported "
+                        f"from with --ckpt (e.g. runs/<name>/best.ckpt)")
     if args.model:
         from vit_ms.inference.exported import config_for_export
 
@@ -61,7 +69,8 @@ def main(argv=None) -> int:
     else:
         from vit_ms.inference.loader import load_for_inference
 
-        loaded = load_for_inference(args.ckpt, args.config, args.overrides)
+        eager = ["train.mode=pynative"] if args.attention_maps else []  # maps read the blocks one by one
+        loaded = load_for_inference(args.ckpt, args.config, args.overrides + eager)
         cfg, recorded, where = loaded.cfg, loaded.class_names, f"'{args.ckpt}'"
         predictor = predict.network_predictor(loaded.network, cfg)
     names, note = predict.class_names_for(cfg.model.num_classes, args.class_names, recorded, where)
@@ -78,6 +87,13 @@ def main(argv=None) -> int:
         labelled += 1
     if not labelled:
         raise DataError(f"none of the {len(images)} image file(s) could be labelled (see the messages above)")
+    if args.attention_maps:
+        from vit_ms.inference.attention_maps import write_attention_maps
+
+        written = write_attention_maps(loaded.network, cfg, images, args.attention_maps, names,
+                                       args.batch_size or predict.DEFAULT_BATCH_SIZE,
+                                       on_skip=lambda *_: None)  # already reported by the labelling pass
+        print(f"wrote {len(written)} attention map(s) to {args.attention_maps}", file=sys.stderr)
     return 0
 
 

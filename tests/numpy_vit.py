@@ -67,7 +67,9 @@ def _f64(state: State) -> State:
 # timm (the PyTorch reference; our names are the same).
 
 
-def timm_forward(state: State, x: np.ndarray, heads: int, gelu_kind: str = "erf", eps: float = 1e-6) -> np.ndarray:
+def timm_forward(state: State, x: np.ndarray, heads: int, gelu_kind: str = "erf", eps: float = 1e-6,
+                 attention: Optional[list] = None) -> np.ndarray:
+    """Logits (B, classes); `attention`, when given a list, receives each block's (B, H, N, N) probabilities."""
     s, x = _f64(state), np.asarray(x, np.float64)
     w = s["patch_embed.proj.weight"]  # (D, C, P, P): a stride-P convolution
     tokens = np.einsum("bncij,dcij->bnd", patchify_nchw(x, w.shape[-1]), w) + s["patch_embed.proj.bias"]
@@ -80,6 +82,8 @@ def timm_forward(state: State, x: np.ndarray, heads: int, gelu_kind: str = "erf"
         b, n, d = y.shape
         qkv = dense(y, s[p + "attn.qkv.weight"], s[p + "attn.qkv.bias"]).reshape(b, n, 3, heads, d // heads)
         q, k, v = qkv.transpose(2, 0, 3, 1, 4)  # (B, H, N, hd) each
+        if attention is not None:
+            attention.append(softmax(q @ k.transpose(0, 1, 3, 2) / math.sqrt(q.shape[-1])))  # (B, H, N, N)
         h = h + dense(attend(q, k, v), s[p + "attn.proj.weight"], s[p + "attn.proj.bias"])
         y = layer_norm(h, s[p + "norm2.weight"], s[p + "norm2.bias"], eps)
         y = gelu(dense(y, s[p + "mlp.fc1.weight"], s[p + "mlp.fc1.bias"]), gelu_kind)

@@ -79,3 +79,35 @@ def test_cli_writes_both_kinds(tmp_path, capsys):
     assert demo_data.main(["--out", str(tmp_path / "d"), "--image-size", "8"]) == 0
     counts = json.loads((tmp_path / "d" / demo_data.MARKER).read_text())["counts"]
     assert f"{counts['train']} train / {counts['val']} val" in capsys.readouterr().out
+
+
+def test_generate_writes_a_missing_root_only_when_asked(tmp_path):
+    from vit_ms.config import DataConfig
+
+    missing = tmp_path / "nested" / "digits"
+    assert demo_data.generate_if_missing(DataConfig(root=str(missing))) is False  # generate off: nothing written
+    assert not missing.exists()
+    assert demo_data.generate_if_missing(DataConfig(root=str(missing), generate="digits")) is True
+    marker = json.loads((missing / demo_data.MARKER).read_text())
+    assert marker["params"]["image_size"] == 32 and sum(marker["counts"].values()) == 1797
+    mine = tmp_path / "mine"
+    mine.mkdir()  # an existing folder is never touched, even an empty one
+    assert demo_data.generate_if_missing(DataConfig(root=str(mine), generate="digits")) is False
+    assert list(mine.iterdir()) == []
+
+
+def test_create_dataset_writes_the_demo_set_and_other_configs_name_the_fix(tmp_path):
+    from vit_ms.config import load_config
+    from vit_ms.data import create_dataset
+
+    root = tmp_path / "digits"
+    cfg = load_config("demo.yaml", [f"data.root={root}"])
+    assert cfg.data.generate == "digits" and load_config("vit_ti16.yaml").data.generate == ""
+    _, info = create_dataset(cfg, "val", False, batch_size=64)
+    assert info.class_names == [str(d) for d in range(10)] and info.num_samples == 359
+    cfg = load_config("demo.yaml", [f"data.root={tmp_path / 'elsewhere'}", "data.generate="])
+    with pytest.raises(DataError) as err:
+        create_dataset(cfg, "train", True, batch_size=8)
+    message = str(err.value)
+    assert "elsewhere' does not exist" in message and "--set data.generate=digits" in message
+    assert f"python -m vit_ms.data.demo --out {tmp_path / 'elsewhere'}" in message

@@ -385,3 +385,44 @@ def test_two_msrun_workers_train_resume_and_match_single_process_eval(tmp_path):
     assert single["num_images"] == 15
     assert records[-1]["val_top1"] == single["top1"] and records[-1]["val_top5"] == single["top5"]
     assert records[-1]["val_loss"] == pytest.approx(single["loss"], rel=1e-6)  # float32 all-reduce of the sums
+
+
+@pytest.mark.slow
+def test_two_msrun_workers_eval_gives_the_single_process_confusion_matrix(tmp_path):
+    import mindspore as ms
+
+    from vit_ms.config import config_to_dict, load_config
+    from vit_ms.models import VisionTransformer, resolve_architecture
+    from vit_ms.train.checkpoint import CheckpointMeta, save_checkpoint
+
+    data = write_synthetic_folder(tmp_path / "data", num_classes=3, train_per_class=2, val_per_class=5,
+                                  image_size=32, seed=1)  # 15 val images: 8 on rank 0, 7 on rank 1
+    cfg = load_config(None, [*TINY, f"data.root={data}", "data.interpolation=bilinear"])
+    ms.set_seed(3)
+    model = VisionTransformer(resolve_architecture(cfg.model))
+    for p in model.get_parameters():  # a head that spreads the predictions over the classes
+        if p.name == "head.weight":
+            p.set_data(ms.Tensor(np.random.default_rng(3).normal(0, 1.0, p.shape).astype(np.float32)))
+    ckpt = tmp_path / "w.ckpt"
+    save_checkpoint(model, ckpt, TrainState(), CheckpointMeta(config_to_dict(cfg), None,
+                                                              ["class_0", "class_1", "class_2"]))
+    single = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--ckpt", str(ckpt), "--out",
+                             str(tmp_path / "single")], cwd=tmp_path, env=script_env(), capture_output=True,
+                            text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    cmd = ["msrun", "--worker_num=2", "--local_worker_num=2", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}", f"--log_dir={tmp_path / 'msrun_log'}", "--join=True",
+           str(ROOT / "eval.py"), "--ckpt", str(ckpt), "--out", str(tmp_path / "dp")]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=300)
+    logs = "\n".join(p.read_text() for p in sorted((tmp_path / "msrun_log").glob("worker_*.log")))
+    assert proc.returncode == 0, logs[-4000:]
+    worker0 = (tmp_path / "msrun_log" / "worker_0.log").read_text()  # also holds MindSpore's own log lines
+    ranked = json.loads([line for line in worker0.splitlines() if line.startswith('{"top1"')][-1])
+    alone = json.loads(single.stdout.strip().splitlines()[-1])
+    assert {k: v for k, v in ranked.items() if k not in ("images_per_sec", "loss")} == \
+        {k: v for k, v in alone.items() if k not in ("images_per_sec", "loss")}
+    assert ranked["loss"] == pytest.approx(alone["loss"], rel=1e-6)  # float32 all-reduce of the sums
+    assert (tmp_path / "dp" / "per_class.csv").read_text() == (tmp_path / "single" / "per_class.csv").read_text()
+    rows = (tmp_path / "single" / "per_class.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[1]) for r in rows] == [5, 5, 5]
+    assert sorted(p.name for p in (tmp_path / "dp").iterdir()) == ["confusion.png", "per_class.csv"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from tiny import tiny_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,8 +49,11 @@ def test_train_eval_infer_end_to_end(tiny_imagenet, tmp_path):
                                                        "checkpoint.keep_last=1"))
     run_dir = tmp_path / "r"
     names = sorted(p.name for p in run_dir.iterdir())
-    assert names == ["best.ckpt", "classes.txt", "config.yaml", "epoch_0002.ckpt", "last.ckpt", "metrics.jsonl",
-                     "plan.json", "train.log"]
+    assert names == ["best.ckpt", "classes.txt", "config.yaml", "curves.png", "epoch_0002.ckpt", "last.ckpt",
+                     "metrics.jsonl", "plan.json", "train.log"]
+    with Image.open(run_dir / "curves.png") as image:  # redrawn after each epoch, with content
+        assert image.format == "PNG" and image.size[0] > 600
+        assert len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0)) > 50
     plan = json.loads((run_dir / "plan.json").read_text())
     assert plan["formulation"]["backward"] == "handwritten" and plan["global_batch_size"] == 4
     assert (run_dir / "classes.txt").read_text().split() == ["class_0", "class_1", "class_2"]
@@ -65,6 +69,13 @@ def test_train_eval_infer_end_to_end(tiny_imagenet, tmp_path):
     assert metrics["num_images"] == 12 and metrics["images_per_sec"] > 0
     assert metrics["top1"] == pytest.approx(recs[-1]["val_top1"]) and metrics["loss"] == pytest.approx(
         recs[-1]["val_loss"], rel=1e-4)
+    eval_dir = run_dir / "eval" / "last"  # per-class results beside the checkpoint
+    assert sorted(p.name for p in eval_dir.iterdir()) == ["confusion.png", "per_class.csv"]
+    rows = [line.split(",") for line in (eval_dir / "per_class.csv").read_text().splitlines()[1:]]
+    assert [r[0] for r in rows] == ["class_0", "class_1", "class_2"] and [int(r[1]) for r in rows] == [4, 4, 4]
+    assert sum(float(r[2]) * int(r[1]) for r in rows) == pytest.approx(metrics["top1"] * 12)
+    assert "worst 5 classes by top-1:" in out.stdout and f"wrote per_class.csv and confusion.png to {eval_dir}" \
+        in out.stdout
 
     out = run("infer.py", "--ckpt", str(run_dir / "last.ckpt"), "--json", "--topk", "2",
               str(tiny_imagenet / "val" / "class_1"))
@@ -161,3 +172,30 @@ def test_finetune_from_pretrained_reinitialises_head_resamples_pos_embed_and_fre
     for name in ["blocks.0.attn.qkv.weight", "patch_embed.proj.weight", "norm.weight"]:
         np.testing.assert_array_equal(tuned[name], original[name])  # frozen backbone
     assert "adam_m.head.weight" in tuned and "adam_m.blocks.0.attn.qkv.weight" not in tuned
+
+
+def test_demo_config_writes_its_data_and_survives_a_missing_matplotlib(tmp_path):
+    """One command on a fresh machine: demo.yaml writes the digits into the missing data.root; a plotting
+    failure (matplotlib shadowed by a package that fails to import) is one warning, not a failed run."""
+    import os
+
+    shadow = tmp_path / "shadow" / "matplotlib"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'matplotlib' (test shadow)\")\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow.parent), str(ROOT)])}
+    args = ["--config", "demo.yaml", *overrides(tmp_path / "digits", tmp_path, "train.epochs=1",
+                                                "train.steps_per_epoch=2", "train.tensorboard=true",
+                                                "model.num_classes=10")]
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "digits" / ".vit_ms_demo.json").read_text())["counts"] == {"train": 1438,
+                                                                                              "val": 359}
+    run_dir = tmp_path / "r"
+    log = (run_dir / "train.log").read_text()
+    assert f"data.generate=digits: wrote the dataset into {tmp_path / 'digits'}" in log
+    warnings = [line for line in log.splitlines() if "curves.png not written" in line]
+    assert len(warnings) == 1 and "needs the matplotlib package" in warnings[0]
+    assert [r["epoch"] for r in records(run_dir)] == [1] and records(run_dir)[0]["val_images"] == 359
+    assert (run_dir / "last.ckpt").is_file() and not (run_dir / "curves.png").exists()
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1

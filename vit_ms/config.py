@@ -55,6 +55,9 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     root: str = ""  # holds <train_split>/<class>/* and <val_split>/<class>/*
+    # "digits": when `root` does not exist, write scikit-learn's bundled digits there first (the offline demo,
+    # vit_ms.data.demo); "": never write anything (every config but demo.yaml)
+    generate: Literal["", "digits"] = ""
     train_split: str = "train"
     val_split: str = "val"
     num_parallel_workers: int = 4
@@ -94,6 +97,7 @@ class TrainConfig:
     # blocks: recompute each transformer block's activations in the backward pass (Cell.recompute), trading time
     # for device memory on GPU/Ascend. On CPU MindSpore 2.10 it costs memory too (README "Performance").
     recompute: Literal["none", "blocks"] = "none"
+    tensorboard: bool = False  # epoch scalars in <run_dir>/tensorboard (needs the optional tensorboardX package)
 
 
 @dataclass

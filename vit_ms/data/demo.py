@@ -80,6 +80,19 @@ def write_digits_folder(root: Path, image_size: int = 32, val_fraction: float = 
     return root
 
 
+GENERATORS = {"digits": write_digits_folder}  # data.generate -> writer(root)
+
+
+def generate_if_missing(data) -> bool:
+    """Write the dataset `data.generate` names into `data.root` when that folder does not exist (the one-command
+    demo); an existing folder is never touched. Returns whether it wrote one. Safe on several ranks at once:
+    each writes into its own temporary folder and the first rename wins."""
+    if not data.generate or Path(data.root).exists():
+        return False
+    GENERATORS[data.generate](Path(data.root))
+    return True
+
+
 def _move_into_place(tmp: Path, root: Path) -> None:
     """Rename the finished temp folder to root, replacing an older demo folder there."""
     old = None

@@ -16,6 +16,7 @@ import numpy as np
 import mindspore.dataset as ds
 
 from ..errors import DataError
+from .demo import generate_if_missing
 from .folder import list_classes, scan_split
 from .images import BadImage, bad_image_error, decode_image
 from .sampler import EpochSampler
@@ -99,6 +100,8 @@ def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shar
         raise DataError("data.root is empty; set it to a folder laid out as <root>/train/<class>/*.jpg, e.g. "
                         "--set data.root=/data/imagenet (or write the demo set: python -m vit_ms.data.demo "
                         "--out data/digits)")
+    if generate_if_missing(data):
+        logger.info("data.generate=%s: wrote the dataset into %s", data.generate, data.root)
     if cfg.train.deterministic:
         ds.config.set_seed(cfg.train.seed)
     folder = data.train_split if split == "train" else data.val_split

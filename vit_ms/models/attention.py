@@ -2,7 +2,8 @@
 
 - `DotProductAttention`: softmax(q k^T / sqrt(Dh)) v per head, written out (any device).
 - `FlashAttention`: MindSpore's fused `flash_attention_score` kernel (Ascend only), same function.
-`formulations.Formulation.attention` picks one; neither holds parameters.
+`formulations.Formulation.attention` picks one; neither holds parameters. Both also give the attention
+probabilities on their own (`probabilities`, for attention maps: not used by the forward pass).
 """
 import mindspore as ms
 from mindspore import nn, ops
@@ -33,6 +34,10 @@ class DotProductAttention(nn.Cell):
         out = self.attn_matmul_v(attn, v.squeeze(0))  # (B, H, N, Dh)
         return out.transpose(0, 2, 1, 3).reshape(b, n, -1)  # (B, N, D)
 
+    def probabilities(self, qkv):
+        """softmax(q k^T / sqrt(Dh)) as `construct` computes it (before attention dropout): (B, N, 3D) -> (B, H, N, N)."""
+        return attention_probabilities(qkv, self.num_heads, self.scale, self.softmax)
+
 
 class FlashAttention(nn.Cell):
     """The same attention through Ascend's fused kernel (float16/bfloat16 inside; float32 inputs are cast).
@@ -51,3 +56,15 @@ class FlashAttention(nn.Cell):
             q, k, v = q.astype(ms.float16), k.astype(ms.float16), v.astype(ms.float16)
         out = ops.flash_attention_score(q, k, v, self.num_heads, scalar_value=self.scale, input_layout="BSH")
         return out.astype(qkv.dtype)  # (B, N, D)
+
+    def probabilities(self, qkv):
+        """The probabilities the fused kernel applies, written out in float32: (B, N, 3D) -> (B, H, N, N)."""
+        return attention_probabilities(qkv.astype(ms.float32), self.num_heads, self.scale, Softmax())
+
+
+def attention_probabilities(qkv, num_heads: int, scale: float, softmax: nn.Cell):
+    """softmax(scale * q k^T) per head from a fused qkv tensor: (B, N, 3D) -> (B, H, N, N)."""
+    b, n, _ = qkv.shape
+    qkv = qkv.reshape(b, n, 3, num_heads, -1).transpose(2, 0, 3, 1, 4)  # (3, B, H, N, Dh)
+    q, k, _ = ops.split(qkv, 1, axis=0)  # (1, B, H, N, Dh) each
+    return softmax(ops.matmul(q.squeeze(0) * scale, k.squeeze(0).swapaxes(-1, -2)))  # (B, H, N, N)

@@ -135,14 +135,29 @@ class VisionTransformer(nn.Cell):
         self.head = formulation.linear(self.num_features, a.num_classes) if a.num_classes > 0 else None
         self.avg_pool = a.global_pool == "avg"
 
-    def forward_features(self, x):
+    def tokens(self, x):
+        """(B, C, H, W) -> (B, N+1, D): patches projected, class token first, position embedding added."""
         x = self.patch_embed(x)  # (B, N, D)
         cls = ops.broadcast_to(self.cls_token.astype(x.dtype), (x.shape[0], 1, x.shape[2]))  # (B, 1, D)
         x = ops.concat((cls, x), axis=1) + self.pos_embed.astype(x.dtype)  # (B, N+1, D)
-        x = self.pos_drop(x)
+        return self.pos_drop(x)
+
+    def forward_features(self, x):
+        x = self.tokens(x)  # (B, N+1, D)
         for block in self.blocks:
             x = block(x)
         return self.norm(x)  # (B, N+1, D)
+
+    def attention_probabilities(self, x) -> list:
+        """Each block's attention probabilities on images x (B, C, H, W): a list of `depth` (B, heads, N+1, N+1)
+        tensors, token 0 the class token. Runs the blocks as the forward pass does (call it in PyNative mode,
+        on a model in eval mode); for attention maps, not training."""
+        x = self.tokens(x)
+        found = []
+        for block in self.blocks:
+            found.append(block.attn.attend.probabilities(block.attn.qkv(block.norm1(x))))
+            x = block(x)
+        return found
 
     def forward_head(self, x):
         x = x[:, 1:].mean(axis=1) if self.avg_pool else x[:, 0]  # (B, D)

@@ -125,6 +125,7 @@ class CheckpointAndMetrics(Callback):
         self.ccfg = ccfg
         self.eval_interval = max(eval_interval, 1)
         self.total_epochs = total_epochs
+        self.last_record: Optional[dict] = None  # the latest epoch's metrics record (for later callbacks)
 
     def save(self, name: str) -> None:
         if self.run_dir is not None:
@@ -150,6 +151,7 @@ class CheckpointAndMetrics(Callback):
             improved = metrics["top1"] > st.best_top1
             st.best_top1 = max(st.best_top1, metrics["top1"])
         log.info("epoch %d done: %s", st.epoch, json.dumps(record))
+        self.last_record = record
         if self.run_dir is None:
             return
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:

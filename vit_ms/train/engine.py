@@ -5,7 +5,7 @@ It returns (loss, overflow, loss_scale); an overflowed step leaves the weights u
 nothing to unscale and float32 gradients of a finite loss do not overflow, so the step checks the loss alone
 (`check_loss_only`): a non-finite loss still skips the update and reports overflow.
 `ClassificationMetrics` accumulates top-1/top-5/loss as sums, all-reduced across ranks, so every rank
-reports the full validation set.
+reports the full validation set; with `per_class` also the confusion matrix, all-reduced the same way.
 """
 from typing import Optional
 
@@ -110,15 +110,21 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class ClassificationMetrics(Metric):
-    """top-1, top-5 (top-k for fewer classes) and cross-entropy over a dataset, summed across ranks."""
+    """top-1, top-5 (top-k for fewer classes) and cross-entropy over a dataset, summed across ranks.
 
-    def __init__(self, world_size: int = 1):
+    `num_classes` C given: `eval()` also returns "confusion", an int64 (C, C) array: row = true class, column =
+    top-1 prediction (rows sum to each class's image count).
+    """
+
+    def __init__(self, world_size: int = 1, num_classes: Optional[int] = None):
         super().__init__()
         self.world_size = world_size
+        self.num_classes = num_classes
         self.clear()
 
     def clear(self):
         self.sums = np.zeros(4, np.float64)  # correct@1, correct@5, loss sum, count
+        self.confusion = np.zeros((self.num_classes or 0,) * 2, np.float64)  # (C, C): true x predicted
 
     def update(self, *inputs):
         logits, labels = (x.asnumpy() if isinstance(x, Tensor) else np.asarray(x) for x in inputs)
@@ -128,17 +134,26 @@ class ClassificationMetrics(Metric):
         log_prob = _log_softmax(logits.astype(np.float64))
         self.sums += [(topk[:, 0] == labels).sum(), (topk == labels[:, None]).any(axis=1).sum(),
                       -log_prob[np.arange(len(labels)), labels].sum(), len(labels)]
+        if self.num_classes:
+            np.add.at(self.confusion, (labels, topk[:, 0]), 1)
 
     def eval(self) -> dict:
         sums = self.sums
-        if self.world_size > 1:
+        if self.num_classes:  # one all-reduce for both, the same (4 + C*C,) shape on every rank
+            sums = np.concatenate([sums, self.confusion.ravel()])
+        if self.world_size > 1:  # float32 holds counts exactly up to 2**24
             sums = ops.AllReduce()(Tensor(sums.astype(np.float32))).asnumpy().astype(np.float64)
         count = max(sums[3], 1.0)
-        return {"top1": float(sums[0] / count), "top5": float(sums[1] / count), "loss": float(sums[2] / count),
-                "num_images": int(round(sums[3]))}
+        result = {"top1": float(sums[0] / count), "top5": float(sums[1] / count), "loss": float(sums[2] / count),
+                  "num_images": int(round(sums[3]))}
+        if self.num_classes:
+            result["confusion"] = np.rint(sums[4:]).astype(np.int64).reshape(self.confusion.shape)  # (C, C)
+        return result
 
 
-def mindspore_model(train_step: Optional[nn.Cell], network: nn.Cell, world_size: int = 1) -> ms.train.Model:
-    """`mindspore.train.Model` over our train step, with the eval network and metrics attached."""
+def mindspore_model(train_step: Optional[nn.Cell], network: nn.Cell, world_size: int = 1,
+                    num_classes: Optional[int] = None) -> ms.train.Model:
+    """`mindspore.train.Model` over our train step, with the eval network and metrics attached (the confusion
+    matrix too when `num_classes` is given)."""
     return ms.train.Model(train_step if train_step is not None else network, eval_network=EvalNetwork(network),
-                          metrics={"cls": ClassificationMetrics(world_size)})
+                          metrics={"cls": ClassificationMetrics(world_size, num_classes)})

@@ -22,9 +22,11 @@ from ..runtime import setup_runtime
 from .callbacks import CheckpointAndMetrics, TrainProgress
 from .checkpoint import (CheckpointMeta, TrainState, check_fit, find_resume_checkpoint, network_params,
                          read_checkpoint, read_meta, remove_partial_files, train_state)
+from .curves import CurvesWriter
 from .distributed import check_replicas, check_same_resume
 from .engine import build_train_step, mindspore_model
 from .optim import build_optimizer, lr_schedule, scaled_lr
+from .tensorboard import TensorBoardScalars, require_tensorboardx
 
 log = logging.getLogger("vit_ms")
 
@@ -160,6 +162,16 @@ def write_run_files(run_dir: Path, cfg: Config, plan: RunPlan, class_names: List
     (run_dir / "classes.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
 
 
+def picture_callbacks(cfg: Config, run_dir: Optional[Path], checkpoints: CheckpointAndMetrics) -> list:
+    """After each epoch's record (main rank only): curves.png, and TensorBoard scalars when asked."""
+    if run_dir is None:
+        return []
+    callbacks = [CurvesWriter(run_dir)]
+    if cfg.train.tensorboard:
+        callbacks.append(TensorBoardScalars(run_dir, lambda: checkpoints.last_record))
+    return callbacks
+
+
 def run_training(cfg: Config, resume: Optional[str] = None, cache_dir: Optional[Path] = None) -> dict:
     """Train as `cfg` says, resuming from a checkpoint path or 'auto'; returns the last epoch's record.
 
@@ -169,6 +181,8 @@ def run_training(cfg: Config, resume: Optional[str] = None, cache_dir: Optional[
     plan = resolve_plan(cfg, runtime)
     run_dir = prepare_run_dir(cfg, plan.rank)
     setup_logging(run_dir, plan.rank)
+    if cfg.train.tensorboard and plan.is_main:
+        require_tensorboardx()  # a missing optional package stops the run before any work
     log.info("plan: %s", plan.describe())
     if plan.distributed:
         log.info("data-parallel rank %d of %d on %s", plan.rank, plan.world_size, plan.device_target)
@@ -206,9 +220,9 @@ def run_training(cfg: Config, resume: Optional[str] = None, cache_dir: Optional[
         return {"epoch": state.epoch, "best_top1": state.best_top1}
     log.info("training %s on %d images (%d steps/epoch, %d classes) for %d epochs", plan.arch.name,
              info.num_samples, info.steps_per_epoch, len(info.class_names), cfg.train.epochs)
+    callbacks = [progress, checkpoints, *picture_callbacks(cfg, main_dir, checkpoints)]
     mindspore_model(train_step, model, plan.world_size).train(
-        cfg.train.epochs, train_ds, callbacks=[progress, checkpoints], dataset_sink_mode=plan.sink_mode,
-        initial_epoch=state.epoch)
+        cfg.train.epochs, train_ds, callbacks=callbacks, dataset_sink_mode=plan.sink_mode, initial_epoch=state.epoch)
     if plan.distributed:
         check_replicas(model, plan.world_size)
     return {"epoch": state.epoch, "global_step": state.global_step, "best_top1": state.best_top1,
