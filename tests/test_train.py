@@ -48,7 +48,7 @@ def test_train_eval_infer_end_to_end(tiny_imagenet, tmp_path):
                                                        "checkpoint.keep_last=1"))
     run_dir = tmp_path / "r"
     names = sorted(p.name for p in run_dir.iterdir())
-    assert names == ["best.ckpt", "classes.txt", "config.yaml", "epoch_0002.ckpt", "last.ckpt", "metrics.jsonl",
+    assert names == [".lock", "best.ckpt", "classes.txt", "config.yaml", "epoch_0002.ckpt", "last.ckpt", "metrics.jsonl",
                      "plan.json", "train.log"]
     plan = json.loads((run_dir / "plan.json").read_text())
     assert plan["formulation"]["backward"] == "handwritten" and plan["global_batch_size"] == 4

@@ -23,8 +23,11 @@ from .callbacks import CheckpointAndMetrics, TrainProgress
 from .checkpoint import (CheckpointMeta, TrainState, check_fit, find_resume_checkpoint, network_params,
                          read_checkpoint, read_meta, remove_partial_files, train_state)
 from .distributed import check_replicas, check_same_resume
+from .divergence import DivergenceDetector, DivergenceGuard
 from .engine import build_train_step, mindspore_model
 from .optim import build_optimizer, lr_schedule, scaled_lr
+from .runlock import RunLock
+from .stopping import GracefulStop, StopSignals
 
 log = logging.getLogger("vit_ms")
 
@@ -164,11 +167,23 @@ def run_training(cfg: Config, resume: Optional[str] = None, cache_dir: Optional[
     """Train as `cfg` says, resuming from a checkpoint path or 'auto'; returns the last epoch's record.
 
     `cache_dir` is where published weights named by `model.pretrained` are downloaded (None: the default).
+    Raises TrainingStopped after SIGTERM/SIGINT (saved; see `stopping`), DivergenceError on divergence.
     """
     runtime = setup_runtime(cfg)
     plan = resolve_plan(cfg, runtime)
     run_dir = prepare_run_dir(cfg, plan.rank)
+    if not plan.is_main:  # only rank 0 writes the run directory, so only rank 0 locks it
+        return train_in(cfg, plan, run_dir, resume, cache_dir)
+    with RunLock(run_dir) as lock:  # before anything is written: a second training into run_dir is refused
+        return train_in(cfg, plan, run_dir, resume, cache_dir, stale_lock=lock.stale_owner)
+
+
+def train_in(cfg: Config, plan: RunPlan, run_dir: Path, resume: Optional[str], cache_dir: Optional[Path],
+             stale_lock: Optional[str] = None) -> dict:
+    """`run_training` once the run directory is ours."""
     setup_logging(run_dir, plan.rank)
+    if stale_lock:
+        log.warning("took over the lock of '%s' from a training that is no longer running (%s)", run_dir, stale_lock)
     log.info("plan: %s", plan.describe())
     if plan.distributed:
         log.info("data-parallel rank %d of %d on %s", plan.rank, plan.world_size, plan.device_target)
@@ -201,15 +216,21 @@ def run_training(cfg: Config, resume: Optional[str] = None, cache_dir: Optional[
 
     checkpoints = CheckpointAndMetrics(train_step, main_dir, progress, evaluate, cfg.checkpoint,
                                        cfg.eval.interval_epochs, cfg.train.epochs, meta)
+    guard = DivergenceGuard(DivergenceDetector(cfg.train.divergence_factor), checkpoints,
+                            plan.loss_scale == "dynamic", plan.world_size)
+    checkpoints.evaluate = guard.checked(evaluate)  # a diverged epoch's evaluation writes no checkpoint
     if state.epoch >= cfg.train.epochs:
         log.info("the run already completed %d of %d epochs; nothing to train", state.epoch, cfg.train.epochs)
         return {"epoch": state.epoch, "best_top1": state.best_top1}
     log.info("training %s on %d images (%d steps/epoch, %d classes) for %d epochs", plan.arch.name,
              info.num_samples, info.steps_per_epoch, len(info.class_names), cfg.train.epochs)
-    mindspore_model(train_step, model, plan.world_size).train(
-        cfg.train.epochs, train_ds, callbacks=[progress, checkpoints], dataset_sink_mode=plan.sink_mode,
-        initial_epoch=state.epoch)
+    with StopSignals() as signals:
+        stop = GracefulStop(signals, checkpoints, plan.world_size)
+        mindspore_model(train_step, model, plan.world_size).train(
+            cfg.train.epochs, train_ds, callbacks=[guard, progress, checkpoints, stop],
+            dataset_sink_mode=plan.sink_mode, initial_epoch=state.epoch)
     if plan.distributed:
         check_replicas(model, plan.world_size)
+    stop.raise_if_stopped()
     return {"epoch": state.epoch, "global_step": state.global_step, "best_top1": state.best_top1,
             "skipped_steps": progress.skipped_steps}
