@@ -48,6 +48,8 @@ def test_a_live_process_holds_it_and_its_leftover_is_taken_over_after_kill_9(tmp
     assert json.loads((tmp_path / ".lock").read_text())["pid"] == holder.pid  # the file outlived its owner
     with RunLock(tmp_path) as lock:
         assert lock.stale_owner.startswith(f"host {socket.gethostname()}, pid {holder.pid}, started ")
+        assert lock.warning == f"took over the lock of '{tmp_path}' from a training that is no longer running " \
+                               f"({lock.stale_owner})"
         assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
 
 
@@ -55,3 +57,13 @@ def test_a_foreign_lock_file_is_described_not_parsed(tmp_path):
     (tmp_path / ".lock").write_text("garbage\n")
     with RunLock(tmp_path) as lock:
         assert lock.stale_owner == "unreadable owner record 'garbage'"
+
+
+def test_a_filesystem_without_locks_goes_on_unlocked_with_a_warning(tmp_path, monkeypatch):
+    def no_locks(fd, operation):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr("vit_ms.train.runlock.fcntl.flock", no_locks)
+    with RunLock(tmp_path) as lock:
+        assert lock.warning == (f"cannot lock '{tmp_path / '.lock'}' (No locks available): a second training "
+                                f"started into '{tmp_path}' would not be refused")

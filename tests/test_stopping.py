@@ -18,7 +18,8 @@ from vit_ms.config import load_config
 from vit_ms.errors import TrainingStopped
 from vit_ms.train.callbacks import CheckpointAndMetrics, TrainProgress
 from vit_ms.train.checkpoint import TrainState, read_checkpoint, train_state
-from vit_ms.train.stopping import GracefulStop, StopSignals, exit_status, first_signal
+from vit_ms.train.signals import StopSignals, exit_status
+from vit_ms.train.stopping import GracefulStop, first_signal
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,14 +63,43 @@ def test_first_signal_sets_the_flag_and_puts_back_the_default_action(capfd):
     assert "received SIGINT: finishing the current step" in capfd.readouterr().err
 
 
+SECOND = """import os, signal, sys, threading, time
+from vit_ms.train.signals import StopSignals, watch_stop_signals
+if sys.argv[2] == "watch":
+    watch_stop_signals()
+    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()  # a thread started after: still blocked
+sig = int(sys.argv[1])
+with StopSignals() as s:
+    os.kill(os.getpid(), sig)
+    time.sleep(1)  # the watcher thread takes it meanwhile
+    print("first", s.received, flush=True)
+    os.kill(os.getpid(), sig)
+    time.sleep(5)
+    print("survived", flush=True)
+"""
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_second_signal_ends_the_process_at_once(sig):
-    script = (f"import os, signal, time\nfrom vit_ms.train.stopping import StopSignals\n"
-              f"with StopSignals() as s:\n    os.kill(os.getpid(), {int(sig)})\n    print('first', s.received, "
-              f"flush=True)\n    os.kill(os.getpid(), {int(sig)})\n    time.sleep(5)\n    print('survived')\n")
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == -sig
+@pytest.mark.parametrize("mode", ["watch", "handlers"])
+def test_a_second_signal_ends_the_process_at_once(sig, mode):
+    proc = subprocess.run([sys.executable, "-c", SECOND, str(int(sig)), mode], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    # the watcher exits with 128 + signal; with handlers the default action kills the process
+    assert proc.returncode == (128 + sig if mode == "watch" else -sig), proc.stderr
     assert proc.stdout.split() == ["first", str(int(sig))]
+    assert f"received {sig.name}: finishing the current step" in proc.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_outside_training_the_watcher_ends_the_process_at_once(sig):
+    script = ("import time\nfrom vit_ms.train.signals import watch_stop_signals\nwatch_stop_signals()\n"
+              "print('ready', flush=True)\ntime.sleep(30)\nprint('survived', flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 128 + sig and out == "" and f"received {sig.name}: exiting at once" in err
 
 
 def test_stop_mid_epoch_saves_last_and_skips_the_epoch_end(tmp_path):

@@ -1,13 +1,14 @@
 """One writer per run directory: an advisory lock on `<run_dir>/.lock`, held while a training writes there.
 
     with RunLock(run_dir) as lock:        # UserError when another live training holds the directory
-        if lock.stale_owner: ...          # a lock file left by a process that died: taken over
+        if lock.warning: log.warning(lock.warning)   # a dead owner's lock taken over, or no locking here
 
 `fcntl.flock` on the file; the file says who holds it (host, pid, start time, as JSON). The kernel releases a
 flock when its holder exits, even after kill -9, so a lock file nobody holds is stale: it is taken over (the
 caller warns, naming the old owner). Released, the file is emptied while still locked and kept, never
 deleted: deleting could let two trainings each lock a different file of the same name. In data-parallel runs
-only rank 0 writes, so only rank 0 locks. flock is advisory and local to a host on most network filesystems.
+only rank 0 writes, so only rank 0 locks. flock is advisory and local to a host on most network filesystems;
+where the filesystem refuses locks altogether the run goes on unlocked, with a warning.
 """
 import fcntl
 import json
@@ -36,6 +37,7 @@ class RunLock:
         self.path = Path(run_dir) / LOCK_NAME
         self.fd: Optional[int] = None
         self.stale_owner: Optional[str] = None  # who held a stale lock this one took over
+        self.warning: Optional[str] = None  # for the log: a stale lock taken over, or locking not possible
 
     def __enter__(self) -> "RunLock":
         self.acquire()
@@ -56,9 +58,16 @@ class RunLock:
                 f"'{self.path}'). Two trainings in one directory would overwrite each other's checkpoints and "
                 f"metrics. Wait for it to finish or stop it (SIGTERM saves and exits; then --resume auto), or "
                 f"train into another directory with --set run_name=<new name> or --set output_dir=<dir>") from None
+        except OSError as err:  # e.g. ENOLCK: a filesystem without lock support
+            os.close(fd)
+            self.warning = (f"cannot lock '{self.path}' ({err.strerror}): a second training started into "
+                            f"'{self.path.parent}' would not be refused")
+            return
         previous = os.pread(fd, 4096, 0).decode("utf-8", "replace")
         if previous.strip():
             self.stale_owner = describe_owner(previous)
+            self.warning = (f"took over the lock of '{self.path.parent}' from a training that is no longer running "
+                            f"({self.stale_owner})")
         record = {"host": socket.gethostname(), "pid": os.getpid(),
                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         os.ftruncate(fd, 0)

@@ -1,6 +1,6 @@
 """Graceful stop: SIGTERM or SIGINT finish the current step, save last.ckpt, and the run exits 143 or 130.
 
-    with StopSignals() as signals:                 # handlers installed around Model.train, the old ones put back
+    with StopSignals() as signals:                 # around Model.train (vit_ms.train.signals)
         stop = GracefulStop(signals, checkpoints, world_size)
         model.train(..., callbacks=[..., checkpoints, stop])
     stop.raise_if_stopped()                        # TrainingStopped: message and exit status
@@ -10,17 +10,16 @@ only sets a flag. The step in progress finishes; at its end the ranks agree (dat
 each rank's flag, so every rank stops after the same step), rank 0 writes last.ckpt atomically in the middle
 of the epoch, and training ends; `--resume auto` continues from exactly there. A stop that arrives during an
 epoch's last step (or its evaluation) lets the epoch end as usual (eval, epoch checkpoint, last.ckpt) and stops
-after it. With dataset sink mode the ranks look at the flag once per sunk chunk. The first signal also puts
-back the default action of both signals, so a second one ends the process at once, without saving (a save in
-progress never leaves a broken file: saves are atomic).
+after it. With dataset sink mode the ranks look at the flag once per sunk chunk. A second signal ends the
+process at once, without saving (a save in progress never leaves a broken file: saves are atomic).
 
 Exit status 128 + the signal number: 143 after SIGTERM, 130 after SIGINT, the codes a shell reports for a
 process those signals killed.
+
+The signals are caught in `vit_ms.train.signals`, which entry scripts import before MindSpore.
 """
 import logging
-import os
 import signal
-import threading
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -28,47 +27,11 @@ import numpy as np
 from mindspore.train import Callback
 
 from ..errors import TrainingStopped
+from .signals import StopSignals, exit_status
 
 log = logging.getLogger("vit_ms")
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
 Gather = Callable[[Sequence[int], int], np.ndarray]
-
-
-def exit_status(signum: int) -> int:
-    """128 + signum: 143 for SIGTERM, 130 for SIGINT."""
-    return 128 + int(signum)
-
-
-class StopSignals:
-    """Context manager: while inside, SIGTERM/SIGINT set `received` (the first signal's number) instead of ending
-    the process; the first one also restores the default action, so a second signal ends the process at once.
-    Outside the main thread (where Python cannot install handlers) it does nothing."""
-
-    def __init__(self):
-        self.received: Optional[int] = None
-        self.previous = {}
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {sig: signal.signal(sig, self.handle) for sig in SIGNALS}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        self.previous = {}
-
-    def handle(self, signum, frame) -> None:
-        if self.received is None:
-            self.received = signum
-        for sig in SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
-        name = signal.Signals(signum).name
-        # os.write: safe inside a signal handler (the logging lock may be held by the interrupted code)
-        os.write(2, f"\nreceived {name}: finishing the current step, then saving last.ckpt and stopping; send "
-                    f"{name} again to exit at once without saving\n".encode())
 
 
 def first_signal(rows: np.ndarray) -> Optional[int]:

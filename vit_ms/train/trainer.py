@@ -27,7 +27,8 @@ from .divergence import DivergenceDetector, DivergenceGuard
 from .engine import build_train_step, mindspore_model
 from .optim import build_optimizer, lr_schedule, scaled_lr
 from .runlock import RunLock
-from .stopping import GracefulStop, StopSignals
+from .signals import StopSignals
+from .stopping import GracefulStop
 
 log = logging.getLogger("vit_ms")
 
@@ -175,15 +176,15 @@ def run_training(cfg: Config, resume: Optional[str] = None, cache_dir: Optional[
     if not plan.is_main:  # only rank 0 writes the run directory, so only rank 0 locks it
         return train_in(cfg, plan, run_dir, resume, cache_dir)
     with RunLock(run_dir) as lock:  # before anything is written: a second training into run_dir is refused
-        return train_in(cfg, plan, run_dir, resume, cache_dir, stale_lock=lock.stale_owner)
+        return train_in(cfg, plan, run_dir, resume, cache_dir, lock_warning=lock.warning)
 
 
 def train_in(cfg: Config, plan: RunPlan, run_dir: Path, resume: Optional[str], cache_dir: Optional[Path],
-             stale_lock: Optional[str] = None) -> dict:
+             lock_warning: Optional[str] = None) -> dict:
     """`run_training` once the run directory is ours."""
     setup_logging(run_dir, plan.rank)
-    if stale_lock:
-        log.warning("took over the lock of '%s' from a training that is no longer running (%s)", run_dir, stale_lock)
+    if lock_warning:
+        log.warning(lock_warning)
     log.info("plan: %s", plan.describe())
     if plan.distributed:
         log.info("data-parallel rank %d of %d on %s", plan.rank, plan.world_size, plan.device_target)
