@@ -133,6 +133,16 @@ def test_stop_in_the_last_step_lets_the_epoch_end_save_first(tmp_path):
     assert err.value.exit_status == 130
 
 
+def test_a_signal_during_the_last_epochs_end_lets_the_run_complete(tmp_path):
+    progress, checkpoints, stop = stop_setup(tmp_path, received=signal.SIGTERM)
+    progress.state.epoch, progress.state.step_in_epoch = 2, 4  # the last of 3 epochs
+    context = Context()
+    checkpoints.on_train_epoch_end(context)
+    stop.on_train_epoch_end(context)
+    assert not context.stop_requested and train_state(read_checkpoint(tmp_path / "last.ckpt")).position == (3, 0)
+    stop.raise_if_stopped()  # exit 0: the run finished
+
+
 def test_no_signal_no_stop(tmp_path):
     progress, checkpoints, stop = stop_setup(tmp_path, received=None)
     progress.state.step_in_epoch = 1

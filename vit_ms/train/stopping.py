@@ -77,8 +77,8 @@ class GracefulStop(Callback):
             self.stop(run_context, signum)
 
     def on_train_epoch_end(self, run_context):
-        if self.signum is not None:
-            return  # stopped mid-epoch; last.ckpt is written
+        if self.signum is not None or self.checkpoints.progress.state.epoch >= self.checkpoints.total_epochs:
+            return  # stopped mid-epoch (last.ckpt is written), or the run is complete: nothing left to stop
         signum = self.agreed_signal()
         if signum is not None:
             self.checkpoints.commit_pending()  # this epoch's saves (no eval ran to verify them): keep them
