@@ -230,8 +230,8 @@ def train_in(cfg: Config, plan: RunPlan, run_dir: Path, resume: Optional[str], c
         mindspore_model(train_step, model, plan.world_size).train(
             cfg.train.epochs, train_ds, callbacks=[guard, progress, checkpoints, stop],
             dataset_sink_mode=plan.sink_mode, initial_epoch=state.epoch)
-    if plan.distributed:
-        check_replicas(model, plan.world_size)
+    if plan.distributed:  # also a barrier: after a stop no rank exits (and makes msrun kill the rest) before
+        check_replicas(model, plan.world_size)  # rank 0 has finished writing last.ckpt
     stop.raise_if_stopped()
     return {"epoch": state.epoch, "global_step": state.global_step, "best_top1": state.best_top1,
             "skipped_steps": progress.skipped_steps}
