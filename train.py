@@ -4,9 +4,11 @@ import sys
 
 from vit_ms.cli import base_parser, config_from_args
 from vit_ms.errors import run_cli
+from vit_ms.train.signals import watch_stop_signals
 
 
 def main(argv=None) -> int:
+    watch_stop_signals()  # before MindSpore starts threads: SIGTERM/SIGINT stop training gracefully (143/130)
     parser = base_parser(__doc__)
     parser.add_argument("--resume", default=None, metavar="CKPT",
                         help="continue from a checkpoint, or 'auto' for the newest complete one in the run directory")

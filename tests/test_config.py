@@ -59,6 +59,7 @@ def test_unknown_key_suggests_the_closest(tmp_path):
     ("loss.label_smoothing=1.5", r"loss.label_smoothing=1.5 must be in \[0, 1\)"),
     ("train.epochs", r"must look like section.key=value"),
     ("data.generate=mnist", r"'data.generate' must be '' or 'digits', got 'mnist'"),
+    ("train.divergence_factor=0.5", r"train.divergence_factor=0.5 must be > 1 \(e.g. 1e4\), or 0 to stop only"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -426,3 +426,35 @@ def test_two_msrun_workers_eval_gives_the_single_process_confusion_matrix(tmp_pa
     rows = (tmp_path / "single" / "per_class.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[1]) for r in rows] == [5, 5, 5]
     assert sorted(p.name for p in (tmp_path / "dp").iterdir()) == ["confusion.png", "per_class.csv"]
+
+
+@pytest.mark.slow
+def test_sigterm_to_rank_0_stops_both_workers_after_the_same_step(tmp_path):
+    from vit_ms.train.checkpoint import read_checkpoint, train_state
+
+    data = write_synthetic_folder(tmp_path / "data", num_classes=3, train_per_class=8, val_per_class=2,
+                                  image_size=32, seed=0)
+    run_dir = tmp_path / "runs" / "dp"
+    cmd = ["bash", str(MSRUN_SCRIPT), "2", "demo.yaml",
+           *sets(f"data.root={data}", f"output_dir={tmp_path / 'runs'}", "run_name=dp", "train.epochs=1000", *TINY)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=script_env(MASTER_PORT=free_port(), LOG_DIR=tmp_path / "logs"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        log = run_dir / "train.log"
+        while time.time() < deadline and proc.poll() is None and not (log.is_file() and "epoch 2 step 1/" in
+                                                                         log.read_text()):
+            time.sleep(0.05)
+        rank0_pid = json.loads((run_dir / ".lock").read_text())["pid"]  # only rank 0 holds the lock
+        os.kill(rank0_pid, 15)  # rank 1 gets no signal: it learns of the stop from the all-gather
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    steps = []
+    for name in ("train.log", "train_rank1.log"):
+        lines = [line for line in (run_dir / name).read_text().splitlines() if "training stopped by SIGTERM" in line]
+        assert len(lines) == 1, name
+        steps.append(int(lines[0].split("after global step ")[1].split()[0]))
+    assert steps[0] == steps[1] == train_state(read_checkpoint(run_dir / "last.ckpt")).global_step
+    assert "rank 0 saved last.ckpt" in (run_dir / "train_rank1.log").read_text()

@@ -49,8 +49,8 @@ def test_train_eval_infer_end_to_end(tiny_imagenet, tmp_path):
                                                        "checkpoint.keep_last=1"))
     run_dir = tmp_path / "r"
     names = sorted(p.name for p in run_dir.iterdir())
-    assert names == ["best.ckpt", "classes.txt", "config.yaml", "curves.png", "epoch_0002.ckpt", "last.ckpt",
-                     "metrics.jsonl", "plan.json", "train.log"]
+    assert names == [".lock", "best.ckpt", "classes.txt", "config.yaml", "curves.png", "epoch_0002.ckpt",
+                     "last.ckpt", "metrics.jsonl", "plan.json", "train.log"]
     with Image.open(run_dir / "curves.png") as image:  # redrawn after each epoch, with content
         assert image.format == "PNG" and image.size[0] > 600
         assert len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0)) > 50
@@ -115,17 +115,108 @@ def test_killed_run_resumes_at_the_right_step_and_lr_with_the_same_weights(tiny_
     assert max(np.abs(w_full[k] - w_resumed[k]).max() for k in model_keys) <= 1e-5
 
 
-def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tiny_imagenet, tmp_path):
-    args = overrides(tiny_imagenet, tmp_path, "train.epochs=1")
+def digests(run_dir):
+    """sha256 of the checkpoints (hidden pending saves included) and metrics.jsonl in `run_dir`."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run_dir.iterdir()
+            if p.suffix == ".ckpt" or p.name == "metrics.jsonl"}
+
+
+def test_divergence_from_the_first_update_saves_nothing(tiny_imagenet, tmp_path):
+    # the issue's case: loss 1.0 at step 1, then the lr 1e6 update explodes the weights (val loss ~1e12)
+    proc = run("train.py", "--config", "demo.yaml", *overrides(
+        tiny_imagenet, tmp_path, "optim.lr=1e6", "optim.warmup_epochs=0", "train.steps_per_epoch=1",
+        "train.epochs=3"), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "error: training diverged in the evaluation after epoch 1 (global step 1): the validation loss jumped to" \
+        in proc.stderr
+    assert "no checkpoint had been saved in" in proc.stderr
+    assert not list((tmp_path / "r").glob("*.ckpt")) and not list((tmp_path / "r").glob(".*.partial.ckpt"))
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()
+
+
+def test_divergence_after_a_resume_keeps_best_and_last_and_names_the_safe_file(tiny_imagenet, tmp_path):
+    args = overrides(tiny_imagenet, tmp_path, "train.epochs=1", "checkpoint.interval_steps=1")
     run("train.py", "--config", "demo.yaml", *args)
-    last = tmp_path / "r" / "last.ckpt"
-    digest = hashlib.sha256(last.read_bytes()).hexdigest()
-    proc = run("train.py", "--config", "demo.yaml", *args, "--set", "train.epochs=2", "--set", "optim.lr=1e30",
-               "--set", "optim.warmup_epochs=0", "--resume", str(last), check=False)
-    assert proc.returncode == 2
-    assert "the loss became nan at global step" in proc.stderr or "the loss became inf at global step" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert hashlib.sha256(last.read_bytes()).hexdigest() == digest
+    run_dir = tmp_path / "r"
+    before = digests(run_dir)
+    assert {"best.ckpt", "last.ckpt", "epoch_0001.ckpt", "metrics.jsonl"} <= before.keys()
+    proc = run("train.py", "--config", "demo.yaml", *args, "--set", "train.epochs=2", "--set", "optim.lr=1e6",
+               "--set", "optim.warmup_epochs=0", "--resume", "auto", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "error: training diverged at global step 8 (epoch 2, step 2): the loss " in proc.stderr
+    assert f"safe to resume from, is '{run_dir / 'last.ckpt'}'" in proc.stderr
+    # step 7's save waited for step 8's loss, which diverged: it never became last.ckpt
+    assert digests(run_dir) == before
+
+
+def stop_run(cmd, log, trigger, sig):
+    """Start `cmd`, send `sig` once `trigger` is in `log`; (returncode, stderr)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if log.is_file() and trigger in log.read_text():
+            proc.send_signal(sig)
+            break
+        time.sleep(0.005)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+@pytest.mark.slow
+def test_sigterm_and_sigint_stop_mid_epoch_and_resume_reaches_the_same_weights(tiny_imagenet, tmp_path):
+    extra = ["train.epochs=3", "train.batch_size=2", *FIXED_DATA]  # 12 steps an epoch: room to stop mid-epoch
+    run("train.py", "--config", "demo.yaml", *overrides(tiny_imagenet, tmp_path / "full", *extra))
+    run_dir = tmp_path / "stopped" / "r"
+    cmd = [sys.executable, str(ROOT / "train.py"), "--config", "demo.yaml",
+           *overrides(tiny_imagenet, tmp_path / "stopped", *extra)]
+    from vit_ms.train.checkpoint import read_checkpoint, train_state
+
+    for sig, epoch, status, resume in [(signal.SIGTERM, 2, 143, []), (signal.SIGINT, 3, 130, ["--resume", "auto"])]:
+        code, err = stop_run(cmd + resume, run_dir / "train.log", f"epoch {epoch} step 2/", sig)
+        assert code == status, err[-3000:]
+        assert f"stopped: training stopped by {sig.name} after global step" in err and "Traceback" not in err
+        assert f"and saved '{run_dir / 'last.ckpt'}'; continue exactly from there by running the same command " \
+               f"with --resume auto (exit status {status})" in err
+        state = train_state(read_checkpoint(run_dir / "last.ckpt"))
+        assert state.epoch == epoch - 1 and 2 <= state.step_in_epoch < 12  # in the middle of the epoch
+        assert len(records(run_dir)) == epoch - 1
+
+    run("train.py", "--config", "demo.yaml", *overrides(tiny_imagenet, tmp_path / "stopped", *extra), "--resume",
+        "auto")
+    full, resumed = records(tmp_path / "full" / "r"), records(run_dir)
+    assert [r["step"] for r in resumed] == [r["step"] for r in full] == [12, 24, 36]
+    for a, b in zip(full, resumed):
+        assert a["val_top1"] == b["val_top1"] and a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-5)
+    w_full, w_resumed = weights(tmp_path / "full" / "r" / "last.ckpt"), weights(run_dir / "last.ckpt")
+    model_keys = [k for k in w_full if not k.startswith("vit_ms_")]
+    assert max(np.abs(w_full[k] - w_resumed[k]).max() for k in model_keys) <= 1e-5
+
+
+@pytest.mark.slow
+def test_a_second_training_into_the_same_run_directory_is_refused(tiny_imagenet, tmp_path):
+    args = overrides(tiny_imagenet, tmp_path, "train.steps_per_epoch=1", "train.epochs=100000")
+    log = tmp_path / "r" / "train.log"
+    first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--config", "demo.yaml", *args], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and first.poll() is None and not (log.is_file() and "epoch 1 done" in
+                                                                          log.read_text()):
+            time.sleep(0.05)
+        assert first.poll() is None, "the first training ended early"
+        second = run("train.py", "--config", "demo.yaml", *args, check=False)
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        assert f"error: another training is writing to the run directory '{tmp_path / 'r'}' (host " in second.stderr
+        assert f"pid {first.pid}, started " in second.stderr
+        assert first.poll() is None
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    assert log.read_text().count("training vit_ti16 on") == 1  # the refused run wrote nothing, not even its log
+    third = run("train.py", "--config", "demo.yaml", *overrides(tiny_imagenet, tmp_path, "train.steps_per_epoch=1",
+                                                                "train.epochs=1"))
+    assert f"took over the lock of '{tmp_path / 'r'}' from a training that is no longer running (host " \
+        in third.stderr and f"pid {first.pid}, started" in third.stderr
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -98,6 +98,8 @@ class TrainConfig:
     # for device memory on GPU/Ascend. On CPU MindSpore 2.10 it costs memory too (README "Performance").
     recompute: Literal["none", "blocks"] = "none"
     tensorboard: bool = False  # epoch scalars in <run_dir>/tensorboard (needs the optional tensorboardX package)
+    # stop when a loss exceeds this x the running median of recent losses (a non-finite loss always stops); 0: off
+    divergence_factor: float = 1e4
 
 
 @dataclass
@@ -344,6 +346,9 @@ def validate(cfg: Config) -> None:
     _check(t.batch_size > 0, f"train.batch_size={t.batch_size} must be positive")
     _check(t.global_batch_size >= 0, f"train.global_batch_size={t.global_batch_size} must be >= 0 (0: off)")
     _check(t.steps_per_epoch >= 0, f"train.steps_per_epoch={t.steps_per_epoch} must be >= 0 (0: whole dataset)")
+    _check(t.divergence_factor == 0 or t.divergence_factor > 1,
+           f"train.divergence_factor={t.divergence_factor} must be > 1 (e.g. 1e4), or 0 to stop only on a "
+           f"non-finite loss")
     _check(o.lr > 0, f"optim.lr={o.lr} must be positive")
     _check(0 <= o.min_lr <= o.lr, f"optim.min_lr={o.min_lr} must be in [0, optim.lr={o.lr}]")
     _check(o.warmup_epochs >= 0, f"optim.warmup_epochs={o.warmup_epochs} must be >= 0")

@@ -2,7 +2,8 @@
 
 `UserError` is raised for anything the user can fix (a typo in a config, a missing folder, a checkpoint
 that does not fit). Entry scripts catch it and print its message as one paragraph, without a traceback
-unless `--debug` is given (see `run_cli`).
+unless `--debug` is given (see `run_cli`). `TrainingStopped` (a run stopped by SIGTERM/SIGINT after saving)
+exits with its own status, 143 or 130.
 """
 import difflib
 import sys
@@ -29,6 +30,18 @@ class NonFiniteLossError(UserError):
     """Training produced a NaN or infinite loss."""
 
 
+class DivergenceError(NonFiniteLossError):
+    """The training loss (or the validation loss before a save) became non-finite or exploded."""
+
+
+class TrainingStopped(UserError):
+    """Training stopped on request (SIGTERM, SIGINT) after saving; `exit_status` is 128 + the signal number."""
+
+    def __init__(self, message: str, exit_status: int):
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
 def suggest(name: str, choices: Iterable[str], prefix: str = "") -> str:
     """Return "; did you mean '<prefix>x'?" for the closest choice, or "" when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
@@ -44,6 +57,9 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Seque
     debug = "--debug" in argv
     try:
         return main(argv)
+    except TrainingStopped as stop:  # not a mistake: the run saved and says how to continue
+        print(f"stopped: {stop}", file=sys.stderr)
+        return stop.exit_status
     except UserError as err:
         if debug:
             raise

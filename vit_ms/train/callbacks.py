@@ -112,6 +112,9 @@ class CheckpointAndMetrics(Callback):
     """At epoch end: evaluate, append to metrics.jsonl and write last/best/epoch checkpoints (main rank only).
 
     Every `interval_steps` steps it also refreshes last.ckpt so a killed run loses little work.
+    With `pending` set (a `PendingSaves`, see `DivergenceGuard`), saves that no evaluation checked wait for the
+    next sane loss before they replace the real file. Once `stopped` is set (a graceful stop or a divergence)
+    it writes nothing more.
     """
 
     def __init__(self, network, run_dir: Optional[Path], progress: TrainProgress, evaluate: Callable[[], dict],
@@ -126,29 +129,47 @@ class CheckpointAndMetrics(Callback):
         self.eval_interval = max(eval_interval, 1)
         self.total_epochs = total_epochs
         self.last_record: Optional[dict] = None  # the latest epoch's metrics record (for later callbacks)
+        self.pending = None  # PendingSaves, installed by DivergenceGuard
+        self.stopped = False
 
-    def save(self, name: str) -> None:
-        if self.run_dir is not None:
-            save_checkpoint(self.network, self.run_dir / name, self.progress.state, self.meta)
+    def save(self, name: str, verified: bool = True) -> None:
+        """Write `name` now, or (not `verified`: weights no loss or eval has tested yet) stage it in `pending`."""
+        if self.run_dir is None:
+            return
+        path = self.run_dir / name
+        if verified or self.pending is None:
+            if self.pending is not None:
+                self.pending.drop(path)
+            save_checkpoint(self.network, path, self.progress.state, self.meta)
+        else:
+            self.pending.stage(self.network, path, self.progress.state, self.meta)
+
+    def commit_pending(self) -> None:
+        """The staged saves passed the check: rename them into place (and prune epoch checkpoints)."""
+        if self.pending is not None and self.pending.commit() and self.run_dir is not None \
+                and self.ccfg.keep_last > 0:
+            prune_epoch_checkpoints(self.run_dir, self.ccfg.keep_last)
 
     def on_train_step_end(self, run_context):
         st = self.progress.state
         every = self.ccfg.interval_steps
         if every > 0 and crossed(st.global_step, self.progress.last_steps, every) \
-                and st.step_in_epoch < self.progress.steps_per_epoch:
-            self.save("last.ckpt")
+                and st.step_in_epoch < self.progress.steps_per_epoch and not self.stopped:
+            self.save("last.ckpt", verified=False)
 
     def on_train_epoch_end(self, run_context):
+        if self.stopped:  # Model.train ends the epoch after a stop in its middle: nothing to evaluate or save
+            return
         st = self.progress.state
         st.epoch += 1
         st.step_in_epoch = 0
         record = {"epoch": st.epoch, "step": st.global_step, "lr": self.progress.lr(), **self.progress.epoch_summary()}
-        improved = False
+        improved = evaluated = False
         if st.epoch % self.eval_interval == 0 or st.epoch == self.total_epochs:
             metrics = self.evaluate()
             record.update(val_top1=metrics["top1"], val_top5=metrics["top5"], val_loss=metrics["loss"],
                           val_images=metrics["num_images"])  # all ranks' shards together
-            improved = metrics["top1"] > st.best_top1
+            improved, evaluated = metrics["top1"] > st.best_top1, True
             st.best_top1 = max(st.best_top1, metrics["top1"])
         log.info("epoch %d done: %s", st.epoch, json.dumps(record))
         self.last_record = record
@@ -159,6 +180,6 @@ class CheckpointAndMetrics(Callback):
         if improved:
             self.save("best.ckpt")
         if st.epoch % max(self.ccfg.interval_epochs, 1) == 0 and self.ccfg.keep_last > 0:
-            self.save(f"epoch_{st.epoch:04d}.ckpt")
+            self.save(f"epoch_{st.epoch:04d}.ckpt", verified=evaluated)
             prune_epoch_checkpoints(self.run_dir, self.ccfg.keep_last)
-        self.save("last.ckpt")
+        self.save("last.ckpt", verified=evaluated)

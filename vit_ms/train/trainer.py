@@ -24,9 +24,13 @@ from .checkpoint import (CheckpointMeta, TrainState, check_fit, find_resume_chec
                          read_checkpoint, read_meta, remove_partial_files, train_state)
 from .curves import CurvesWriter
 from .distributed import check_replicas, check_same_resume
+from .divergence import DivergenceDetector, DivergenceGuard
 from .engine import build_train_step, mindspore_model
 from .optim import build_optimizer, lr_schedule, scaled_lr
 from .tensorboard import TensorBoardScalars, require_tensorboardx
+from .runlock import RunLock
+from .signals import StopSignals
+from .stopping import GracefulStop
 
 log = logging.getLogger("vit_ms")
 
@@ -176,13 +180,25 @@ def run_training(cfg: Config, resume: Optional[str] = None, cache_dir: Optional[
     """Train as `cfg` says, resuming from a checkpoint path or 'auto'; returns the last epoch's record.
 
     `cache_dir` is where published weights named by `model.pretrained` are downloaded (None: the default).
+    Raises TrainingStopped after SIGTERM/SIGINT (saved; see `stopping`), DivergenceError on divergence.
     """
     runtime = setup_runtime(cfg)
     plan = resolve_plan(cfg, runtime)
     run_dir = prepare_run_dir(cfg, plan.rank)
+    if not plan.is_main:  # only rank 0 writes the run directory, so only rank 0 locks it
+        return train_in(cfg, plan, run_dir, resume, cache_dir)
+    with RunLock(run_dir) as lock:  # before anything is written: a second training into run_dir is refused
+        return train_in(cfg, plan, run_dir, resume, cache_dir, lock_warning=lock.warning)
+
+
+def train_in(cfg: Config, plan: RunPlan, run_dir: Path, resume: Optional[str], cache_dir: Optional[Path],
+             lock_warning: Optional[str] = None) -> dict:
+    """`run_training` once the run directory is ours."""
     setup_logging(run_dir, plan.rank)
     if cfg.train.tensorboard and plan.is_main:
         require_tensorboardx()  # a missing optional package stops the run before any work
+    if lock_warning:
+        log.warning(lock_warning)
     log.info("plan: %s", plan.describe())
     if plan.distributed:
         log.info("data-parallel rank %d of %d on %s", plan.rank, plan.world_size, plan.device_target)
@@ -215,15 +231,22 @@ def run_training(cfg: Config, resume: Optional[str] = None, cache_dir: Optional[
 
     checkpoints = CheckpointAndMetrics(train_step, main_dir, progress, evaluate, cfg.checkpoint,
                                        cfg.eval.interval_epochs, cfg.train.epochs, meta)
+    guard = DivergenceGuard(DivergenceDetector(cfg.train.divergence_factor), checkpoints,
+                            plan.loss_scale == "dynamic", plan.world_size)
+    checkpoints.evaluate = guard.checked(evaluate)  # a diverged epoch's evaluation writes no checkpoint
     if state.epoch >= cfg.train.epochs:
         log.info("the run already completed %d of %d epochs; nothing to train", state.epoch, cfg.train.epochs)
         return {"epoch": state.epoch, "best_top1": state.best_top1}
     log.info("training %s on %d images (%d steps/epoch, %d classes) for %d epochs", plan.arch.name,
              info.num_samples, info.steps_per_epoch, len(info.class_names), cfg.train.epochs)
-    callbacks = [progress, checkpoints, *picture_callbacks(cfg, main_dir, checkpoints)]
-    mindspore_model(train_step, model, plan.world_size).train(
-        cfg.train.epochs, train_ds, callbacks=callbacks, dataset_sink_mode=plan.sink_mode, initial_epoch=state.epoch)
-    if plan.distributed:
-        check_replicas(model, plan.world_size)
+    with StopSignals() as signals:
+        stop = GracefulStop(signals, checkpoints, plan.world_size)
+        callbacks = [guard, progress, checkpoints, *picture_callbacks(cfg, main_dir, checkpoints), stop]
+        mindspore_model(train_step, model, plan.world_size).train(
+            cfg.train.epochs, train_ds, callbacks=callbacks, dataset_sink_mode=plan.sink_mode,
+            initial_epoch=state.epoch)
+    if plan.distributed:  # also a barrier: after a stop no rank exits (and makes msrun kill the rest) before
+        check_replicas(model, plan.world_size)  # rank 0 has finished writing last.ckpt
+    stop.raise_if_stopped()
     return {"epoch": state.epoch, "global_step": state.global_step, "best_top1": state.best_top1,
             "skipped_steps": progress.skipped_steps}
