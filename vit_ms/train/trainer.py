@@ -176,6 +176,34 @@ def picture_callbacks(cfg: Config, run_dir: Optional[Path], checkpoints: Checkpo
     return callbacks
 
 
+def start_run(cfg: Config, plan: RunPlan, run_dir: Path, lock_warning: Optional[str]) -> None:
+    """Logging, the plan in the log, optional packages checked, partial files of an interrupted save removed."""
+    setup_logging(run_dir, plan.rank)
+    if cfg.train.tensorboard and plan.is_main:
+        require_tensorboardx()  # a missing optional package stops the run before any work
+    if lock_warning:
+        log.warning(lock_warning)
+    log.info("plan: %s", plan.describe())
+    if plan.distributed:
+        log.info("data-parallel rank %d of %d on %s", plan.rank, plan.world_size, plan.device_target)
+    for note in plan.notes:
+        log.info("plan: %s", note)
+    if plan.is_main:
+        remove_partial_files(run_dir)
+
+
+def evaluator(model, train_step, val_ds, plan: RunPlan):
+    """The epoch-end evaluation: all ranks' shares of the val split, then back to training mode."""
+    eval_model = mindspore_model(None, model, plan.world_size)
+
+    def evaluate() -> dict:
+        metrics = eval_model.eval(val_ds, dataset_sink_mode=False)["cls"]
+        train_step.set_train(True)  # eval switched the shared cells to inference mode
+        return metrics
+
+    return evaluate
+
+
 def run_training(cfg: Config, resume: Optional[str] = None, cache_dir: Optional[Path] = None) -> dict:
     """Train as `cfg` says, resuming from a checkpoint path or 'auto'; returns the last epoch's record.
 
@@ -194,18 +222,7 @@ def run_training(cfg: Config, resume: Optional[str] = None, cache_dir: Optional[
 def train_in(cfg: Config, plan: RunPlan, run_dir: Path, resume: Optional[str], cache_dir: Optional[Path],
              lock_warning: Optional[str] = None) -> dict:
     """`run_training` once the run directory is ours."""
-    setup_logging(run_dir, plan.rank)
-    if cfg.train.tensorboard and plan.is_main:
-        require_tensorboardx()  # a missing optional package stops the run before any work
-    if lock_warning:
-        log.warning(lock_warning)
-    log.info("plan: %s", plan.describe())
-    if plan.distributed:
-        log.info("data-parallel rank %d of %d on %s", plan.rank, plan.world_size, plan.device_target)
-    for note in plan.notes:
-        log.info("plan: %s", note)
-    if plan.is_main:
-        remove_partial_files(run_dir)
+    start_run(cfg, plan, run_dir, lock_warning)
     resumed = load_resume(resume, run_dir, plan)
     if plan.distributed and resume:
         check_same_resume(resumed.path, resumed.params, resumed.state, plan.rank, plan.world_size, run_dir)
@@ -222,18 +239,11 @@ def train_in(cfg: Config, plan: RunPlan, run_dir: Path, resume: Optional[str], c
     meta = CheckpointMeta(config_to_dict(cfg), plan.to_dict(), info.class_names)
     progress = TrainProgress(state, info.steps_per_epoch, plan.global_batch_size, lrs, cfg.train.log_interval,
                              plan.loss_scale == "dynamic")
-    eval_model = mindspore_model(None, model, plan.world_size)
-
-    def evaluate() -> dict:
-        metrics = eval_model.eval(val_ds, dataset_sink_mode=False)["cls"]
-        train_step.set_train(True)  # eval switched the shared cells to inference mode
-        return metrics
-
-    checkpoints = CheckpointAndMetrics(train_step, main_dir, progress, evaluate, cfg.checkpoint,
-                                       cfg.eval.interval_epochs, cfg.train.epochs, meta)
+    checkpoints = CheckpointAndMetrics(train_step, main_dir, progress, evaluator(model, train_step, val_ds, plan),
+                                       cfg.checkpoint, cfg.eval.interval_epochs, cfg.train.epochs, meta)
     guard = DivergenceGuard(DivergenceDetector(cfg.train.divergence_factor), checkpoints,
                             plan.loss_scale == "dynamic", plan.world_size)
-    checkpoints.evaluate = guard.checked(evaluate)  # a diverged epoch's evaluation writes no checkpoint
+    checkpoints.evaluate = guard.checked(checkpoints.evaluate)  # a diverged epoch's evaluation writes no checkpoint
     if state.epoch >= cfg.train.epochs:
         log.info("the run already completed %d of %d epochs; nothing to train", state.epoch, cfg.train.epochs)
         return {"epoch": state.epoch, "best_top1": state.best_top1}
