@@ -104,20 +104,20 @@ def permuted_checkpoint(src: Path, dest: Path, order, names) -> None:
 def test_same_classes_recorded_in_another_order_score_the_same(trained, tmp_path, keep_mindspore_mode):
     data, run_dir = trained
     overrides = [f"data.root={data}"]
-    original = run_evaluation(str(run_dir / "last.ckpt"), overrides=overrides)
+    original = run_evaluation(str(run_dir / "last.ckpt"), overrides=overrides).metrics
     assert original["top1"] >= 0.5  # a trained model, so a label shift would show
 
     order = [2, 0, 1]  # new class i is old class order[i]
     permuted = tmp_path / "permuted.ckpt"
     permuted_checkpoint(run_dir / "last.ckpt", permuted, order, [CLASSES[i] for i in order])
-    result = run_evaluation(str(permuted), overrides=overrides)
+    result = run_evaluation(str(permuted), overrides=overrides).metrics
     assert result["top1"] == original["top1"] and result["num_images"] == original["num_images"] == 12
     assert result["loss"] == pytest.approx(original["loss"], rel=1e-5)
 
     # the control: the same permuted head labelled in folder order scores differently
     shifted = tmp_path / "shifted.ckpt"
     permuted_checkpoint(run_dir / "last.ckpt", shifted, order, CLASSES)
-    assert run_evaluation(str(shifted), overrides=overrides)["top1"] < original["top1"] - 0.3
+    assert run_evaluation(str(shifted), overrides=overrides).metrics["top1"] < original["top1"] - 0.3
 
 
 def test_reference_top1_from_numpy_matches_eval(trained, keep_mindspore_mode):
@@ -136,7 +136,7 @@ def test_reference_top1_from_numpy_matches_eval(trained, keep_mindspore_mode):
     predicted = model(ms.Tensor(x)).asnumpy().argmax(axis=1)
     labels = np.array([CLASSES.index(p.parent.name) for p in paths])
     expected = float((predicted == labels).mean())
-    assert run_evaluation(str(run_dir / "last.ckpt"), overrides=[f"data.root={data}"])["top1"] == \
+    assert run_evaluation(str(run_dir / "last.ckpt"), overrides=[f"data.root={data}"]).metrics["top1"] == \
         pytest.approx(expected)
 
 
