@@ -94,7 +94,7 @@ class TrainConfig:
 
 @dataclass
 class OptimConfig:
-    name: Literal["adamw", "adam"] = "adamw"
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = 5e-4  # base lr for a global batch of `lr_batch_size`
     lr_batch_size: int = 512  # lr = base lr * global_batch / lr_batch_size; 0 disables scaling
     min_lr: float = 1e-5
@@ -104,6 +104,9 @@ class OptimConfig:
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     clip_grad_norm: float = 0.0  # global-norm clipping; 0 disables
+    momentum: float = 0.9  # sgd only (PyTorch's SGD: no dampening)
+    nesterov: bool = False  # sgd only
+    layer_decay: float = 1.0  # BEiT/MAE layer-wise lr decay: layer l trains at lr x decay^(depth + 1 - l); 1.0: off
 
 
 @dataclass
@@ -337,6 +340,10 @@ def validate(cfg: Config) -> None:
     _check(o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} must be >= 0")
     _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
            f"optim.betas={o.betas} must be two numbers in [0, 1)")
+    _check(0 <= o.momentum < 1, f"optim.momentum={o.momentum} must be in [0, 1)")
+    _check(not o.nesterov or o.momentum > 0, "optim.nesterov=true needs optim.momentum > 0, e.g. 0.9")
+    _check(0 < o.layer_decay <= 1, f"optim.layer_decay={o.layer_decay} must be in (0, 1] (1.0: off; "
+                                   f"BEiT/MAE fine-tuning uses 0.65-0.75)")
     _check(o.clip_grad_norm >= 0, f"optim.clip_grad_norm={o.clip_grad_norm} must be >= 0 (0 disables)")
     _check(0.0 <= cfg.loss.label_smoothing < 1.0,
            f"loss.label_smoothing={cfg.loss.label_smoothing} must be in [0, 1)")

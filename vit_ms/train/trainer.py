@@ -148,7 +148,7 @@ def restore(train_step, model, resume: Resume) -> None:
     check_fit(model, resume.params, source=f"checkpoint '{resume.path}'")
     # the per-step lr table comes from the config (a resumed run may extend train.epochs), not the file
     ms.load_param_into_net(train_step, {k: v for k, v in network_params(resume.params).items()
-                                        if k != "learning_rate"})
+                                        if not k.startswith("learning_rate")})  # also per-group tables
     st = resume.state
     log.info("resumed from %s at epoch %d step %d (global step %d)", resume.path, st.epoch + 1, st.step_in_epoch,
              st.global_step)

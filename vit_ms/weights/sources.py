@@ -39,7 +39,10 @@ SOURCE_OVERRIDES = {
 }
 
 # Entries in a train-network checkpoint that are optimizer or loss-scale state, not model weights.
-OPTIMIZER_STATE_PREFIXES = ("adam_m.", "adam_v.", "moment1.", "moment2.", "accum.", "stat.")
+# learning_rate_group_<n>: per-group lr tables (layer decay); ema.: the EMA of the weights (vit_ms.train.ema),
+# read only when asked for (inference --weights ema).
+OPTIMIZER_STATE_PREFIXES = ("adam_m.", "adam_v.", "moment1.", "moment2.", "accum.", "stat.", "learning_rate_group_",
+                            "ema.")
 OPTIMIZER_STATE_KEYS = ("global_step", "learning_rate", "beta1_power", "beta2_power", "scale_sense",
                         "current_iterator_step", "last_overflow_iterator_step", "epoch_num", "step_num")
 
