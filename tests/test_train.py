@@ -73,9 +73,11 @@ def test_train_eval_infer_end_to_end(tiny_imagenet, tmp_path):
     assert {t["class"] for line in lines for t in line["topk"]} <= {"class_0", "class_1", "class_2"}
 
 
-def test_killed_run_resumes_at_the_right_step_and_lr_with_the_same_weights(tiny_imagenet, tmp_path):
+@pytest.mark.parametrize("ema", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_killed_run_resumes_at_the_right_step_and_lr_with_the_same_weights(tiny_imagenet, tmp_path, ema):
     kill_at = "epoch 2 step 2/"
-    extra = ["train.epochs=3", "checkpoint.interval_steps=1", *FIXED_DATA]
+    extra = ["train.epochs=3", "checkpoint.interval_steps=1", *FIXED_DATA,
+             *(["train.ema=true", "train.ema_decay=0.9"] if ema else [])]
     run("train.py", "--config", "demo.yaml", *overrides(tiny_imagenet, tmp_path / "full", *extra))
     victim_dir = tmp_path / "killed"
     cmd = [sys.executable, str(ROOT / "train.py"), "--config", "demo.yaml", *overrides(tiny_imagenet, victim_dir,
@@ -102,6 +104,23 @@ def test_killed_run_resumes_at_the_right_step_and_lr_with_the_same_weights(tiny_
     w_full, w_resumed = weights(tmp_path / "full" / "r" / "last.ckpt"), weights(victim_dir / "r" / "last.ckpt")
     model_keys = [k for k in w_full if not k.startswith("vit_ms_")]
     assert max(np.abs(w_full[k] - w_resumed[k]).max() for k in model_keys) <= 1e-5
+    assert ("ema.head.weight" in model_keys) == ema  # with train.ema the average is restored exactly too
+    if ema:
+        check_ema_scores(victim_dir / "r", resumed)
+
+
+def check_ema_scores(run_dir, recs):
+    """metrics.jsonl has both scores; best.ckpt records which weights won; eval.py --weights picks each."""
+    import mindspore as ms
+
+    assert all("val_top1_ema" in r and "val_loss_ema" in r for r in recs)
+    scores = [(r["val_top1"], "raw") for r in recs] + [(r["val_top1_ema"], "ema") for r in recs]
+    best = max(s for s, _ in scores)
+    recorded = ms.load_checkpoint(str(run_dir / "best.ckpt"))["vit_ms_best_weights"]
+    assert (best, recorded) in scores
+    for which, key in [("raw", "val_loss"), ("ema", "val_loss_ema")]:
+        out = run("eval.py", "--ckpt", str(run_dir / "last.ckpt"), "--weights", which)
+        assert json.loads(out.stdout.strip().splitlines()[-1])["loss"] == pytest.approx(recs[-1][key], rel=1e-4)
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tiny_imagenet, tmp_path):

@@ -90,6 +90,9 @@ class TrainConfig:
     steps_per_epoch: int = 0  # 0: the whole dataset; >0 caps it (smoke runs)
     deterministic: bool = False  # same data order and weights run to run (CPU)
     sink_mode: Literal["auto", "on", "off"] = "auto"  # dataset sink: on for Ascend with auto
+    ema: bool = False  # keep a float32 exponential moving average of the weights (evaluated and saved too)
+    ema_decay: float = 0.9999  # per optimizer step; DeiT uses 0.99996
+    ema_warmup: bool = False  # timm ModelEmaV3 warm-up: decay min(ema_decay, 1 - (1 + n)^(-2/3)) at update n
 
 
 @dataclass
@@ -334,6 +337,7 @@ def validate(cfg: Config) -> None:
     _check(t.batch_size > 0, f"train.batch_size={t.batch_size} must be positive")
     _check(t.global_batch_size >= 0, f"train.global_batch_size={t.global_batch_size} must be >= 0 (0: off)")
     _check(t.steps_per_epoch >= 0, f"train.steps_per_epoch={t.steps_per_epoch} must be >= 0 (0: whole dataset)")
+    _check(0 <= t.ema_decay < 1, f"train.ema_decay={t.ema_decay} must be in [0, 1), e.g. 0.9999 (DeiT: 0.99996)")
     _check(o.lr > 0, f"optim.lr={o.lr} must be positive")
     _check(0 <= o.min_lr <= o.lr, f"optim.min_lr={o.min_lr} must be in [0, optim.lr={o.lr}]")
     _check(o.warmup_epochs >= 0, f"optim.warmup_epochs={o.warmup_epochs} must be >= 0")

@@ -19,9 +19,11 @@ from .loader import load_for_inference
 log = logging.getLogger("vit_ms")
 
 
-def run_evaluation(weights: str, config_path: Optional[str] = None, overrides: Sequence[str] = ()) -> dict:
-    """Score `weights` (a checkpoint, or published weights) on cfg.data's validation split, all ranks' shards."""
-    loaded = load_for_inference(weights, config_path, overrides)
+def run_evaluation(weights: str, config_path: Optional[str] = None, overrides: Sequence[str] = (),
+                   which: Optional[str] = None) -> dict:
+    """Score `weights` (a checkpoint, or published weights) on cfg.data's validation split, all ranks' shards;
+    `which`: a checkpoint's "raw" or "ema" weights (None: the ones it records as best)."""
+    loaded = load_for_inference(weights, config_path, overrides, weights=which)
     source, cfg, plan = loaded.source, loaded.cfg, loaded.plan
     setup_logging(None, plan.rank)
     source_name = f"the checkpoint '{weights}' (its recorded class list)"

@@ -147,8 +147,15 @@ class CheckpointAndMetrics(Callback):
             metrics = self.evaluate()
             record.update(val_top1=metrics["top1"], val_top5=metrics["top5"], val_loss=metrics["loss"],
                           val_images=metrics["num_images"])  # all ranks' shards together
-            improved = metrics["top1"] > st.best_top1
-            st.best_top1 = max(st.best_top1, metrics["top1"])
+            scores = {"raw": metrics["top1"]}
+            if "ema" in metrics:  # train.ema: the averaged weights scored too; best.ckpt records the better
+                ema = metrics["ema"]
+                record.update(val_top1_ema=ema["top1"], val_top5_ema=ema["top5"], val_loss_ema=ema["loss"])
+                scores["ema"] = ema["top1"]
+            which = max(scores, key=scores.get)  # raw on a tie
+            improved = scores[which] > st.best_top1
+            if improved:
+                st.best_top1, st.best_weights = scores[which], which
         log.info("epoch %d done: %s", st.epoch, json.dumps(record))
         if self.run_dir is None:
             return

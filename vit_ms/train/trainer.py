@@ -23,6 +23,7 @@ from .callbacks import CheckpointAndMetrics, TrainProgress
 from .checkpoint import (CheckpointMeta, TrainState, check_fit, find_resume_checkpoint, network_params,
                          read_checkpoint, read_meta, remove_partial_files, train_state)
 from .distributed import check_replicas, check_same_resume
+from .ema import resume_ema
 from .engine import build_train_step, mindspore_model
 from .optim import build_optimizer, lr_schedule, scaled_lr
 
@@ -184,6 +185,8 @@ def run_training(cfg: Config, resume: Optional[str] = None, cache_dir: Optional[
     initial_weights(model, cfg, resumed, cache_dir)
     train_step, lrs = build_step(cfg, plan, model, info.steps_per_epoch)
     restore(train_step, model, resumed)
+    if train_step.ema is not None and resumed.params is not None:
+        resume_ema(train_step.ema, list(train_step.weights), resumed.params, resumed.path)
 
     state = resumed.state
     main_dir = run_dir if plan.is_main else None
@@ -196,6 +199,9 @@ def run_training(cfg: Config, resume: Optional[str] = None, cache_dir: Optional[
 
     def evaluate() -> dict:
         metrics = eval_model.eval(val_ds, dataset_sink_mode=False)["cls"]
+        if train_step.ema is not None:  # the same network with the averaged weights swapped in
+            with train_step.ema.applied(list(train_step.weights)):
+                metrics["ema"] = eval_model.eval(val_ds, dataset_sink_mode=False)["cls"]
         train_step.set_train(True)  # eval switched the shared cells to inference mode
         return metrics
 
