@@ -179,3 +179,14 @@ def test_finetune_from_pretrained_reinitialises_head_resamples_pos_embed_and_fre
     for name in ["blocks.0.attn.qkv.weight", "patch_embed.proj.weight", "norm.weight"]:
         np.testing.assert_array_equal(tuned[name], original[name])  # frozen backbone
     assert "adam_m.head.weight" in tuned and "adam_m.blocks.0.attn.qkv.weight" not in tuned
+
+
+@pytest.mark.slow
+def test_accumulated_run_counts_optimizer_steps(tiny_imagenet, tmp_path):
+    run("train.py", "--config", "demo.yaml", *overrides(tiny_imagenet, tmp_path, "train.epochs=1",
+                                                       "train.accum_steps=2"))
+    run_dir = tmp_path / "r"
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert (plan["batch_size"], plan["accum_steps"], plan["global_batch_size"]) == (4, 2, 8)
+    assert [r["step"] for r in records(run_dir)] == [24 // 8]
+    assert "epoch 1 step 3/3" in (run_dir / "train.log").read_text()

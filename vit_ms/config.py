@@ -81,6 +81,9 @@ class TrainConfig:
     epochs: int = 300
     batch_size: int = 128  # per device
     global_batch_size: int = 0  # >0: split evenly over the devices instead of batch_size per device
+    # micro-batches per optimizer step; 0 (auto): 1, or, when global_batch_size is more than the devices hold
+    # at batch_size each, the fewest that fit (the plan logs it)
+    accum_steps: int = 0
     seed: int = 42
     mode: Literal["graph", "pynative"] = "graph"
     device_target: Literal["auto", "CPU", "GPU", "Ascend"] = "auto"
@@ -336,6 +339,7 @@ def validate(cfg: Config) -> None:
     _check(t.epochs > 0, f"train.epochs={t.epochs} must be positive")
     _check(t.batch_size > 0, f"train.batch_size={t.batch_size} must be positive")
     _check(t.global_batch_size >= 0, f"train.global_batch_size={t.global_batch_size} must be >= 0 (0: off)")
+    _check(t.accum_steps >= 0, f"train.accum_steps={t.accum_steps} must be >= 0 (0: auto, 1: no accumulation)")
     _check(t.steps_per_epoch >= 0, f"train.steps_per_epoch={t.steps_per_epoch} must be >= 0 (0: whole dataset)")
     _check(0 <= t.ema_decay < 1, f"train.ema_decay={t.ema_decay} must be in [0, 1), e.g. 0.9999 (DeiT: 0.99996)")
     _check(o.lr > 0, f"optim.lr={o.lr} must be positive")

@@ -104,7 +104,7 @@ def build_datasets(cfg: Config, plan: RunPlan, resume: Resume):
     train_ds, info = create_dataset(cfg, "train", True, batch_size=plan.batch_size, num_shards=plan.world_size,
                                     shard_id=plan.rank, start_epoch=resume.state.epoch,
                                     skip_steps=resume.state.step_in_epoch, steps_per_epoch=cfg.train.steps_per_epoch,
-                                    classes=classes, classes_source=source)
+                                    classes=classes, classes_source=source, accum_steps=plan.accum_steps)
     val_ds, _ = create_dataset(cfg, "val", False, batch_size=plan.eval_batch_size, num_shards=plan.world_size,
                                shard_id=plan.rank, classes=info.class_names,
                                classes_source=source or "the training split")
