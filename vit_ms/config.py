@@ -72,6 +72,9 @@ class DataConfig:
     crop_pct: float = 0.875  # eval: resize to image_size / crop_pct, then center crop
     mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN))  # 0-255 scale
     std: List[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    # repeated augmentation (DeiT's RASampler): each image this many times per epoch, copies on different shards
+    # and augmented independently; every shard still yields its usual count, 1: off (DeiT: 3)
+    aug_repeats: int = 1
     on_bad_image: Literal["skip", "error"] = "skip"
     max_image_pixels: int = 178956970  # decompression-bomb guard (PIL's default limit)
 
@@ -366,6 +369,7 @@ def validate(cfg: Config) -> None:
            f"data.ratio={d.ratio} must be [min, max] aspect ratios with 0 < min <= max, e.g. [0.75, 1.333]")
     for key in ("hflip", "re_prob", "mixup_prob", "mixup_switch_prob"):
         _check(0.0 <= getattr(d, key) <= 1.0, f"data.{key}={getattr(d, key)} is a probability: use a value in [0, 1]")
+    _check(d.aug_repeats >= 1, f"data.aug_repeats={d.aug_repeats} must be >= 1 (1: off; DeiT uses 3)")
     _check(d.max_image_pixels > 0, f"data.max_image_pixels={d.max_image_pixels} must be positive")
     _check(cfg.checkpoint.keep_last >= 0, f"checkpoint.keep_last={cfg.checkpoint.keep_last} must be >= 0")
     _check(cfg.eval.batch_size >= 0, f"eval.batch_size={cfg.eval.batch_size} must be >= 0 (0: train.batch_size)")
