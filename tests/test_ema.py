@@ -35,8 +35,8 @@ def make_step(decay=0.8, warmup=False, loss_scale=None):
 
 def batches(n, seed=1):
     rng = np.random.default_rng(seed)
-    return [(Tensor(rng.standard_normal((8, 4)).astype(np.float32)), Tensor(rng.standard_normal((8, 2)).astype(np.float32)))
-            for _ in range(n)]
+    return [(Tensor(rng.standard_normal((8, 4)).astype(np.float32)),
+             Tensor(rng.standard_normal((8, 2)).astype(np.float32))) for _ in range(n)]
 
 
 @pytest.mark.parametrize("mode,warmup", [(ms.GRAPH_MODE, False), (ms.GRAPH_MODE, True), (ms.PYNATIVE_MODE, True)])

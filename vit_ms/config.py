@@ -39,6 +39,10 @@ class ModelConfig:
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0  # stochastic depth, linearly increasing over blocks
     global_pool: Literal["token", "avg"] = "token"
+    # timm's fc_norm (MAE, BEiT and many timm weights): LayerNorm after average pooling instead of the final norm;
+    # needs global_pool=avg. Off by default (timm turns it on for avg) so earlier avg-pool checkpoints still load;
+    # the converter reads it from the weights.
+    fc_norm: bool = False
     representation_size: Optional[int] = None  # pre-logits Linear + tanh (original ViT), None: none
     gelu: Literal["erf", "tanh"] = "erf"  # published ViT weights use the exact (erf) GELU
     norm_eps: float = 1e-6

@@ -1,4 +1,4 @@
-"""Optimizer and learning-rate schedule: Adam/AdamW (mindcv's) or SGD with momentum, per-step cosine schedule and warmup.
+"""Optimizer and lr schedule: Adam/AdamW (mindcv's) or SGD with momentum; per-step cosine schedule with warmup.
 
 The base lr is given for a global batch of `optim.lr_batch_size` images and scaled linearly to the real
 global batch (Goyal et al. 2017; DeiT uses lr = 5e-4 * batch / 512). Norms, biases, the position embedding

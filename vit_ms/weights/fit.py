@@ -30,7 +30,8 @@ def infer_architecture(state: State) -> dict:
                 mlp_ratio=state["blocks.0.mlp.fc1.weight"].shape[0] / embed_dim, image_size=grid * int(patch_size),
                 num_classes=int(state["head.weight"].shape[0]) if "head.weight" in state else 0,
                 representation_size=(int(state["pre_logits.fc.weight"].shape[0])
-                                     if "pre_logits.fc.weight" in state else None))
+                                     if "pre_logits.fc.weight" in state else None),
+                fc_norm="fc_norm.weight" in state)  # timm/MAE: LayerNorm after the average pool (global_pool avg)
     arch["variant"] = next((name for name, v in VARIANTS.items()
                             if (v["patch_size"], v["embed_dim"], v["depth"]) == (patch_size, embed_dim, depth)), None)
     return arch
@@ -173,9 +174,15 @@ def _hints(given: Shapes, state: State, missing, unexpected, mismatched) -> List
                      f"pre-logits layer), or change model.num_classes so it is dropped with the head")
     if "pre_logits.fc.weight" in missing:
         hints.append("set model.representation_size=null (the weights have no pre-logits layer)")
+    if "fc_norm.weight" in unexpected:
+        hints.append("the weights normalise after average pooling (timm/MAE fc_norm): set model.global_pool=avg "
+                     "and model.fc_norm=true")
+    if "fc_norm.weight" in missing:
+        hints.append("the weights have a final norm, not fc_norm: set model.fc_norm=false")
     if "pre_logits.fc.weight" in mismatched:
         hints.append(f"set model.representation_size={given['pre_logits.fc.weight'][0]}")
-    odd = [k for k in unexpected if not k.startswith(("blocks.", "head.", "pre_logits.", "norm.", "patch_embed."))]
+    odd = [k for k in unexpected
+           if not k.startswith(("blocks.", "head.", "pre_logits.", "norm.", "fc_norm.", "patch_embed."))]
     if odd:
         hints.append(f"{_names(odd, 3)} are not parts of this ViT: if these are not our names, convert the "
                      f"weights first (python -m vit_ms.convert --from timm|npz|mindcv|tutorial)")

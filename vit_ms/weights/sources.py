@@ -126,11 +126,7 @@ def detect_format(keys: Iterable[str], suffix: str = "") -> str:
 
 
 def convert_timm(state: State) -> State:
-    """timm / Hugging Face names are ours already; reject what our ViT cannot compute."""
-    if "fc_norm.weight" in state:
-        raise CheckpointError("these weights normalise after global average pooling (timm 'fc_norm'), which this "
-                              "ViT does not implement; use weights of a class-token ViT (names without '_gap' "
-                              "/ 'fc_norm'), e.g. vit_base_patch16_224.augreg2_in21k_ft_in1k")
+    """timm / Hugging Face names are ours already (`fc_norm.*` too: model.global_pool=avg, model.fc_norm=true)."""
     return dict(state)
 
 
