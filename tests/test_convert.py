@@ -287,3 +287,18 @@ def test_cli_reports_a_wrong_model(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "unexpected in the weights" in err and "depth 2" in err
     assert not (tmp_path / "x.ckpt").exists()
+
+
+def test_mae_encoder_fine_tunes_with_a_fresh_fc_norm(tmp_path):
+    """An MAE pre-trained encoder (final norm, no head) into an fc_norm model: the norm is dropped, fc_norm and the
+    head start fresh, everything else loads."""
+    state = random_timm_state(np.random.default_rng(16), DIM, DEPTH, HEADS, PATCH, GRID, CLASSES)
+    del state["head.weight"], state["head.bias"]
+    save_file(state, str(tmp_path / "mae_pretrain.safetensors"))
+    model = tiny_model(global_pool="avg", fc_norm=True)
+    report = load_pretrained(model, str(tmp_path / "mae_pretrain.safetensors"))
+    assert report.head_reinitialised and any("fc_norm" in note and "MAE" in note for note in report.notes)
+    params = {p.name: p.asnumpy() for p in model.get_parameters()}
+    np.testing.assert_array_equal(params["fc_norm.weight"], np.ones(DIM))
+    np.testing.assert_array_equal(params["fc_norm.bias"], np.zeros(DIM))
+    np.testing.assert_array_equal(params["blocks.1.mlp.fc2.weight"], state["blocks.1.mlp.fc2.weight"])

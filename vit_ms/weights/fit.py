@@ -93,7 +93,9 @@ def resample_pos_embed(pos: np.ndarray, new_grid: Sequence[int], num_prefix_toke
 def adapt_to_model(state: State, model_shapes: Shapes) -> Tuple[State, List[str], List[str]]:
     """Drop a head for another number of classes and resample pos_embed to the model's grid.
 
-    Returns (state, notes for the user, keys the model may lack in the state: the head to re-initialise).
+    A model with fc_norm given weights with a final norm instead (an MAE pre-trained encoder) drops that norm and
+    keeps its fresh fc_norm. Returns (state, notes for the user, keys the model may lack in the state: the head
+    to re-initialise, a fresh fc_norm).
     """
     state, notes, reinit = dict(state), [], []
     head, wanted = state.get("head.weight"), model_shapes.get("head.weight")
@@ -113,6 +115,12 @@ def adapt_to_model(state: State, model_shapes: Shapes) -> Tuple[State, List[str]
     elif head is None and "head.weight" in model_shapes:
         reinit = ["head.weight", "head.bias"]
         notes.append("the weights have no classifier head; the model's head is freshly initialised")
+    if "fc_norm.weight" in model_shapes and "fc_norm.weight" not in state and "norm.weight" in state \
+            and "norm.weight" not in model_shapes:  # MAE fine-tuning: the pre-training norm gives way to fc_norm
+        state.pop("norm.weight"), state.pop("norm.bias", None)
+        reinit += ["fc_norm.weight", "fc_norm.bias"]
+        notes.append("dropped the checkpoint's final norm; the model's fc_norm (after average pooling) starts "
+                     "fresh, as MAE fine-tuning does")
     pos, wanted = state.get("pos_embed"), model_shapes.get("pos_embed")
     if pos is not None and wanted is not None and pos.shape != wanted and pos.shape[2] == wanted[2]:
         old, new = _square_grid(pos.shape[1] - 1), _square_grid(wanted[1] - 1)
