@@ -75,9 +75,10 @@ def test_plan_derives_accumulation_from_the_global_batch():
     assert (plan.batch_size, plan.accum_steps) == (32, 3)
     plan = plan_of("train.global_batch_size=256", "train.batch_size=128", "train.accum_steps=8")
     assert (plan.batch_size, plan.accum_steps) == (32, 8)
-    plan = plan_of("train.batch_size=16", "train.accum_steps=4", world_size=2)
+    plan = plan_of("train.global_batch_size=0", "train.batch_size=16", "train.accum_steps=4", world_size=2)
     assert (plan.batch_size, plan.accum_steps, plan.global_batch_size) == (16, 4, 128)
-    assert plan_of("train.global_batch_size=64").accum_steps == 1 and plan_of().accum_steps == 1
+    assert plan_of("train.global_batch_size=64").accum_steps == 1
+    assert plan_of(world_size=8).accum_steps == 1 and plan_of().accum_steps == 8  # vit_b16.yaml: 1024 global
     with pytest.raises(ConfigError, match="not divisible into train.accum_steps=3 micro-batches"):
         plan_of("train.global_batch_size=256", "train.accum_steps=3")
     with pytest.raises(ConfigError, match="train.accum_steps=-1 must be >= 0"):

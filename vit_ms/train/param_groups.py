@@ -39,7 +39,7 @@ class ParamGroup:
 def parameter_groups(model, params, weight_decay: float, layer_decay: float = 1.0) -> List[ParamGroup]:
     """Split `params` by (layer when layer_decay != 1, decayed or not); empty groups are left out."""
     no_decay = model.no_weight_decay()
-    depth = len(model.blocks)
+    depth = len(model.blocks) if layer_decay != 1.0 else 0  # `model` may only name the exempt parameters
     groups = {}
     for p in params:
         layer = layer_id(p.name, depth) if layer_decay != 1.0 else -1
