@@ -194,7 +194,7 @@ def run_training(cfg: Config, resume: Optional[str] = None, cache_dir: Optional[
         write_run_files(run_dir, cfg, plan, info.class_names)
     meta = CheckpointMeta(config_to_dict(cfg), plan.to_dict(), info.class_names)
     progress = TrainProgress(state, info.steps_per_epoch, plan.global_batch_size, lrs, cfg.train.log_interval,
-                             plan.loss_scale == "dynamic")
+                             plan.loss_scale == "dynamic", total_epochs=cfg.train.epochs)
     eval_model = mindspore_model(None, model, plan.world_size)
 
     def evaluate() -> dict:
