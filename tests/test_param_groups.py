@@ -76,3 +76,34 @@ def test_every_parameter_trains_at_its_layer_lr(name):
             m_hat, v_hat = 0.1 * g / (1 - 0.9 ** 2), 0.001 * g * g / (1 - 0.999 ** 2)
             want = w - lr * (m_hat / (np.sqrt(v_hat) + 1e-8) + w_decay * w)
         np.testing.assert_allclose(p.asnumpy(), want, rtol=1e-5, atol=1e-6, err_msg=p.name)
+
+
+def test_resume_keeps_the_configured_per_group_lr_tables(tmp_path):
+    """Checkpoints hold the per-group lr tables (learning_rate_group_<n>); a resume takes the tables from the
+    config (it may extend train.epochs), the weights and moments from the file."""
+    from mindspore import nn
+
+    from vit_ms.train.checkpoint import TrainState, read_checkpoint, save_checkpoint, train_state
+    from vit_ms.train.engine import TrainStep
+    from vit_ms.train.loss import ClassificationLoss, WithLoss
+    from vit_ms.train.trainer import Resume, restore
+
+    def build(lrs):
+        model, params = _model_and_params()
+        opt = build_optimizer(model, params, OptimConfig(name="sgd", layer_decay=0.5), lrs)
+        return model, opt, TrainStep(WithLoss(model, ClassificationLoss(0.0)), opt, Tensor(np.float32(1.0)))
+
+    model, _, step = build([0.1] * 4)
+    x = Tensor(np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    step(x, Tensor(np.array([0, 1], np.int32)))
+    save_checkpoint(step, tmp_path / "last.ckpt", TrainState(global_step=1))
+    params = read_checkpoint(tmp_path / "last.ckpt")
+    assert any(k.startswith("learning_rate_group_") for k in params)
+    resumed_model, opt, resumed_step = build([0.2] * 8)
+    restore(resumed_step, resumed_model, Resume(tmp_path / "last.ckpt", params, train_state(params)))
+    for p, q in zip(model.get_parameters(), resumed_model.get_parameters()):
+        np.testing.assert_array_equal(q.asnumpy(), p.asnumpy())
+    for p in opt.parameters:
+        table = opt.get_lr_parameter(p).asnumpy()  # the group's per-step lr table
+        np.testing.assert_allclose(table, 0.2 * 0.5 ** (DEPTH + 1 - expected_layer(p.name)), rtol=1e-6)
+        assert len(table) == 8

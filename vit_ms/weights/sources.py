@@ -43,7 +43,7 @@ SOURCE_OVERRIDES = {
 # read only when asked for (inference --weights ema).
 OPTIMIZER_STATE_PREFIXES = ("adam_m.", "adam_v.", "moment1.", "moment2.", "accum.", "stat.", "learning_rate_group_",
                             "ema.")
-OPTIMIZER_STATE_KEYS = ("global_step", "learning_rate", "beta1_power", "beta2_power", "scale_sense",
+OPTIMIZER_STATE_KEYS = ("global_step", "learning_rate", "momentum", "beta1_power", "beta2_power", "scale_sense",
                         "current_iterator_step", "last_overflow_iterator_step", "epoch_num", "step_num")
 
 # String entry a converted .ckpt carries: JSON of the model.* overrides its source needs.
