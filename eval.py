@@ -9,7 +9,7 @@ top5, loss, num_images, images_per_sec.
 import json
 import sys
 
-from vit_ms.cli import base_parser
+from vit_ms.cli import add_weights_argument, base_parser
 from vit_ms.errors import run_cli
 
 WORST_SHOWN = 5
@@ -21,11 +21,12 @@ def main(argv=None) -> int:
                                                        "(a vit_ms.weights.hub.PRETRAINED name, a file or a URL)")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="folder for per_class.csv and confusion.png (default: eval/<name>/ beside the checkpoint)")
+    add_weights_argument(parser)
     args = parser.parse_args(argv)
     from vit_ms.inference.evaluate import run_evaluation
     from vit_ms.inference.per_class import describe, worst_classes
 
-    report = run_evaluation(args.ckpt, args.config, args.overrides, args.out)
+    report = run_evaluation(args.ckpt, args.config, args.overrides, args.out, which=args.weights)
     metrics = report.metrics
     print(f"top-1 {metrics['top1'] * 100:.2f}%  top-5 {metrics['top5'] * 100:.2f}%  loss {metrics['loss']:.4f}  "
           f"({metrics['num_images']} images, {metrics['images_per_sec']:.1f} images/s)")

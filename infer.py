@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 
+from vit_ms.cli import add_weights_argument
 from vit_ms.errors import DataError, UserError, run_cli
 
 
@@ -35,7 +36,10 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set train.device_target=CPU (repeatable)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    add_weights_argument(parser)
     args = parser.parse_args(argv)
+    if args.model and args.weights:
+        parser.error("--weights applies to --ckpt; an exported file holds one set of weights")
     if bool(args.ckpt) == bool(args.model):
         parser.error("give exactly one of --ckpt (with --config) and --model")
     if args.topk < 1:
@@ -70,7 +74,7 @@ def main(argv=None) -> int:
         from vit_ms.inference.loader import load_for_inference
 
         eager = ["train.mode=pynative"] if args.attention_maps else []  # maps read the blocks one by one
-        loaded = load_for_inference(args.ckpt, args.config, args.overrides + eager)
+        loaded = load_for_inference(args.ckpt, args.config, args.overrides + eager, weights=args.weights)
         cfg, recorded, where = loaded.cfg, loaded.class_names, f"'{args.ckpt}'"
         predictor = predict.network_predictor(loaded.network, cfg)
     names, note = predict.class_names_for(cfg.model.num_classes, args.class_names, recorded, where)

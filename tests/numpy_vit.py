@@ -88,7 +88,10 @@ def timm_forward(state: State, x: np.ndarray, heads: int, gelu_kind: str = "erf"
         y = layer_norm(h, s[p + "norm2.weight"], s[p + "norm2.bias"], eps)
         y = gelu(dense(y, s[p + "mlp.fc1.weight"], s[p + "mlp.fc1.bias"]), gelu_kind)
         h = h + dense(y, s[p + "mlp.fc2.weight"], s[p + "mlp.fc2.bias"])
-    z = layer_norm(h, s["norm.weight"], s["norm.bias"], eps)[:, 0]
+    if "fc_norm.weight" in s:  # timm global_pool='avg' with fc_norm: no final norm, LayerNorm of the mean
+        z = layer_norm(h[:, 1:].mean(1), s["fc_norm.weight"], s["fc_norm.bias"], eps)
+    else:
+        z = layer_norm(h, s["norm.weight"], s["norm.bias"], eps)[:, 0]
     if "pre_logits.fc.weight" in s:
         z = np.tanh(dense(z, s["pre_logits.fc.weight"], s["pre_logits.fc.bias"]))
     return dense(z, s["head.weight"], s["head.bias"])
@@ -96,15 +99,16 @@ def timm_forward(state: State, x: np.ndarray, heads: int, gelu_kind: str = "erf"
 
 def random_timm_state(rng: np.random.Generator, dim: int, depth: int, heads: int, patch: int, grid: int,
                       classes: int, channels: int = 3, mlp_ratio: float = 4.0, std: float = 0.2,
-                      representation: Optional[int] = None) -> State:
+                      representation: Optional[int] = None, fc_norm: bool = False) -> State:
     hidden = int(dim * mlp_ratio)
 
     def r(*shape, mean=0.0):
         return (mean + std * rng.standard_normal(shape)).astype(np.float32)
 
+    final = "fc_norm" if fc_norm else "norm"  # timm: fc_norm replaces the final norm (global_pool='avg')
     s = {"patch_embed.proj.weight": r(dim, channels, patch, patch), "patch_embed.proj.bias": r(dim),
          "cls_token": r(1, 1, dim), "pos_embed": r(1, grid * grid + 1, dim),
-         "norm.weight": r(dim, mean=1.0), "norm.bias": r(dim)}
+         f"{final}.weight": r(dim, mean=1.0), f"{final}.bias": r(dim)}
     for i in range(depth):
         p = f"blocks.{i}."
         s.update({p + "norm1.weight": r(dim, mean=1.0), p + "norm1.bias": r(dim),

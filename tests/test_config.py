@@ -103,3 +103,18 @@ def test_global_batch_is_split_over_devices_or_rejected():
     assert per_device_batch(load_config("vit_b16"), 8) == 128  # batch_size is per device by default
     with pytest.raises(ConfigError, match=r"train.global_batch_size=1024 is not divisible by the 3 devices"):
         per_device_batch(cfg, 3)
+
+
+def test_recipe_configs_say_what_their_papers_do():
+    deit, augreg, mae = load_config("vit_b16"), load_config("vit_b16_ft_augreg"), load_config("vit_b16_ft_mae")
+    assert (deit.data.aug_repeats, deit.train.ema, deit.train.ema_decay, deit.train.global_batch_size) == \
+        (3, True, 0.99996, 1024)
+    o = augreg.optim
+    assert (o.name, o.momentum, o.weight_decay, o.clip_grad_norm, o.lr, augreg.train.global_batch_size) == \
+        ("sgd", 0.9, 0.0, 1.0, 0.01, 512)
+    assert (augreg.data.mixup, augreg.data.aug_repeats, augreg.model.pretrained) == (0.0, 1, "vit_b16.augreg_in21k")
+    m = mae.model
+    assert (m.global_pool, m.fc_norm, m.drop_path_rate, mae.optim.layer_decay, mae.optim.name) == \
+        ("avg", True, 0.1, 0.65, "adamw")
+    finetune = load_config("vit_b16_finetune")
+    assert (finetune.train.ema, finetune.data.aug_repeats, finetune.train.global_batch_size) == (False, 1, 0)

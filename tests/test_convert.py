@@ -137,7 +137,7 @@ def test_infer_architecture():
                                          representation=16))
     arch = infer_architecture(state)
     assert arch == dict(patch_size=PATCH, embed_dim=DIM, depth=DEPTH, in_channels=3, mlp_ratio=4.0, image_size=32,
-                        num_classes=CLASSES, representation_size=16, variant=None)
+                        num_classes=CLASSES, representation_size=16, fc_norm=False, variant=None)
     b16 = {"patch_embed.proj.weight": np.zeros((768, 3, 16, 16)), "pos_embed": np.zeros((1, 197, 768)),
            **{f"blocks.{i}.mlp.fc1.weight": np.zeros((3072, 768)) for i in range(12)}}
     assert infer_architecture(b16)["variant"] == "vit_b16" and infer_architecture(b16)["image_size"] == 224
@@ -220,11 +220,31 @@ def test_check_fit_pre_logits_hint_and_optimizer_state_ignored():
     check_fit(shapes, state)  # optimizer state is not "unexpected"
 
 
+def test_timm_avg_pool_fc_norm_parity_and_hints(tmp_path, images):
+    """timm global_pool='avg' (MAE/BEiT-style): no final norm, LayerNorm of the mean patch token, then the head."""
+    state = random_timm_state(np.random.default_rng(14), DIM, DEPTH, HEADS, PATCH, GRID, CLASSES, fc_norm=True)
+    assert "norm.weight" not in state and infer_architecture(state)["fc_norm"]
+    save_file(state, str(tmp_path / "mae.safetensors"))
+    with pytest.raises(CheckpointError, match="set model.global_pool=avg and model.fc_norm=true"):
+        load_pretrained(tiny_model(), str(tmp_path / "mae.safetensors"))
+    model = tiny_model(global_pool="avg", fc_norm=True)
+    assert load_pretrained(model, str(tmp_path / "mae.safetensors")).source_format == "timm"
+    assert report_diff("timm fc_norm", logits(model, images), timm_forward(state, images, HEADS)) <= TOLERANCE
+    assert "fc_norm.weight" in model.no_weight_decay() and model.norm is None
+
+
+def test_convert_cli_reads_fc_norm_from_the_weights(tmp_path, capsys):
+    state = random_timm_state(np.random.default_rng(15), DIM, DEPTH, HEADS, PATCH, GRID, CLASSES, fc_norm=True)
+    save_file(state, str(tmp_path / "mae.safetensors"))
+    out = tmp_path / "mae.ckpt"
+    assert convert_main(["--src", str(tmp_path / "mae.safetensors"), "--out", str(out), "--model", "vit_ti16",
+                         "--embed-dim", str(DIM), "--depth", str(DEPTH), "--num-heads", str(HEADS),
+                         "--patch-size", str(PATCH)]) == 0
+    printed = capsys.readouterr().out
+    assert "--set model.global_pool=avg" in printed and "--set model.fc_norm=true" in printed
+
+
 def test_unsupported_sources_say_why(tmp_path):
-    state = random_timm_state(np.random.default_rng(13), DIM, 1, HEADS, PATCH, GRID, CLASSES)
-    state["fc_norm.weight"] = np.ones(DIM, np.float32)
-    with pytest.raises(CheckpointError, match="fc_norm"):
-        convert_state("timm", state)
     (tmp_path / "model.pth").write_bytes(b"not read")
     with pytest.raises(CheckpointError, match="safetensors"):
         read_state(tmp_path / "model.pth")
@@ -342,3 +362,18 @@ def test_cli_reports_a_wrong_model(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "unexpected in the weights" in err and "depth 2" in err
     assert not (tmp_path / "x.ckpt").exists()
+
+
+def test_mae_encoder_fine_tunes_with_a_fresh_fc_norm(tmp_path):
+    """An MAE pre-trained encoder (final norm, no head) into an fc_norm model: the norm is dropped, fc_norm and the
+    head start fresh, everything else loads."""
+    state = random_timm_state(np.random.default_rng(16), DIM, DEPTH, HEADS, PATCH, GRID, CLASSES)
+    del state["head.weight"], state["head.bias"]
+    save_file(state, str(tmp_path / "mae_pretrain.safetensors"))
+    model = tiny_model(global_pool="avg", fc_norm=True)
+    report = load_pretrained(model, str(tmp_path / "mae_pretrain.safetensors"))
+    assert report.head_reinitialised and any("fc_norm" in note and "MAE" in note for note in report.notes)
+    params = {p.name: p.asnumpy() for p in model.get_parameters()}
+    np.testing.assert_array_equal(params["fc_norm.weight"], np.ones(DIM))
+    np.testing.assert_array_equal(params["fc_norm.bias"], np.zeros(DIM))
+    np.testing.assert_array_equal(params["blocks.1.mlp.fc2.weight"], state["blocks.1.mlp.fc2.weight"])

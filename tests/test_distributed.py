@@ -458,3 +458,31 @@ def test_sigterm_to_rank_0_stops_both_workers_after_the_same_step(tmp_path):
         steps.append(int(lines[0].split("after global step ")[1].split()[0]))
     assert steps[0] == steps[1] == train_state(read_checkpoint(run_dir / "last.ckpt")).global_step
     assert "rank 0 saved last.ckpt" in (run_dir / "train_rank1.log").read_text()
+
+
+@pytest.mark.slow
+def test_two_workers_accumulating_match_one_process_with_the_whole_batch(tmp_path):
+    """2 msrun workers x 2 micro-batches of 2 (one all-reduce per optimizer step) give the update of one process
+    training the same 8 images as one batch: fixed transforms, no dropout or mixup, SGD, one step."""
+    import mindspore as ms
+
+    data = write_synthetic_folder(tmp_path / "data", num_classes=3, train_per_class=8, val_per_class=2,
+                                  image_size=32, seed=0)
+    common = [f"data.root={data}", f"output_dir={tmp_path / 'runs'}", *tiny_overrides(depth=1, num_classes=3),
+              "data.num_parallel_workers=1", "data.scale=[1.0, 1.0]", "data.ratio=[1.0, 1.0]", "train.epochs=1",
+              "train.steps_per_epoch=1", "train.deterministic=true", "optim.name=sgd", "optim.momentum=0.9"]
+    out = bash(MSRUN_SCRIPT, 2, "demo.yaml", *sets(*common, "run_name=dp", "train.batch_size=2",
+                                                   "train.accum_steps=2"),
+               cwd=tmp_path, timeout=300, MASTER_PORT=free_port(), LOG_DIR=tmp_path / "msrun_log")
+    assert out.returncode == 0, f"{out.stdout[-4000:]}\n{out.stderr[-3000:]}"
+    rank0 = (tmp_path / "runs" / "dp" / "train.log").read_text()
+    assert "batch 2 per device x 2 accumulated, 8 global" in rank0 and "epoch 1 step 1/1" in rank0
+    single = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", "demo.yaml",
+                             *sets(*common, "run_name=one", "train.batch_size=8")], cwd=tmp_path, env=script_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    dp, one = (ms.load_checkpoint(str(tmp_path / "runs" / name / "last.ckpt")) for name in ("dp", "one"))
+    names = [k for k in one if k.startswith(("blocks.", "head.", "patch_embed.", "norm.", "cls_token", "pos_embed"))]
+    assert len(names) > 10 and np.abs(one["accum.head.weight"].asnumpy()).max() > 1e-4  # a step was taken
+    for k in names + ["accum.head.weight"]:  # weights, and the momentum buffer (= the step's gradient)
+        np.testing.assert_allclose(dp[k].asnumpy(), one[k].asnumpy(), rtol=0, atol=1e-5, err_msg=k)

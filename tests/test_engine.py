@@ -171,3 +171,17 @@ def test_o0_step_checks_the_loss_and_skips_a_non_finite_one():
     other = _Scale()
     o2 = load_config("demo", ["amp.level=O2"])
     assert not build_train_step(other, nn.SGD(other.trainable_params(), 0.1), o2, cpu_plan(o2)).check_loss_only
+
+
+def test_progress_line_says_how_long_until_the_end_of_the_run(caplog, monkeypatch):
+    """10 steps/epoch, 3 epochs, batch 8, one step per (fake) second: after epoch 2 step 4 the epoch has 6 steps
+    left (6 s) and the run 16 (0:00:16)."""
+    clock = iter(range(100))
+    monkeypatch.setattr("vit_ms.train.callbacks.time.time", lambda: float(next(clock)))
+    state = TrainState(epoch=1, step_in_epoch=3, global_step=13)
+    progress = TrainProgress(state, 10, 8, [1e-3] * 30, log_interval=4, dynamic_loss_scale=False, total_epochs=3)
+    with caplog.at_level("INFO", logger="vit_ms"):
+        progress.on_train_step_end(fake_context(1.0, False))
+    assert "epoch 2 step 4/10" in caplog.text and "eta 6s  run eta 0:00:16" in caplog.text
+    assert progress.run_eta(8.0 / 3600) == "  run eta 16:00:00"
+    assert TrainProgress(state, 10, 8, [1e-3], 4, False).run_eta(8.0) == ""  # total unknown: epoch eta only

@@ -84,9 +84,11 @@ def test_train_eval_infer_end_to_end(tiny_imagenet, tmp_path):
     assert {t["class"] for line in lines for t in line["topk"]} <= {"class_0", "class_1", "class_2"}
 
 
-def test_killed_run_resumes_at_the_right_step_and_lr_with_the_same_weights(tiny_imagenet, tmp_path):
+@pytest.mark.parametrize("ema", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_killed_run_resumes_at_the_right_step_and_lr_with_the_same_weights(tiny_imagenet, tmp_path, ema):
     kill_at = "epoch 2 step 2/"
-    extra = ["train.epochs=3", "checkpoint.interval_steps=1", *FIXED_DATA]
+    extra = ["train.epochs=3", "checkpoint.interval_steps=1", *FIXED_DATA,
+             *(["train.ema=true", "train.ema_decay=0.9"] if ema else [])]
     run("train.py", "--config", "demo.yaml", *overrides(tiny_imagenet, tmp_path / "full", *extra))
     victim_dir = tmp_path / "killed"
     cmd = [sys.executable, str(ROOT / "train.py"), "--config", "demo.yaml", *overrides(tiny_imagenet, victim_dir,
@@ -113,6 +115,23 @@ def test_killed_run_resumes_at_the_right_step_and_lr_with_the_same_weights(tiny_
     w_full, w_resumed = weights(tmp_path / "full" / "r" / "last.ckpt"), weights(victim_dir / "r" / "last.ckpt")
     model_keys = [k for k in w_full if not k.startswith("vit_ms_")]
     assert max(np.abs(w_full[k] - w_resumed[k]).max() for k in model_keys) <= 1e-5
+    assert ("ema.head.weight" in model_keys) == ema  # with train.ema the average is restored exactly too
+    if ema:
+        check_ema_scores(victim_dir / "r", resumed)
+
+
+def check_ema_scores(run_dir, recs):
+    """metrics.jsonl has both scores; best.ckpt records which weights won; eval.py --weights picks each."""
+    import mindspore as ms
+
+    assert all("val_top1_ema" in r and "val_loss_ema" in r for r in recs)
+    scores = [(r["val_top1"], "raw") for r in recs] + [(r["val_top1_ema"], "ema") for r in recs]
+    best = max(s for s, _ in scores)
+    recorded = ms.load_checkpoint(str(run_dir / "best.ckpt"))["vit_ms_best_weights"]
+    assert (best, recorded) in scores
+    for which, key in [("raw", "val_loss"), ("ema", "val_loss_ema")]:
+        out = run("eval.py", "--ckpt", str(run_dir / "last.ckpt"), "--weights", which)
+        assert json.loads(out.stdout.strip().splitlines()[-1])["loss"] == pytest.approx(recs[-1][key], rel=1e-4)
 
 
 def digests(run_dir):
@@ -290,3 +309,14 @@ def test_demo_config_writes_its_data_and_survives_a_missing_matplotlib(tmp_path)
     assert [r["epoch"] for r in records(run_dir)] == [1] and records(run_dir)[0]["val_images"] == 359
     assert (run_dir / "last.ckpt").is_file() and not (run_dir / "curves.png").exists()
     assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1
+
+
+@pytest.mark.slow
+def test_accumulated_run_counts_optimizer_steps(tiny_imagenet, tmp_path):
+    run("train.py", "--config", "demo.yaml", *overrides(tiny_imagenet, tmp_path, "train.epochs=1",
+                                                       "train.accum_steps=2"))
+    run_dir = tmp_path / "r"
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert (plan["batch_size"], plan["accum_steps"], plan["global_batch_size"]) == (4, 2, 8)
+    assert [r["step"] for r in records(run_dir)] == [24 // 8]
+    assert "epoch 1 step 3/3" in (run_dir / "train.log").read_text()

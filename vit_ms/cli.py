@@ -17,3 +17,10 @@ def base_parser(description: str, config_required: bool = True) -> argparse.Argu
 
 def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.overrides)
+
+
+def add_weights_argument(parser: argparse.ArgumentParser) -> None:
+    """--weights raw|ema for the scripts that load a checkpoint (vit_ms.inference.loader.checkpoint_weights)."""
+    parser.add_argument("--weights", choices=["raw", "ema"], default=None,
+                        help="a checkpoint trained with train.ema holds both: the raw weights or their moving "
+                             "average (default: the ones the checkpoint records as its best)")

@@ -39,6 +39,10 @@ class ModelConfig:
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0  # stochastic depth, linearly increasing over blocks
     global_pool: Literal["token", "avg"] = "token"
+    # timm's fc_norm (MAE, BEiT and many timm weights): LayerNorm after average pooling instead of the final norm;
+    # needs global_pool=avg. Off by default (timm turns it on for avg) so earlier avg-pool checkpoints still load;
+    # the converter reads it from the weights.
+    fc_norm: bool = False
     representation_size: Optional[int] = None  # pre-logits Linear + tanh (original ViT), None: none
     gelu: Literal["erf", "tanh"] = "erf"  # published ViT weights use the exact (erf) GELU
     norm_eps: float = 1e-6
@@ -76,6 +80,9 @@ class DataConfig:
     crop_pct: float = 0.875  # eval: resize to image_size / crop_pct, then center crop
     mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN))  # 0-255 scale
     std: List[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    # repeated augmentation (DeiT's RASampler): each image this many times per epoch, copies on different shards
+    # and augmented independently; every shard still yields its usual count, 1: off (DeiT: 3)
+    aug_repeats: int = 1
     on_bad_image: Literal["skip", "error"] = "skip"
     max_image_pixels: int = 178956970  # decompression-bomb guard (PIL's default limit)
 
@@ -85,6 +92,9 @@ class TrainConfig:
     epochs: int = 300
     batch_size: int = 128  # per device
     global_batch_size: int = 0  # >0: split evenly over the devices instead of batch_size per device
+    # micro-batches per optimizer step; 0 (auto): 1, or, when global_batch_size is more than the devices hold
+    # at batch_size each, the fewest that fit (the plan logs it)
+    accum_steps: int = 0
     seed: int = 42
     mode: Literal["graph", "pynative"] = "graph"
     device_target: Literal["auto", "CPU", "GPU", "Ascend"] = "auto"
@@ -100,11 +110,14 @@ class TrainConfig:
     tensorboard: bool = False  # epoch scalars in <run_dir>/tensorboard (needs the optional tensorboardX package)
     # stop when a loss exceeds this x the running median of recent losses (a non-finite loss always stops); 0: off
     divergence_factor: float = 1e4
+    ema: bool = False  # keep a float32 exponential moving average of the weights (evaluated and saved too)
+    ema_decay: float = 0.9999  # per optimizer step; DeiT uses 0.99996
+    ema_warmup: bool = False  # timm ModelEmaV3 warm-up: decay min(ema_decay, 1 - (1 + n)^(-2/3)) at update n
 
 
 @dataclass
 class OptimConfig:
-    name: Literal["adamw", "adam"] = "adamw"
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = 5e-4  # base lr for a global batch of `lr_batch_size`
     lr_batch_size: int = 512  # lr = base lr * global_batch / lr_batch_size; 0 disables scaling
     min_lr: float = 1e-5
@@ -114,6 +127,9 @@ class OptimConfig:
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     clip_grad_norm: float = 0.0  # global-norm clipping; 0 disables
+    momentum: float = 0.9  # sgd only (PyTorch's SGD: no dampening)
+    nesterov: bool = False  # sgd only
+    layer_decay: float = 1.0  # BEiT/MAE layer-wise lr decay: layer l trains at lr x decay^(depth + 1 - l); 1.0: off
 
 
 @dataclass
@@ -345,16 +361,22 @@ def validate(cfg: Config) -> None:
     _check(t.epochs > 0, f"train.epochs={t.epochs} must be positive")
     _check(t.batch_size > 0, f"train.batch_size={t.batch_size} must be positive")
     _check(t.global_batch_size >= 0, f"train.global_batch_size={t.global_batch_size} must be >= 0 (0: off)")
+    _check(t.accum_steps >= 0, f"train.accum_steps={t.accum_steps} must be >= 0 (0: auto, 1: no accumulation)")
     _check(t.steps_per_epoch >= 0, f"train.steps_per_epoch={t.steps_per_epoch} must be >= 0 (0: whole dataset)")
     _check(t.divergence_factor == 0 or t.divergence_factor > 1,
            f"train.divergence_factor={t.divergence_factor} must be > 1 (e.g. 1e4), or 0 to stop only on a "
            f"non-finite loss")
+    _check(0 <= t.ema_decay < 1, f"train.ema_decay={t.ema_decay} must be in [0, 1), e.g. 0.9999 (DeiT: 0.99996)")
     _check(o.lr > 0, f"optim.lr={o.lr} must be positive")
     _check(0 <= o.min_lr <= o.lr, f"optim.min_lr={o.min_lr} must be in [0, optim.lr={o.lr}]")
     _check(o.warmup_epochs >= 0, f"optim.warmup_epochs={o.warmup_epochs} must be >= 0")
     _check(o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} must be >= 0")
     _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
            f"optim.betas={o.betas} must be two numbers in [0, 1)")
+    _check(0 <= o.momentum < 1, f"optim.momentum={o.momentum} must be in [0, 1)")
+    _check(not o.nesterov or o.momentum > 0, "optim.nesterov=true needs optim.momentum > 0, e.g. 0.9")
+    _check(0 < o.layer_decay <= 1, f"optim.layer_decay={o.layer_decay} must be in (0, 1] (1.0: off; "
+                                   f"BEiT/MAE fine-tuning uses 0.65-0.75)")
     _check(o.clip_grad_norm >= 0, f"optim.clip_grad_norm={o.clip_grad_norm} must be >= 0 (0 disables)")
     _check(0.0 <= cfg.loss.label_smoothing < 1.0,
            f"loss.label_smoothing={cfg.loss.label_smoothing} must be in [0, 1)")
@@ -369,6 +391,7 @@ def validate(cfg: Config) -> None:
            f"data.ratio={d.ratio} must be [min, max] aspect ratios with 0 < min <= max, e.g. [0.75, 1.333]")
     for key in ("hflip", "re_prob", "mixup_prob", "mixup_switch_prob"):
         _check(0.0 <= getattr(d, key) <= 1.0, f"data.{key}={getattr(d, key)} is a probability: use a value in [0, 1]")
+    _check(d.aug_repeats >= 1, f"data.aug_repeats={d.aug_repeats} must be >= 1 (1: off; DeiT uses 3)")
     _check(d.max_image_pixels > 0, f"data.max_image_pixels={d.max_image_pixels} must be positive")
     _check(cfg.checkpoint.keep_last >= 0, f"checkpoint.keep_last={cfg.checkpoint.keep_last} must be >= 0")
     _check(cfg.eval.batch_size >= 0, f"eval.batch_size={cfg.eval.batch_size} must be >= 0 (0: train.batch_size)")

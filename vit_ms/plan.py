@@ -10,7 +10,7 @@ MindSpore's global context or the environment for them. The plan is logged once 
 """
 import json
 from dataclasses import asdict, dataclass, field
-from typing import List
+from typing import List, Optional, Tuple
 
 from .config import Config
 from .errors import ConfigError
@@ -36,8 +36,9 @@ class RunPlan:
     rank: int
     world_size: int
     batch_size: int  # per device
-    global_batch_size: int  # batch_size x world_size: one optimizer step
+    global_batch_size: int  # batch_size x world_size x accum_steps: one optimizer step
     eval_batch_size: int  # per device
+    accum_steps: int = 1  # micro-batches of batch_size per optimizer step (gradient accumulation)
     notes: List[str] = field(default_factory=list, compare=False)  # why each 'auto' became what it is
 
     @property
@@ -67,9 +68,10 @@ class RunPlan:
                 f"{a.image_size} px, {a.num_classes} classes) on {self.device_target} x{self.world_size} "
                 f"(rank {self.rank}), {self.mode} mode, amp {self.amp_level}, loss scale {self.loss_scale}, "
                 f"sink {'on' if self.sink_mode else 'off'}, recompute {'blocks' if self.recompute_blocks else 'none'}; "
-                f"patch embedding {f.patch_embed}, attention "
-                f"{f.attention}, backward {f.backward}, bias gradient {f.bias_grad}; batch {self.batch_size} per "
-                f"device, {self.global_batch_size} global")
+                f"patch embedding {f.patch_embed}, attention {f.attention}, backward {f.backward}, bias gradient "
+                f"{f.bias_grad}; batch {self.batch_size} per device"
+                + (f" x {self.accum_steps} accumulated" if self.accum_steps > 1 else "")
+                + f", {self.global_batch_size} global")
 
 
 def _choose(key: str, setting: str, auto_value: str, on_value: str, off_value: str, notes: List[str],
@@ -81,15 +83,37 @@ def _choose(key: str, setting: str, auto_value: str, on_value: str, off_value: s
     return {"on": on_value, "off": off_value}.get(setting, setting)
 
 
-def per_device_batch(cfg: Config, world_size: int) -> int:
-    """The batch each device trains on: train.global_batch_size split evenly, else train.batch_size."""
+def batch_and_accumulation(cfg: Config, world_size: int, notes: Optional[List[str]] = None) -> Tuple[int, int]:
+    """(micro-batch per device, accumulation steps) of one optimizer step.
+
+    Without train.global_batch_size: train.batch_size per device, train.accum_steps (0: 1) micro-batches.
+    With it: split over the devices; with train.accum_steps 0 (auto) the share of each device is cut into the
+    fewest micro-batches of at most train.batch_size (what a device holds) that divide it evenly.
+    """
     t = cfg.train
     if t.global_batch_size <= 0:
-        return t.batch_size
+        return t.batch_size, max(t.accum_steps, 1)
     if t.global_batch_size % world_size:
         raise ConfigError(f"train.global_batch_size={t.global_batch_size} is not divisible by the {world_size} "
                           f"devices of this run; use a multiple of {world_size}, or set train.batch_size per device")
-    return t.global_batch_size // world_size
+    share = t.global_batch_size // world_size
+    if t.accum_steps > 0:
+        if share % t.accum_steps:
+            raise ConfigError(f"train.global_batch_size={t.global_batch_size} over {world_size} device(s) is {share} "
+                              f"images each, not divisible into train.accum_steps={t.accum_steps} micro-batches; "
+                              f"use a divisor of {share} or train.accum_steps=0 (auto)")
+        return share // t.accum_steps, t.accum_steps
+    accum = next(k for k in range(1, share + 1) if share % k == 0 and share // k <= t.batch_size)
+    if accum > 1 and notes is not None:
+        notes.append(f"train.accum_steps=auto -> {accum} (train.global_batch_size={t.global_batch_size} over "
+                     f"{world_size} device(s) is {share} images each, more than train.batch_size={t.batch_size}: "
+                     f"{accum} micro-batches of {share // accum})")
+    return share // accum, accum
+
+
+def per_device_batch(cfg: Config, world_size: int) -> int:
+    """The micro-batch each device trains on (see `batch_and_accumulation`)."""
+    return batch_and_accumulation(cfg, world_size)[0]
 
 
 def resolve_amp_level(level: str, device_target: str) -> str:
@@ -137,12 +161,12 @@ def resolve_plan(cfg: Config, runtime: Runtime, purpose: str = "train") -> RunPl
     loss_scale = "none" if amp_level == "O0" else cfg.amp.loss_scale
     sink = _choose("train.sink_mode", cfg.train.sink_mode, "on" if device == "Ascend" else "off", "on", "off",
                    notes, device) == "on"
-    batch = per_device_batch(cfg, runtime.world_size)
+    batch, accum = batch_and_accumulation(cfg, runtime.world_size, notes)
     return RunPlan(arch=resolve_architecture(cfg.model),
                    formulation=_formulation(cfg, device, amp_level, purpose, notes),
                    device_target=device, mode=cfg.train.mode, amp_level=amp_level, loss_scale=loss_scale,
                    loss_scale_value=cfg.amp.loss_scale_value, scale_window=cfg.amp.scale_window, sink_mode=sink,
                    recompute_blocks=cfg.train.recompute == "blocks" and purpose == "train",
                    rank=runtime.rank, world_size=runtime.world_size, batch_size=batch,
-                   global_batch_size=batch * runtime.world_size, eval_batch_size=cfg.eval.batch_size or batch,
-                   notes=notes)
+                   global_batch_size=batch * runtime.world_size * accum,
+                   eval_batch_size=cfg.eval.batch_size or batch, accum_steps=accum, notes=notes)

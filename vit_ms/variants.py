@@ -40,6 +40,7 @@ class Architecture:
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     global_pool: str = "token"  # "token" or "avg"
+    fc_norm: bool = False  # LayerNorm after the average pool in place of the final norm (timm, MAE)
     representation_size: Optional[int] = None
     gelu: str = "erf"  # "erf" or "tanh"
     norm_eps: float = 1e-6
@@ -115,6 +116,8 @@ def _validate(a: Architecture) -> None:
         value = getattr(a, key)
         _check(0.0 <= value < 1.0, f"model.{key}={value} must be in [0, 1)")
     _check(a.global_pool in ("token", "avg"), f"model.global_pool={a.global_pool!r} must be 'token' or 'avg'")
+    _check(not a.fc_norm or a.global_pool == "avg",
+           "model.fc_norm=true normalises the average of the patch tokens; set model.global_pool=avg too")
     _check(a.gelu in ("erf", "tanh"), f"model.gelu={a.gelu!r} must be 'erf' or 'tanh'")
     _check(a.norm_eps > 0, f"model.norm_eps={a.norm_eps} must be positive")
     _check(a.representation_size is None or a.representation_size > 0,

@@ -83,7 +83,7 @@ def _split_classes(cfg, split: str) -> List[str]:
 
 def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shards: int = 1, shard_id: int = 0,
                    start_epoch: int = 0, skip_steps: int = 0, steps_per_epoch: int = 0,
-                   classes: Optional[Sequence[str]] = None, classes_source: str = ""):
+                   classes: Optional[Sequence[str]] = None, classes_source: str = "", accum_steps: int = 1):
     """Build the batched pipeline of one split for one shard; returns (dataset, DatasetInfo).
 
     split: "train" or "val" (folders cfg.data.train_split / val_split under cfg.data.root). training: random
@@ -93,6 +93,8 @@ def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shar
     (resume in the middle of an epoch). steps_per_epoch > 0 caps the batches per epoch.
     classes: the label list a checkpoint recorded (`classes_source` names it); the split's folders are labelled
     by name against it and must all be in it (training: exactly it). None: the training split's folders.
+    accum_steps > 1 (training): each step stacks that many batches (each mixed up on its own), images
+    (k, B, 3, S, S) and labels (k, B[, classes]); steps, skip_steps and steps_per_epoch count these stacks.
     """
     _check_args(split, batch_size, num_shards, shard_id, start_epoch, skip_steps, steps_per_epoch)
     data = cfg.data
@@ -115,10 +117,11 @@ def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shar
                         f"start). Add one sub-folder per class, e.g. {index.root}/<class>/*.jpg")
     total = len(index.samples)
     shard_samples = total // num_shards if training else len(range(shard_id, total, num_shards))
-    full_steps = shard_samples // batch_size if training else math.ceil(shard_samples / batch_size)
+    step_size = batch_size * accum_steps if training else batch_size  # images per optimizer step
+    full_steps = shard_samples // step_size if training else math.ceil(shard_samples / batch_size)
     if full_steps == 0:
         raise DataError(f"'{index.root}' has {total} usable images, {shard_samples} for shard {shard_id} of "
-                        f"{num_shards}: fewer than one batch of {batch_size}; lower the batch size or add images")
+                        f"{num_shards}: fewer than one batch of {step_size}; lower the batch size or add images")
     steps = min(full_steps, steps_per_epoch) if steps_per_epoch > 0 else full_steps
     if skip_steps >= steps:
         raise ValueError(f"skip_steps={skip_steps} must be less than the {steps} steps of an epoch; to resume at "
@@ -126,7 +129,8 @@ def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shar
 
     sampler = EpochSampler(total, shuffle=training and data.shuffle, seed=cfg.train.seed, num_shards=num_shards,
                            shard_id=shard_id, equal_shards=training, start_epoch=start_epoch,
-                           skip=skip_steps * batch_size, max_per_epoch=steps * batch_size if steps_per_epoch else 0)
+                           skip=skip_steps * step_size, max_per_epoch=steps * step_size if steps_per_epoch else 0,
+                           repeats=data.aug_repeats if training else 1)
     # Threads, not processes: decoding (PIL) and the C++ ops release the GIL, and python_multiprocessing was no
     # faster in measurements (about 300 images/s at 224 px with 2 workers on 2 cores either way).
     workers = min(data.num_parallel_workers, os.cpu_count() or 1)  # MindSpore rejects more workers than CPUs
@@ -143,6 +147,8 @@ def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shar
                         seed=(cfg.train.seed, shard_id, start_epoch)) if training else None
     if mixup is not None:
         dataset = dataset.map(operations=mixup, input_columns=["image", "label"], num_parallel_workers=1)
+    if training and accum_steps > 1:  # (k, B, ...): the micro-batches of one optimizer step
+        dataset = dataset.batch(accum_steps, drop_remainder=True)
     info = DatasetInfo(class_names=list(index.classes), num_samples=total, bad_files=list(index.bad),
                        steps_per_epoch=steps, shard_samples=shard_samples)
     return dataset, info

@@ -65,9 +65,10 @@ def write_per_class_files(out_dir: Path, confusion, class_names, results, title:
 
 
 def run_evaluation(weights: str, config_path: Optional[str] = None, overrides: Sequence[str] = (),
-                   out: Optional[str] = None) -> EvalReport:
-    """Score `weights` (a checkpoint, or published weights) on cfg.data's validation split, all ranks' shards."""
-    loaded = load_for_inference(weights, config_path, overrides)
+                   out: Optional[str] = None, which: Optional[str] = None) -> EvalReport:
+    """Score `weights` (a checkpoint, or published weights) on cfg.data's validation split, all ranks' shards;
+    `which`: a checkpoint's "raw" or "ema" weights (None: the ones it records as best)."""
+    loaded = load_for_inference(weights, config_path, overrides, weights=which)
     source, cfg, plan = loaded.source, loaded.cfg, loaded.plan
     setup_logging(None, plan.rank)
     out_dir = eval_output_dir(weights, out) if plan.is_main else None  # before the long part: fail early

@@ -33,6 +33,7 @@ import numpy as np
 from ..config import Config
 from ..errors import UserError
 from .exported import FORMATS, INPUT_NAME, OUTPUT_NAME, open_exported_runner, sidecar_path
+from ..cli import add_weights_argument
 from .loader import load_for_inference
 
 ONNX_OPSET = 11  # what MindSpore 2.10 writes
@@ -270,17 +271,20 @@ def build_sidecar(cfg: Config, patch_size: int, fmt: str, batch: Batch, out: Pat
 
 
 def export(ckpt: str, fmt: str, batch: Batch = 1, out: Optional[str] = None, check: bool = True, *,
-           config_path: Optional[str] = None, overrides: Sequence[str] = ()) -> Tuple[Path, dict]:
+           config_path: Optional[str] = None, overrides: Sequence[str] = (),
+           weights: Optional[str] = None) -> Tuple[Path, dict]:
     """Export checkpoint `ckpt` as `fmt`, check parity (unless `check` is False), write the sidecar.
 
-    The model is rebuilt from what the checkpoint records (or `config_path`), `overrides` on top.
+    The model is rebuilt from what the checkpoint records (or `config_path`), `overrides` on top; `weights`
+    picks a checkpoint's "raw" or "ema" weights (None: the ones it records as best).
     Returns the exported file's path and the sidecar's contents.
     """
     check_request(fmt, batch, "off")
     out_path = resolve_out(out, ckpt, fmt)
     check_out_writable(out_path)
     loaded = load_for_inference(ckpt, config_path, overrides, purpose="export",
-                                check=lambda cfg: check_request(fmt, batch, cfg.model.fused_attention))
+                                check=lambda cfg: check_request(fmt, batch, cfg.model.fused_attention),
+                                weights=weights)
     cfg, plan, model, class_names = loaded.cfg, loaded.plan, loaded.network, loaded.class_names
     if class_names is not None and len(class_names) != cfg.model.num_classes:
         raise ExportError(f"the checkpoint records {len(class_names)} class names but model.num_classes="
@@ -309,10 +313,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key (repeatable)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    add_weights_argument(parser)
     args = parser.parse_args(argv)
     batch = parse_batch(args.batch)
     path, sidecar = export(args.ckpt, args.format, batch, args.out, args.check, config_path=args.config,
-                           overrides=args.overrides)
+                           overrides=args.overrides, weights=args.weights)
     parity = sidecar["parity_max_abs_diff"]
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB) and {sidecar_path(path)}; batch {sidecar['batch']}; "
           + (f"max |logit difference| vs the checkpoint's model {parity:.2g}" if parity is not None

@@ -5,6 +5,9 @@
     plan = resolve_plan(cfg, setup_runtime(cfg), purpose="inference")
     network = inference_network(plan, source)                    # weights loaded, eval mode, amp applied
 
+`weights` picks, in a checkpoint trained with train.ema, the raw weights or their moving average ("raw" or
+"ema"; None: what the checkpoint records as its best, `vit_ms_best_weights`).
+
 A checkpoint written by train.py carries its config, plan and class names, so it is enough on its own;
 published weights (a vit_ms.weights.hub.PRETRAINED name, a URL, a .safetensors/.npz/.ckpt file) take their
 config from the weights table or from --config. Exported MindIR/ONNX files run through `exported.py`.
@@ -75,20 +78,44 @@ def inference_config(source: WeightsSource, config_path: Optional[str] = None,
                     f"from elsewhere); pass --config, e.g. the run's runs/<name>/config.yaml")
 
 
-def inference_network(plan, source: WeightsSource, cache_dir: Optional[os.PathLike] = None):
+WEIGHTS = ("raw", "ema")
+
+
+def checkpoint_weights(source: WeightsSource, weights: Optional[str] = None) -> Dict[str, object]:
+    """The model weights of checkpoint `source`: raw, or their EMA (train.ema); None: the ones it records as best."""
+    from ..train.checkpoint import model_weights, train_state
+    from ..train.ema import ema_weights, has_ema
+
+    if weights not in (None, *WEIGHTS):
+        raise UserError(f"--weights must be one of {', '.join(WEIGHTS)}, got '{weights}'")
+    chosen = weights or train_state(source.params).best_weights
+    raw = model_weights(source.params)
+    if chosen == "raw":
+        return raw
+    if not has_ema(source.params):
+        raise CheckpointError(f"checkpoint '{source.spec}' holds no EMA weights (it was trained without "
+                              f"train.ema); use --weights raw")
+    return ema_weights(source.params, raw)
+
+
+def inference_network(plan, source: WeightsSource, cache_dir: Optional[os.PathLike] = None,
+                      weights: Optional[str] = None):
     """The plan's model with `source`'s weights (strictly: a head that would need re-initialising is an error),
-    in eval mode, cast to the plan's amp level."""
+    in eval mode, cast to the plan's amp level; `weights` as in `checkpoint_weights`."""
     import mindspore as ms
 
     from ..models import model_from_plan
-    from ..train.checkpoint import check_fit, model_weights
+    from ..train.checkpoint import check_fit
     from ..train.engine import apply_amp
 
     model = model_from_plan(plan)
     if source.is_checkpoint:
         check_fit(model, source.params, source=f"checkpoint '{source.spec}'")
-        ms.load_param_into_net(model, model_weights(source.params), strict_load=True)
+        ms.load_param_into_net(model, checkpoint_weights(source, weights), strict_load=True)
     else:
+        if weights == "ema":
+            raise UserError(f"--weights ema needs one of our training checkpoints; '{source.spec}' is published "
+                            f"weights: leave --weights out")
         from ..weights.load import load_pretrained
 
         report = load_pretrained(model, source.spec, cache_dir=cache_dir)
@@ -114,9 +141,9 @@ class InferenceModel:
 
 
 def load_for_inference(spec: str, config_path: Optional[str] = None, overrides: Sequence[str] = (),
-                       purpose: str = "inference", check=None) -> InferenceModel:
+                       purpose: str = "inference", check=None, weights: Optional[str] = None) -> InferenceModel:
     """Weights, config, runtime, plan and network in one call; `check(cfg)` may reject the config before the
-    network is built (the exporter's format checks)."""
+    network is built (the exporter's format checks); `weights`: "raw", "ema" or None (the checkpoint's best)."""
     from ..plan import resolve_plan
     from ..runtime import setup_runtime
 
@@ -125,4 +152,4 @@ def load_for_inference(spec: str, config_path: Optional[str] = None, overrides: 
     if check is not None:
         check(cfg)
     plan = resolve_plan(cfg, setup_runtime(cfg), purpose=purpose)
-    return InferenceModel(source, cfg, plan, inference_network(plan, source))
+    return InferenceModel(source, cfg, plan, inference_network(plan, source, weights=weights))

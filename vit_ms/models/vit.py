@@ -1,11 +1,12 @@
 """Vision Transformer (Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021).
 
 Pre-norm encoder blocks, class token, learned position embedding, head on the class token (or on the mean
-of the patch tokens with `global_pool="avg"`), optional pre-logits layer (Linear + tanh, the paper's
+of the patch tokens with `global_pool="avg"`, normalised by `fc_norm` instead of the final norm when the
+architecture says so, as timm and MAE fine-tuning do), optional pre-logits layer (Linear + tanh, the paper's
 "representation size"). Defaults match the published weights: exact GELU, LayerNorm eps 1e-6, qkv bias.
 
 Parameter names follow timm so converters stay short: patch_embed.proj, cls_token, pos_embed,
-blocks.{i}.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}, norm, pre_logits.fc, head.
+blocks.{i}.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}, norm (or fc_norm), pre_logits.fc, head.
 
 The architecture (`vit_ms.variants.Architecture`) fixes the function; the formulation (`formulations.Formulation`)
 fixes how the Linear layers, GELU, the attention core and the patch embedding are computed (same function, faster on
@@ -129,7 +130,8 @@ class VisionTransformer(nn.Cell):
         self.pos_drop = dropout(a.drop_rate)
         rates = [a.drop_path_rate * i / max(a.depth - 1, 1) for i in range(a.depth)]  # linear in depth
         self.blocks = nn.CellList([Block(a, rate, formulation) for rate in rates])
-        self.norm = LayerNorm(a.embed_dim, a.norm_eps)
+        self.norm = None if a.fc_norm else LayerNorm(a.embed_dim, a.norm_eps)
+        self.fc_norm = LayerNorm(a.embed_dim, a.norm_eps) if a.fc_norm else None
         self.pre_logits = PreLogits(a.embed_dim, a.representation_size, formulation) if a.representation_size else None
         self.num_features = a.representation_size or a.embed_dim
         self.head = formulation.linear(self.num_features, a.num_classes) if a.num_classes > 0 else None
@@ -146,7 +148,7 @@ class VisionTransformer(nn.Cell):
         x = self.tokens(x)  # (B, N+1, D)
         for block in self.blocks:
             x = block(x)
-        return self.norm(x)  # (B, N+1, D)
+        return x if self.norm is None else self.norm(x)  # (B, N+1, D)
 
     def attention_probabilities(self, x) -> list:
         """Each block's attention probabilities on images x (B, C, H, W): a list of `depth` (B, heads, N+1, N+1)
@@ -161,6 +163,8 @@ class VisionTransformer(nn.Cell):
 
     def forward_head(self, x):
         x = x[:, 1:].mean(axis=1) if self.avg_pool else x[:, 0]  # (B, D)
+        if self.fc_norm is not None:
+            x = self.fc_norm(x)
         if self.pre_logits is not None:
             x = self.pre_logits(x)
         if self.head is not None:

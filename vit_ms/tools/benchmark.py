@@ -220,10 +220,11 @@ def time_eval(models: dict, images, steps: int, warmup: int):
     return run_interleaved(eval_calls, steps, warmup), eval_first
 
 
-def model_records(name: str, batch: int, train, first, evals, eval_first, memory, records: List[dict]) -> List[dict]:
-    """The train, compile, eval, memory and utilisation records of one model."""
+def model_records(name: str, batch: int, train, first, evals, eval_first, memory, records: List[dict],
+                  accum_steps: int = 1) -> List[dict]:
+    """The train, compile, eval, memory and utilisation records of one model (a train step: accum_steps batches)."""
     flops = records_for(records, "flops")["forward_gflops_per_image"] * 1e9
-    t = dict(measurement="train", model=name, **summarize(train[name]["times"], batch),
+    t = dict(measurement="train", model=name, **summarize(train[name]["times"], batch * accum_steps),
              loss_first=float(first[name][0]), loss_last=float(train[name]["last_output"]))
     achieved = t["images_per_sec"] * TRAIN_FACTOR * flops
     util = {"measurement": "utilisation", "model": name, "train_gflops_per_sec": achieved / 1e9}
@@ -257,10 +258,12 @@ def benchmark(cfg: Config, steps: int, warmup: int, compare: Optional[str], data
     if compare:
         models[compare] = mindcv_vit(plan.arch)
     batch = synthetic_batch(cfg, plan.batch_size, cfg.train.seed)
-    train, first, memory = time_training(cfg, plan, models, batch, steps, warmup)
+    k = plan.accum_steps  # train.accum_steps: each step trains k micro-batches, stacked (k, B, ...)
+    train_batch = batch if k == 1 else tuple(ms.Tensor(np.stack([x.asnumpy()] * k)) for x in batch)
+    train, first, memory = time_training(cfg, plan, models, train_batch, steps, warmup)
     evals, eval_first = time_eval(models, batch[0], steps, warmup)
     for name in models:
-        records += model_records(name, plan.batch_size, train, first, evals, eval_first, memory, records)
+        records += model_records(name, plan.batch_size, train, first, evals, eval_first, memory, records, k)
     if data:
         records.append(dict(measurement="data", config=cfg.run_name,
                             **data_throughput(cfg, plan.batch_size, data_image_size or plan.arch.image_size * 9 // 7,

@@ -35,8 +35,9 @@ class TrainProgress(Callback):
     """
 
     def __init__(self, state: TrainState, steps_per_epoch: int, global_batch: int, lrs: List[float],
-                 log_interval: int, dynamic_loss_scale: bool):
+                 log_interval: int, dynamic_loss_scale: bool, total_epochs: int = 0):
         super().__init__()
+        self.total_epochs = total_epochs  # > 0: progress lines also say how long until the end of the run
         self.state = state
         self.steps_per_epoch = steps_per_epoch
         self.global_batch = global_batch
@@ -96,9 +97,19 @@ class TrainProgress(Callback):
             now = time.time()
             ips = self.window_steps * self.global_batch / max(now - self.window_start, 1e-9)
             eta = (self.steps_per_epoch - st.step_in_epoch) * self.global_batch / max(ips, 1e-9)
-            log.info("epoch %d step %d/%d  loss %.4f  lr %.3e  %.1f img/s  eta %ds", st.epoch + 1, st.step_in_epoch,
-                     self.steps_per_epoch, loss, self.lrs[min(st.global_step - 1, len(self.lrs) - 1)], ips, eta)
+            log.info("epoch %d step %d/%d  loss %.4f  lr %.3e  %.1f img/s  eta %ds%s", st.epoch + 1, st.step_in_epoch,
+                     self.steps_per_epoch, loss, self.lrs[min(st.global_step - 1, len(self.lrs) - 1)], ips, eta,
+                     self.run_eta(ips))
             self.window_start, self.window_steps = now, 0
+
+    def run_eta(self, images_per_sec: float) -> str:
+        """'  run eta H:MM:SS': the steps left in the whole run at the current rate (evaluation not counted)."""
+        if self.total_epochs <= 0:
+            return ""
+        st = self.state
+        left = (self.total_epochs - st.epoch) * self.steps_per_epoch - st.step_in_epoch  # optimizer steps
+        seconds = int(round(max(left, 0) * self.global_batch / max(images_per_sec, 1e-9)))
+        return f"  run eta {seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
     def epoch_summary(self) -> dict:
         seconds = time.time() - self.epoch_start
@@ -169,8 +180,15 @@ class CheckpointAndMetrics(Callback):
             metrics = self.evaluate()
             record.update(val_top1=metrics["top1"], val_top5=metrics["top5"], val_loss=metrics["loss"],
                           val_images=metrics["num_images"])  # all ranks' shards together
-            improved, evaluated = metrics["top1"] > st.best_top1, True
-            st.best_top1 = max(st.best_top1, metrics["top1"])
+            scores = {"raw": metrics["top1"]}
+            if "ema" in metrics:  # train.ema: the averaged weights scored too; best.ckpt records the better
+                ema = metrics["ema"]
+                record.update(val_top1_ema=ema["top1"], val_top5_ema=ema["top5"], val_loss_ema=ema["loss"])
+                scores["ema"] = ema["top1"]
+            which = max(scores, key=scores.get)  # raw on a tie
+            improved, evaluated = scores[which] > st.best_top1, True
+            if improved:
+                st.best_top1, st.best_weights = scores[which], which
         log.info("epoch %d done: %s", st.epoch, json.dumps(record))
         self.last_record = record
         if self.run_dir is None:

@@ -2,7 +2,7 @@
 
 A training checkpoint holds every parameter of the train network (model weights, optimizer moments and step,
 loss-scale state), the resume state (`vit_ms_epoch`, `vit_ms_step_in_epoch`, `vit_ms_global_step`,
-`vit_ms_best_top1`) and what it takes to rebuild its model without any other file: the resolved config, the run
+`vit_ms_best_top1`, `vit_ms_best_weights`: "raw" or "ema") and what it takes to rebuild its model without any other file: the resolved config, the run
 plan and the class names, as JSON strings (`vit_ms_config`, `vit_ms_plan`, `vit_ms_classes`; `read_meta`).
 Files are written as `.<name>.partial.ckpt` with a CRC, flushed, then renamed over the old file, so a crash
 while saving never leaves a truncated `last.ckpt`; a start removes partial files a crash left behind.
@@ -32,6 +32,7 @@ class TrainState:
     step_in_epoch: int = 0
     global_step: int = 0
     best_top1: float = -1.0
+    best_weights: str = "raw"  # which weights scored best_top1: "raw" or "ema" (train.ema)
 
     @property
     def position(self) -> tuple:
@@ -64,6 +65,7 @@ def save_checkpoint(network: ms.nn.Cell, path: os.PathLike, state: TrainState,
     tmp = path.with_name(f".{path.stem}{PARTIAL_SUFFIX}")
     append = {"vit_ms_epoch": state.epoch, "vit_ms_step_in_epoch": state.step_in_epoch,
               "vit_ms_global_step": state.global_step, "vit_ms_best_top1": float(state.best_top1),
+              "vit_ms_best_weights": state.best_weights,
               **(meta.entries() if meta is not None else {})}
     try:
         ms.save_checkpoint(network, str(tmp), append_dict=append, crc_check=True)
@@ -111,8 +113,10 @@ def train_state(params: Dict[str, object]) -> TrainState:
     def value(key, default):
         return params[key].asnumpy().item() if key in params else default
 
+    best_weights = params.get("vit_ms_best_weights")
     return TrainState(int(value("vit_ms_epoch", 0)), int(value("vit_ms_step_in_epoch", 0)),
-                      int(value("vit_ms_global_step", 0)), float(value("vit_ms_best_top1", -1.0)))
+                      int(value("vit_ms_global_step", 0)), float(value("vit_ms_best_top1", -1.0)),
+                      best_weights if isinstance(best_weights, str) else "raw")
 
 
 def read_meta(params: Dict[str, object]) -> CheckpointMeta:

@@ -14,6 +14,7 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 from mindspore.train import Metric
 
+from .ema import WeightEma
 from .loss import ClassificationLoss, WithLoss
 
 
@@ -29,8 +30,9 @@ class TrainStep(nn.TrainOneStepWithLossScaleCell):
     """One optimizer step: forward, scaled backward, all-reduce, overflow check, clip, update."""
 
     def __init__(self, network: nn.Cell, optimizer: nn.Optimizer, scale_sense, clip_grad_norm: float = 0.0,
-                 float_status: bool = False, check_loss_only: bool = False):
+                 float_status: bool = False, check_loss_only: bool = False, ema: Optional[nn.Cell] = None):
         super().__init__(network, optimizer, scale_sense)
+        self.ema = ema  # vit_ms.train.ema.WeightEma: updated after each applied step, never after a skipped one
         self.clip_grad_norm = clip_grad_norm
         # Ascend reports overflow in float-status registers (MindSpore's base class reads them); CPU and GPU
         # check the gradients for inf/nan instead, all-reduced across ranks.
@@ -46,18 +48,23 @@ class TrainStep(nn.TrainOneStepWithLossScaleCell):
             overflow = self.allreduce(overflow)
         return overflow > 0
 
-    def construct(self, *inputs):
+    def forward_backward(self, inputs, sens):
+        """The loss and the gradients of (loss x sens); `AccumulatingTrainStep` sums them over micro-batches."""
         loss = self.network(*inputs)
+        grads = self.grad(self.network, self.weights)(*inputs, ops.ones_like(loss) * sens.astype(loss.dtype))
+        return loss, grads
+
+    def construct(self, *inputs):
         scale = self.scale_sense * 1.0  # the scale this step used (the parameter may be updated below)
         if self.check_loss_only:
-            grads = self.grad(self.network, self.weights)(*inputs, ops.ones_like(loss))
+            loss, grads = self.forward_backward(inputs, ops.ones_like(scale))
             grads = self.grad_reducer(grads)  # mean over data-parallel ranks
             overflow = ops.logical_not(ops.isfinite(loss)).astype(ms.float32)
             if self.is_distributed:  # every rank must skip the same steps
                 overflow = self.allreduce(overflow)
             overflow = overflow > 0
         else:
-            grads = self.grad(self.network, self.weights)(*inputs, ops.ones_like(loss) * scale.astype(loss.dtype))
+            loss, grads = self.forward_backward(inputs, scale)
             grads = self.hyper_map(ops.partial(_unscale, scale), grads)
             grads = self.grad_reducer(grads)  # mean over data-parallel ranks
             overflow = self.get_overflow_status(Tensor([0] * 8, ms.int32), grads)
@@ -66,6 +73,8 @@ class TrainStep(nn.TrainOneStepWithLossScaleCell):
             grads = ops.clip_by_global_norm(grads, self.clip_grad_norm)
         if not overflow:
             loss = ops.depend(loss, self.optimizer(grads))
+            if self.ema is not None:
+                loss = ops.depend(loss, self.ema(self.weights))  # reads the weights the optimizer just wrote
         return loss, overflow, scale
 
 
@@ -87,10 +96,17 @@ def apply_amp(model: nn.Cell, plan) -> nn.Cell:
 
 
 def build_train_step(model: nn.Cell, optimizer: nn.Optimizer, cfg, plan) -> TrainStep:
-    """Mixed precision on the backbone (logits cast to float32 in the loss), loss, and the train step."""
+    """Mixed precision on the backbone (logits cast to float32 in the loss), loss, the train step and, with
+    train.ema, the float32 average of the trained weights (taken before amp casts anything)."""
+    ema = WeightEma(optimizer.parameters, cfg.train.ema_decay, cfg.train.ema_warmup) if cfg.train.ema else None
     net_with_loss = WithLoss(apply_amp(model, plan), ClassificationLoss(cfg.loss.label_smoothing))
-    return TrainStep(net_with_loss, optimizer, loss_scale_sense(plan), cfg.optim.clip_grad_norm,
-                     float_status=plan.float_status_overflow, check_loss_only=plan.amp_level == "O0")
+    args = (net_with_loss, optimizer, loss_scale_sense(plan), cfg.optim.clip_grad_norm)
+    kwargs = dict(float_status=plan.float_status_overflow, check_loss_only=plan.amp_level == "O0", ema=ema)
+    if plan.accum_steps > 1:  # micro-batches stacked on the first axis of each input (vit_ms.train.accumulate)
+        from .accumulate import AccumulatingTrainStep
+
+        return AccumulatingTrainStep(*args, accum_steps=plan.accum_steps, **kwargs)
+    return TrainStep(*args, **kwargs)
 
 
 class EvalNetwork(nn.Cell):

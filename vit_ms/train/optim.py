@@ -1,8 +1,8 @@
-"""Optimizer and learning-rate schedule: Adam/AdamW (mindcv's) with a per-step cosine schedule and warmup.
+"""Optimizer and lr schedule: Adam/AdamW (mindcv's) or SGD with momentum; per-step cosine schedule with warmup.
 
 The base lr is given for a global batch of `optim.lr_batch_size` images and scaled linearly to the real
 global batch (Goyal et al. 2017; DeiT uses lr = 5e-4 * batch / 512). Norms, biases, the position embedding
-and the class token get no weight decay.
+and the class token get no weight decay; `optim.layer_decay` scales each layer's lr (`param_groups`).
 
 `AdamW` is mindcv's AdamW (same update, state and names) run as one fused `AdamWeightDecay` kernel per parameter
 instead of about fifteen elementwise ops.
@@ -13,6 +13,8 @@ from typing import List
 from mindcv.optim.adamw import AdamW as MindcvAdamW
 from mindcv.scheduler import create_scheduler
 from mindspore import jit, nn, ops
+
+from .param_groups import group_table, parameter_groups
 
 log = logging.getLogger("vit_ms")
 
@@ -95,14 +97,19 @@ class AdamW(MindcvAdamW):
 
 
 def build_optimizer(model, params, ocfg, lrs: List[float]) -> nn.Optimizer:
-    """Adam/AdamW over `params`, excluding `model.no_weight_decay()` names from weight decay."""
-    no_decay = model.no_weight_decay()
-    decay = [p for p in params if p.name not in no_decay]
-    rest = [p for p in params if p.name in no_decay]
-    groups = [{"params": decay, "weight_decay": ocfg.weight_decay}, {"params": rest, "weight_decay": 0.0},
-              {"order_params": params}]
+    """Adam/AdamW/SGD over `params` in parameter groups (`param_groups`): weight-decay exemptions and, with
+    optim.layer_decay < 1, one lr table per layer (the schedule `lrs` times the layer's scale)."""
+    groups = parameter_groups(model, params, ocfg.weight_decay, ocfg.layer_decay)
+    log.info("optimizer %s, parameter groups:\n%s", ocfg.name, group_table(groups))
+    spec = [{"params": g.params, "weight_decay": g.weight_decay,
+             **({"lr": [x * g.lr_scale for x in lrs]} if ocfg.layer_decay != 1.0 else {})} for g in groups]
+    spec.append({"order_params": params})
+    if ocfg.name == "sgd":
+        # PyTorch's SGD: v = momentum v + g (g including the L2 decay term), w -= lr v (nesterov: lr (g + momentum v))
+        return nn.SGD(spec, learning_rate=lrs, momentum=ocfg.momentum, nesterov=ocfg.nesterov,
+                      weight_decay=ocfg.weight_decay)
     # mindcv's create_optimizer cannot take parameter groups, so AdamW (mindcv's bias-corrected, decoupled
     # decay, as in PyTorch/DeiT; fused above) is built directly; nn.Adam adds decay to the gradient (L2).
     optimizer_cls = AdamW if ocfg.name == "adamw" else nn.Adam
-    return optimizer_cls(groups, learning_rate=lrs, beta1=ocfg.betas[0], beta2=ocfg.betas[1], eps=ocfg.eps,
+    return optimizer_cls(spec, learning_rate=lrs, beta1=ocfg.betas[0], beta2=ocfg.betas[1], eps=ocfg.eps,
                          weight_decay=ocfg.weight_decay)

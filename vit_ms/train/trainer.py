@@ -25,6 +25,7 @@ from .checkpoint import (CheckpointMeta, TrainState, check_fit, find_resume_chec
 from .curves import CurvesWriter
 from .distributed import check_replicas, check_same_resume
 from .divergence import DivergenceDetector, DivergenceGuard
+from .ema import resume_ema
 from .engine import build_train_step, mindspore_model
 from .optim import build_optimizer, lr_schedule, scaled_lr
 from .tensorboard import TensorBoardScalars, require_tensorboardx
@@ -109,7 +110,7 @@ def build_datasets(cfg: Config, plan: RunPlan, resume: Resume):
     train_ds, info = create_dataset(cfg, "train", True, batch_size=plan.batch_size, num_shards=plan.world_size,
                                     shard_id=plan.rank, start_epoch=resume.state.epoch,
                                     skip_steps=resume.state.step_in_epoch, steps_per_epoch=cfg.train.steps_per_epoch,
-                                    classes=classes, classes_source=source)
+                                    classes=classes, classes_source=source, accum_steps=plan.accum_steps)
     val_ds, _ = create_dataset(cfg, "val", False, batch_size=plan.eval_batch_size, num_shards=plan.world_size,
                                shard_id=plan.rank, classes=info.class_names,
                                classes_source=source or "the training split")
@@ -154,7 +155,7 @@ def restore(train_step, model, resume: Resume) -> None:
     check_fit(model, resume.params, source=f"checkpoint '{resume.path}'")
     # the per-step lr table comes from the config (a resumed run may extend train.epochs), not the file
     ms.load_param_into_net(train_step, {k: v for k, v in network_params(resume.params).items()
-                                        if k != "learning_rate"})
+                                        if not k.startswith("learning_rate")})  # also per-group tables
     st = resume.state
     log.info("resumed from %s at epoch %d step %d (global step %d)", resume.path, st.epoch + 1, st.step_in_epoch,
              st.global_step)
@@ -193,11 +194,15 @@ def start_run(cfg: Config, plan: RunPlan, run_dir: Path, lock_warning: Optional[
 
 
 def evaluator(model, train_step, val_ds, plan: RunPlan):
-    """The epoch-end evaluation: all ranks' shares of the val split, then back to training mode."""
+    """The epoch-end evaluation: all ranks' shares of the val split (and with the EMA weights swapped in, when
+    kept), then back to training mode."""
     eval_model = mindspore_model(None, model, plan.world_size)
 
     def evaluate() -> dict:
         metrics = eval_model.eval(val_ds, dataset_sink_mode=False)["cls"]
+        if train_step.ema is not None:  # the same network with the averaged weights swapped in
+            with train_step.ema.applied(list(train_step.weights)):
+                metrics["ema"] = eval_model.eval(val_ds, dataset_sink_mode=False)["cls"]
         train_step.set_train(True)  # eval switched the shared cells to inference mode
         return metrics
 
@@ -231,6 +236,8 @@ def train_in(cfg: Config, plan: RunPlan, run_dir: Path, resume: Optional[str], c
     initial_weights(model, cfg, resumed, cache_dir)
     train_step, lrs = build_step(cfg, plan, model, info.steps_per_epoch)
     restore(train_step, model, resumed)
+    if train_step.ema is not None and resumed.params is not None:
+        resume_ema(train_step.ema, list(train_step.weights), resumed.params, resumed.path)
 
     state = resumed.state
     main_dir = run_dir if plan.is_main else None
@@ -238,7 +245,7 @@ def train_in(cfg: Config, plan: RunPlan, run_dir: Path, resume: Optional[str], c
         write_run_files(run_dir, cfg, plan, info.class_names)
     meta = CheckpointMeta(config_to_dict(cfg), plan.to_dict(), info.class_names)
     progress = TrainProgress(state, info.steps_per_epoch, plan.global_batch_size, lrs, cfg.train.log_interval,
-                             plan.loss_scale == "dynamic")
+                             plan.loss_scale == "dynamic", total_epochs=cfg.train.epochs)
     checkpoints = CheckpointAndMetrics(train_step, main_dir, progress, evaluator(model, train_step, val_ds, plan),
                                        cfg.checkpoint, cfg.eval.interval_epochs, cfg.train.epochs, meta)
     guard = DivergenceGuard(DivergenceDetector(cfg.train.divergence_factor), checkpoints,

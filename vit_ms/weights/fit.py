@@ -30,7 +30,8 @@ def infer_architecture(state: State) -> dict:
                 mlp_ratio=state["blocks.0.mlp.fc1.weight"].shape[0] / embed_dim, image_size=grid * int(patch_size),
                 num_classes=int(state["head.weight"].shape[0]) if "head.weight" in state else 0,
                 representation_size=(int(state["pre_logits.fc.weight"].shape[0])
-                                     if "pre_logits.fc.weight" in state else None))
+                                     if "pre_logits.fc.weight" in state else None),
+                fc_norm="fc_norm.weight" in state)  # timm/MAE: LayerNorm after the average pool (global_pool avg)
     arch["variant"] = next((name for name, v in VARIANTS.items()
                             if (v["patch_size"], v["embed_dim"], v["depth"]) == (patch_size, embed_dim, depth)), None)
     return arch
@@ -92,7 +93,9 @@ def resample_pos_embed(pos: np.ndarray, new_grid: Sequence[int], num_prefix_toke
 def adapt_to_model(state: State, model_shapes: Shapes) -> Tuple[State, List[str], List[str]]:
     """Drop a head for another number of classes and resample pos_embed to the model's grid.
 
-    Returns (state, notes for the user, keys the model may lack in the state: the head to re-initialise).
+    A model with fc_norm given weights with a final norm instead (an MAE pre-trained encoder) drops that norm and
+    keeps its fresh fc_norm. Returns (state, notes for the user, keys the model may lack in the state: the head
+    to re-initialise, a fresh fc_norm).
     """
     state, notes, reinit = dict(state), [], []
     head, wanted = state.get("head.weight"), model_shapes.get("head.weight")
@@ -112,6 +115,12 @@ def adapt_to_model(state: State, model_shapes: Shapes) -> Tuple[State, List[str]
     elif head is None and "head.weight" in model_shapes:
         reinit = ["head.weight", "head.bias"]
         notes.append("the weights have no classifier head; the model's head is freshly initialised")
+    if "fc_norm.weight" in model_shapes and "fc_norm.weight" not in state and "norm.weight" in state \
+            and "norm.weight" not in model_shapes:  # MAE fine-tuning: the pre-training norm gives way to fc_norm
+        state.pop("norm.weight"), state.pop("norm.bias", None)
+        reinit += ["fc_norm.weight", "fc_norm.bias"]
+        notes.append("dropped the checkpoint's final norm; the model's fc_norm (after average pooling) starts "
+                     "fresh, as MAE fine-tuning does")
     pos, wanted = state.get("pos_embed"), model_shapes.get("pos_embed")
     if pos is not None and wanted is not None and pos.shape != wanted and pos.shape[2] == wanted[2]:
         old, new = _square_grid(pos.shape[1] - 1), _square_grid(wanted[1] - 1)
@@ -173,9 +182,15 @@ def _hints(given: Shapes, state: State, missing, unexpected, mismatched) -> List
                      f"pre-logits layer), or change model.num_classes so it is dropped with the head")
     if "pre_logits.fc.weight" in missing:
         hints.append("set model.representation_size=null (the weights have no pre-logits layer)")
+    if "fc_norm.weight" in unexpected:
+        hints.append("the weights normalise after average pooling (timm/MAE fc_norm): set model.global_pool=avg "
+                     "and model.fc_norm=true")
+    if "fc_norm.weight" in missing:
+        hints.append("the weights have a final norm, not fc_norm: set model.fc_norm=false")
     if "pre_logits.fc.weight" in mismatched:
         hints.append(f"set model.representation_size={given['pre_logits.fc.weight'][0]}")
-    odd = [k for k in unexpected if not k.startswith(("blocks.", "head.", "pre_logits.", "norm.", "patch_embed."))]
+    odd = [k for k in unexpected
+           if not k.startswith(("blocks.", "head.", "pre_logits.", "norm.", "fc_norm.", "patch_embed."))]
     if odd:
         hints.append(f"{_names(odd, 3)} are not parts of this ViT: if these are not our names, convert the "
                      f"weights first (python -m vit_ms.convert --from timm|npz|mindcv|tutorial)")

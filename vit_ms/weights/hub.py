@@ -60,6 +60,8 @@ def format_override(key: str, value) -> str:
     def text(v) -> str:
         if v is None:
             return "null"
+        if isinstance(v, bool):
+            return "true" if v else "false"
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(text(x) for x in v) + "]"
         if isinstance(v, float):

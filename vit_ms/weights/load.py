@@ -103,7 +103,7 @@ def load_pretrained(model, spec: str, *, sha256: str = "", source_format: str = 
     for param in model.get_parameters():
         if param.name in state:
             param.set_data(_tensor(state[param.name], param.dtype))
-    if reinit:
+    if "head.weight" in reinit:  # a fresh fc_norm keeps its initialisation (ones, zeros)
         _reinit_head(model)
     settings = {"gelu": model.arch.gelu, "norm_eps": model.arch.norm_eps,
                 "representation_size": model.arch.representation_size}
@@ -112,7 +112,7 @@ def load_pretrained(model, spec: str, *, sha256: str = "", source_format: str = 
     for key, (have, want) in mismatched.items():
         log.warning("pretrained weights %s were trained with model.%s=%s; this model has %s (set model.%s=%s "
                     "for the source's exact outputs)", weights.path.name, key, want, have, key, want)
-    return LoadReport(weights.path, weights.source_format, len(state), notes, bool(reinit), resampled,
+    return LoadReport(weights.path, weights.source_format, len(state), notes, "head.weight" in reinit, resampled,
                       weights.ignored_optimizer_state, implied, mismatched)
 
 

@@ -40,8 +40,11 @@ SOURCE_OVERRIDES = {
 }
 
 # Entries in a train-network checkpoint that are optimizer or loss-scale state, not model weights.
-OPTIMIZER_STATE_PREFIXES = ("adam_m.", "adam_v.", "moment1.", "moment2.", "accum.", "stat.")
-OPTIMIZER_STATE_KEYS = ("global_step", "learning_rate", "beta1_power", "beta2_power", "scale_sense",
+# learning_rate_group_<n>: per-group lr tables (layer decay); ema.: the EMA of the weights (vit_ms.train.ema),
+# read only when asked for (inference --weights ema).
+OPTIMIZER_STATE_PREFIXES = ("adam_m.", "adam_v.", "moment1.", "moment2.", "accum.", "stat.", "learning_rate_group_",
+                            "ema.")
+OPTIMIZER_STATE_KEYS = ("global_step", "learning_rate", "momentum", "beta1_power", "beta2_power", "scale_sense",
                         "current_iterator_step", "last_overflow_iterator_step", "epoch_num", "step_num")
 
 # String entry a converted .ckpt carries: JSON of the model.* overrides its source needs.
@@ -127,11 +130,7 @@ def detect_format(keys: Iterable[str], suffix: str = "") -> str:
 
 
 def convert_timm(state: State) -> State:
-    """timm / Hugging Face names are ours already; reject what our ViT cannot compute."""
-    if "fc_norm.weight" in state:
-        raise CheckpointError("these weights normalise after global average pooling (timm 'fc_norm'), which this "
-                              "ViT does not implement; use weights of a class-token ViT (names without '_gap' "
-                              "/ 'fc_norm'), e.g. vit_base_patch16_224.augreg2_in21k_ft_in1k")
+    """timm / Hugging Face names are ours already (`fc_norm.*` too: model.global_pool=avg, model.fc_norm=true)."""
     return dict(state)
 
 
