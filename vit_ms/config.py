@@ -74,6 +74,8 @@ class DataConfig:
     std: List[float] = field(default_factory=lambda: list(IMAGENET_STD))
     on_bad_image: Literal["skip", "error"] = "skip"
     max_image_pixels: int = 178956970  # decompression-bomb guard (PIL's default limit)
+    index_cache_dir: str = ""  # where folder scans are kept ("": ~/.cache/vit_ms/index, "off": scan every start)
+    rescan: bool = False  # check every file again instead of reusing the index cache
 
 
 @dataclass

@@ -18,6 +18,7 @@ import mindspore.dataset as ds
 from ..errors import DataError
 from .folder import list_classes, scan_split
 from .images import BadImage, bad_image_error, decode_image
+from .index_cache import resolve_cache_dir
 from .sampler import EpochSampler
 from .transforms import build_eval_transforms, build_mixup, build_train_transforms
 
@@ -105,7 +106,8 @@ def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shar
     if classes is None:
         classes, classes_source = _split_classes(cfg, split) or None, "the training split"
     index = scan_split(Path(data.root), folder, data.on_bad_image, data.max_image_pixels, classes=classes,
-                       classes_source=classes_source, exact_classes=training)
+                       classes_source=classes_source, exact_classes=training,
+                       cache_dir=resolve_cache_dir(data.index_cache_dir), rescan=data.rescan)
     total = len(index.samples)
     shard_samples = total // num_shards if training else len(range(shard_id, total, num_shards))
     full_steps = shard_samples // batch_size if training else math.ceil(shard_samples / batch_size)
