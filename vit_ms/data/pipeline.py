@@ -1,9 +1,10 @@
 """`create_dataset`: folder scan -> sampler -> decode -> transforms -> batch -> mixup, for one shard.
 
 Columns out: `image` float32 (B, 3, S, S); `label` int32 (B,), or float32 (B, num_classes) soft labels when
-training with mixup / cutmix. Decoding happens in the source with PIL (`decode_image`); a file that turns
-bad after the scan is replaced by the next decodable sample when data.on_bad_image=skip, so the number of
-batches per epoch never changes.
+training with mixup / cutmix. The source reads each file's bytes (PIL decodes only what the C++ decoder
+cannot read, see `decode`); the first map op decodes in C++: RandomCropDecodeResize for training, Decode for
+evaluation. A file that turns out bad after the scan is replaced in the source by the next usable sample when
+data.on_bad_image=skip, so the number of batches per epoch never changes.
 """
 import logging
 import math
@@ -17,7 +18,8 @@ import mindspore.dataset as ds
 
 from ..errors import DataError
 from .folder import list_classes, scan_split
-from .images import BadImage, bad_image_error, decode_image
+from .decode import read_encoded
+from .images import BadImage, bad_image_error
 from .index_cache import resolve_cache_dir
 from .sampler import EpochSampler
 from .transforms import build_eval_transforms, build_mixup, build_train_transforms
@@ -37,7 +39,7 @@ class DatasetInfo:
 
 
 class _FolderSource:
-    """Random-access source for GeneratorDataset: index -> (image (H, W, 3) uint8, label int32)."""
+    """Random-access source for GeneratorDataset: index -> (encoded image (N,) uint8, label int32)."""
 
     def __init__(self, samples: Sequence[Tuple[str, int]], on_bad_image: str, max_pixels: int):
         self.samples = list(samples)
@@ -51,7 +53,7 @@ class _FolderSource:
         for offset in range(_MAX_REPLACEMENTS):
             path, label = self.samples[(int(index) + offset) % len(self.samples)]
             try:
-                return decode_image(path, self.max_pixels), np.int32(label)
+                return read_encoded(path, self.max_pixels), np.int32(label)
             except BadImage as err:
                 if self.on_bad_image == "error":
                     raise bad_image_error(path, str(err)) from err
@@ -122,16 +124,16 @@ def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shar
     sampler = EpochSampler(total, shuffle=training and data.shuffle, seed=cfg.train.seed, num_shards=num_shards,
                            shard_id=shard_id, equal_shards=training, start_epoch=start_epoch,
                            skip=skip_steps * batch_size, max_per_epoch=steps * batch_size if steps_per_epoch else 0)
-    # Threads, not processes: decoding (PIL) and the C++ ops release the GIL, and python_multiprocessing was no
-    # faster in measurements (about 300 images/s at 224 px with 2 workers on 2 cores either way).
+    # Threads, not processes: the C++ decode and ops release the GIL, and python_multiprocessing was slower in
+    # measurements (README, Performance: data).
     workers = min(data.num_parallel_workers, os.cpu_count() or 1)  # MindSpore rejects more workers than CPUs
     # Random ops give the same results run to run only with one worker (MindSpore hands rows to workers in no
-    # fixed order); decoding is not random and keeps all workers.
+    # fixed order); reading files is not random and keeps all workers.
     aug_workers = 1 if training and cfg.train.deterministic else workers
     dataset = ds.GeneratorDataset(_FolderSource(index.samples, data.on_bad_image, data.max_image_pixels),
                                   column_names=["image", "label"], sampler=sampler, num_parallel_workers=workers,
                                   python_multiprocessing=False)
-    ops = (build_train_transforms if training else build_eval_transforms)(data, cfg.model.image_size)
+    ops = (build_train_transforms if training else build_eval_transforms)(data, cfg.model.image_size, encoded=True)
     dataset = dataset.map(operations=ops, input_columns="image", num_parallel_workers=aug_workers)
     dataset = dataset.batch(batch_size, drop_remainder=training)
     mixup = build_mixup(data, len(index.classes), cfg.loss.label_smoothing,
