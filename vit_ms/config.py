@@ -76,6 +76,7 @@ class DataConfig:
     max_image_pixels: int = 178956970  # decompression-bomb guard (PIL's default limit)
     index_cache_dir: str = ""  # where folder scans are kept ("": ~/.cache/vit_ms/index, "off": scan every start)
     rescan: bool = False  # check every file again instead of reusing the index cache
+    format: Literal["folder", "mindrecord"] = "folder"  # mindrecord: root holds python -m vit_ms.data.mindrecord output
 
 
 @dataclass

@@ -17,10 +17,11 @@ import numpy as np
 import mindspore.dataset as ds
 
 from ..errors import DataError
-from .folder import list_classes, scan_split
+from .folder import list_classes, read_class_names, scan_split
 from .decode import read_encoded
 from .images import BadImage, bad_image_error
 from .index_cache import resolve_cache_dir
+from .mindrecord_source import SplitData, mindrecord_dataset, open_split
 from .sampler import EpochSampler
 from .transforms import build_eval_transforms, build_mixup, build_train_transforms
 
@@ -78,9 +79,12 @@ def _check_args(split: str, batch_size: int, num_shards: int, shard_id: int, sta
 def _split_classes(cfg, split: str) -> List[str]:
     """The label list: the training split's classes, also for validation so that label numbers agree."""
     train_dir = Path(cfg.data.root) / cfg.data.train_split
-    if split == "val" and train_dir.is_dir():
-        return list_classes(train_dir)
-    return []
+    if split != "val" or not train_dir.is_dir():
+        return []
+    if cfg.data.format == "mindrecord":
+        names = train_dir / "classes.txt"
+        return read_class_names(names) if names.is_file() else []
+    return list_classes(train_dir)
 
 
 def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shards: int = 1, shard_id: int = 0,
@@ -107,39 +111,52 @@ def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shar
     folder = data.train_split if split == "train" else data.val_split
     if classes is None:
         classes, classes_source = _split_classes(cfg, split) or None, "the training split"
-    index = scan_split(Path(data.root), folder, data.on_bad_image, data.max_image_pixels, classes=classes,
-                       classes_source=classes_source, exact_classes=training,
-                       cache_dir=resolve_cache_dir(data.index_cache_dir), rescan=data.rescan)
-    total = len(index.samples)
+    if data.format == "mindrecord":
+        split_data = open_split(Path(data.root), folder, classes, classes_source, exact=training)
+    else:
+        index = scan_split(Path(data.root), folder, data.on_bad_image, data.max_image_pixels, classes=classes,
+                           classes_source=classes_source, exact_classes=training,
+                           cache_dir=resolve_cache_dir(data.index_cache_dir), rescan=data.rescan)
+        split_data = SplitData(str(index.root), index.classes, len(index.samples), index.bad, samples=index.samples)
+    total = split_data.num_samples
     shard_samples = total // num_shards if training else len(range(shard_id, total, num_shards))
     full_steps = shard_samples // batch_size if training else math.ceil(shard_samples / batch_size)
     if full_steps == 0:
-        raise DataError(f"'{index.root}' has {total} usable images, {shard_samples} for shard {shard_id} of "
+        raise DataError(f"'{split_data.where}' has {total} usable images, {shard_samples} for shard {shard_id} of "
                         f"{num_shards}: fewer than one batch of {batch_size}; lower the batch size or add images")
     steps = min(full_steps, steps_per_epoch) if steps_per_epoch > 0 else full_steps
     if skip_steps >= steps:
         raise ValueError(f"skip_steps={skip_steps} must be less than the {steps} steps of an epoch; to resume at "
                         f"an epoch boundary pass start_epoch={start_epoch + 1}, skip_steps=0")
 
-    sampler = EpochSampler(total, shuffle=training and data.shuffle, seed=cfg.train.seed, num_shards=num_shards,
-                           shard_id=shard_id, equal_shards=training, start_epoch=start_epoch,
-                           skip=skip_steps * batch_size, max_per_epoch=steps * batch_size if steps_per_epoch else 0)
     # Threads, not processes: the C++ decode and ops release the GIL, and python_multiprocessing was slower in
     # measurements (README, Performance: data).
     workers = min(data.num_parallel_workers, os.cpu_count() or 1)  # MindSpore rejects more workers than CPUs
     # Random ops give the same results run to run only with one worker (MindSpore hands rows to workers in no
     # fixed order); reading files is not random and keeps all workers.
     aug_workers = 1 if training and cfg.train.deterministic else workers
-    dataset = ds.GeneratorDataset(_FolderSource(index.samples, data.on_bad_image, data.max_image_pixels),
-                                  column_names=["image", "label"], sampler=sampler, num_parallel_workers=workers,
-                                  python_multiprocessing=False)
+    if data.format == "mindrecord":
+        dataset = mindrecord_dataset(split_data, training=training, shuffle=training and data.shuffle,
+                                     seed=cfg.train.seed, num_shards=num_shards, shard_id=shard_id,
+                                     per_shard=steps * batch_size, workers=workers)
+    else:
+        sampler = EpochSampler(total, shuffle=training and data.shuffle, seed=cfg.train.seed, num_shards=num_shards,
+                               shard_id=shard_id, equal_shards=training, start_epoch=start_epoch,
+                               skip=skip_steps * batch_size, max_per_epoch=steps * batch_size if steps_per_epoch else 0)
+        dataset = ds.GeneratorDataset(_FolderSource(split_data.samples, data.on_bad_image, data.max_image_pixels),
+                                      column_names=["image", "label"], sampler=sampler, num_parallel_workers=workers,
+                                      python_multiprocessing=False)
     ops = (build_train_transforms if training else build_eval_transforms)(data, cfg.model.image_size, encoded=True)
     dataset = dataset.map(operations=ops, input_columns="image", num_parallel_workers=aug_workers)
     dataset = dataset.batch(batch_size, drop_remainder=training)
-    mixup = build_mixup(data, len(index.classes), cfg.loss.label_smoothing,
+    mixup = build_mixup(data, len(split_data.classes), cfg.loss.label_smoothing,
                         seed=(cfg.train.seed, shard_id, start_epoch)) if training else None
     if mixup is not None:
         dataset = dataset.map(operations=mixup, input_columns=["image", "label"], num_parallel_workers=1)
-    info = DatasetInfo(class_names=list(index.classes), num_samples=total, bad_files=list(index.bad),
+    if data.format == "mindrecord" and training and (start_epoch or skip_steps):
+        # MindDataset's order depends on (seed, epoch) only; MindSpore's own recovery fast-forwards the sampler
+        # to this global step: epoch start_epoch, batch skip_steps (Model.train's iterator counts epochs from 0).
+        dataset.set_init_step(start_epoch * steps + skip_steps)
+    info = DatasetInfo(class_names=list(split_data.classes), num_samples=total, bad_files=list(split_data.bad),
                        steps_per_epoch=steps, shard_samples=shard_samples)
     return dataset, info
