@@ -6,6 +6,7 @@ cannot read, see `decode`); the first map op decodes in C++: RandomCropDecodeRes
 evaluation. A file that turns out bad after the scan is replaced in the source by the next usable sample when
 data.on_bad_image=skip, so the number of batches per epoch never changes.
 """
+import itertools
 import logging
 import math
 import os
@@ -15,10 +16,11 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import mindspore.dataset as ds
+from mindspore.dataset.transforms.transforms import TensorOperation
 
 from ..errors import DataError
-from .folder import list_classes, read_class_names, scan_split
 from .decode import read_encoded
+from .folder import list_classes, read_class_names, scan_split
 from .images import BadImage, bad_image_error
 from .index_cache import resolve_cache_dir
 from .mindrecord_source import SplitData, mindrecord_dataset, open_split
@@ -61,6 +63,14 @@ class _FolderSource:
                 logger.warning("image file '%s' is unusable (%s); using the next sample in its place", path, err)
         raise DataError(f"{_MAX_REPLACEMENTS} consecutive images from '{self.samples[int(index)][0]}' on could "
                         f"not be decoded; check the dataset files")
+
+
+def map_in_groups(dataset, ops: list, workers: int):
+    """One map per run of C++ ops and per run of Python ops (RandAugment, RandomErasing), so that C++ work on some
+    rows goes on while Python ops of others hold the GIL (one mixed map runs a row's whole list in one thread)."""
+    for _, group in itertools.groupby(ops, key=lambda op: isinstance(op, TensorOperation)):
+        dataset = dataset.map(operations=list(group), input_columns="image", num_parallel_workers=workers)
+    return dataset
 
 
 def _check_args(split: str, batch_size: int, num_shards: int, shard_id: int, start_epoch: int,
@@ -133,8 +143,7 @@ def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shar
     # measurements (README, Performance: data).
     workers = min(data.num_parallel_workers, os.cpu_count() or 1)  # MindSpore rejects more workers than CPUs
     # Random ops give the same results run to run only with one worker (MindSpore hands rows to workers in no
-    # fixed order); reading files is not random and keeps all workers.
-    aug_workers = 1 if training and cfg.train.deterministic else workers
+    # fixed order) and one map; reading files is not random and keeps all workers.
     if data.format == "mindrecord":
         dataset = mindrecord_dataset(split_data, training=training, shuffle=training and data.shuffle,
                                      seed=cfg.train.seed, num_shards=num_shards, shard_id=shard_id,
@@ -147,7 +156,10 @@ def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shar
                                       column_names=["image", "label"], sampler=sampler, num_parallel_workers=workers,
                                       python_multiprocessing=False)
     ops = (build_train_transforms if training else build_eval_transforms)(data, cfg.model.image_size, encoded=True)
-    dataset = dataset.map(operations=ops, input_columns="image", num_parallel_workers=aug_workers)
+    if training and cfg.train.deterministic:  # Python ops share Python's RNG: one thread draws in row order
+        dataset = dataset.map(operations=ops, input_columns="image", num_parallel_workers=1)
+    else:
+        dataset = map_in_groups(dataset, ops, workers)
     dataset = dataset.batch(batch_size, drop_remainder=training)
     mixup = build_mixup(data, len(split_data.classes), cfg.loss.label_smoothing,
                         seed=(cfg.train.seed, shard_id, start_epoch)) if training else None
