@@ -28,6 +28,7 @@ def test_data_only_benchmark_against_mindcv(tmp_path):
     for r in rows.values():
         assert r["images"] == 16 and r["file_px"] == [64, 48] and r["crop_px"] == 32 and r["batch"] == 4
         assert len(r["images_per_sec_rounds"]) == 2 and r["images_per_sec"] > 0 and r["images_per_cpu_second"] > 0
+        assert r["images_per_sec_best"] == max(r["images_per_sec_rounds"]) >= r["images_per_sec"]
         assert r["images_per_sec_per_worker"] == pytest.approx(r["images_per_sec"] / r["workers"])
         assert r["cores_per_device"] == pytest.approx(1000 / r["images_per_cpu_second"])
         assert r["auto_augment"] == "randaug-m9-mstd0.5-inc1" and r["mixup"] == 0.8 and r["cutmix"] == 1.0

@@ -66,12 +66,18 @@ def jpeg_frame(data: bytes) -> Optional[JpegFrame]:
     return None
 
 
-def cpp_decodable(data: bytes) -> bool:
-    """True for an ordinary JPEG that MindSpore's C++ decoder reads with the same result as PIL."""
+def cpp_frame(data: bytes) -> Optional[JpegFrame]:
+    """The frame header of an ordinary JPEG, which MindSpore's C++ decoder reads with the same result as PIL;
+    None for anything else."""
     frame = jpeg_frame(data)
-    return (frame is not None and frame.marker in _CPP_SOF and frame.precision == 8
-            and frame.components in (1, 3) and frame.height > 0 and frame.width > 0
-            and _EOI in data[-_TAIL_BYTES:])
+    ordinary = (frame is not None and frame.marker in _CPP_SOF and frame.precision == 8
+                and frame.components in (1, 3) and frame.height > 0 and frame.width > 0
+                and data.rfind(_EOI, max(0, len(data) - _TAIL_BYTES)) >= 0)
+    return frame if ordinary else None
+
+
+def cpp_decodable(data: bytes) -> bool:
+    return cpp_frame(data) is not None
 
 
 def rgb_to_bmp(image: np.ndarray) -> bytes:
@@ -90,8 +96,8 @@ def read_encoded(path: str, max_pixels: int) -> np.ndarray:
         raise BadImage(f"cannot be read ({type(err).__name__}: {err})") from err
     if not data:
         raise BadImage("zero bytes (empty file)")
-    if cpp_decodable(data):
-        frame = jpeg_frame(data)
+    frame = cpp_frame(data)
+    if frame is not None:
         if frame.width * frame.height > max_pixels:
             raise BadImage(f"{frame.width}x{frame.height} = {frame.width * frame.height} pixels is over "
                            f"data.max_image_pixels={max_pixels} (decompression-bomb guard; raise the limit if the "
