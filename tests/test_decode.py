@@ -1,5 +1,4 @@
 """vit_ms.data.decode: which files go to the C++ decoder, the PIL fallback, bad files in both, train crop statistics."""
-import io
 import logging
 import os
 

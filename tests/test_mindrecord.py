@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import mindspore.dataset as ds
-import numpy as np
 import pytest
 
 import vit_ms.data.mindrecord as mindrecord
