@@ -33,3 +33,13 @@ def keep_mindspore_mode():
     mode = ms.get_context("mode")
     yield
     ms.set_context(mode=mode)
+
+
+@pytest.fixture(autouse=True)
+def index_cache_in_tmp(tmp_path_factory, monkeypatch):
+    """The folder-scan index cache of in-process tests goes to a temporary folder, not ~/.cache/vit_ms/index."""
+    import vit_ms.data.index_cache as index_cache
+
+    folder = tmp_path_factory.mktemp("index_cache")
+    monkeypatch.setattr(index_cache, "default_cache_dir", lambda: folder)
+    return folder

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from vit_ms.config import Config, DataConfig
-from vit_ms.data import (EpochSampler, build_eval_transforms, build_train_transforms, create_dataset, load_image_rgb,
-                         preprocess_eval, scan_split)
+from vit_ms.data import (EpochSampler, build_eval_transforms, build_mixup, build_train_transforms, create_dataset,
+                         load_image_rgb, preprocess_eval, scan_split)
 from vit_ms.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -411,3 +411,47 @@ def test_deterministic_augmentation_from_a_fresh_process(tiny_imagenet):
     digests = [next((line for line in out.splitlines() if line.startswith("DIGEST")), err[-2000:])
                for out, err in outputs]
     assert digests[0].startswith("DIGEST") and digests[0] == digests[1], digests
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Batch mixing
+
+
+def reference_mix(images, labels, seed, mixup_alpha, cutmix_alpha, prob, switch_prob, smoothing, classes):
+    """timm's batch-mode Mixup / CutMix written out with numpy, drawing from the same RNG in the same order."""
+    rng = np.random.default_rng(seed)
+    out, lam = images.astype(np.float64), 1.0
+    if rng.random() < prob:
+        cut = cutmix_alpha > 0 and (mixup_alpha <= 0 or rng.random() < switch_prob)
+        alpha = cutmix_alpha if cut else mixup_alpha
+        lam = rng.beta(alpha, alpha)
+        if cut:
+            h, w = images.shape[-2:]
+            ratio = np.sqrt(1 - lam)
+            cy, cx = rng.integers(h), rng.integers(w)
+            y0, y1 = max(cy - int(h * ratio) // 2, 0), min(cy + int(h * ratio) // 2, h)
+            x0, x1 = max(cx - int(w * ratio) // 2, 0), min(cx + int(w * ratio) // 2, w)
+            out[:, :, y0:y1, x0:x1] = images[::-1, :, y0:y1, x0:x1]
+            lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
+        else:
+            out = lam * images + (1 - lam) * images[::-1]
+    off, on = smoothing / classes, 1 - smoothing + smoothing / classes
+    onehot = np.full((len(labels), classes), off)
+    onehot[np.arange(len(labels)), labels] = on
+    return out, lam * onehot + (1 - lam) * onehot[::-1]
+
+
+@pytest.mark.parametrize("mixup_alpha, cutmix_alpha", [(0.8, 0.0), (0.0, 1.0), (0.8, 1.0)])
+@pytest.mark.parametrize("seed", range(6))
+def test_batch_mixup_matches_a_numpy_reference(mixup_alpha, cutmix_alpha, seed):
+    images = np.random.default_rng(100 + seed).normal(size=(5, 3, 8, 8)).astype(np.float32)
+    labels = np.array([0, 1, 2, 3, 1], dtype=np.int32)
+    cfg = DataConfig(mixup=mixup_alpha, cutmix=cutmix_alpha, mixup_prob=0.9, mixup_switch_prob=0.5)
+    mix = build_mixup(cfg, num_classes=4, label_smoothing=0.1, seed=(seed,))
+    before = images.copy()
+    mixed, soft = mix(images, labels)
+    expected, expected_soft = reference_mix(before, labels, [seed], mixup_alpha, cutmix_alpha, 0.9, 0.5, 0.1, 4)
+    np.testing.assert_allclose(mixed, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(soft, expected_soft, rtol=1e-5, atol=1e-6)
+    assert mixed.dtype == np.float32 and soft.dtype == np.float32
+    np.testing.assert_array_equal(images, before)  # the input batch is never written to

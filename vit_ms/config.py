@@ -85,6 +85,9 @@ class DataConfig:
     aug_repeats: int = 1
     on_bad_image: Literal["skip", "error"] = "skip"
     max_image_pixels: int = 178956970  # decompression-bomb guard (PIL's default limit)
+    index_cache_dir: str = ""  # where folder scans are kept ("": ~/.cache/vit_ms/index, "off": scan every start)
+    rescan: bool = False  # check every file again instead of reusing the index cache
+    format: Literal["folder", "mindrecord"] = "folder"  # mindrecord: root holds python -m vit_ms.data.mindrecord output
 
 
 @dataclass
@@ -392,6 +395,9 @@ def validate(cfg: Config) -> None:
     for key in ("hflip", "re_prob", "mixup_prob", "mixup_switch_prob"):
         _check(0.0 <= getattr(d, key) <= 1.0, f"data.{key}={getattr(d, key)} is a probability: use a value in [0, 1]")
     _check(d.aug_repeats >= 1, f"data.aug_repeats={d.aug_repeats} must be >= 1 (1: off; DeiT uses 3)")
+    _check(d.aug_repeats == 1 or d.format == "folder",
+           f"data.aug_repeats={d.aug_repeats} (repeated augmentation) needs data.format=folder: MindRecord files are "
+           f"read by MindDataset's own sampler; set data.aug_repeats=1 or train from the image folder")
     _check(d.max_image_pixels > 0, f"data.max_image_pixels={d.max_image_pixels} must be positive")
     _check(cfg.checkpoint.keep_last >= 0, f"checkpoint.keep_last={cfg.checkpoint.keep_last} must be >= 0")
     _check(cfg.eval.batch_size >= 0, f"eval.batch_size={cfg.eval.batch_size} must be >= 0 (0: train.batch_size)")

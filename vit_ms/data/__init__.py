@@ -2,8 +2,10 @@
 
     dataset, info = create_dataset(cfg, "train", training=True, batch_size=128, start_epoch=3, skip_steps=40)
 
-Modules: `images` (decode one file, check one file), `folder` (list and check a split), `transforms` (train /
-eval ops, mixup), `sampler` (epoch order from (seed, epoch), sharding, resume), `pipeline` (create_dataset),
+Modules: `images` (decode one file, check one file), `folder` (list and check a split), `index_cache` (the scan
+kept between starts), `decode` (what the C++ decoder gets; PIL fallback), `transforms` (train / eval ops,
+mixup), `sampler` (epoch order from (seed, epoch), sharding, resume), `mindrecord` (folder -> MindRecord
+converter), `mindrecord_source` (data.format: mindrecord), `pipeline` (create_dataset),
 `demo` (the offline digits and synthetic datasets: python -m vit_ms.data.demo).
 """
 from .folder import SplitIndex, scan_split

@@ -4,18 +4,20 @@ Classes are the sorted names of the split's sub-folders (hidden ones, starting w
 are found recursively under each class folder and sorted. Only files with an image extension (.jpg .jpeg
 .png .bmp .gif .tif .tiff .webp, any case) are listed; other files are ignored and counted in a log line.
 Every listed file gets the cheap `check_image` (header, size, end marker), never a full decode unless its
-end looks wrong; nothing is cached, and nothing is written inside the dataset folder.
+end looks wrong. The result is kept in an index cache outside the dataset (`index_cache`), so later starts
+only stat the folders; nothing is written inside the dataset folder.
 """
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..config import DataConfig
 from ..errors import DataError, suggest
 from .images import IMAGE_EXTENSIONS, bad_image_error, check_image, is_image_file
+from .index_cache import ClassScan, load_index, save_index
 
 logger = logging.getLogger("vit_ms")
 
@@ -36,22 +38,45 @@ def list_classes(split_dir: Path) -> List[str]:
     return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
 
 
-def _list_files(class_dir: Path) -> Tuple[List[str], int]:
-    """Sorted image paths under one class folder (recursive), and the number of other files ignored."""
-    images, ignored = [], 0
-    for folder, dirs, names in os.walk(class_dir, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
-            if is_image_file(name):
-                images.append(os.path.join(folder, name))
-            elif not name.startswith("."):
-                ignored += 1
-    return images, ignored
+def _walk(folder: str, rel: str, scan: ClassScan, paths: List[str]) -> None:
+    """Append the image files under `folder` (sorted, files before sub-folders, as os.walk top-down) to `paths`
+    and record every folder's mtime in `scan.dirs` (taken before listing, so a later change is seen)."""
+    try:
+        scan.dirs[rel] = os.stat(folder).st_mtime_ns
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as err:  # unreadable folder: nothing listed from it (os.walk skipped these silently)
+        logger.warning("cannot list '%s' (%s); its files are left out", folder, err)
+        return
+    subdirs = [e for e in entries if e.is_dir() and not e.name.startswith(".")]  # follows links, as before
+    for entry in entries:
+        if entry.is_dir():
+            continue
+        if is_image_file(entry.name):
+            paths.append(os.path.join(folder, entry.name))
+        elif not entry.name.startswith("."):
+            scan.ignored += 1
+    for entry in subdirs:
+        _walk(os.path.join(folder, entry.name), os.path.join(rel, entry.name) if rel else entry.name, scan, paths)
 
 
-def _check_class(class_dir: Path, max_pixels: int) -> Tuple[List[Tuple[str, Optional[str]]], int]:
-    paths, ignored = _list_files(class_dir)
-    return [(p, check_image(p, max_pixels)) for p in paths], ignored
+def _check_class(class_dir: Path, max_pixels: int) -> ClassScan:
+    """List one class folder (recursive) and give every image file the cheap check."""
+    scan, paths = ClassScan(dirs={}, files=[], bad={}, ignored=0), []
+    _walk(str(class_dir), "", scan, paths)
+    start = len(str(class_dir)) + 1
+    scan.files = [p[start:] for p in paths]
+    for path, rel in zip(paths, scan.files):
+        reason = check_image(path, max_pixels)
+        if reason is not None:
+            scan.bad[rel] = reason
+    return scan
+
+
+def _class_scan(class_dir: Path, max_pixels: int, cached: Optional[ClassScan]) -> Tuple[ClassScan, bool]:
+    """(scan, whether it was re-scanned): the cached scan while its folders are unchanged, else a new one."""
+    if cached is not None and cached.is_current(class_dir):
+        return cached, False
+    return _check_class(class_dir, max_pixels), True
 
 
 def _find_split(root: Path, split: str) -> Path:
@@ -115,15 +140,18 @@ def check_classes(split_dir: Path, found: Sequence[str], labels: Sequence[str], 
 
 def scan_split(root: Path, split: str, on_bad_image: str = "skip", max_pixels: int = DataConfig.max_image_pixels, *,
                classes: Optional[Sequence[str]] = None, classes_source: str = "the training split",
-               exact_classes: bool = False, num_threads: int = 8) -> SplitIndex:
+               exact_classes: bool = False, num_threads: int = 8, cache_dir: Optional[Path] = None,
+               rescan: bool = False) -> SplitIndex:
     """List and check the images of `<root>/<split>`.
 
     `classes`: the label list to use (the training split's, so validation labels match, or a checkpoint's);
     the split's folders must be among them, all of them with `exact_classes`, else DataError naming the first
     class that differs and `classes_source`. Folders are labelled by name, so another order maps correctly.
-    `on_bad_image`: "skip" leaves unusable files out and lists them in
-    `SplitIndex.bad`; "error" raises DataError for the first one (in sorted order). Raises DataError for a
-    missing folder, a split with no class folders, or a split whose image files are all unusable.
+    `on_bad_image`: "skip" leaves unusable files out and lists them in `SplitIndex.bad`; "error" raises
+    DataError for the first one (in sorted order). Raises DataError for a missing folder, a split with no class
+    folders, or a split whose image files are all unusable.
+    `cache_dir`: reuse and update the index cache there (vit_ms.data.index_cache): unchanged class folders are
+    not checked again; `rescan` checks every folder anyway. None: no cache.
     Class folders are checked in parallel threads (`num_threads`), which helps most on network storage.
     """
     if on_bad_image not in ("skip", "error"):
@@ -136,23 +164,37 @@ def scan_split(root: Path, split: str, on_bad_image: str = "skip", max_pixels: i
     check_utf8_names(split_dir, found)
     labels = list(classes) if classes is not None else found
     check_classes(split_dir, found, labels, classes_source, exact=exact_classes)
+    cached = load_index(cache_dir, split_dir, max_pixels) if cache_dir is not None and not rescan else {}
+    with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+        scans = dict(zip(found, pool.map(lambda name: _class_scan(split_dir / name, max_pixels, cached.get(name)),
+                                         found)))
+    rescanned = sum(fresh for _, fresh in scans.values())
+    if cache_dir is not None and (rescanned or set(cached) != set(found)):
+        written = save_index(cache_dir, split_dir, max_pixels, {name: scan for name, (scan, _) in scans.items()})
+        logger.info("index of '%s': %d class folders checked, %d reused; saved to '%s'", split_dir, rescanned,
+                    len(found) - rescanned, written)
+    elif cache_dir is not None:
+        logger.info("index of '%s': all %d class folders unchanged, reused from the index cache", split_dir,
+                    len(found))
+    return _build_index(split_dir, labels, {name: scan for name, (scan, _) in scans.items()}, on_bad_image)
+
+
+def _build_index(split_dir: Path, labels: List[str], scans: Dict[str, ClassScan], on_bad_image: str) -> SplitIndex:
+    """Samples and bad files in sorted class / file order, labelled by class name; warnings as _report says."""
     label_of = {name: i for i, name in enumerate(labels)}
     index = SplitIndex(root=split_dir, classes=labels)
     empty, ignored = [], 0
-    with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
-        results = pool.map(lambda name: _check_class(split_dir / name, max_pixels), found)
-        for name, (checked, n_ignored) in zip(found, results):
-            ignored += n_ignored
-            for path, reason in checked:
-                if reason is None:
-                    index.samples.append((path, label_of[name]))
-                elif on_bad_image == "error":
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise bad_image_error(path, reason)
-                else:
-                    index.bad.append((path, reason))
-            if not any(reason is None for _, reason in checked):
-                empty.append(name)
+    for name, scan in scans.items():
+        prefix = os.path.join(split_dir, name, "")  # "<split_dir>/<name>/": paths as os.path.join gives them
+        ignored += scan.ignored
+        label = label_of[name]
+        if scan.bad and on_bad_image == "error":
+            first = next(rel for rel in scan.files if rel in scan.bad)
+            raise bad_image_error(prefix + first, scan.bad[first])
+        index.samples.extend((prefix + rel, label) for rel in scan.files if rel not in scan.bad)
+        index.bad.extend((prefix + rel, scan.bad[rel]) for rel in scan.files if rel in scan.bad)
+        if len(scan.bad) == len(scan.files):
+            empty.append(name)
     _report(split_dir, index, empty, ignored)
     return index
 

@@ -1,10 +1,12 @@
 """`create_dataset`: folder scan -> sampler -> decode -> transforms -> batch -> mixup, for one shard.
 
 Columns out: `image` float32 (B, 3, S, S); `label` int32 (B,), or float32 (B, num_classes) soft labels when
-training with mixup / cutmix. Decoding happens in the source with PIL (`decode_image`); a file that turns
-bad after the scan is replaced by the next decodable sample when data.on_bad_image=skip, so the number of
-batches per epoch never changes.
+training with mixup / cutmix. The source reads each file's bytes (PIL decodes only what the C++ decoder
+cannot read, see `decode`); the first map op decodes in C++: RandomCropDecodeResize for training, Decode for
+evaluation. A file that turns out bad after the scan is replaced in the source by the next usable sample when
+data.on_bad_image=skip, so the number of batches per epoch never changes.
 """
+import itertools
 import logging
 import math
 import os
@@ -14,11 +16,15 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import mindspore.dataset as ds
+from mindspore.dataset.transforms.transforms import TensorOperation
 
 from ..errors import DataError
+from .decode import read_encoded
 from .demo import generate_if_missing
-from .folder import list_classes, scan_split
-from .images import BadImage, bad_image_error, decode_image
+from .folder import list_classes, read_class_names, scan_split
+from .images import BadImage, bad_image_error
+from .index_cache import resolve_cache_dir
+from .mindrecord_source import SplitData, mindrecord_dataset, open_split
 from .sampler import EpochSampler
 from .transforms import build_eval_transforms, build_mixup, build_train_transforms
 
@@ -37,7 +43,7 @@ class DatasetInfo:
 
 
 class _FolderSource:
-    """Random-access source for GeneratorDataset: index -> (image (H, W, 3) uint8, label int32)."""
+    """Random-access source for GeneratorDataset: index -> (encoded image (N,) uint8, label int32)."""
 
     def __init__(self, samples: Sequence[Tuple[str, int]], on_bad_image: str, max_pixels: int):
         self.samples = list(samples)
@@ -51,13 +57,21 @@ class _FolderSource:
         for offset in range(_MAX_REPLACEMENTS):
             path, label = self.samples[(int(index) + offset) % len(self.samples)]
             try:
-                return decode_image(path, self.max_pixels), np.int32(label)
+                return read_encoded(path, self.max_pixels), np.int32(label)
             except BadImage as err:
                 if self.on_bad_image == "error":
                     raise bad_image_error(path, str(err)) from err
                 logger.warning("image file '%s' is unusable (%s); using the next sample in its place", path, err)
         raise DataError(f"{_MAX_REPLACEMENTS} consecutive images from '{self.samples[int(index)][0]}' on could "
                         f"not be decoded; check the dataset files")
+
+
+def map_in_groups(dataset, ops: list, workers: int):
+    """One map per run of C++ ops and per run of Python ops (RandAugment, RandomErasing), so that C++ work on some
+    rows goes on while Python ops of others hold the GIL (one mixed map runs a row's whole list in one thread)."""
+    for _, group in itertools.groupby(ops, key=lambda op: isinstance(op, TensorOperation)):
+        dataset = dataset.map(operations=list(group), input_columns="image", num_parallel_workers=workers)
+    return dataset
 
 
 def _check_args(split: str, batch_size: int, num_shards: int, shard_id: int, start_epoch: int,
@@ -76,9 +90,12 @@ def _check_args(split: str, batch_size: int, num_shards: int, shard_id: int, sta
 def _split_classes(cfg, split: str) -> List[str]:
     """The label list: the training split's classes, also for validation so that label numbers agree."""
     train_dir = Path(cfg.data.root) / cfg.data.train_split
-    if split == "val" and train_dir.is_dir():
-        return list_classes(train_dir)
-    return []
+    if split != "val" or not train_dir.is_dir():
+        return []
+    if cfg.data.format == "mindrecord":
+        names = train_dir / "classes.txt"
+        return read_class_names(names) if names.is_file() else []
+    return list_classes(train_dir)
 
 
 def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shards: int = 1, shard_id: int = 0,
@@ -109,46 +126,64 @@ def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shar
     folder = data.train_split if split == "train" else data.val_split
     if classes is None:
         classes, classes_source = _split_classes(cfg, split) or None, "the training split"
-    index = scan_split(Path(data.root), folder, data.on_bad_image, data.max_image_pixels, classes=classes,
-                       classes_source=classes_source, exact_classes=training)
-    if training and len(index.classes) < 2:
-        raise DataError(f"'{index.root}' has only one class folder ('{index.classes[0]}'): a classifier needs at "
-                        f"least 2 classes to train (with one, every prediction is right and the loss is 0 from the "
-                        f"start). Add one sub-folder per class, e.g. {index.root}/<class>/*.jpg")
-    total = len(index.samples)
+    if data.format == "mindrecord":
+        split_data = open_split(Path(data.root), folder, classes, classes_source, exact=training)
+    else:
+        index = scan_split(Path(data.root), folder, data.on_bad_image, data.max_image_pixels, classes=classes,
+                           classes_source=classes_source, exact_classes=training,
+                           cache_dir=resolve_cache_dir(data.index_cache_dir), rescan=data.rescan)
+        split_data = SplitData(str(index.root), index.classes, len(index.samples), index.bad, samples=index.samples)
+    if training and len(split_data.classes) < 2:
+        raise DataError(f"'{split_data.where}' has only one class ('{split_data.classes[0]}'): a classifier needs "
+                        f"at least 2 classes to train (with one, every prediction is right and the loss is 0 from "
+                        f"the start). Add one sub-folder per class, e.g. {split_data.where}/<class>/*.jpg")
+    total = split_data.num_samples
     shard_samples = total // num_shards if training else len(range(shard_id, total, num_shards))
     step_size = batch_size * accum_steps if training else batch_size  # images per optimizer step
     full_steps = shard_samples // step_size if training else math.ceil(shard_samples / batch_size)
     if full_steps == 0:
-        raise DataError(f"'{index.root}' has {total} usable images, {shard_samples} for shard {shard_id} of "
+        raise DataError(f"'{split_data.where}' has {total} usable images, {shard_samples} for shard {shard_id} of "
                         f"{num_shards}: fewer than one batch of {step_size}; lower the batch size or add images")
     steps = min(full_steps, steps_per_epoch) if steps_per_epoch > 0 else full_steps
     if skip_steps >= steps:
         raise ValueError(f"skip_steps={skip_steps} must be less than the {steps} steps of an epoch; to resume at "
                         f"an epoch boundary pass start_epoch={start_epoch + 1}, skip_steps=0")
 
-    sampler = EpochSampler(total, shuffle=training and data.shuffle, seed=cfg.train.seed, num_shards=num_shards,
-                           shard_id=shard_id, equal_shards=training, start_epoch=start_epoch,
-                           skip=skip_steps * step_size, max_per_epoch=steps * step_size if steps_per_epoch else 0,
-                           repeats=data.aug_repeats if training else 1)
-    # Threads, not processes: decoding (PIL) and the C++ ops release the GIL, and python_multiprocessing was no
-    # faster in measurements (about 300 images/s at 224 px with 2 workers on 2 cores either way).
+    # Threads, not processes: the C++ decode and ops release the GIL, and python_multiprocessing was slower in
+    # measurements (README, Performance: data).
     workers = min(data.num_parallel_workers, os.cpu_count() or 1)  # MindSpore rejects more workers than CPUs
     # Random ops give the same results run to run only with one worker (MindSpore hands rows to workers in no
-    # fixed order); decoding is not random and keeps all workers.
-    aug_workers = 1 if training and cfg.train.deterministic else workers
-    dataset = ds.GeneratorDataset(_FolderSource(index.samples, data.on_bad_image, data.max_image_pixels),
-                                  column_names=["image", "label"], sampler=sampler, num_parallel_workers=workers,
-                                  python_multiprocessing=False)
-    ops = (build_train_transforms if training else build_eval_transforms)(data, cfg.model.image_size)
-    dataset = dataset.map(operations=ops, input_columns="image", num_parallel_workers=aug_workers)
+    # fixed order) and one map.
+    if data.format == "mindrecord":
+        dataset = mindrecord_dataset(split_data, training=training, shuffle=training and data.shuffle,
+                                     seed=cfg.train.seed, num_shards=num_shards, shard_id=shard_id,
+                                     per_shard=steps * step_size, workers=workers)
+    else:
+        sampler = EpochSampler(total, shuffle=training and data.shuffle, seed=cfg.train.seed, num_shards=num_shards,
+                               shard_id=shard_id, equal_shards=training, start_epoch=start_epoch,
+                               skip=skip_steps * step_size, max_per_epoch=steps * step_size if steps_per_epoch else 0,
+                               repeats=data.aug_repeats if training else 1)
+        # `workers` reader threads: one thread hands rows over with less CPU (alone: 11,000 vs 1,100 rows/s), but
+        # in the whole eval pipeline two threads gave 337 vs 229 images/s (reads overlap the hand-over).
+        dataset = ds.GeneratorDataset(_FolderSource(split_data.samples, data.on_bad_image, data.max_image_pixels),
+                                      column_names=["image", "label"], sampler=sampler, num_parallel_workers=workers,
+                                      python_multiprocessing=False)
+    ops = (build_train_transforms if training else build_eval_transforms)(data, cfg.model.image_size, encoded=True)
+    if training and cfg.train.deterministic:  # Python ops share Python's RNG: one thread draws in row order
+        dataset = dataset.map(operations=ops, input_columns="image", num_parallel_workers=1)
+    else:
+        dataset = map_in_groups(dataset, ops, workers)
     dataset = dataset.batch(batch_size, drop_remainder=training)
-    mixup = build_mixup(data, len(index.classes), cfg.loss.label_smoothing,
+    mixup = build_mixup(data, len(split_data.classes), cfg.loss.label_smoothing,
                         seed=(cfg.train.seed, shard_id, start_epoch)) if training else None
     if mixup is not None:
         dataset = dataset.map(operations=mixup, input_columns=["image", "label"], num_parallel_workers=1)
     if training and accum_steps > 1:  # (k, B, ...): the micro-batches of one optimizer step
         dataset = dataset.batch(accum_steps, drop_remainder=True)
-    info = DatasetInfo(class_names=list(index.classes), num_samples=total, bad_files=list(index.bad),
+    if data.format == "mindrecord" and training and (start_epoch or skip_steps):
+        # MindDataset's order depends on (seed, epoch) only; MindSpore's own recovery fast-forwards the sampler
+        # to this global step: epoch start_epoch, batch skip_steps (Model.train's iterator counts epochs from 0).
+        dataset.set_init_step(start_epoch * steps + skip_steps)
+    info = DatasetInfo(class_names=list(split_data.classes), num_samples=total, bad_files=list(split_data.bad),
                        steps_per_epoch=steps, shard_samples=shard_samples)
     return dataset, info

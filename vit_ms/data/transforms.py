@@ -1,11 +1,12 @@
-"""Image transforms (on decoded (H, W, 3) uint8 RGB arrays) and batch mixing, built from mindcv 0.3.0's pieces.
+"""Image transforms (on encoded bytes or decoded (H, W, 3) uint8 RGB arrays) and batch mixing, from mindcv 0.3.0.
 
 Reused from mindcv: the eval list (`transforms_imagenet_eval`), the final train ops and colour jitter
 (`transforms_imagenet_train`: Normalize, HWC2CHW, RandomErasing), the auto-augment policies
 (`rand_augment_transform` and friends) and the soft-label code of mixup (`mixup_target`).
-Changed, each for a reason given where it happens: images arrive decoded, so mindcv's Decode /
-RandomCropDecodeResize are replaced by RandomResizedCrop; mindcv ignores `mstd` in a RandAugment string;
-mindcv's Mixup draws from numpy's global RNG, so `BatchMixup` does the same mixing with its own.
+Changed, each for a reason given where it happens: for decoded arrays (infer.py, tests) mindcv's Decode /
+RandomCropDecodeResize become RandomResizedCrop / nothing (`encoded=False`); mindcv ignores `mstd` in a
+RandAugment string; mindcv's Mixup draws from numpy's global RNG, so `BatchMixup` does the same mixing with
+its own.
 """
 import math
 import re
@@ -49,17 +50,19 @@ def _auto_augment(policy: str, image_size: int, cfg: DataConfig) -> Callable:
                       f"needs its own split-batch loss); {_POLICY_HELP}")
 
 
-def build_train_transforms(cfg: DataConfig, image_size: int) -> list:
+def build_train_transforms(cfg: DataConfig, image_size: int, encoded: bool = False) -> list:
     """RandomResizedCrop, flip, auto-augment or colour jitter, normalise, HWC2CHW, random erasing.
 
-    Input (H, W, 3) uint8 RGB -> output (3, S, S) float32, S = image_size.
+    Input (H, W, 3) uint8 RGB -> output (3, S, S) float32, S = image_size. encoded: the input is an encoded
+    image (N,) uint8 (see vit_ms.data.decode) and the crop is RandomCropDecodeResize (same scale, ratio,
+    interpolation and 10 attempts), which decodes a JPEG only inside the crop.
     """
     _, colour, final = transforms_imagenet_train(
         image_resize=image_size, interpolation=cfg.interpolation, mean=cfg.mean, std=cfg.std, re_prob=cfg.re_prob,
         color_jitter=cfg.color_jitter if cfg.color_jitter > 0 and not cfg.auto_augment else None, separate=True)
-    # mindcv starts with RandomCropDecodeResize, which decodes; our images arrive decoded (load_image_rgb).
-    ops = [vision.RandomResizedCrop(image_size, scale=tuple(cfg.scale), ratio=tuple(cfg.ratio),
-                                    interpolation=_INTERPOLATION[cfg.interpolation])]
+    crop = vision.RandomCropDecodeResize if encoded else vision.RandomResizedCrop
+    ops = [crop(image_size, scale=tuple(cfg.scale), ratio=tuple(cfg.ratio),
+                interpolation=_INTERPOLATION[cfg.interpolation])]
     if cfg.hflip > 0:
         ops.append(vision.RandomHorizontalFlip(prob=cfg.hflip))
     if cfg.auto_augment:
@@ -72,15 +75,15 @@ def eval_resize_size(cfg: DataConfig, image_size: int) -> int:
     return int(math.floor(image_size / cfg.crop_pct))
 
 
-def build_eval_transforms(cfg: DataConfig, image_size: int) -> list:
+def build_eval_transforms(cfg: DataConfig, image_size: int, encoded: bool = False) -> list:
     """Resize the shorter side to floor(image_size / crop_pct), center crop, normalise, HWC2CHW.
 
-    Input (H, W, 3) uint8 RGB -> output (3, S, S) float32, S = image_size.
+    Input (H, W, 3) uint8 RGB -> output (3, S, S) float32, S = image_size. encoded: the input is an encoded
+    image (N,) uint8 and the list starts with the C++ Decode, as mindcv's does.
     """
     ops = transforms_imagenet_eval(image_resize=image_size, crop_pct=cfg.crop_pct, mean=cfg.mean, std=cfg.std,
                                    interpolation=cfg.interpolation)
-    # mindcv's list starts with Decode; our images arrive decoded (load_image_rgb).
-    return [op for op in ops if not isinstance(op, vision.Decode)]
+    return ops if encoded else [op for op in ops if not isinstance(op, vision.Decode)]
 
 
 def preprocess_eval(image: np.ndarray, cfg: DataConfig, image_size: int) -> np.ndarray:
@@ -119,18 +122,19 @@ class BatchMixup:
         return 1.0 - (y1 - y0) * (x1 - x0) / float(h * w)
 
     def __call__(self, images: np.ndarray, labels: np.ndarray):
-        images = np.array(images, dtype=np.float32)  # (B, 3, S, S), a copy we may write into
-        lam = 1.0
+        images = np.asarray(images, dtype=np.float32)  # (B, 3, S, S); copied only where written (about 1 ms
+        lam = 1.0                                       # an image at 224 px for each full copy)
         if self.rng.random() < self.prob:
             use_cutmix = self.cutmix_alpha > 0 and (self.mixup_alpha <= 0 or self.rng.random() < self.switch_prob)
             alpha = self.cutmix_alpha if use_cutmix else self.mixup_alpha
             lam = float(self.rng.beta(alpha, alpha))
             if use_cutmix:
+                images = images.copy()
                 lam = self._cutmix(images, lam)
             else:
                 images = images * lam + images[::-1] * (1.0 - lam)
         soft = mixup_target(np.asarray(labels), self.num_classes, lam, self.label_smoothing)  # (B, num_classes)
-        return images.astype(np.float32), soft.astype(np.float32)
+        return images, soft.astype(np.float32, copy=False)
 
 
 def build_mixup(cfg: DataConfig, num_classes: int, label_smoothing: float,

@@ -2,6 +2,7 @@
 
     python -m vit_ms.benchmark --config vit_ti16.yaml --batch 16 --compare mindcv
     python -m vit_ms.benchmark --config vit_s16.yaml --set data.num_parallel_workers=2 --batch 16 --steps 20
+    python -m vit_ms.benchmark --config vit_b16.yaml --data-only --compare mindcv   (vit_ms/tools/data_bench.py)
 
 Train step: the config's model, loss, optimizer, amp level and loss scaling, built by the functions train.py
 uses (resolve_plan, model_from_plan, build_optimizer, build_train_step), fed one synthetic batch (random images; soft labels
@@ -43,6 +44,7 @@ from ..plan import RunPlan, resolve_plan
 from ..runtime import setup_runtime
 from ..train.engine import build_train_step
 from ..train.optim import build_optimizer, lr_schedule, scaled_lr
+from .data_bench import data_benchmark, format_data_table
 from .flops import TRAIN_FACTOR, model_flops
 
 
@@ -327,12 +329,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--skip-data", action="store_true", help="do not time the data pipeline")
     parser.add_argument("--data-image-size", type=int, default=0,
                         help="side of the images written for the data pipeline (default: 9/7 of model.image_size, "
-                             "288 px at 224, as photos are larger than the crop)")
+                             "288 px at 224, as photos are larger than the crop); --data-only: width, height 3/4 "
+                             "of it (default 500x375)")
     parser.add_argument("--data-batches", type=int, default=20, help="batches timed through the data pipeline")
+    parser.add_argument("--data-only", action="store_true",
+                        help="time only the data pipelines (train and eval; against mindcv's loader with --compare "
+                             "mindcv) on photo-sized JPEGs; see vit_ms/tools/data_bench.py")
+    parser.add_argument("--data-images", type=int, default=512, help="--data-only: JPEGs per split (default 512)")
+    parser.add_argument("--data-rounds", type=int, default=5, help="--data-only: alternating rounds (default 5)")
+    parser.add_argument("--device-rate", type=float, default=1500.0,
+                        help="--data-only: images/s one device trains, for the host cores it needs (default 1500, "
+                             "ViT-B/16 on one Ascend 910 / A100)")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.batch < 0 or args.data_batches < 1:
         raise ConfigError("--steps and --data-batches must be >= 1, --warmup and --batch >= 0")
+    if args.data_images < 1 or args.data_rounds < 1 or args.device_rate <= 0:
+        raise ConfigError("--data-images and --data-rounds must be >= 1, --device-rate > 0")
     cfg = config_from_args(args)
+    if args.data_only:
+        batch = args.batch or min(cfg.train.batch_size, 64)
+        size = (args.data_image_size, args.data_image_size * 3 // 4) if args.data_image_size else (500, 375)
+        records = data_benchmark(cfg, batch, args.data_images, args.data_rounds, args.compare, args.device_rate,
+                                 *size)
+        print(format_data_table(records, cfg.run_name))
+        for record in records:
+            print(json.dumps(record))
+        return 0
     cfg = bench_config(cfg, args.batch or cfg.train.batch_size, args.mode)
     records = benchmark(cfg, args.steps, args.warmup, args.compare, not args.skip_data, args.data_image_size,
                         args.data_batches)

@@ -1,0 +1,180 @@
+"""An ImageNet-style folder converted to MindRecord, MindSpore's sharded record format, and read back.
+
+    python -m vit_ms.data.mindrecord --root /data/imagenet --out /data/imagenet_mr [--samples-per-shard 10000]
+
+Layout written (one folder per split, named as the split folders are):
+
+    <out>/<split>/classes.txt             one class name a line (val: the train split's list, as the folder mode)
+    <out>/<split>/<split>-00000.mindrecord (+ .db index)   samples [0, S), then [S, 2S), ... in scan order
+    <out>/<split>/progress.json           shards done so far (written after each shard: the run is resumable)
+    <out>/<split>/bad_files.txt           files left out, "<path>\t<reason>" (scan and read failures)
+
+Each record: `image` (bytes: the JPEG file itself; other formats decoded by PIL and stored as BMP, see
+vit_ms.data.decode), `label` (int32) and `path` (the source file, relative to the split folder). A second
+run with the same --out skips the shards already written; a changed folder (other sample count or classes)
+is refused. `data.format: mindrecord` with `data.root: <out>` trains and evaluates from it
+(vit_ms.data.mindrecord_source): MindDataset sharded by rank, shuffled every epoch from train.seed, the same
+transforms as the folder mode, and resumed mid-epoch at the recorded step.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+from ..config import DataConfig
+from ..errors import DataError, run_cli
+from .decode import read_encoded
+from .folder import list_classes, scan_split
+from .images import BadImage
+from .index_cache import resolve_cache_dir
+
+VERSION = 1
+SCHEMA = {"image": {"type": "bytes"}, "label": {"type": "int32"}, "path": {"type": "string"}}
+PAGE_SIZE = 1 << 26  # 64 MiB: the largest record a page holds (an image bigger than this cannot be stored)
+
+
+def shard_name(split: str, shard: int) -> str:
+    return f"{split}-{shard:05d}.mindrecord"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _read_one(path: str, max_pixels: int) -> Tuple[Optional[bytes], Optional[str]]:
+    try:
+        return read_encoded(path, max_pixels).tobytes(), None
+    except BadImage as err:
+        return None, str(err)
+
+
+def _write_shard(file: Path, rows: List[dict]) -> None:
+    from mindspore.mindrecord import FileWriter
+
+    for stale in (file, Path(f"{file}.db")):  # a shard interrupted before its commit
+        if stale.exists():
+            stale.unlink()
+    writer = FileWriter(str(file), shard_num=1, overwrite=True)
+    writer.set_page_size(PAGE_SIZE)
+    writer.add_schema(SCHEMA, "vit_ms image folder")
+    writer.write_raw_data(rows)
+    writer.commit()
+
+
+class _Progress:
+    """One status line on stderr, rewritten at most every `interval` seconds."""
+
+    def __init__(self, label: str, total: int, show: bool, interval: float = 2.0):
+        self.label, self.total, self.show, self.interval = label, total, show, interval
+        self.start, self.last = time.time(), 0.0
+
+    def update(self, done: int, shard: int, shards: int, new: int, force: bool = False) -> None:
+        now = time.time()
+        if not self.show or (not force and now - self.last < self.interval):
+            return
+        self.last = now
+        rate = new / max(now - self.start, 1e-9)
+        left = (self.total - done) / rate if rate > 0 else float("inf")
+        eta = f"{left / 60:.1f} min left" if left != float("inf") else "-"
+        sys.stderr.write(f"\r{self.label}: {done}/{self.total} images, shard {shard + 1}/{shards}, "
+                         f"{rate:.0f} images/s, {eta}   ")
+        sys.stderr.flush()
+
+
+def convert_split(root: Path, split: str, out: Path, classes: Optional[List[str]] = None,
+                  samples_per_shard: int = 10000, max_pixels: int = DataConfig.max_image_pixels,
+                  num_threads: int = 8, show_progress: bool = True, cache_dir: Optional[Path] = None) -> dict:
+    """Convert `<root>/<split>` into `<out>/<split>/`; returns the finished progress record."""
+    if samples_per_shard < 1:
+        raise DataError(f"--samples-per-shard={samples_per_shard} must be at least 1")
+    index = scan_split(root, split, "skip", max_pixels, classes=classes, cache_dir=cache_dir)
+    folder = out / split
+    folder.mkdir(parents=True, exist_ok=True)
+    num_shards = -(-len(index.samples) // samples_per_shard)
+    expected = {"version": VERSION, "num_samples": len(index.samples), "samples_per_shard": samples_per_shard,
+                "classes": index.classes}
+    progress_file = folder / "progress.json"
+    progress = json.loads(progress_file.read_text(encoding="utf-8")) if progress_file.exists() else None
+    if progress is not None and {k: progress.get(k) for k in expected} != expected:
+        raise DataError(f"'{folder}' holds a conversion of another version of '{index.root}' (sample count, "
+                        f"classes or --samples-per-shard differ: {progress.get('num_samples')} samples, "
+                        f"{progress.get('samples_per_shard')} a shard recorded); remove '{folder}' or choose "
+                        f"another --out")
+    progress = progress or dict(expected, shards={}, scan_bad=[[p, r] for p, r in index.bad], complete=False)
+    (folder / "classes.txt").write_text("".join(f"{name}\n" for name in index.classes), encoding="utf-8")
+    bar = _Progress(f"{split}", len(index.samples), show_progress)
+    done = sum(s["count"] + len(s["left_out"]) for s in progress["shards"].values())
+    new = 0
+    split_dir = str(index.root)
+    with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+        for shard in range(num_shards):
+            if str(shard) in progress["shards"] and (folder / shard_name(split, shard)).exists():
+                continue
+            samples = index.samples[shard * samples_per_shard:(shard + 1) * samples_per_shard]
+            rows, left_out = [], []
+            for (path, label), (data, reason) in zip(samples, pool.map(lambda s: _read_one(s[0], max_pixels),
+                                                                         samples)):
+                if data is None:
+                    left_out.append([path, reason])
+                else:
+                    rows.append({"image": data, "label": int(label), "path": os.path.relpath(path, split_dir)})
+                done, new = done + 1, new + 1
+                bar.update(done, shard, num_shards, new)
+            _write_shard(folder / shard_name(split, shard), rows)
+            progress["shards"][str(shard)] = {"file": shard_name(split, shard), "count": len(rows),
+                                              "left_out": left_out}
+            _write_json(progress_file, progress)
+    progress["complete"] = True
+    _write_json(progress_file, progress)
+    bad = progress["scan_bad"] + [entry for s in progress["shards"].values() for entry in s["left_out"]]
+    (folder / "bad_files.txt").write_text("".join(f"{p}\t{r}\n" for p, r in bad), encoding="utf-8")
+    bar.update(done, num_shards - 1, num_shards, new, force=True)
+    if show_progress:
+        sys.stderr.write("\n")
+    return progress
+
+
+def convert_folder(root: Path, out: Path, splits: Sequence[str] = ("train", "val"), samples_per_shard: int = 10000,
+                   max_pixels: int = DataConfig.max_image_pixels, show_progress: bool = True,
+                   cache_dir: Optional[Path] = None) -> dict:
+    """Convert each split; the first split's class list labels the others. Returns {split: progress}."""
+    out.mkdir(parents=True, exist_ok=True)
+    classes = list_classes(Path(root) / splits[0]) if (Path(root) / splits[0]).is_dir() else None
+    return {split: convert_split(Path(root), split, out, classes if i else None, samples_per_shard, max_pixels,
+                                 show_progress=show_progress, cache_dir=cache_dir)
+            for i, split in enumerate(splits)}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Convert an ImageNet-style folder to MindRecord shards.")
+    parser.add_argument("--root", required=True, help="folder holding <root>/<split>/<class>/<image>")
+    parser.add_argument("--out", required=True, help="output folder (<out>/<split>/...); resumable")
+    parser.add_argument("--splits", nargs="+", default=["train", "val"],
+                        help="split folder names, the first labels the others (default: train val)")
+    parser.add_argument("--samples-per-shard", type=int, default=10000,
+                        help="records per shard file (default 10000, about 1.1 GB of ImageNet JPEGs)")
+    parser.add_argument("--max-image-pixels", type=int, default=DataConfig.max_image_pixels)
+    parser.add_argument("--index-cache-dir", default="", help="as data.index_cache_dir ('off': no cache)")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = parser.parse_args(argv)
+    results = convert_folder(Path(args.root), Path(args.out), args.splits, args.samples_per_shard,
+                             args.max_image_pixels, not args.quiet, resolve_cache_dir(args.index_cache_dir))
+    for split, progress in results.items():
+        count = sum(s["count"] for s in progress["shards"].values())
+        left = len(progress["scan_bad"]) + sum(len(s["left_out"]) for s in progress["shards"].values())
+        print(f"{split}: {count} images in {len(progress['shards'])} shards, {left} files left out (listed in "
+              f"{Path(args.out) / split / 'bad_files.txt'})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
