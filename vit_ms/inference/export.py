@@ -32,6 +32,7 @@ import numpy as np
 
 from ..config import Config
 from ..errors import UserError
+from ..fs import prove_writable
 from .exported import FORMATS, INPUT_NAME, OUTPUT_NAME, open_exported_runner, sidecar_path
 from ..cli import add_weights_argument
 from .loader import load_for_inference
@@ -90,15 +91,12 @@ def resolve_out(out: Optional[str], ckpt: str, fmt: str) -> Path:
 
 def check_out_writable(out: Path) -> None:
     """Create `out`'s folder and prove a file can be written there, before any model is built."""
-    probe = out.with_name(f".{out.name}.write_test")
     blocker = next((p for p in [out.parent, *out.parent.parents] if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise ExportError(f"cannot write --out '{out}': '{blocker}' is a file, not a folder; choose an --out in a "
                           f"folder (e.g. --out runs/demo/model{out.suffix})")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
+        prove_writable(out.parent, f".{out.name}.write_test")
     except OSError as err:
         raise ExportError(f"cannot write --out '{out}' ({err.strerror or err}); choose a writable folder, e.g. "
                           f"--out /tmp/{out.name}") from err

@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ..errors import UserError
+from ..fs import prove_writable
 
 CSV_COLUMNS = ("class", "images", "top1", "most_confused_with")
 
@@ -78,10 +79,7 @@ def eval_output_dir(weights: str, out: Optional[str] = None) -> Path:
     else:
         folder = Path("eval") / re.sub(r"[^\w.-]+", "_", Path(weights).stem or weights)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
+        prove_writable(folder)
     except OSError as err:
         raise UserError(f"cannot write the per-class results to '{folder}' ({err.strerror}); pass a writable "
                         f"folder with --out DIR") from err

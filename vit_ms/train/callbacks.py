@@ -26,6 +26,24 @@ def crossed(count: int, steps: int, every: int) -> bool:
     return every > 0 and count // every > (count - steps) // every
 
 
+class SinkStepCounter:
+    """Optimizer steps per step-end callback: 1, or a whole sunk chunk in dataset sink mode (MindSpore then calls
+    back once per chunk; the count follows `cur_step_num`)."""
+
+    def __init__(self):
+        self.last_cur_step = None
+
+    def start(self, run_context) -> None:
+        self.last_cur_step = getattr(run_context.original_args(), "cur_step_num", None)
+
+    def steps(self, cb_params) -> int:
+        cur = getattr(cb_params, "cur_step_num", None)
+        if cur is None or self.last_cur_step is None:
+            return 1
+        steps, self.last_cur_step = max(cur - self.last_cur_step, 1), cur
+        return steps
+
+
 class TrainProgress(Callback):
     """Tracks the global step and epoch state, checks the loss, prints progress lines during an epoch.
 
@@ -45,7 +63,7 @@ class TrainProgress(Callback):
         self.log_interval = max(log_interval, 1)
         self.dynamic_loss_scale = dynamic_loss_scale
         self.skipped_steps = 0
-        self.last_cur_step = None
+        self.counter = SinkStepCounter()
         self.last_steps = 1  # steps covered by the latest callback
         self.reset_epoch()
 
@@ -60,23 +78,15 @@ class TrainProgress(Callback):
         return self.lrs[min(self.state.global_step, len(self.lrs) - 1)]
 
     def on_train_begin(self, run_context):
-        self.last_cur_step = run_context.original_args().cur_step_num
+        self.counter.start(run_context)
 
     def on_train_epoch_begin(self, run_context):
         self.reset_epoch()
 
-    def steps_done(self, cb_params) -> int:
-        """Optimizer steps since the last call: 1 per call, or a whole sunk chunk in sink mode."""
-        cur = getattr(cb_params, "cur_step_num", None)
-        if cur is None or self.last_cur_step is None:
-            return 1
-        steps, self.last_cur_step = max(cur - self.last_cur_step, 1), cur
-        return steps
-
     def on_train_step_end(self, run_context):
         cb_params = run_context.original_args()
         loss, overflow, scale = _outputs(cb_params)
-        steps = self.last_steps = self.steps_done(cb_params)
+        steps = self.last_steps = self.counter.steps(cb_params)
         st = self.state
         if overflow and self.dynamic_loss_scale:
             self.skipped_steps += 1

@@ -26,6 +26,7 @@ import numpy as np
 from mindspore.train import Callback
 
 from ..errors import DivergenceError
+from .callbacks import SinkStepCounter
 from .checkpoint import find_resume_checkpoint
 from .pending import PendingSaves
 
@@ -83,18 +84,10 @@ class DivergenceGuard(Callback):
         self.dynamic_loss_scale = dynamic_loss_scale
         self.world_size = world_size
         self.gather = gather
-        self.last_cur_step = None
+        self.counter = SinkStepCounter()
 
     def on_train_begin(self, run_context):
-        self.last_cur_step = getattr(run_context.original_args(), "cur_step_num", None)
-
-    def steps(self, cb_params) -> int:
-        """Steps this callback covers: 1, or a sunk chunk in dataset sink mode."""
-        cur = getattr(cb_params, "cur_step_num", None)
-        if cur is None or self.last_cur_step is None:
-            return 1
-        steps, self.last_cur_step = max(cur - self.last_cur_step, 1), cur
-        return steps
+        self.counter.start(run_context)
 
     def agreed(self, reason: Optional[str]) -> Optional[str]:
         """With several ranks: every rank learns whether any rank saw divergence (all must call this together)."""
@@ -113,7 +106,7 @@ class DivergenceGuard(Callback):
         loss_t, overflow_t, _ = cb_params.net_outputs
         loss, overflow = float(loss_t.asnumpy()), bool(overflow_t.asnumpy())
         st = self.checkpoints.progress.state
-        steps = self.steps(cb_params)
+        steps = self.counter.steps(cb_params)
         if overflow and self.dynamic_loss_scale:
             return  # a skipped step (TrainProgress counts it): the weights did not change, nothing was tested
         reason = self.detector.check(loss)

@@ -16,6 +16,7 @@ import mindspore as ms
 from ..config import Config, config_to_dict, save_config
 from ..data import create_dataset
 from ..errors import ConfigError, UserError
+from ..fs import prove_writable
 from ..models import model_from_plan
 from ..plan import RunPlan, resolve_plan
 from ..runtime import setup_runtime
@@ -57,11 +58,8 @@ def setup_logging(run_dir: Optional[Path], rank: int) -> None:
 def prepare_run_dir(cfg: Config, rank: int = 0) -> Path:
     """Create the run directory and prove it is writable before any training starts."""
     run_dir = Path(cfg.output_dir) / (cfg.run_name or "run")
-    probe = run_dir / f".write_test_rank{rank}"  # per rank: all ranks probe the same directory at once
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe.write_text("ok")
-        probe.unlink()
+        prove_writable(run_dir, f".write_test_rank{rank}")  # per rank: all ranks probe the same directory at once
     except OSError as err:
         raise UserError(f"cannot write to the run directory '{run_dir}' ({err.strerror}); choose a writable "
                         f"output_dir, e.g. --set output_dir=/tmp/runs") from err
