@@ -134,9 +134,9 @@ def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shar
                            cache_dir=resolve_cache_dir(data.index_cache_dir), rescan=data.rescan)
         split_data = SplitData(str(index.root), index.classes, len(index.samples), index.bad, samples=index.samples)
     if training and len(split_data.classes) < 2:
-        raise DataError(f"'{split_data.where}' has only one class ('{split_data.classes[0]}'): a classifier needs "
-                        f"at least 2 classes to train (with one, every prediction is right and the loss is 0 from "
-                        f"the start). Add one sub-folder per class, e.g. {split_data.where}/<class>/*.jpg")
+        raise DataError(f"'{split_data.where}' has only one class folder ('{split_data.classes[0]}'): a classifier "
+                        f"needs at least 2 classes to train (with one, every prediction is right and the loss is 0 "
+                        f"from the start). Add one sub-folder per class, e.g. {split_data.where}/<class>/*.jpg")
     total = split_data.num_samples
     shard_samples = total // num_shards if training else len(range(shard_id, total, num_shards))
     step_size = batch_size * accum_steps if training else batch_size  # images per optimizer step
