@@ -1,4 +1,4 @@
-"""vit_ms.demo_data: the digits folder (counts, classes, idempotent, atomic) and the synthetic folder."""
+"""vit_ms.data.demo: the digits folder (counts, classes, idempotent, atomic) and the synthetic folder."""
 import json
 
 import numpy as np

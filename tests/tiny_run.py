@@ -69,7 +69,7 @@ def write_tiny_run(root: Path) -> TinyRun:
 
 
 def reference_logits(cfg: Config, ckpt: Path, paths: List[Path]) -> np.ndarray:
-    """Logits of the checkpoint's model on `paths`, computed directly (PyNative, no vit_ms.predict)."""
+    """Logits of the checkpoint's model on `paths`, computed directly (PyNative, no vit_ms.inference.predict)."""
     from vit_ms.data import load_image_rgb, preprocess_eval
     from vit_ms.train.checkpoint import load_model_weights
 

@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--from", dest="source_format", default="auto", choices=("auto",) + SOURCE_FORMATS,
                    help="where the weights come from (auto: judged by the file's keys)")
-    p.add_argument("--src", required=True, help="weights: a file, a URL or a vit_ms.pretrained name")
+    p.add_argument("--src", required=True, help="weights: a file, a URL or a vit_ms.weights.hub.PRETRAINED name")
     p.add_argument("--model", required=True, help="our model name, e.g. vit_b16 (vit_ms/variants.py)")
     p.add_argument("--num-classes", type=int, default=None, help="classes of the new head (default: the weights')")
     p.add_argument("--image-size", type=int, default=None, help="input size (default: the weights'); "
