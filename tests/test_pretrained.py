@@ -1,4 +1,4 @@
-"""vit_ms.weights.hub and load_pretrained: the weights table, the download cache (sha256, offline message) and load_pretrained.
+"""vit_ms.weights.hub and .load: the weights table, the download cache (sha256, offline message), load_pretrained.
 
 No test reaches the internet: downloads come from a file:// URL or an HTTP server on 127.0.0.1 that serves
 a file the test wrote and shuts itself down.

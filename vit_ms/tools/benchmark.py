@@ -5,11 +5,11 @@
     python -m vit_ms.benchmark --config vit_b16.yaml --data-only --compare mindcv   (vit_ms/tools/data_bench.py)
 
 Train step: the config's model, loss, optimizer, amp level and loss scaling, built by the functions train.py
-uses (resolve_plan, model_from_plan, build_optimizer, build_train_step), fed one synthetic batch (random images; soft labels
-when mixup/cutmix is on, as the real pipeline gives). Images/s is batch / step time: median, min/max and
-interquartile range over --steps timed steps after --warmup untimed ones; the first step (graph compilation plus
-one step) is timed apart. Eval is the forward pass alone. FLOPs are counted from the architecture (vit_ms.tools.flops);
-on CPU the machine's float32 matmul rate (numpy and mindspore.ops.matmul) gives the model FLOPs utilisation.
+uses (resolve_plan, model_from_plan, build_optimizer, build_train_step), fed one synthetic batch (random images;
+soft labels when mixup/cutmix is on, as the real pipeline gives). Images/s is batch / step time: median, min/max
+and interquartile range over --steps timed steps after --warmup untimed ones; the first step (graph compilation
+plus one step) is timed apart. Eval is the forward pass alone. FLOPs are counted from the architecture
+(vit_ms.tools.flops); on CPU the machine's float32 matmul rate (numpy and mindspore.ops.matmul) gives the model FLOPs utilisation.
 Peak memory: the process's peak RSS on CPU (getrusage), MindSpore's max_memory_allocated elsewhere.
 The data pipeline is timed alone: the config's train transforms (and mixup) over JPEG/PNG files that
 vit_ms.data.demo writes to a temporary folder.
