@@ -16,14 +16,13 @@ import argparse
 import json
 import sys
 
-from vit_ms.cli import add_weights_argument
+from vit_ms.cli import add_weights_argument, base_parser
 from vit_ms.errors import DataError, UserError, run_cli
 
 
 def parse_args(argv) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = base_parser(__doc__, config_required=False, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
-    parser.add_argument("--config", help="YAML config (default: what the checkpoint or the export's sidecar records)")
     parser.add_argument("--ckpt", help="checkpoint whose weights label the images (e.g. runs/<name>/best.ckpt)")
     parser.add_argument("--model", help="exported .mindir or .onnx file (its <file>.json sidecar must be beside it)")
     parser.add_argument("--topk", type=int, default=5, help="classes shown per image (default 5)")
@@ -33,9 +32,6 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--class-names", help="text file with one class name a line, in class-index order")
     parser.add_argument("--attention-maps", metavar="DIR",
                         help="also save per image a PNG of where the class token attends (needs --ckpt)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set train.device_target=CPU (repeatable)")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     add_weights_argument(parser)
     args = parser.parse_args(argv)
     if args.model and args.weights:

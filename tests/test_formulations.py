@@ -21,6 +21,24 @@ def test_conv_and_matmul_patch_embedding_compute_the_same_function():
     assert np.abs(a(x).asnumpy() - b(x).asnumpy()).max() < 1e-4
 
 
+def copy_weights(src, dst) -> None:
+    ms.load_param_into_net(dst, {p.name: Parameter(p.data.copy(), p.name) for p in src.get_parameters()},
+                           strict_load=True)
+
+
+def twin(model, formulation, **kwargs):
+    """A model of `kwargs`'s architecture in `formulation`, with `model`'s weights."""
+    other = create_model("vit_ti16", formulation=formulation, **kwargs)
+    copy_weights(model, other)
+    return other
+
+
+def image_batch(seed: int, n: int = 4):
+    """(n, 3, 32, 32) random images and labels 0..n-1."""
+    x = Tensor(np.random.default_rng(seed).standard_normal((n, 3, 32, 32)).astype(np.float32))
+    return x, Tensor(np.arange(n, dtype=np.int32))
+
+
 def gradients(model, x, y):
     loss_fn = lambda images, labels: ops.cross_entropy(model(images), labels)  # noqa: E731
     loss, grads = ms.value_and_grad(loss_fn, None, model.trainable_params())(x, y)
@@ -31,11 +49,8 @@ def gradients(model, x, y):
 def test_handwritten_backward_gives_autodiff_gradients(gelu):
     kwargs = dict(num_classes=5, image_size=32, patch_size=8, depth=2, embed_dim=48, num_heads=3, gelu=gelu)
     plain = create_model("vit_ti16", **kwargs)
-    custom = create_model("vit_ti16", formulation=Formulation(backward="handwritten"), **kwargs)
-    ms.load_param_into_net(custom, {p.name: Parameter(p.data.copy(), p.name) for p in plain.get_parameters()})
-    rng = np.random.default_rng(0)
-    x = Tensor(rng.standard_normal((4, 3, 32, 32)).astype(np.float32))
-    y = Tensor(np.array([0, 1, 2, 3], np.int32))
+    custom = twin(plain, Formulation(backward="handwritten"), **kwargs)
+    x, y = image_batch(0)
     loss_a, grads_a = gradients(plain, x, y)
     loss_b, grads_b = gradients(custom, x, y)
     assert loss_a == pytest.approx(loss_b, rel=1e-6)
@@ -63,15 +78,12 @@ def test_a_deliberately_wrong_bprop_changes_the_gradients(monkeypatch):
     from vit_ms.models import handwritten
 
     kwargs = dict(num_classes=5, image_size=32, patch_size=8, depth=1, embed_dim=32, num_heads=2)
-    rng = np.random.default_rng(0)
-    x = Tensor(rng.standard_normal((2, 3, 32, 32)).astype(np.float32))
-    y = Tensor(np.array([0, 1], np.int32))
+    x, y = image_batch(0, n=2)
     ms.set_seed(0)
     good = create_model("vit_ti16", formulation=Formulation(backward="handwritten"), **kwargs)
     _, right = gradients(good, x, y)
     monkeypatch.setattr(handwritten.HandwrittenSoftmax, "bprop", lambda self, x, out, dout: (dout * 0.0,))
-    bad = create_model("vit_ti16", formulation=Formulation(backward="handwritten"), **kwargs)
-    ms.load_param_into_net(bad, {p.name: Parameter(p.data.copy(), p.name) for p in good.get_parameters()})
+    bad = twin(good, Formulation(backward="handwritten"), **kwargs)
     _, wrong = gradients(bad, x, y)
     qkv = [p.name for p in good.trainable_params()].index("blocks.0.attn.qkv.weight")
     assert np.abs(right[qkv] - wrong[qkv]).max() > 1e-6
@@ -82,9 +94,9 @@ def test_checkpoints_move_between_formulations():
     a = create_model("vit_ti16", formulation=Formulation("matmul", "standard", "handwritten"), **kwargs)
     b = create_model("vit_ti16", formulation=Formulation("conv", "standard", "autodiff"), **kwargs)
     assert [p.name for p in a.get_parameters()] == [p.name for p in b.get_parameters()]
-    ms.load_param_into_net(b, {p.name: Parameter(p.data.copy(), p.name) for p in a.get_parameters()}, strict_load=True)
+    copy_weights(a, b)
     a.set_train(False), b.set_train(False)
-    x = Tensor(np.random.default_rng(2).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    x, _ = image_batch(2, n=2)
     assert np.abs(a(x).asnumpy() - b(x).asnumpy()).max() < 1e-5
 
 
@@ -92,11 +104,8 @@ def test_bias_gemm_gives_autodiff_gradients_in_float32():
     kwargs = dict(num_classes=5, image_size=32, patch_size=8, depth=2, embed_dim=48, num_heads=3,
                   representation_size=16)
     plain = create_model("vit_ti16", **kwargs)
-    gemm = create_model("vit_ti16", formulation=Formulation(bias_grad="gemm"), **kwargs)
-    ms.load_param_into_net(gemm, {p.name: Parameter(p.data.copy(), p.name) for p in plain.get_parameters()})
-    rng = np.random.default_rng(3)
-    x = Tensor(rng.standard_normal((4, 3, 32, 32)).astype(np.float32))
-    y = Tensor(np.array([0, 1, 2, 3], np.int32))
+    gemm = twin(plain, Formulation(bias_grad="gemm"), **kwargs)
+    x, y = image_batch(3)
     _, grads_a = gradients(plain, x, y)
     _, grads_b = gradients(gemm, x, y)
     for p, a, b in zip(plain.trainable_params(), grads_a, grads_b):
@@ -106,11 +115,8 @@ def test_bias_gemm_gives_autodiff_gradients_in_float32():
 def test_bias_gemm_matches_autodiff_under_o2():
     kwargs = dict(num_classes=5, image_size=32, patch_size=8, depth=1, embed_dim=32, num_heads=2)
     plain = create_model("vit_ti16", **kwargs)
-    gemm = create_model("vit_ti16", formulation=Formulation(bias_grad="gemm"), **kwargs)
-    ms.load_param_into_net(gemm, {p.name: Parameter(p.data.copy(), p.name) for p in plain.get_parameters()})
-    rng = np.random.default_rng(4)
-    x = Tensor(rng.standard_normal((4, 3, 32, 32)).astype(np.float32))
-    y = Tensor(np.array([0, 1, 2, 3], np.int32))
+    gemm = twin(plain, Formulation(bias_grad="gemm"), **kwargs)
+    x, y = image_batch(4)
     results = []
     for model in (plain, gemm):
         ms.amp.auto_mixed_precision(model, "O2")
@@ -127,15 +133,13 @@ def test_the_bias_gemm_bprop_is_the_one_used(monkeypatch):
     from vit_ms.models import handwritten
 
     kwargs = dict(num_classes=5, image_size=32, patch_size=8, depth=1, embed_dim=32, num_heads=2)
-    x = Tensor(np.random.default_rng(5).standard_normal((2, 3, 32, 32)).astype(np.float32))
-    y = Tensor(np.array([0, 1], np.int32))
+    x, y = image_batch(5, n=2)
     good = create_model("vit_ti16", formulation=Formulation(bias_grad="gemm"), **kwargs)
     _, right = gradients(good, x, y)
     original = handwritten.BiasGemmLinear.bprop
     monkeypatch.setattr(handwritten.BiasGemmLinear, "bprop",
                         lambda self, x, w, b, out, dout: tuple(2.0 * g for g in original(self, x, w, b, out, dout)))
-    bad = create_model("vit_ti16", formulation=Formulation(bias_grad="gemm"), **kwargs)
-    ms.load_param_into_net(bad, {p.name: Parameter(p.data.copy(), p.name) for p in good.get_parameters()})
+    bad = twin(good, Formulation(bias_grad="gemm"), **kwargs)
     _, doubled = gradients(bad, x, y)
     head = [p.name for p in good.trainable_params()].index("head.bias")
     np.testing.assert_allclose(doubled[head], 2.0 * right[head], rtol=1e-5)

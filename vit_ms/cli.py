@@ -4,8 +4,9 @@ import argparse
 from .config import Config, load_config
 
 
-def base_parser(description: str, config_required: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
+def base_parser(description: str, config_required: bool = True, **kwargs) -> argparse.ArgumentParser:
+    """A parser with --config, --set and --debug; `kwargs` go to argparse.ArgumentParser (prog, formatter_class)."""
+    parser = argparse.ArgumentParser(description=description, **kwargs)
     parser.add_argument("--config", required=config_required, default=None,
                         help="YAML config: a path, or a name in configs/ such as vit_b16.yaml"
                              + ("" if config_required else " (default: the one the checkpoint records)"))

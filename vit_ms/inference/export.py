@@ -19,7 +19,6 @@ its GeLU export is the tanh approximation. So for ONNX only, each exact GELU is 
 Softsign where it calls erf, and every Softsign node of the exported graph is then retyped to ONNX Erf (opset
 9+): the file computes the exact GELU and the model in vit_ms/models is unchanged.
 """
-import argparse
 import json
 import math
 import os
@@ -30,11 +29,11 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..cli import add_weights_argument, base_parser
 from ..config import Config
 from ..errors import UserError
 from ..fs import prove_writable
 from .exported import FORMATS, INPUT_NAME, OUTPUT_NAME, open_exported_runner, sidecar_path
-from ..cli import add_weights_argument
 from .loader import load_for_inference
 
 ONNX_OPSET = 11  # what MindSpore 2.10 writes
@@ -299,8 +298,7 @@ def export(ckpt: str, fmt: str, batch: Batch = 1, out: Optional[str] = None, che
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vit_ms.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=None, help="YAML config (default: the one the checkpoint records)")
+    parser = base_parser(__doc__.split("\n\n")[0], config_required=False, prog="python -m vit_ms.export")
     parser.add_argument("--ckpt", required=True, help="checkpoint to export (e.g. runs/<name>/best.ckpt)")
     parser.add_argument("--format", required=True, choices=list(FORMATS), help="mindir or onnx")
     parser.add_argument("--batch", default="1", help="fixed batch size N (default 1) or 'dynamic' (MindIR only)")
@@ -308,9 +306,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                      "format's suffix); the sidecar is <out>.json")
     parser.add_argument("--no-check", dest="check", action="store_false",
                         help="skip running the exported file against the model")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key (repeatable)")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     add_weights_argument(parser)
     args = parser.parse_args(argv)
     batch = parse_batch(args.batch)
