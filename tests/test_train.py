@@ -320,3 +320,27 @@ def test_accumulated_run_counts_optimizer_steps(tiny_imagenet, tmp_path):
     assert (plan["batch_size"], plan["accum_steps"], plan["global_batch_size"]) == (4, 2, 8)
     assert [r["step"] for r in records(run_dir)] == [24 // 8]
     assert "epoch 1 step 3/3" in (run_dir / "train.log").read_text()
+
+
+def test_another_batch_size_resumes_at_an_epoch_boundary_and_is_refused_mid_epoch(tiny_imagenet, tmp_path):
+    from vit_ms.config import load_config
+    from vit_ms.errors import ConfigError
+    from vit_ms.plan import resolve_plan
+    from vit_ms.runtime import Runtime
+    from vit_ms.train.checkpoint import CheckpointMeta, TrainState, save_checkpoint
+    from vit_ms.train.trainer import load_resume
+    from tiny import tiny_model
+
+    run("train.py", "--config", "demo.yaml", *overrides(tiny_imagenet, tmp_path, "train.epochs=1"))  # 6 steps of 4
+    out = run("train.py", "--config", "demo.yaml", *overrides(tiny_imagenet, tmp_path, "train.epochs=2",
+                                                              "train.batch_size=8"), "--resume", "auto")
+    assert "optimizer step 6 -> 3 (epoch 1 x 3 steps)" in out.stderr
+    assert [r["step"] for r in records(tmp_path / "r")] == [6, 6]  # epoch 2 took 3 steps of 8, from step 3
+
+    mid = tmp_path / "mid.ckpt"
+    save_checkpoint(tiny_model(), mid, TrainState(epoch=1, step_in_epoch=2, global_step=8),
+                    CheckpointMeta(plan={"global_batch_size": 4}))
+    plan = resolve_plan(load_config("demo", ["train.batch_size=8"]), Runtime("CPU"))
+    with pytest.raises(ConfigError, match=r"middle of epoch 2 with a global batch of 4, but this run's global "
+                                          r"batch is 8"):
+        load_resume(str(mid), tmp_path, plan)

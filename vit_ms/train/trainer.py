@@ -159,6 +159,20 @@ def restore(train_step, model, resume: Resume) -> None:
              st.global_step)
 
 
+def rebase_steps(train_step, resume: Resume, plan: RunPlan, steps_per_epoch: int) -> None:
+    """A run resumed at an epoch boundary with another global batch: the optimizer-step count, which positions
+    the lr schedule, becomes completed epochs x the new steps per epoch (mid-epoch changes are refused earlier)."""
+    recorded = (resume.meta.plan or {}).get("global_batch_size")
+    if resume.params is None or recorded in (None, plan.global_batch_size):
+        return
+    st = resume.state
+    rebased = st.epoch * steps_per_epoch
+    log.info("resumed with a global batch of %d instead of %d: optimizer step %d -> %d (epoch %d x %d steps)",
+             plan.global_batch_size, recorded, st.global_step, rebased, st.epoch, steps_per_epoch)
+    st.global_step = rebased
+    train_step.optimizer.global_step.set_data(ms.Tensor([rebased], ms.int32))
+
+
 def write_run_files(run_dir: Path, cfg: Config, plan: RunPlan, class_names: List[str]) -> None:
     save_config(cfg, run_dir / "config.yaml")
     (run_dir / "plan.json").write_text(json.dumps(plan.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -234,6 +248,7 @@ def train_in(cfg: Config, plan: RunPlan, run_dir: Path, resume: Optional[str], c
     initial_weights(model, cfg, resumed, cache_dir)
     train_step, lrs = build_step(cfg, plan, model, info.steps_per_epoch)
     restore(train_step, model, resumed)
+    rebase_steps(train_step, resumed, plan, info.steps_per_epoch)
     if train_step.ema is not None and resumed.params is not None:
         resume_ema(train_step.ema, list(train_step.weights), resumed.params, resumed.path)
 
