@@ -38,6 +38,10 @@ def test_benchmark_smoke_with_mindcv_comparison():
         assert math.isfinite(r["loss_first"]) and math.isfinite(r["loss_last"])
     assert all(r["first_step_s"] > 0 for r in by_kind["compile"])
     assert all(r["peak_bytes"] > 0 and "RSS" in r["source"] for r in by_kind["memory"])
+    # measured in a spawned process per model (a tiny model adds nothing above the imports' peak, so >= 0)
+    assert all(isinstance(r["growth_bytes"], int) and 0 <= r["growth_bytes"] < r["peak_bytes"]
+               and "fresh process" in r["growth_source"] for r in by_kind["memory"])
+    assert "first train step's memory growth, GB" in proc.stdout
     assert all(r["train_gflops_per_sec"] > 0 and 0 < r["mfu"] < 1 for r in by_kind["utilisation"])
     peak = by_kind["matmul_peak"][0]
     assert peak["numpy_gflops"] > 0 and peak["mindspore_gflops"] > 0
