@@ -127,10 +127,21 @@ def build_training(cfg: Config, plan: RunPlan, model, steps: int, decay_rule=Non
     return build_train_step(model, optimizer, cfg, plan)
 
 
-def peak_memory(device_target: str) -> dict:
-    if device_target == "CPU":  # ru_maxrss is in KiB on Linux
+def peak_rss() -> dict:
+    """The process's peak resident set: VmHWM from /proc/self/status (Linux; reset for a spawned process, where
+    getrusage's ru_maxrss starts at the parent's peak), else ru_maxrss."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+        return {"peak_bytes": kib * 1024, "source": "process peak RSS (/proc/self/status VmHWM)"}
+    except (OSError, StopIteration, ValueError, IndexError):  # ru_maxrss is in KiB on Linux
         return {"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                 "source": "process peak RSS (getrusage ru_maxrss)"}
+
+
+def peak_memory(device_target: str) -> dict:
+    if device_target == "CPU":
+        return peak_rss()
     return {"peak_bytes": int(ms.runtime.max_memory_allocated()), "source": "mindspore.runtime.max_memory_allocated"}
 
 
