@@ -3,7 +3,6 @@ import pytest
 import yaml
 
 from vit_ms.config import Config, load_config, resolve_config_path, save_config
-from vit_ms.plan import per_device_batch
 from vit_ms.errors import ConfigError
 
 
@@ -95,14 +94,6 @@ def test_yaml_is_read_with_the_safe_loader(tmp_path):
     path.write_text("train: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(str(path))
-
-
-def test_global_batch_is_split_over_devices_or_rejected():
-    cfg = load_config("vit_b16", ["train.global_batch_size=1024"])
-    assert per_device_batch(cfg, 8) == 128
-    assert per_device_batch(load_config("vit_b16"), 8) == 128  # batch_size is per device by default
-    with pytest.raises(ConfigError, match=r"train.global_batch_size=1024 is not divisible by the 3 devices"):
-        per_device_batch(cfg, 3)
 
 
 def test_recipe_configs_say_what_their_papers_do():

@@ -11,8 +11,13 @@ from PIL import Image
 from test_data import SIZE, batches, encoded, make_cfg, noise_image, write_bad, write_odd_modes
 from vit_ms.config import DataConfig
 from vit_ms.data import build_eval_transforms, build_train_transforms, create_dataset, load_image_rgb
-from vit_ms.data.decode import cpp_decodable, jpeg_frame, read_encoded
+from vit_ms.data.decode import cpp_frame, jpeg_frame, read_encoded
 from vit_ms.data.images import BadImage
+
+
+def cpp_decodable(data: bytes) -> bool:
+    """True when the pipeline hands these bytes to MindSpore's C++ decoder."""
+    return cpp_frame(data) is not None
 
 
 def photo(width: int = 120, height: int = 90, seed: int = 0) -> np.ndarray:

@@ -8,7 +8,7 @@ from vit_ms.errors import ConfigError
 from vit_ms.models import model_from_plan
 from vit_ms.models.attention import DotProductAttention, FlashAttention
 from vit_ms.models.handwritten import HandwrittenErfGELU, HandwrittenSoftmax
-from vit_ms.plan import resolve_plan
+from vit_ms.plan import batch_and_accumulation, resolve_plan
 from vit_ms.runtime import Runtime
 
 
@@ -63,7 +63,7 @@ def test_batches_and_the_architecture_are_resolved_once():
     assert (plan.batch_size, plan.global_batch_size, plan.eval_batch_size) == (16, 64, 16)
     assert (plan.arch.patch_size, plan.arch.embed_dim, plan.arch.depth, plan.arch.num_heads) == (8, 64, 4, 4)
     assert plan.arch.mlp_ratio == 2.0  # demo.yaml sets it; the variant default is 4
-    record = json.loads(plan.to_json())
+    record = json.loads(json.dumps(plan.to_dict()))  # as plan.json and checkpoints store it
     assert record["arch"]["embed_dim"] == 64 and record["formulation"]["backward"] == "handwritten"
     assert "batch 16 per device, 64 global" in plan.describe()
 
@@ -106,3 +106,12 @@ def test_recompute_blocks_marks_every_block_and_keeps_the_losses():
     finally:
         ms.set_context(mode=mode)
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_global_batch_is_split_over_devices_or_rejected():
+    cfg = load_config("vit_b16", ["train.global_batch_size=1024"])
+    assert batch_and_accumulation(cfg, 8)[0] == 128
+    per_device = load_config("vit_b16", ["train.global_batch_size=0"])  # train.batch_size is per device
+    assert batch_and_accumulation(per_device, 8) == (128, 1)
+    with pytest.raises(ConfigError, match=r"train.global_batch_size=1024 is not divisible by the 3 devices"):
+        batch_and_accumulation(cfg, 3)

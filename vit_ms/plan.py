@@ -8,7 +8,6 @@ The model, the train step, the data and the logs take their decisions from `plan
 MindSpore's global context or the environment for them. The plan is logged once at start, written to
 `<run_dir>/plan.json` and stored in every checkpoint beside the config.
 """
-import json
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional, Tuple
 
@@ -58,9 +57,6 @@ class RunPlan:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
     def describe(self) -> str:
         """One line for the log."""
         a, f = self.arch, self.formulation
@@ -109,11 +105,6 @@ def batch_and_accumulation(cfg: Config, world_size: int, notes: Optional[List[st
                      f"{world_size} device(s) is {share} images each, more than train.batch_size={t.batch_size}: "
                      f"{accum} micro-batches of {share // accum})")
     return share // accum, accum
-
-
-def per_device_batch(cfg: Config, world_size: int) -> int:
-    """The micro-batch each device trains on (see `batch_and_accumulation`)."""
-    return batch_and_accumulation(cfg, world_size)[0]
 
 
 def resolve_amp_level(level: str, device_target: str) -> str:

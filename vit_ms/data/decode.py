@@ -76,10 +76,6 @@ def cpp_frame(data: bytes) -> Optional[JpegFrame]:
     return frame if ordinary else None
 
 
-def cpp_decodable(data: bytes) -> bool:
-    return cpp_frame(data) is not None
-
-
 def rgb_to_bmp(image: np.ndarray) -> bytes:
     """(H, W, 3) uint8 RGB -> an uncompressed 24-bit BMP file's bytes."""
     buf = io.BytesIO()

@@ -70,11 +70,6 @@ def build_train_transforms(cfg: DataConfig, image_size: int, encoded: bool = Fal
     return ops + colour + final
 
 
-def eval_resize_size(cfg: DataConfig, image_size: int) -> int:
-    """Shorter side before the center crop: floor(image_size / crop_pct)."""
-    return int(math.floor(image_size / cfg.crop_pct))
-
-
 def build_eval_transforms(cfg: DataConfig, image_size: int, encoded: bool = False) -> list:
     """Resize the shorter side to floor(image_size / crop_pct), center crop, normalise, HWC2CHW.
 
