@@ -264,9 +264,10 @@ def test_bad_files_are_skipped_counted_and_warned(tiny_imagenet, caplog):
 
 
 def test_files_found_bad_only_when_decoded(tiny_imagenet, caplog):
-    """Damaged image data passes the header scan, and files can change after it: skip replaces, error raises."""
+    """Damaged image data passes the header scan, and files can change after it: the Python reader replaces each
+    with the next sample and names it, or raises. (The C++ reader: tests/test_native_source.py.)"""
     corrupt = write_bad(tiny_imagenet / "val" / "class_0", "corrupt_data")
-    cfg = make_cfg(tiny_imagenet)
+    cfg = make_cfg(tiny_imagenet, reader="python")
     dataset, info = create_dataset(cfg, "val", False, batch_size=4)
     assert info.num_samples == N_VAL + 1 and not info.bad_files
     changed = tiny_imagenet / "val" / "class_1" / "0001.png"
@@ -318,12 +319,15 @@ def test_preprocess_eval_equals_the_val_pipeline(tiny_imagenet):
 def test_transform_lists():
     cfg = DataConfig(auto_augment="randaug-m9-mstd1.0-inc1")
     names = [type(op).__name__ for op in build_train_transforms(cfg, SIZE)]
-    assert names == ["RandomResizedCrop", "RandomHorizontalFlip", "RandAugment", "Normalize", "HWC2CHW",
-                     "RandomErasing"]
+    assert names == ["RandomResizedCrop", "RandomHorizontalFlip", "RandAugment"]  # then batch_ops.BatchFinish
     rand_augment = build_train_transforms(cfg, SIZE)[2]
     assert rand_augment.ops[0].magnitude_std == 1.0  # the policy's mstd is honoured
-    assert [type(op).__name__ for op in build_eval_transforms(cfg, SIZE)] == ["Resize", "CenterCrop", "Normalize",
-                                                                               "HWC2CHW"]
+    assert [type(op).__name__ for op in build_eval_transforms(cfg, SIZE)] == ["Resize", "CenterCrop"]
+    assert [type(op).__name__ for op in build_eval_transforms(cfg, SIZE, encoded=True)] == ["Decode", "Resize",
+                                                                                             "CenterCrop"]
+    jitter = DataConfig(auto_augment="", color_jitter=0.4)
+    assert [type(op).__name__ for op in build_train_transforms(jitter, SIZE, encoded=True)] == [
+        "RandomCropDecodeResize", "RandomHorizontalFlip", "RandomColorAdjust"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -352,6 +356,17 @@ def test_epoch_order_is_reproducible_and_resumable(tiny_imagenet):
     assert resumed[1] == from_zero[2]  # then whole epochs again
     capped = epochs(2, steps_per_epoch=2)
     assert capped == [from_zero[0][:8], from_zero[1][:8]]
+
+
+def test_a_pipeline_resumed_mid_epoch_erases_and_mixes_as_the_uninterrupted_one(tiny_imagenet):
+    cfg = no_random_aug(make_cfg(tiny_imagenet))
+    cfg.data.re_prob, cfg.data.mixup, cfg.data.cutmix = 0.5, 0.8, 1.0  # per batch: seeded by (seed, epoch, batch)
+    full = batches(create_dataset(cfg, "train", True, batch_size=4)[0], num_epochs=2)
+    resumed = batches(create_dataset(cfg, "train", True, batch_size=4, start_epoch=0, skip_steps=2)[0], num_epochs=2)
+    for (images, labels), (expected_images, expected_labels) in zip(resumed[0] + resumed[1], full[0][2:] + full[1]):
+        np.testing.assert_array_equal(images, expected_images)
+        np.testing.assert_array_equal(labels, expected_labels)
+    assert labels.shape == (4, 3) and not np.array_equal(full[0][0][1], full[1][0][1])  # soft labels, new draws
 
 
 def test_train_shards_are_equal_and_disjoint(tiny_imagenet):
@@ -447,9 +462,9 @@ def test_batch_mixup_matches_a_numpy_reference(mixup_alpha, cutmix_alpha, seed):
     images = np.random.default_rng(100 + seed).normal(size=(5, 3, 8, 8)).astype(np.float32)
     labels = np.array([0, 1, 2, 3, 1], dtype=np.int32)
     cfg = DataConfig(mixup=mixup_alpha, cutmix=cutmix_alpha, mixup_prob=0.9, mixup_switch_prob=0.5)
-    mix = build_mixup(cfg, num_classes=4, label_smoothing=0.1, seed=(seed,))
+    mix = build_mixup(cfg, num_classes=4, label_smoothing=0.1)
     before = images.copy()
-    mixed, soft = mix(images, labels)
+    mixed, soft = mix(images, labels, np.random.default_rng([seed]))
     expected, expected_soft = reference_mix(before, labels, [seed], mixup_alpha, cutmix_alpha, 0.9, 0.5, 0.1, 4)
     np.testing.assert_allclose(mixed, expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(soft, expected_soft, rtol=1e-5, atol=1e-6)

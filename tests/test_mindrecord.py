@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import mindspore.dataset as ds
+import numpy as np
 import pytest
 
 import vit_ms.data.mindrecord as mindrecord
@@ -132,6 +133,15 @@ def test_shuffled_every_epoch_and_resumed_mid_epoch(converted):
     it = dataset.create_tuple_iterator(num_epochs=3, output_numpy=True)  # epochs counted from 0, as Model.train
     resumed = [signatures([(img, lab) for img, lab in it]) for _ in range(2)]
     assert resumed == [full[1][2 * 4:], full[2]]
+    cfg.data.re_prob, cfg.data.mixup, cfg.data.cutmix = 0.5, 0.8, 1.0  # per-batch draws resume too
+    whole = list(create_dataset(cfg, "train", True, batch_size=4, start_epoch=1)[0].create_tuple_iterator(
+        num_epochs=2, output_numpy=True))  # epoch 1
+    dataset, _ = create_dataset(cfg, "train", True, batch_size=4, start_epoch=1, skip_steps=2)
+    resumed = list(dataset.create_tuple_iterator(num_epochs=2, output_numpy=True))
+    assert len(resumed) == len(whole) - 2 and len(whole) == 6
+    for (images, labels), (expected_images, expected_labels) in zip(resumed, whole[2:]):
+        np.testing.assert_array_equal(images, expected_images)
+        np.testing.assert_array_equal(labels, expected_labels)
 
 
 def test_wrong_root_and_checkpoint_classes(converted, tmp_path):

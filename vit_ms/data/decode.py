@@ -14,6 +14,7 @@ So every file PIL accepted is still accepted with the same RGB pixels, and a fil
 BadImage in the source, where the pipeline replaces and reports it.
 """
 import io
+import os
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -24,6 +25,7 @@ from .images import BadImage, decode_image
 _SOI = b"\xff\xd8"
 _EOI = b"\xff\xd9"
 _TAIL_BYTES = 1024  # as images.check_image: where a complete JPEG's end marker must be
+_HEAD_BYTES = 1 << 17  # a JPEG's frame header follows its APPn segments (at most 64 KiB each, EXIF usually one)
 _CPP_SOF = (0xC0, 0xC1, 0xC2)  # baseline, extended sequential, progressive (Huffman)
 # Markers without a length field (RST0-7, TEM); every other marker before SOF is followed by a 2-byte length.
 _STANDALONE = set(range(0xD0, 0xD8)) | {0x01}
@@ -74,6 +76,20 @@ def cpp_frame(data: bytes) -> Optional[JpegFrame]:
                 and frame.components in (1, 3) and frame.height > 0 and frame.width > 0
                 and data.rfind(_EOI, max(0, len(data) - _TAIL_BYTES)) >= 0)
     return frame if ordinary else None
+
+
+def cpp_readable_file(path: str) -> bool:
+    """Whether the C++ decoder reads the file `path` as is (`cpp_frame` of its head and tail); False for anything
+    else, also when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_HEAD_BYTES)
+            if len(head) == _HEAD_BYTES:
+                f.seek(max(_HEAD_BYTES, os.fstat(f.fileno()).st_size - _TAIL_BYTES))
+                head += f.read()
+    except OSError:
+        return False
+    return cpp_frame(head) is not None
 
 
 def rgb_to_bmp(image: np.ndarray) -> bytes:

@@ -4,18 +4,20 @@ Classes are the sorted names of the split's sub-folders (hidden ones, starting w
 are found recursively under each class folder and sorted. Only files with an image extension (.jpg .jpeg
 .png .bmp .gif .tif .tiff .webp, any case) are listed; other files are ignored and counted in a log line.
 Every listed file gets the cheap `check_image` (header, size, end marker), never a full decode unless its
-end looks wrong. The result is kept in an index cache outside the dataset (`index_cache`), so later starts
-only stat the folders; nothing is written inside the dataset folder.
+end looks wrong, and is marked when MindSpore's C++ decoder cannot read it as it is (`decode.cpp_readable_file`).
+The result is kept in an index cache outside the dataset (`index_cache`), so later starts only stat the
+folders; nothing is written inside the dataset folder.
 """
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from ..config import DataConfig
 from ..errors import DataError, suggest
+from .decode import cpp_readable_file
 from .images import IMAGE_EXTENSIONS, bad_image_error, check_image, is_image_file
 from .index_cache import ClassScan, load_index, save_index
 
@@ -31,6 +33,7 @@ class SplitIndex:
     classes: List[str]  # label i is classes[i]
     samples: List[Tuple[str, int]] = field(default_factory=list)  # (path, label) of usable files, sorted
     bad: List[Tuple[str, str]] = field(default_factory=list)  # (path, reason) of files left out
+    pil: Set[str] = field(default_factory=set)  # paths of samples MindSpore's C++ decoder cannot read as they are
 
 
 def list_classes(split_dir: Path) -> List[str]:
@@ -69,6 +72,8 @@ def _check_class(class_dir: Path, max_pixels: int) -> ClassScan:
         reason = check_image(path, max_pixels)
         if reason is not None:
             scan.bad[rel] = reason
+        elif not cpp_readable_file(path):
+            scan.pil.append(rel)
     return scan
 
 
@@ -193,6 +198,7 @@ def _build_index(split_dir: Path, labels: List[str], scans: Dict[str, ClassScan]
             raise bad_image_error(prefix + first, scan.bad[first])
         index.samples.extend((prefix + rel, label) for rel in scan.files if rel not in scan.bad)
         index.bad.extend((prefix + rel, scan.bad[rel]) for rel in scan.files if rel in scan.bad)
+        index.pil.update(prefix + rel for rel in scan.pil)
         if len(scan.bad) == len(scan.files):
             empty.append(name)
     _report(split_dir, index, empty, ignored)

@@ -3,11 +3,13 @@
 One JSON file per split folder, in `data.index_cache_dir` (default `~/.cache/vit_ms/index`), named by a hash
 of the split folder's absolute path. It holds, per class folder, the modification time of that folder and of
 every sub-folder under it, the files found (relative paths) with the scan's verdict (None, or why a file is
-unusable) and the count of ignored non-image files:
+unusable), the usable files MindSpore's C++ decoder cannot read as they are (`pil`: PNG, CMYK JPEG, ...) and the
+count of ignored non-image files:
 
-    {"version": 1, "split_dir": "/data/imagenet/train", "max_pixels": 178956970,
+    {"version": 2, "split_dir": "/data/imagenet/train", "max_pixels": 178956970,
      "classes": {"n01440764": {"dirs": {"": 1712345678901234567}, "files": ["a.JPEG", ...],
-                               "bad": {"b.JPEG": "zero bytes (empty file)"}, "ignored": 0}, ...}}
+                               "bad": {"b.JPEG": "zero bytes (empty file)"}, "pil": ["c.JPEG"], "ignored": 0},
+                 ...}}
 
 Adding, removing or renaming a file changes the mtime of the folder holding it, so a class whose recorded
 folders all keep their mtimes is reused as it is and any other class is scanned again (only that class).
@@ -20,13 +22,13 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
 logger = logging.getLogger("vit_ms")
 
-VERSION = 1  # bump when the scan's verdicts or the file layout change: older files are then ignored
+VERSION = 2  # bump when the scan's verdicts or the file layout change: older files are then ignored
 OFF = "off"  # data.index_cache_dir value that disables the cache
 
 
@@ -37,6 +39,7 @@ class ClassScan:
     files: List[str]  # image paths relative to the class folder, sorted as the scan lists them
     bad: Dict[str, str]  # those of `files` that are unusable -> why
     ignored: int  # files without an image extension
+    pil: List[str] = field(default_factory=list)  # usable `files` only PIL decodes (vit_ms.data.decode)
 
     def is_current(self, class_dir: Path) -> bool:
         """True when every recorded folder still exists with the recorded mtime (one stat per folder)."""
@@ -84,7 +87,7 @@ def load_index(cache_dir: Path, split_dir: Path, max_pixels: int) -> Dict[str, C
         return {name: ClassScan(dirs={k: int(v) for k, v in entry["dirs"].items()},
                                 files=[str(rel) for rel in entry["files"]],
                                 bad={str(k): str(v) for k, v in entry["bad"].items()},
-                                ignored=int(entry["ignored"]))
+                                ignored=int(entry["ignored"]), pil=[str(rel) for rel in entry["pil"]])
                 for name, entry in data["classes"].items()}
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         logger.warning("ignoring the malformed index cache '%s' (%s: %s); scanning the folder", path,
@@ -96,7 +99,8 @@ def save_index(cache_dir: Path, split_dir: Path, max_pixels: int, classes: Dict[
     """Write the class scans atomically; returns the file, or None (with a warning) when it cannot be written."""
     path = cache_file(cache_dir, split_dir)
     data = {"version": VERSION, "split_dir": os.path.abspath(split_dir), "max_pixels": max_pixels,
-            "classes": {name: {"dirs": scan.dirs, "files": scan.files, "bad": scan.bad, "ignored": scan.ignored}
+            "classes": {name: {"dirs": scan.dirs, "files": scan.files, "bad": scan.bad, "pil": scan.pil,
+                                 "ignored": scan.ignored}
                         for name, scan in classes.items()}}
     tmp = None
     try:

@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Set, Tuple
 
 import mindspore.dataset as ds
 import numpy as np
@@ -32,6 +32,7 @@ class SplitData:
     num_samples: int
     bad: List[Tuple[str, str]]  # (path, reason) left out
     samples: List[Tuple[str, int]] = field(default_factory=list)  # folder mode: (path, label)
+    pil: Set[str] = field(default_factory=set)  # folder mode: samples only PIL decodes
     files: List[str] = field(default_factory=list)  # MindRecord mode: shard files in order
     label_table: Optional[np.ndarray] = None  # MindRecord mode: recorded label -> label in `classes`
 

@@ -1,10 +1,12 @@
-"""`create_dataset`: folder scan -> sampler -> decode -> transforms -> batch -> mixup, for one shard.
+"""`create_dataset`: folder scan -> sampler -> decode -> per-image transforms -> batch + finish, for one shard.
 
 Columns out: `image` float32 (B, 3, S, S); `label` int32 (B,), or float32 (B, num_classes) soft labels when
-training with mixup / cutmix. The source reads each file's bytes (PIL decodes only what the C++ decoder
-cannot read, see `decode`); the first map op decodes in C++: RandomCropDecodeResize for training, Decode for
-evaluation. A file that turns out bad after the scan is replaced in the source by the next usable sample when
-data.on_bad_image=skip, so the number of batches per epoch never changes.
+training with mixup / cutmix. The source reads each file's bytes, in MindSpore's C++ reader (`native_source`)
+or in Python threads (`_FolderSource`: PIL decodes only what the C++ decoder cannot read, see `decode`); the first
+map op decodes in C++: RandomCropDecodeResize for training, Decode for evaluation. The per-image ops end in
+uint8 (S, S, 3); the batch op's `BatchFinish` normalises, erases and mixes whole batches (`batch_ops`). A file
+that turns out bad after the scan is replaced by another sample when data.on_bad_image=skip (the Python reader:
+by the next usable one, named in a warning), so the number of batches per epoch never changes.
 """
 import itertools
 import logging
@@ -25,8 +27,10 @@ from .folder import list_classes, read_class_names, scan_split
 from .images import BadImage, bad_image_error
 from .index_cache import resolve_cache_dir
 from .mindrecord_source import SplitData, mindrecord_dataset, open_split
+from .native_source import native_dataset
 from .sampler import EpochSampler
-from .transforms import build_eval_transforms, build_mixup, build_train_transforms
+from .batch_ops import BatchFinish, Normalizer, build_mixup
+from .transforms import build_eval_transforms, build_train_transforms
 
 logger = logging.getLogger("vit_ms")
 
@@ -64,6 +68,25 @@ class _FolderSource:
                 logger.warning("image file '%s' is unusable (%s); using the next sample in its place", path, err)
         raise DataError(f"{_MAX_REPLACEMENTS} consecutive images from '{self.samples[int(index)][0]}' on could "
                         f"not be decoded; check the dataset files")
+
+
+def _folder_reader(split_data: SplitData, sampler: EpochSampler, data, workers: int):
+    """The folder mode's source: MindSpore's C++ reader (`native_source`) unless data.reader says python or, with
+    auto, many files need PIL; else `_FolderSource` in Python threads."""
+    if data.reader != "python":
+        dataset = native_dataset(split_data.samples, split_data.pil, len(split_data.classes), sampler, workers,
+                                 data.max_image_pixels, forced=data.reader == "native")
+        if dataset is not None:
+            logger.info("reading the %d images of '%s' with MindSpore's C++ reader (data.reader=%s)",
+                        split_data.num_samples, split_data.where, data.reader)
+            return dataset
+    logger.info("reading the %d images of '%s' with Python threads (data.reader=%s)", split_data.num_samples,
+                split_data.where, data.reader)
+    # `workers` reader threads: one thread hands rows over with less CPU (alone: 11,000 vs 1,100 rows/s), but
+    # in the whole eval pipeline two threads gave 337 vs 229 images/s (reads overlap the hand-over).
+    return ds.GeneratorDataset(_FolderSource(split_data.samples, data.on_bad_image, data.max_image_pixels),
+                               column_names=["image", "label"], sampler=sampler, num_parallel_workers=workers,
+                               python_multiprocessing=False)
 
 
 def map_in_groups(dataset, ops: list, workers: int):
@@ -132,7 +155,8 @@ def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shar
         index = scan_split(Path(data.root), folder, data.on_bad_image, data.max_image_pixels, classes=classes,
                            classes_source=classes_source, exact_classes=training,
                            cache_dir=resolve_cache_dir(data.index_cache_dir), rescan=data.rescan)
-        split_data = SplitData(str(index.root), index.classes, len(index.samples), index.bad, samples=index.samples)
+        split_data = SplitData(str(index.root), index.classes, len(index.samples), index.bad, samples=index.samples,
+                               pil=index.pil)
     if training and len(split_data.classes) < 2:
         raise DataError(f"'{split_data.where}' has only one class folder ('{split_data.classes[0]}'): a classifier "
                         f"needs at least 2 classes to train (with one, every prediction is right and the loss is 0 "
@@ -149,6 +173,10 @@ def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shar
         raise ValueError(f"skip_steps={skip_steps} must be less than the {steps} steps of an epoch; to resume at "
                         f"an epoch boundary pass start_epoch={start_epoch + 1}, skip_steps=0")
 
+    # A sample whose map op fails (a file that stopped decoding since the scan) is replaced by an earlier healthy
+    # one when skipping bad images; MindSpore's warning names the file. The setting is global to the process.
+    ds.config.set_error_samples_mode(ds.config.ErrorSamplesMode.REPLACE if data.on_bad_image == "skip"
+                                     else ds.config.ErrorSamplesMode.RETURN)
     # Threads, not processes: the C++ decode and ops release the GIL, and python_multiprocessing was slower in
     # measurements (README, Performance: data).
     workers = min(data.num_parallel_workers, os.cpu_count() or 1)  # MindSpore rejects more workers than CPUs
@@ -163,21 +191,20 @@ def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shar
                                shard_id=shard_id, equal_shards=training, start_epoch=start_epoch,
                                skip=skip_steps * step_size, max_per_epoch=steps * step_size if steps_per_epoch else 0,
                                repeats=data.aug_repeats if training else 1)
-        # `workers` reader threads: one thread hands rows over with less CPU (alone: 11,000 vs 1,100 rows/s), but
-        # in the whole eval pipeline two threads gave 337 vs 229 images/s (reads overlap the hand-over).
-        dataset = ds.GeneratorDataset(_FolderSource(split_data.samples, data.on_bad_image, data.max_image_pixels),
-                                      column_names=["image", "label"], sampler=sampler, num_parallel_workers=workers,
-                                      python_multiprocessing=False)
+        dataset = _folder_reader(split_data, sampler, data, workers)
     ops = (build_train_transforms if training else build_eval_transforms)(data, cfg.model.image_size, encoded=True)
     if training and cfg.train.deterministic:  # Python ops share Python's RNG: one thread draws in row order
         dataset = dataset.map(operations=ops, input_columns="image", num_parallel_workers=1)
     else:
         dataset = map_in_groups(dataset, ops, workers)
-    dataset = dataset.batch(batch_size, drop_remainder=training)
-    mixup = build_mixup(data, len(split_data.classes), cfg.loss.label_smoothing,
-                        seed=(cfg.train.seed, shard_id, start_epoch)) if training else None
-    if mixup is not None:
-        dataset = dataset.map(operations=mixup, input_columns=["image", "label"], num_parallel_workers=1)
+    mixup = build_mixup(data, len(split_data.classes), cfg.loss.label_smoothing) if training else None
+    finish = BatchFinish(Normalizer(data.mean, data.std), re_prob=data.re_prob if training else 0.0, mixup=mixup,
+                         seed=(cfg.train.seed, shard_id), start_epoch=start_epoch,
+                         skip_batches=skip_steps * accum_steps if training else 0,
+                         epoch_base=0 if data.format == "mindrecord" and training else start_epoch)
+    # Each batch draws from its own generator (BatchFinish.rng), so several workers give the same batches.
+    dataset = dataset.batch(batch_size, drop_remainder=training, per_batch_map=finish,
+                            input_columns=["image", "label"], num_parallel_workers=workers)
     if training and accum_steps > 1:  # (k, B, ...): the micro-batches of one optimizer step
         dataset = dataset.batch(accum_steps, drop_remainder=True)
     if data.format == "mindrecord" and training and (start_epoch or skip_steps):

@@ -1,0 +1,150 @@
+"""The per-batch end of the pipeline: normalise, random erasing, mixup / cutmix, on whole batches in numpy.
+
+The per-image ops (crop, flip, RandAugment) hand on (S, S, 3) uint8 images; batching those moves a quarter of
+the bytes of float32 (3, S, S) ones, and one vectorised pass per batch replaces three per-image ops (Normalize,
+HWC2CHW, RandomErasing, the last a Python op that held the GIL per image). `BatchFinish` is that pass:
+
+    images (B, S, S, 3) uint8 -> (x - mean) / std as a table lookup -> (B, 3, S, S) float32
+    -> random erasing (train: each image with data.re_prob, MindSpore's RandomErasing box, value 0)
+    -> mixup / cutmix (train, when enabled: labels become (B, num_classes) float32 soft labels)
+
+Randomness comes from a generator seeded by (train.seed, shard, epoch, batch of the epoch), never from a shared
+one, so the result does not depend on which worker thread finishes a batch first and a run resumed in the middle
+of an epoch draws what the uninterrupted run drew.
+"""
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+from mindcv.data.mixup import mixup_target
+
+from ..config import DataConfig
+
+
+class Normalizer:
+    """uint8 (..., S, S, 3) RGB -> float32 (..., 3, S, S), (x - mean) / std per channel (0-255 mean and std).
+
+    A lookup table per channel computes exactly what MindSpore's Normalize computes, in float32, for each of the
+    256 values, and reads the (S, S, 3) layout straight into (3, S, S).
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        values = np.arange(256, dtype=np.float32)
+        self.table = np.stack([(values - np.float32(m)) / np.float32(s) for m, s in zip(mean, std)])  # (3, 256)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        out = np.empty(images.shape[:-3] + (3,) + images.shape[-3:-1], dtype=np.float32)
+        for c in range(3):
+            np.take(self.table[c], images[..., c], out=out[..., c, :, :])
+        return out
+
+
+def erase_box(rng: np.random.Generator, height: int, width: int, scale: Sequence[float] = (0.02, 0.33),
+              ratio: Sequence[float] = (0.3, 3.3), attempts: int = 10):
+    """(top, left, h, w) of a random erasing box as MindSpore's RandomErasing draws it (area fraction uniform in
+    `scale`, aspect ratio w/h uniform in `ratio`, fully inside the image), or None after `attempts` misses."""
+    for _ in range(attempts):
+        area = rng.uniform(*scale) * height * width
+        aspect = rng.uniform(*ratio)
+        w = int(round(math.sqrt(area * aspect)))
+        h = int(round(w / aspect))
+        if h < height and w < width:
+            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+    return None
+
+
+def random_erase(images: np.ndarray, prob: float, rng: np.random.Generator) -> np.ndarray:
+    """Zero (the mean colour, after normalisation) one random box in each image with probability `prob`, in place:
+    images (B, 3, S, S) float32, as mindcv's train transforms do per image with RandomErasing(value=0)."""
+    height, width = images.shape[-2:]
+    for image in images:
+        if rng.random() < prob:
+            box = erase_box(rng, height, width)
+            if box is not None:
+                top, left, h, w = box
+                image[:, top:top + h, left:left + w] = 0.0
+    return images
+
+
+class BatchMixup:
+    """Mixup or CutMix on a whole batch, mixing each image with the batch reversed (timm's "batch" mode).
+
+    images (B, 3, S, S) float32, labels (B,) int, rng -> images, soft labels (B, num_classes) float32.
+    Same maths as mindcv's Mixup (whose label code, `mixup_target`, is reused), but drawing from the generator
+    it is given: mindcv's draws from numpy's global RNG, shared with other pipeline threads, so no two runs
+    would mix alike. Label smoothing is folded into the soft labels, as in timm and mindcv.
+    """
+
+    def __init__(self, mixup_alpha: float, cutmix_alpha: float, prob: float, switch_prob: float,
+                 label_smoothing: float, num_classes: int):
+        self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
+        self.prob, self.switch_prob = prob, switch_prob
+        self.label_smoothing, self.num_classes = label_smoothing, num_classes
+
+    @staticmethod
+    def _cutmix(images: np.ndarray, lam: float, rng: np.random.Generator) -> float:
+        """Paste a box of area ~(1 - lam) from the reversed batch, in place; returns the corrected lam."""
+        h, w = images.shape[-2:]
+        cut = math.sqrt(1.0 - lam)
+        cy, cx = rng.integers(h), rng.integers(w)
+        y0, y1 = np.clip([cy - int(h * cut) // 2, cy + int(h * cut) // 2], 0, h)
+        x0, x1 = np.clip([cx - int(w * cut) // 2, cx + int(w * cut) // 2], 0, w)
+        images[:, :, y0:y1, x0:x1] = images[::-1, :, y0:y1, x0:x1].copy()
+        return 1.0 - (y1 - y0) * (x1 - x0) / float(h * w)
+
+    def __call__(self, images: np.ndarray, labels: np.ndarray, rng: np.random.Generator):
+        images = np.asarray(images, dtype=np.float32)  # (B, 3, S, S); copied only where written
+        lam = 1.0
+        if rng.random() < self.prob:
+            use_cutmix = self.cutmix_alpha > 0 and (self.mixup_alpha <= 0 or rng.random() < self.switch_prob)
+            alpha = self.cutmix_alpha if use_cutmix else self.mixup_alpha
+            lam = float(rng.beta(alpha, alpha))
+            if use_cutmix:
+                images = images.copy()
+                lam = self._cutmix(images, lam, rng)
+            else:
+                images = images * lam + images[::-1] * (1.0 - lam)
+        soft = mixup_target(np.asarray(labels), self.num_classes, lam, self.label_smoothing)  # (B, num_classes)
+        return images, soft.astype(np.float32, copy=False)
+
+
+def build_mixup(cfg: DataConfig, num_classes: int, label_smoothing: float) -> Optional[BatchMixup]:
+    """The batch op for cfg.mixup / cfg.cutmix alphas, or None when both are 0."""
+    if cfg.mixup <= 0 and cfg.cutmix <= 0:
+        return None
+    return BatchMixup(cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.mixup_switch_prob, label_smoothing, num_classes)
+
+
+class BatchFinish:
+    """`per_batch_map` of the pipeline's batch op: (images, labels, BatchInfo) -> (images, labels), see above.
+
+    images: B arrays (S, S, 3) uint8 -> (B, 3, S, S) float32; labels: B int32 -> (B,) int32, or (B, num_classes)
+    float32 with mixup. seed: (train.seed, shard id); start_epoch: the first epoch the pipeline yields, of which
+    `skip_batches` were left out (a resume in the middle of it); epoch_base: what to add to MindSpore's epoch
+    number to get the epoch (start_epoch when the pipeline counts from 0, 0 when a resumed MindDataset reports
+    the epoch itself).
+    """
+
+    def __init__(self, normalize: Normalizer, re_prob: float = 0.0, mixup: Optional[BatchMixup] = None,
+                 seed: Sequence[int] = (0, 0), start_epoch: int = 0, skip_batches: int = 0, epoch_base: int = 0):
+        self.normalize, self.re_prob, self.mixup = normalize, re_prob, mixup
+        self.seed, self.epoch_base = tuple(seed), epoch_base
+        self.start_epoch, self.skip_batches = start_epoch, skip_batches
+
+    def rng(self, epoch: int, batch: int) -> np.random.Generator:
+        """The generator of the `batch`-th batch the pipeline yields in its epoch numbered `epoch` by MindSpore."""
+        epoch += self.epoch_base
+        batch += self.skip_batches if epoch == self.start_epoch else 0
+        return np.random.default_rng(self.seed + (epoch, batch))
+
+    def __call__(self, images, labels, info):
+        out = self.normalize(np.stack(images))  # (B, 3, S, S)
+        labels = np.asarray(labels, dtype=np.int32)
+        if self.re_prob <= 0 and self.mixup is None:
+            return out, labels
+        rng = self.rng(info.get_epoch_num(), info.get_batch_num())
+        if self.re_prob > 0:
+            random_erase(out, self.re_prob, rng)
+        if self.mixup is None:
+            return out, labels
+        return self.mixup(out, labels, rng)
