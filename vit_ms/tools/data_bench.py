@@ -5,9 +5,10 @@
 Writes a folder of photo-sized JPEGs (500x375 by default, like ImageNet's; smooth colour waves plus noise,
 quality 90) to a temporary folder, builds every pipeline once with the config's transforms and workers:
 
-- ours: `vit_ms.data.create_dataset` (train: RandomCropDecodeResize, flip, RandAugment, normalise, random
-  erasing, mixup / cutmix; eval: Decode, resize, center crop, normalise), from the folder and, when the
-  MindRecord converter is available, from a MindRecord copy of it (`data.format: mindrecord`);
+- ours: `vit_ms.data.create_dataset` (train: RandomCropDecodeResize, flip, RandAugment, then per batch normalise,
+  random erasing, mixup / cutmix; eval: Decode, resize, center crop, then normalise), from the folder read by
+  MindSpore's C++ reader (`data.reader: native`, format "folder") and by Python threads ("folder-python"), and
+  from a MindRecord copy of it (`data.format: mindrecord`);
 - mindcv (--compare mindcv): `mindcv.data.create_dataset` + `create_transforms` + `create_loader` with the same
   size, scale, ratio, interpolation, policy, erasing, mixup / cutmix and workers,
 
@@ -109,19 +110,20 @@ def build_pipelines(cfg: Config, root: str, batch: int, workers: int, classes: i
     """(pipeline, split, format) -> a dataset to time, all built before any timing."""
     dcfg = copy.deepcopy(cfg)
     dcfg.data.root, dcfg.model.num_classes, dcfg.data.num_parallel_workers = root, classes, workers
-    dcfg.data.index_cache_dir = "off"
-    out = {("ours", "train", "folder"): create_dataset(dcfg, "train", True, batch_size=batch)[0]}
-    if compare:
-        out[(compare, "train", "folder")] = mindcv_pipeline(dcfg, root, "train", True, batch, workers, classes)
-    if mindrecord:
-        mcfg = copy.deepcopy(dcfg)
-        mcfg.data.root, mcfg.data.format = mindrecord, "mindrecord"
-        out[("ours", "train", "mindrecord")] = create_dataset(mcfg, "train", True, batch_size=batch)[0]
-    out[("ours", "eval", "folder")] = create_dataset(dcfg, "val", False, batch_size=batch)[0]
-    if compare:
-        out[(compare, "eval", "folder")] = mindcv_pipeline(dcfg, root, "val", False, batch, workers, classes)
-    if mindrecord:
-        out[("ours", "eval", "mindrecord")] = create_dataset(mcfg, "val", False, batch_size=batch)[0]
+    dcfg.data.index_cache_dir, dcfg.data.reader = "off", "native"
+    pcfg = copy.deepcopy(dcfg)
+    pcfg.data.reader = "python"
+    mcfg = copy.deepcopy(dcfg)
+    mcfg.data.root, mcfg.data.format = mindrecord, "mindrecord"
+    out = {}
+    for split, training in (("train", True), ("val", False)):
+        name = "train" if training else "eval"
+        out[("ours", name, "folder")] = create_dataset(dcfg, split, training, batch_size=batch)[0]
+        out[("ours", name, "folder-python")] = create_dataset(pcfg, split, training, batch_size=batch)[0]
+        if compare:
+            out[(compare, name, "folder")] = mindcv_pipeline(dcfg, root, split, training, batch, workers, classes)
+        if mindrecord:
+            out[("ours", name, "mindrecord")] = create_dataset(mcfg, split, training, batch_size=batch)[0]
     return out
 
 
@@ -171,11 +173,11 @@ def format_data_table(records: List[dict], config_name: str) -> str:
     lines = [f"data pipelines, {config_name} transforms: {first['images']} JPEGs of {first['file_px'][0]}x"
              f"{first['file_px'][1]} -> {first['crop_px']} px, batch {first['batch']}, {first['workers']} workers, "
              f"median of {len(first['images_per_sec_rounds'])} alternating rounds",
-             f"{'pipeline':10s}{'split':7s}{'format':12s}{'images/s':>10s}{'best':>8s}{'per worker':>12s}"
+             f"{'pipeline':10s}{'split':7s}{'format':15s}{'images/s':>10s}{'best':>8s}{'per worker':>12s}"
              f"{'per CPU-s':>11s}"
              f"{'cores/device':>14s}   (at {first['device_rate']:.0f} images/s per device)"]
     for r in rows:
-        lines.append(f"{r['pipeline']:10s}{r['split']:7s}{r['format']:12s}{r['images_per_sec']:10.1f}"
+        lines.append(f"{r['pipeline']:10s}{r['split']:7s}{r['format']:15s}{r['images_per_sec']:10.1f}"
                      f"{r['images_per_sec_best']:8.1f}{r['images_per_sec_per_worker']:12.1f}{r['images_per_cpu_second']:11.1f}"
                      f"{r['cores_per_device']:14.1f}")
     for r in records:
