@@ -4,6 +4,7 @@ import pytest
 from mindspore.dataset import vision
 
 from vit_ms.config import DataConfig
+from vit_ms.data import build_augment
 from vit_ms.data.batch_ops import BatchFinish, Normalizer, build_mixup, erase_box, random_erase
 
 MEAN, STD = DataConfig().mean, DataConfig().std
@@ -64,8 +65,9 @@ def test_random_erase_zeroes_one_box_in_about_prob_of_the_images():
 
 
 def finish(**kwargs) -> BatchFinish:
-    cfg = DataConfig(mixup=0.8, cutmix=1.0)
-    return BatchFinish(Normalizer(MEAN, STD), re_prob=0.5, mixup=build_mixup(cfg, 5, 0.1), seed=(3, 0), **kwargs)
+    cfg = DataConfig(mixup=0.8, cutmix=1.0)  # and RandAugment rand-m9-mstd0.5-inc1
+    return BatchFinish(Normalizer(MEAN, STD), augment=build_augment(cfg, 16), re_prob=0.5,
+                       mixup=build_mixup(cfg, 5, 0.1), seed=(3, 0), **kwargs)
 
 
 def test_batch_finish_shapes_and_eval_is_normalising_only():
@@ -77,6 +79,23 @@ def test_batch_finish_shapes_and_eval_is_normalising_only():
     out, labels_out = plain(images, labels, Info(0, 0))
     np.testing.assert_array_equal(out, Normalizer(MEAN, STD)(np.stack(images)))
     assert labels_out.dtype == np.int32 and labels_out.tolist() == labels
+
+
+def test_the_policy_is_applied_and_reproducible_across_threads():
+    """RandAugment draws from Python's and numpy's global RNGs: seeded per batch under a lock, so four threads
+    finishing the same batches in any order give what one thread gives."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    batches = [list(uint8_batch(n=8, seed=k)) for k in range(8)]
+    op = BatchFinish(Normalizer(MEAN, STD), augment=build_augment(DataConfig(), 16), seed=(1, 0))
+    one = [op(images, [0] * 8, Info(0, k))[0] for k, images in enumerate(batches)]
+    with ThreadPoolExecutor(4) as pool:
+        many = list(pool.map(lambda k: op(batches[k], [0] * 8, Info(0, k))[0], reversed(range(8))))[::-1]
+    for a, b in zip(one, many):
+        np.testing.assert_array_equal(a, b)
+    plain = [Normalizer(MEAN, STD)(np.stack(images)) for images in batches]
+    changed = np.mean([not np.array_equal(a[i], p[i]) for a, p in zip(one, plain) for i in range(8)])
+    assert 0.5 < changed  # most images are changed by at least one of the two ops (each applied with p = 0.5)
 
 
 def test_each_batch_draws_from_its_own_seed_whatever_the_call_order():

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from vit_ms.config import Config, DataConfig
-from vit_ms.data import (EpochSampler, build_eval_transforms, build_mixup, build_train_transforms, create_dataset,
-                         load_image_rgb, preprocess_eval, scan_split)
+from vit_ms.data import (EpochSampler, build_augment, build_eval_transforms, build_mixup, build_train_transforms,
+                         create_dataset, load_image_rgb, preprocess_eval, scan_split)
 from vit_ms.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -201,7 +201,7 @@ def test_create_dataset_config_errors(tiny_imagenet):
     with pytest.raises(DataError, match="extra_class"):
         create_dataset(make_cfg(tiny_imagenet), "val", False, batch_size=4)
     with pytest.raises(ConfigError, match="data.auto_augment"):
-        build_train_transforms(DataConfig(auto_augment="randaug-m9-bogus1"), SIZE)
+        build_augment(DataConfig(auto_augment="randaug-m9-bogus1"), SIZE)
     with pytest.raises(DataError, match="fewer than one batch"):
         create_dataset(make_cfg(tiny_imagenet), "train", True, batch_size=64)
     with pytest.raises(ValueError, match="start_epoch=3, skip_steps=0"):
@@ -319,9 +319,10 @@ def test_preprocess_eval_equals_the_val_pipeline(tiny_imagenet):
 def test_transform_lists():
     cfg = DataConfig(auto_augment="randaug-m9-mstd1.0-inc1")
     names = [type(op).__name__ for op in build_train_transforms(cfg, SIZE)]
-    assert names == ["RandomResizedCrop", "RandomHorizontalFlip", "RandAugment"]  # then batch_ops.BatchFinish
-    rand_augment = build_train_transforms(cfg, SIZE)[2]
-    assert rand_augment.ops[0].magnitude_std == 1.0  # the policy's mstd is honoured
+    assert names == ["RandomResizedCrop", "RandomHorizontalFlip"]  # then batch_ops.BatchFinish: the policy, ...
+    rand_augment = build_augment(cfg, SIZE)
+    assert type(rand_augment).__name__ == "RandAugment" and rand_augment.ops[0].magnitude_std == 1.0  # mstd honoured
+    assert build_augment(DataConfig(auto_augment=""), SIZE) is None
     assert [type(op).__name__ for op in build_eval_transforms(cfg, SIZE)] == ["Resize", "CenterCrop"]
     assert [type(op).__name__ for op in build_eval_transforms(cfg, SIZE, encoded=True)] == ["Decode", "Resize",
                                                                                              "CenterCrop"]

@@ -14,7 +14,7 @@ from .images import IMAGE_EXTENSIONS, load_image_rgb
 from .pipeline import DatasetInfo, create_dataset
 from .sampler import EpochSampler
 from .batch_ops import build_mixup
-from .transforms import build_eval_transforms, build_train_transforms, preprocess_eval
+from .transforms import build_augment, build_eval_transforms, build_train_transforms, preprocess_eval
 
-__all__ = ["IMAGE_EXTENSIONS", "DatasetInfo", "EpochSampler", "SplitIndex", "build_eval_transforms", "build_mixup",
-           "build_train_transforms", "create_dataset", "load_image_rgb", "preprocess_eval", "scan_split"]
+__all__ = ["IMAGE_EXTENSIONS", "DatasetInfo", "EpochSampler", "SplitIndex", "build_augment", "build_eval_transforms",
+           "build_mixup", "build_train_transforms", "create_dataset", "load_image_rgb", "preprocess_eval", "scan_split"]

@@ -1,19 +1,24 @@
-"""The per-batch end of the pipeline: normalise, random erasing, mixup / cutmix, on whole batches in numpy.
+"""The per-batch end of the pipeline: auto-augment, normalise, random erasing, mixup / cutmix, in one pass.
 
-The per-image ops (crop, flip, RandAugment) hand on (S, S, 3) uint8 images; batching those moves a quarter of
-the bytes of float32 (3, S, S) ones, and one vectorised pass per batch replaces three per-image ops (Normalize,
-HWC2CHW, RandomErasing, the last a Python op that held the GIL per image). `BatchFinish` is that pass:
+The per-image C++ ops (crop while decoding, flip, colour jitter) hand on (S, S, 3) uint8 images; batching those
+moves a quarter of the bytes of float32 (3, S, S) ones, and one call per batch replaces four per-image ops
+(RandAugment and RandomErasing were Python ops, each taking the GIL and converting every image; Normalize,
+HWC2CHW). `BatchFinish` is that pass:
 
-    images (B, S, S, 3) uint8 -> (x - mean) / std as a table lookup -> (B, 3, S, S) float32
+    B images (S, S, 3) uint8 -> auto-augment policy, image by image (train: mindcv's RandAugment ...)
+    -> (x - mean) / std as a table lookup -> (B, 3, S, S) float32
     -> random erasing (train: each image with data.re_prob, MindSpore's RandomErasing box, value 0)
     -> mixup / cutmix (train, when enabled: labels become (B, num_classes) float32 soft labels)
 
 Randomness comes from a generator seeded by (train.seed, shard, epoch, batch of the epoch), never from a shared
 one, so the result does not depend on which worker thread finishes a batch first and a run resumed in the middle
-of an epoch draws what the uninterrupted run drew.
+of an epoch draws what the uninterrupted run drew. mindcv's policies draw from Python's and numpy's global RNGs:
+those are seeded from the batch's generator and the policy applied under a lock, one batch at a time.
 """
 import math
-from typing import Optional, Sequence
+import random
+import threading
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from mindcv.data.mixup import mixup_target
@@ -115,6 +120,19 @@ def build_mixup(cfg: DataConfig, num_classes: int, label_smoothing: float) -> Op
     return BatchMixup(cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.mixup_switch_prob, label_smoothing, num_classes)
 
 
+_GLOBAL_RNGS = threading.Lock()  # held while a batch's policy draws from Python's and numpy's global RNGs
+
+
+def augment_images(images: Sequence[np.ndarray], augment: Callable, rng: np.random.Generator) -> list:
+    """Apply an auto-augment policy that draws from the global RNGs to each (S, S, 3) uint8 image, with those
+    RNGs seeded from `rng`: the same images and generator give the same result in any thread."""
+    seeds = rng.integers(0, 2**32, size=2)
+    with _GLOBAL_RNGS:
+        random.seed(int(seeds[0]))
+        np.random.seed(int(seeds[1]))
+        return [np.asarray(augment(image), dtype=np.uint8) for image in images]
+
+
 class BatchFinish:
     """`per_batch_map` of the pipeline's batch op: (images, labels, BatchInfo) -> (images, labels), see above.
 
@@ -125,9 +143,10 @@ class BatchFinish:
     the epoch itself).
     """
 
-    def __init__(self, normalize: Normalizer, re_prob: float = 0.0, mixup: Optional[BatchMixup] = None,
-                 seed: Sequence[int] = (0, 0), start_epoch: int = 0, skip_batches: int = 0, epoch_base: int = 0):
-        self.normalize, self.re_prob, self.mixup = normalize, re_prob, mixup
+    def __init__(self, normalize: Normalizer, augment: Optional[Callable] = None, re_prob: float = 0.0,
+                 mixup: Optional[BatchMixup] = None, seed: Sequence[int] = (0, 0), start_epoch: int = 0,
+                 skip_batches: int = 0, epoch_base: int = 0):
+        self.normalize, self.augment, self.re_prob, self.mixup = normalize, augment, re_prob, mixup
         self.seed, self.epoch_base = tuple(seed), epoch_base
         self.start_epoch, self.skip_batches = start_epoch, skip_batches
 
@@ -138,11 +157,13 @@ class BatchFinish:
         return np.random.default_rng(self.seed + (epoch, batch))
 
     def __call__(self, images, labels, info):
-        out = self.normalize(np.stack(images))  # (B, 3, S, S)
         labels = np.asarray(labels, dtype=np.int32)
-        if self.re_prob <= 0 and self.mixup is None:
-            return out, labels
+        if self.augment is None and self.re_prob <= 0 and self.mixup is None:
+            return self.normalize(np.stack(images)), labels  # (B, 3, S, S)
         rng = self.rng(info.get_epoch_num(), info.get_batch_num())
+        if self.augment is not None:
+            images = augment_images(images, self.augment, rng)
+        out = self.normalize(np.stack(images))  # (B, 3, S, S)
         if self.re_prob > 0:
             random_erase(out, self.re_prob, rng)
         if self.mixup is None:

@@ -1,6 +1,7 @@
 """Per-image transforms, on encoded bytes or decoded (H, W, 3) uint8 RGB arrays, from mindcv 0.3.0.
 
-They end in (S, S, 3) uint8; normalising, random erasing and mixup follow on whole batches (`batch_ops`).
+They end in (S, S, 3) uint8; the auto-augment policy, normalising, random erasing and mixup follow on whole
+batches (`batch_ops`).
 Reused from mindcv: the eval list (`transforms_imagenet_eval`: Decode, Resize, CenterCrop), the colour jitter
 (`transforms_imagenet_train`) and the auto-augment policies (`rand_augment_transform` and friends).
 Changed, each for a reason given where it happens: for decoded arrays (infer.py, tests) mindcv's Decode /
@@ -8,7 +9,7 @@ RandomCropDecodeResize become RandomResizedCrop / nothing (`encoded=False`); min
 RandAugment string; mindcv's Normalize, HWC2CHW and RandomErasing run per batch instead (`batch_ops`).
 """
 import re
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 from mindcv.data.auto_augment import auto_augment_transform, rand_augment_transform, trivial_augment_wide_transform
@@ -25,8 +26,13 @@ _POLICY_HELP = ("use e.g. 'randaug-m9-mstd0.5-inc1' (RandAugment), 'autoaug', '3
                 "or '' for none")
 
 
-def _auto_augment(policy: str, image_size: int, cfg: DataConfig) -> Callable:
-    """mindcv's auto-augment op for a policy string (same hyper-parameters as transforms_imagenet_train)."""
+def build_augment(cfg: DataConfig, image_size: int) -> Optional[Callable]:
+    """mindcv's auto-augment op for the policy string cfg.auto_augment (same hyper-parameters as
+    transforms_imagenet_train), or None for "": (S, S, 3) uint8 -> (S, S, 3) uint8, drawing from Python's and
+    numpy's global RNGs (`batch_ops.BatchFinish` seeds them per batch)."""
+    policy = cfg.auto_augment
+    if not policy:
+        return None
     hparams = dict(translate_const=int(image_size * 0.45), img_mean=tuple(min(255, round(x)) for x in cfg.mean),
                    interpolation=_INTERPOLATION[cfg.interpolation])
     kind = policy.split("-")[0]
@@ -49,7 +55,8 @@ def _auto_augment(policy: str, image_size: int, cfg: DataConfig) -> Callable:
 
 
 def build_train_transforms(cfg: DataConfig, image_size: int, encoded: bool = False) -> list:
-    """RandomResizedCrop, flip, auto-augment or colour jitter (normalising and random erasing: `batch_ops`).
+    """RandomResizedCrop, flip, colour jitter; all C++ ops. The auto-augment policy (`build_augment`), normalising
+    and random erasing follow per batch (`batch_ops`).
 
     Input (H, W, 3) uint8 RGB -> output (S, S, 3) uint8, S = image_size. encoded: the input is an encoded
     image (N,) uint8 (see vit_ms.data.decode) and the crop is RandomCropDecodeResize (same scale, ratio,
@@ -63,8 +70,6 @@ def build_train_transforms(cfg: DataConfig, image_size: int, encoded: bool = Fal
                 interpolation=_INTERPOLATION[cfg.interpolation])]
     if cfg.hflip > 0:
         ops.append(vision.RandomHorizontalFlip(prob=cfg.hflip))
-    if cfg.auto_augment:
-        ops.append(_auto_augment(cfg.auto_augment, image_size, cfg))
     return ops + colour
 
 
