@@ -9,7 +9,8 @@ import pytest
 import vit_ms.data.native_source as native_source
 from test_data import N_VAL, SIZE, batches, encoded, make_cfg, no_random_aug, noise_image
 from vit_ms.data import create_dataset, scan_split
-from vit_ms.data.native_source import write_manifest
+from vit_ms.data.native_source import removed_file_error, write_manifest
+from vit_ms.errors import DataError
 
 
 def epoch_of(cfg, split: str, training: bool, batch_size: int = 4, **kwargs):
@@ -96,8 +97,11 @@ def test_a_jpeg_that_stops_decoding_is_replaced_and_named(tiny_imagenet, capfd, 
         broken.write_bytes(encoded(noise_image(40), "JPEG"))
     dataset, _ = create_dataset(make_cfg(tiny_imagenet, reader="native"), "val", False, batch_size=3)
     os.unlink(broken)
-    with pytest.raises(RuntimeError, match="broken.jpg"):
+    with pytest.raises(RuntimeError, match="broken.jpg") as failure:
         batches(dataset)
+    error = removed_file_error(failure.value)  # what train.py shows instead of MindSpore's traceback
+    assert isinstance(error, DataError) and f"image file '{broken}' was removed" in str(error)
+    assert "--resume auto" in str(error) and removed_file_error(RuntimeError("other")) is None
 
 
 def test_the_index_records_which_files_need_pil(tiny_imagenet):

@@ -19,6 +19,7 @@ error naming it (`--resume auto` goes on). The Python reader (`data.reader: pyth
 import atexit
 import json
 import logging
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import List, Sequence, Set, Tuple
 
 import mindspore.dataset as ds
 
+from ..errors import DataError
 from .decode import rgb_to_bmp
 from .images import BadImage, decode_image
 
@@ -87,3 +89,16 @@ def native_dataset(samples: List[Tuple[str, int]], pil: Set[str], num_classes: i
     manifest = write_manifest(samples, copies, folder / "manifest.json")
     return ds.ManifestDataset(str(manifest), usage="train", sampler=sampler, decode=False,
                               class_indexing={str(i): i for i in range(num_classes)}, num_parallel_workers=workers)
+
+
+_REMOVED = re.compile(r"Invalid file path, (.+?) does not exist")  # ManifestDataset's message for a missing file
+
+
+def removed_file_error(err: RuntimeError):
+    """The DataError to show for a pipeline failure over a file removed after the scan, or None for any other."""
+    found = _REMOVED.search(str(err))
+    if found is None:
+        return None
+    return DataError(f"image file '{found.group(1)}' was removed after the split was scanned, and MindSpore's C++ "
+                     f"reader cannot go on without it. Restore the file, or start again with --resume auto (the "
+                     f"changed folder is scanned again); data.reader=python replaces such files as it meets them")

@@ -15,6 +15,7 @@ import mindspore as ms
 
 from ..config import Config, config_to_dict, save_config
 from ..data import create_dataset
+from ..data.native_source import removed_file_error
 from ..errors import ConfigError, UserError
 from ..fs import prove_writable
 from ..models import model_from_plan
@@ -272,9 +273,12 @@ def train_in(cfg: Config, plan: RunPlan, run_dir: Path, resume: Optional[str], c
     with StopSignals() as signals:
         stop = GracefulStop(signals, checkpoints, plan.world_size)
         callbacks = [guard, progress, checkpoints, *picture_callbacks(cfg, main_dir, checkpoints), stop]
-        mindspore_model(train_step, model, plan.world_size).train(
-            cfg.train.epochs, train_ds, callbacks=callbacks, dataset_sink_mode=plan.sink_mode,
-            initial_epoch=state.epoch)
+        try:
+            mindspore_model(train_step, model, plan.world_size).train(
+                cfg.train.epochs, train_ds, callbacks=callbacks, dataset_sink_mode=plan.sink_mode,
+                initial_epoch=state.epoch)
+        except RuntimeError as err:
+            raise removed_file_error(err) or err
     if plan.distributed:  # also a barrier: after a stop no rank exits (and makes msrun kill the rest) before
         check_replicas(model, plan.world_size)  # rank 0 has finished writing last.ckpt
     stop.raise_if_stopped()
