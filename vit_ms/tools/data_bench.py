@@ -34,6 +34,7 @@ from PIL import Image
 
 from ..config import Config
 from ..data import create_dataset
+from ..data.mindrecord import convert_folder
 
 
 def photo(rng: np.random.Generator, width: int, height: int, label: int) -> np.ndarray:
@@ -95,12 +96,8 @@ def time_epoch(dataset) -> tuple:
     return count / (time.perf_counter() - start), count / max(_cpu_seconds() - cpu, 1e-9)
 
 
-def _mindrecord_copy(root: str, out: str) -> Optional[str]:
-    """Convert the folder to MindRecord when the converter exists; the output folder, or None."""
-    try:
-        from ..data.mindrecord import convert_folder
-    except ImportError:
-        return None
+def _mindrecord_copy(root: str, out: str) -> str:
+    """Convert the folder to MindRecord; returns the output folder."""
     convert_folder(Path(root), Path(out), splits=("train", "val"), show_progress=False)
     return out
 
