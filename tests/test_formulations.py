@@ -143,3 +143,54 @@ def test_the_bias_gemm_bprop_is_the_one_used(monkeypatch):
     _, doubled = gradients(bad, x, y)
     head = [p.name for p in good.trainable_params()].index("head.bias")
     np.testing.assert_allclose(doubled[head], 2.0 * right[head], rtol=1e-5)
+
+
+class FiveDimTransposeAttention(ms.nn.Cell):
+    """The attention core before the trims, kept here as the reference: (B, N, 3, H, Dh) 5-d transpose,
+    ops.split on the leading axis, q @ k^T with transpose_b."""
+
+    def __init__(self, num_heads: int, head_dim: int):
+        super().__init__()
+        self.num_heads, self.head_dim, self.scale = num_heads, head_dim, head_dim ** -0.5
+        self.q_matmul_k = ops.BatchMatMul(transpose_b=True)
+        self.attn_matmul_v = ops.BatchMatMul()
+
+    def construct(self, qkv):
+        b, n, _ = qkv.shape
+        qkv = qkv.reshape(b, n, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)  # (3, B, H, N, Dh)
+        q, k, v = ops.split(qkv, 1, axis=0)
+        attn = ops.softmax(self.q_matmul_k(q.squeeze(0) * self.scale, k.squeeze(0)), axis=-1)
+        out = self.attn_matmul_v(attn, v.squeeze(0))  # (B, H, N, Dh)
+        return out.transpose(0, 2, 1, 3).reshape(b, n, -1)
+
+
+def test_attention_core_and_its_probabilities_equal_numpy_multi_head_attention():
+    from numpy_vit import attend, softmax
+    from vit_ms.models.attention import DotProductAttention
+
+    b, n, heads, dh = 2, 7, 3, 8
+    qkv = np.random.default_rng(6).standard_normal((b, n, 3 * heads * dh)).astype(np.float32)
+    q, k, v = qkv.astype(np.float64).reshape(b, n, 3, heads, dh).transpose(2, 0, 3, 1, 4)  # (B, H, N, Dh) each
+    core = DotProductAttention(heads, dh)
+    out, probs = core(Tensor(qkv)).asnumpy(), core.probabilities(Tensor(qkv)).asnumpy()
+    ref_out, ref_probs = attend(q, k, v), softmax(q @ k.transpose(0, 1, 3, 2) / math.sqrt(dh))
+    assert out.shape == (b, n, heads * dh) and probs.shape == (b, heads, n, n)
+    # MindSpore's float32 CPU softmax is off by up to ~5e-7 here (numpy's float32 one by 6e-8); each output row is a
+    # convex combination of v's rows, so its error is measured on v's scale
+    assert np.abs(probs - ref_probs).max() <= 1e-6
+    assert np.abs(out - ref_out).max() <= 1e-6 * np.abs(v).max()
+
+
+@pytest.mark.parametrize("backward", ["autodiff", "handwritten"])
+def test_attention_core_gives_the_gradients_of_the_five_dim_transpose_core(backward):
+    kwargs = dict(num_classes=5, image_size=32, patch_size=8, depth=2, embed_dim=48, num_heads=3)
+    trimmed = create_model("vit_ti16", formulation=Formulation(backward=backward), **kwargs)
+    reference = twin(trimmed, Formulation(), **kwargs)
+    for block in reference.blocks:
+        block.attn.attend = FiveDimTransposeAttention(3, 16)
+    x, y = image_batch(7)
+    loss_a, grads_a = gradients(reference, x, y)
+    loss_b, grads_b = gradients(trimmed, x, y)
+    assert loss_a == pytest.approx(loss_b, rel=1e-6)
+    for p, a, b in zip(reference.trainable_params(), grads_a, grads_b):
+        assert np.abs(a - b).max() <= 1e-6 * max(np.abs(a).max(), 1e-6), p.name
