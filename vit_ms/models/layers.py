@@ -60,9 +60,10 @@ class Float32UnderAmp(nn.Cell):
     """Base of the layers computed in float32 under amp O2/O3 (LayerNorm, softmax) unless `half`.
 
     amp marks every cell float16 (`Cell.to_float`, which reaches each cell through `add_flags_recursive`), and
-    MindSpore then casts the inputs of every op in the cell, so a cast written inside `construct` does not hold.
-    These layers take the float32 mark instead, as amp does for MindSpore's own nn.LayerNorm (its AMP_BLACK_LIST):
-    float16 inputs are cast up, the parameters stay float32, and the next cell casts the float32 output back.
+    inside a marked cell a cast to float32 written in `construct` does not hold (measured in PyNative and graph
+    mode: the op still ran in float16). These layers take the float32 mark instead, as amp does for MindSpore's own
+    nn.LayerNorm (its AMP_BLACK_LIST): float16 inputs are cast up, the parameters stay float32, and the next cell
+    casts the float32 output back.
     With `half` (`amp.half_norms`, resolved by the run plan) they keep amp's float16 or bfloat16.
     """
 
