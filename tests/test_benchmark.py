@@ -14,9 +14,10 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = tiny_overrides(num_classes=5) + ["data.mixup=0.8", "data.cutmix=1.0", "data.num_parallel_workers=2"]
 
 
-def test_benchmark_smoke_with_mindcv_comparison():
+def test_benchmark_smoke_with_mindcv_comparison(tmp_path):
     cmd = [sys.executable, "-m", "vit_ms.benchmark", "--config", "demo.yaml", "--batch", "2", "--steps", "2",
-           "--warmup", "1", "--mode", "graph", "--compare", "mindcv", "--data-batches", "3"]
+           "--warmup", "1", "--mode", "graph", "--compare", "mindcv", "--data-batches", "3",
+           "--profile", str(tmp_path / "prof")]
     for item in TINY:
         cmd += ["--set", item]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -28,7 +29,13 @@ def test_benchmark_smoke_with_mindcv_comparison():
     for r in records[:-1]:
         by_kind.setdefault(r["measurement"], []).append(r)
     assert set(by_kind) == {"setting", "flops", "matmul_peak", "train", "compile", "eval", "memory", "utilisation",
-                            "data"}
+                            "data", "profile"}
+    setting = by_kind["setting"][0]
+    assert setting["formulation"]["norms"] == "float32" and setting["formulation"]["backward"] == "handwritten"
+    assert f"formulation (ours): {setting['formulation_text']}" in proc.stdout and "norms float32" in proc.stdout
+    profile = by_kind["profile"][0]  # one train step of ours: the dense layers' MatMul is there
+    assert profile["model"] == "ours" and "MatMul" in {r["op_type"] for r in profile["op_types"]}
+    assert profile["trace"].startswith(str(tmp_path / "prof")) and "total op time" in proc.stdout
     for kind in ("train", "compile", "eval", "memory", "utilisation"):
         assert [r["model"] for r in by_kind[kind]] == ["ours", "mindcv"]
     for r in by_kind["train"] + by_kind["eval"]:

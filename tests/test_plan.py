@@ -115,3 +115,70 @@ def test_global_batch_is_split_over_devices_or_rejected():
     assert batch_and_accumulation(per_device, 8) == (128, 1)
     with pytest.raises(ConfigError, match=r"train.global_batch_size=1024 is not divisible by the 3 devices"):
         batch_and_accumulation(cfg, 3)
+
+
+def test_half_norms_auto_is_on_for_gpu_under_o2_or_o3_only():
+    for device, overrides, norms in [("GPU", ["amp.level=O2"], "half"), ("GPU", ["amp.level=O3"], "half"),
+                                     ("GPU", [], "float32"),  # amp auto: O0 on GPU
+                                     ("GPU", ["amp.level=O1"], "float32"), ("CPU", ["amp.level=O2"], "float32"),
+                                     ("Ascend", [], "float32"),  # amp auto: O2 on Ascend
+                                     ("GPU", ["amp.level=O2", "model.attn_drop_rate=0.1"], "float32")]:
+        plan = plan_for(device, *overrides)
+        assert plan.formulation.norms == norms, (device, overrides)
+        assert any(note.startswith(f"amp.half_norms=auto -> {norms} (") for note in plan.notes), plan.notes
+    gpu = plan_for("GPU", "amp.level=O2")
+    assert "H100" in next(note for note in gpu.notes if note.startswith("amp.half_norms"))
+    assert json.loads(json.dumps(gpu.to_dict()))["formulation"]["norms"] == "half" and "norms half" in gpu.describe()
+
+
+def test_half_norms_can_be_forced_under_o2_or_o3_and_are_refused_without_float16():
+    cpu = plan_for("CPU", "amp.level=O2", "amp.half_norms=on")
+    assert cpu.formulation.norms == "half" and not any(n.startswith("amp.half_norms") for n in cpu.notes)
+    assert plan_for("GPU", "amp.level=O2", "amp.half_norms=off").formulation.norms == "float32"
+    assert plan_for("Ascend", "amp.half_norms=on").formulation.norms == "half"
+    assert plan_for("CPU", "amp.half_norms=off").formulation.norms == "float32"
+    for level in ("O0", "O1"):
+        with pytest.raises(ConfigError, match=rf"amp.half_norms=on .* amp.level resolves to {level}.*amp.level=O2 or O3"):
+            plan_for("CPU", f"amp.level={level}", "amp.half_norms=on")
+    with pytest.raises(ConfigError, match=r"amp.half_norms=on .* resolves to O0"):
+        plan_for("GPU", "amp.half_norms=on")  # amp auto: O0 on GPU
+    with pytest.raises(ConfigError, match=r"'amp.half_norms' must be 'auto' or 'on' or 'off', got 'half'"):
+        plan_for("GPU", "amp.half_norms=half")
+
+
+def test_the_plans_norms_reach_every_layer_norm_and_softmax():
+    from vit_ms.models.layers import Float32UnderAmp
+
+    for norms in ("half", "float32"):
+        model = model_from_plan(plan_for("CPU", "amp.level=O2", f"amp.half_norms={'on' if norms == 'half' else 'off'}"))
+        layers = [c for _, c in model.cells_and_names() if isinstance(c, Float32UnderAmp)]
+        assert len(layers) == 2 * 4 + 1 + 4  # norm1, norm2 per block, the final norm, a softmax per block
+        assert all(layer.half == (norms == "half") for layer in layers)
+
+
+@pytest.mark.parametrize("half_norms", ["off", "on"])
+def test_an_o2_train_step_runs_in_graph_mode_with_either_norms(half_norms):
+    import mindspore as ms
+    import numpy as np
+
+    from vit_ms.train.engine import build_train_step
+    from vit_ms.train.optim import build_optimizer
+
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        cfg = load_config("demo", ["amp.level=O2", f"amp.half_norms={half_norms}", "amp.loss_scale=fixed",
+                                   "amp.loss_scale_value=1024", "model.depth=2", "data.mixup=0", "data.cutmix=0"])
+        plan = resolve_plan(cfg, Runtime("CPU"))
+        ms.set_seed(0)
+        model = model_from_plan(plan)
+        step = build_train_step(model, build_optimizer(model, model.trainable_params(), cfg.optim, [1e-3] * 3),
+                                cfg, plan)
+        x = ms.Tensor(np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32))
+        y = ms.Tensor(np.array([0, 1, 2, 3], np.int32))
+        losses = [step(x, y) for _ in range(3)]
+    finally:
+        ms.set_context(mode=mode)
+    assert all(not bool(overflow.asnumpy()) for _, overflow, _ in losses)
+    assert all(np.isfinite(float(loss.asnumpy())) for loss, _, _ in losses)
+    assert float(losses[-1][0].asnumpy()) < float(losses[0][0].asnumpy())  # it trains

@@ -149,6 +149,9 @@ class AmpConfig:
     loss_scale: Literal["dynamic", "fixed", "none"] = "dynamic"  # used when level is not O0
     loss_scale_value: float = 65536.0
     scale_window: int = 2000
+    # LayerNorm and the attention softmax in float16 under O2/O3 (on) or cast up to float32 (off); auto: on for GPU
+    # at O2/O3 without attention dropout, off elsewhere (vit_ms/plan.py); on needs amp.level O2 or O3
+    half_norms: Literal["auto", "on", "off"] = "auto"
 
 
 @dataclass

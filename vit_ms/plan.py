@@ -64,8 +64,7 @@ class RunPlan:
                 f"{a.image_size} px, {a.num_classes} classes) on {self.device_target} x{self.world_size} "
                 f"(rank {self.rank}), {self.mode} mode, amp {self.amp_level}, loss scale {self.loss_scale}, "
                 f"sink {'on' if self.sink_mode else 'off'}, recompute {'blocks' if self.recompute_blocks else 'none'}; "
-                f"patch embedding {f.patch_embed}, attention {f.attention}, backward {f.backward}, bias gradient "
-                f"{f.bias_grad}; batch {self.batch_size} per device"
+                f"{f.describe()}; batch {self.batch_size} per device"
                 + (f" x {self.accum_steps} accumulated" if self.accum_steps > 1 else "")
                 + f", {self.global_batch_size} global")
 
@@ -137,7 +136,28 @@ def _formulation(cfg: Config, device: str, amp_level: str, purpose: str, notes: 
                        notes, "written-out GELU/softmax gradients are faster on CPU in float32")
     bias_grad = _choose("model.bias_grad", m.bias_grad, "gemm" if device == "GPU" else "reduce", "", "", notes,
                         "bias gradients as ones(1, M) @ dy run on GPU tensor cores; a reduction elsewhere")
-    return Formulation(patch_embed=patch, attention=attention, backward=backward, bias_grad=bias_grad)
+    return Formulation(patch_embed=patch, attention=attention, backward=backward, bias_grad=bias_grad,
+                       norms=_norms(cfg, device, amp_level, notes))
+
+
+def _norms(cfg: Config, device: str, amp_level: str, notes: List[str]) -> str:
+    """amp.half_norms: LayerNorm and the attention softmax in the amp dtype ('half') or in float32."""
+    half_amp = amp_level in ("O2", "O3")  # O0 runs in float32; O1 gives these layers float32 inputs
+    if cfg.amp.half_norms == "on" and not half_amp:
+        raise ConfigError(f"amp.half_norms=on computes LayerNorm and softmax in float16, but amp.level resolves to "
+                          f"{amp_level}, where they get float32 inputs; use amp.level=O2 or O3, or "
+                          f"amp.half_norms=auto")
+    if not half_amp:
+        why = f"amp {amp_level}: LayerNorm and softmax get float32 inputs"
+    elif device != "GPU":
+        why = f"{device} keeps LayerNorm and softmax in float32"
+    elif cfg.model.attn_drop_rate > 0:
+        why = f"model.attn_drop_rate={cfg.model.attn_drop_rate}: the dropped softmax stays in float32"
+    else:
+        why = "float16 LayerNorm and softmax measured faster on the H100 under O2 (shared/perf/GPU_H100_PROFILE.md)"
+    half_auto = device == "GPU" and half_amp and cfg.model.attn_drop_rate == 0
+    return _choose("amp.half_norms", cfg.amp.half_norms, "half" if half_auto else "float32", "half", "float32",
+                   notes, why)
 
 
 def resolve_plan(cfg: Config, runtime: Runtime, purpose: str = "train") -> RunPlan:

@@ -5,7 +5,9 @@ checkpoint moves between them (and between devices) unchanged; only speed and me
     model = VisionTransformer(arch, f)
 
 The run plan (`vit_ms.plan`) picks the formulation for the device; `model.patch_embed`, `model.fused_attention`,
-`model.backward` and `model.bias_grad` in the config force any of them on any device.
+`model.backward`, `model.bias_grad` and `amp.half_norms` in the config force any of them on any device.
+`norms` matters under amp O2/O3 alone: LayerNorm and the attention softmax in float32 with float32 parameters
+(`layers.Float32UnderAmp`) or in amp's float16; under O0 everything is float32 either way.
 """
 from dataclasses import dataclass
 
@@ -13,12 +15,13 @@ from mindspore import nn
 
 from .attention import DotProductAttention, FlashAttention
 from .handwritten import BiasGemmLinear, HandwrittenErfGELU, HandwrittenSoftmax
-from .layers import GELU, Linear
+from .layers import GELU, LayerNorm, Linear, Softmax
 
 PATCH_EMBEDS = ("matmul", "conv")  # reshape + matmul (fast on CPU) or the stride-P convolution
 ATTENTIONS = ("standard", "fused")  # written out, or Ascend's flash-attention kernel
 BACKWARDS = ("autodiff", "handwritten")  # handwritten: erf GELU and softmax gradients (float32)
 BIAS_GRADS = ("reduce", "gemm")  # a Linear's bias gradient: autodiff's row reduction, or ones(1, M) @ dy
+NORMS = ("float32", "half")  # LayerNorm and softmax under amp O2/O3: kept in float32, or in amp's float16
 
 
 @dataclass(frozen=True)
@@ -27,16 +30,29 @@ class Formulation:
     attention: str = "standard"
     backward: str = "autodiff"
     bias_grad: str = "reduce"
+    norms: str = "float32"
 
     def __post_init__(self):
         for key, allowed in (("patch_embed", PATCH_EMBEDS), ("attention", ATTENTIONS), ("backward", BACKWARDS),
-                             ("bias_grad", BIAS_GRADS)):
+                             ("bias_grad", BIAS_GRADS), ("norms", NORMS)):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"Formulation.{key}={getattr(self, key)!r} must be one of {allowed}")
+        if self.handwritten and self.half_norms:
+            raise ValueError("Formulation(backward='handwritten') computes float32 gradients only; it cannot take "
+                             "norms='half'")
+
+    def describe(self) -> str:
+        """One phrase for logs and the benchmark table."""
+        return (f"patch embedding {self.patch_embed}, attention {self.attention}, backward {self.backward}, "
+                f"bias gradient {self.bias_grad}, norms {self.norms}")
 
     @property
     def handwritten(self) -> bool:
         return self.backward == "handwritten"
+
+    @property
+    def half_norms(self) -> bool:
+        return self.norms == "half"
 
     def linear(self, in_features: int, out_features: int, bias: bool = True) -> Linear:
         return Linear(in_features, out_features, bias, function=BiasGemmLinear() if self.bias_grad == "gemm" else None)
@@ -46,8 +62,12 @@ class Formulation:
             return HandwrittenErfGELU()
         return GELU(approximate)
 
+    def layer_norm(self, dim: int, eps: float) -> LayerNorm:
+        return LayerNorm(dim, eps, half=self.half_norms)
+
     def attention_core(self, num_heads: int, head_dim: int, attn_drop: float) -> nn.Cell:
         """(B, N, 3D) fused qkv -> (B, N, D)."""
         if self.attention == "fused":
             return FlashAttention(num_heads, head_dim)
-        return DotProductAttention(num_heads, head_dim, attn_drop, HandwrittenSoftmax() if self.handwritten else None)
+        softmax = HandwrittenSoftmax() if self.handwritten else Softmax(half=self.half_norms)
+        return DotProductAttention(num_heads, head_dim, attn_drop, softmax)

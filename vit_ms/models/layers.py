@@ -56,11 +56,32 @@ class Linear(nn.Cell):
         return y.reshape(lead + (self.out_features,))
 
 
-class LayerNorm(nn.Cell):
+class Float32UnderAmp(nn.Cell):
+    """Base of the layers computed in float32 under amp O2/O3 (LayerNorm, softmax) unless `half`.
+
+    amp marks every cell float16 (`Cell.to_float`, which reaches each cell through `add_flags_recursive`), and
+    inside a marked cell a cast to float32 written in `construct` does not hold (measured in PyNative and graph
+    mode: the op still ran in float16). These layers take the float32 mark instead, as amp does for MindSpore's own
+    nn.LayerNorm (its AMP_BLACK_LIST): float16 inputs are cast up, the parameters stay float32, and the next cell
+    casts the float32 output back.
+    With `half` (`amp.half_norms`, resolved by the run plan) they keep amp's float16 or bfloat16.
+    """
+
+    def __init__(self, half: bool = False):
+        super().__init__()
+        self.half = half
+
+    def add_flags_recursive(self, **flags):
+        if not self.half and (flags.get("fp16") or flags.get("bf16")):
+            flags = dict(flags, fp16=False, bf16=False, fp32=True)
+        return super().add_flags_recursive(**flags)
+
+
+class LayerNorm(Float32UnderAmp):
     """LayerNorm over the last axis with `weight`/`bias` parameters; eps 1e-6 as in published ViT weights."""
 
-    def __init__(self, dim: int, eps: float = 1e-6):
-        super().__init__()
+    def __init__(self, dim: int, eps: float = 1e-6, half: bool = False):
+        super().__init__(half)
         self.dim = dim
         self.eps = eps
         self.weight = Parameter(initializer("ones", (dim,), ms.float32), name="weight")
@@ -89,13 +110,11 @@ class GELU(nn.Cell):
         return 0.5 * x * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
 
 
-class Softmax(nn.Cell):
-    """Softmax over the last axis, computed in float32 (fp16 inputs under amp are cast back after)."""
+class Softmax(Float32UnderAmp):
+    """Softmax over the last axis; in float32 under amp unless `half` (see `Float32UnderAmp`)."""
 
     def construct(self, x):
-        if x.dtype == ms.float32:
-            return ops.softmax(x, axis=-1)
-        return ops.softmax(x.astype(ms.float32), axis=-1).astype(x.dtype)
+        return ops.softmax(x, axis=-1)
 
 
 class DropPath(nn.Cell):

@@ -9,8 +9,8 @@ Parameter names follow timm so converters stay short: patch_embed.proj, cls_toke
 blocks.{i}.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}, norm (or fc_norm), pre_logits.fc, head.
 
 The architecture (`vit_ms.variants.Architecture`) fixes the function; the formulation (`formulations.Formulation`)
-fixes how the Linear layers, GELU, the attention core and the patch embedding are computed (same function, faster on
-one device or another). The patch embedding's stride-P convolution may run as a reshape + matmul with the same
+fixes how the Linear layers, GELU, LayerNorm, the attention core and the patch embedding are computed (same
+function, faster on one device or another). The patch embedding's stride-P convolution may run as a reshape + matmul with the same
 (D, C, P, P) weight.
 """
 import math
@@ -18,7 +18,7 @@ import math
 from mindspore import nn, ops
 
 from .formulations import Formulation
-from .layers import DropPath, LayerNorm, dropout, trunc_normal_parameter, zeros_parameter
+from .layers import DropPath, dropout, trunc_normal_parameter, zeros_parameter
 from ..variants import Architecture
 
 
@@ -92,9 +92,9 @@ class Block(nn.Cell):
 
     def __init__(self, a: Architecture, drop_path: float, f: Formulation):
         super().__init__()
-        self.norm1 = LayerNorm(a.embed_dim, a.norm_eps)
+        self.norm1 = f.layer_norm(a.embed_dim, a.norm_eps)
         self.attn = Attention(a.embed_dim, a.num_heads, a.qkv_bias, a.attn_drop_rate, a.drop_rate, f)
-        self.norm2 = LayerNorm(a.embed_dim, a.norm_eps)
+        self.norm2 = f.layer_norm(a.embed_dim, a.norm_eps)
         self.mlp = Mlp(a.embed_dim, a.mlp_hidden, a.drop_rate, a.gelu, f)
         self.drop_path = DropPath(drop_path)
 
@@ -130,8 +130,8 @@ class VisionTransformer(nn.Cell):
         self.pos_drop = dropout(a.drop_rate)
         rates = [a.drop_path_rate * i / max(a.depth - 1, 1) for i in range(a.depth)]  # linear in depth
         self.blocks = nn.CellList([Block(a, rate, formulation) for rate in rates])
-        self.norm = None if a.fc_norm else LayerNorm(a.embed_dim, a.norm_eps)
-        self.fc_norm = LayerNorm(a.embed_dim, a.norm_eps) if a.fc_norm else None
+        self.norm = None if a.fc_norm else formulation.layer_norm(a.embed_dim, a.norm_eps)
+        self.fc_norm = formulation.layer_norm(a.embed_dim, a.norm_eps) if a.fc_norm else None
         self.pre_logits = PreLogits(a.embed_dim, a.representation_size, formulation) if a.representation_size else None
         self.num_features = a.representation_size or a.embed_dim
         self.head = formulation.linear(self.num_features, a.num_classes) if a.num_classes > 0 else None

@@ -16,6 +16,9 @@ model reuses buffers the first one freed, which hides its need.
 The data pipeline is timed alone: the config's train transforms (and mixup) over JPEG/PNG files that
 vit_ms.data.demo writes to a temporary folder.
 
+--profile DIR (CPU) runs one more train step of our model under mindspore.profiler after the timed steps, keeps the
+trace in DIR and prints the time per op type (vit_ms/tools/profile_step.py).
+
 --compare mindcv builds mindcv's VisionTransformer with the same size, GELU, LayerNorm eps and dropout, trains it
 with the same optimizer, loss and amp, and times both in one process, alternating steps (ours, mindcv, ours, ...).
 Output: a table, then one JSON object per line per measurement; with --compare the last line holds
@@ -49,6 +52,7 @@ from ..train.engine import build_train_step
 from ..train.optim import build_optimizer, lr_schedule, scaled_lr
 from .data_bench import data_benchmark, format_data_table
 from .flops import TRAIN_FACTOR, model_flops
+from .profile_step import format_profile, profile_step
 
 
 def summarize(times: List[float], batch: int) -> dict:
@@ -196,11 +200,10 @@ def bench_config(cfg: Config, batch: int, mode: Optional[str]) -> Config:
 
 def setting_records(cfg: Config, plan: RunPlan) -> List[dict]:
     """What runs (config, model, device, amp, formulation), its FLOPs and, on CPU, the machine's matmul rate."""
-    f = plan.formulation
     setting = {"config": cfg.run_name, "model": plan.arch.name, "image_size": plan.arch.image_size,
                "batch": plan.batch_size, "mode": plan.mode, "device": plan.device_target, "amp": plan.amp_level,
                "optimizer": cfg.optim.name, "loss_scale": plan.loss_scale,
-               "formulation": {"patch_embed": f.patch_embed, "attention": f.attention, "backward": f.backward}}
+               "formulation": dataclasses.asdict(plan.formulation), "formulation_text": plan.formulation.describe()}
     flops = model_flops(plan.arch)
     records = [dict(measurement="setting", **setting),
                {"measurement": "flops", "forward_gflops_per_image": flops["total"] / 1e9,
@@ -243,19 +246,20 @@ def isolated_growth(cfg: Config, name: str) -> int:
 
 
 def time_training(cfg: Config, plan: RunPlan, models: dict, batch, steps: int, warmup: int):
-    """Build each model's train step and time it: (interleaved timings, first call per model, memory per model)."""
+    """Build each model's train step and time it: (interleaved timings, first call per model, memory per model,
+    the step calls)."""
     images, labels = batch
     train_calls, first, memory = {}, {}, {}
     for name, model in models.items():
         decay_rule = _DecayNames(model) if name == "mindcv" else None
-        train_step = build_training(cfg, plan, model, 1 + warmup + steps, decay_rule)
+        train_step = build_training(cfg, plan, model, 2 + warmup + steps, decay_rule)  # + one for --profile
         train_calls[name] = functools.partial(lambda step: step(images, labels)[0].asnumpy(), train_step)
         if plan.device_target != "CPU":
             ms.runtime.reset_peak_memory_stats()
         first[name] = first_call(train_calls[name])
         memory[name] = dict(peak_memory(plan.device_target), growth_bytes=isolated_growth(cfg, name),
                             growth_source="first train step of the model alone, in a fresh process")
-    return run_interleaved(train_calls, steps, warmup), first, memory
+    return run_interleaved(train_calls, steps, warmup), first, memory, train_calls
 
 
 def time_eval(models: dict, images, steps: int, warmup: int):
@@ -297,14 +301,22 @@ def comparison_record(records: List[dict], compare: str) -> dict:
 
 
 def benchmark(cfg: Config, steps: int, warmup: int, compare: Optional[str], data: bool, data_image_size: int,
-              data_batches: int) -> List[dict]:
-    """Run every measurement for `cfg` (see `bench_config`); returns the records (see the module docstring)."""
+              data_batches: int, profile_dir: Optional[str] = None) -> List[dict]:
+    """Run every measurement for `cfg` (see `bench_config`); returns the records (see the module docstring).
+    With `profile_dir`, one more train step of our model runs under the CPU profiler (`profile_step`)."""
     plan = resolve_plan(cfg, setup_runtime(cfg))
+    if profile_dir and plan.device_target != "CPU":
+        raise ConfigError(f"--profile sums CPU op times; this run targets {plan.device_target}: use "
+                          f"mindspore.profiler there (see vit_ms/tools/profile_step.py)")
     records = setting_records(cfg, plan)
     models = {"ours": model_from_plan(plan)}
     if compare:
         models[compare] = mindcv_vit(plan.arch)
-    train, first, memory = time_training(cfg, plan, models, train_batch(cfg, plan), steps, warmup)
+    train, first, memory, train_calls = time_training(cfg, plan, models, train_batch(cfg, plan), steps, warmup)
+    if profile_dir:  # before the eval timing switches the models to inference mode
+        rows, trace = profile_step(train_calls["ours"], profile_dir)
+        records.append({"measurement": "profile", "model": "ours", "trace": trace, "op_types": rows,
+                        "total_ms": sum(r["ms"] for r in rows), "steps": 1})
     evals, eval_first = time_eval(models, synthetic_batch(cfg, plan.batch_size, cfg.train.seed)[0], steps, warmup)
     for name in models:
         records += model_records(name, plan.batch_size, train, first, evals, eval_first, memory, records,
@@ -330,6 +342,7 @@ def format_table(records: List[dict]) -> str:
     flops = next(r for r in records if r.get("measurement") == "flops")
     lines = [f"{setting['model']} at {setting['image_size']} px, batch {setting['batch']}, {setting['mode']} mode, "
              f"{setting['device']}, amp {setting['amp']}, {setting['optimizer']}",
+             f"formulation (ours): {setting['formulation_text']}",
              f"model: {flops['forward_gflops_per_image']:.2f} GFLOP/image forward, "
              f"{flops['train_gflops_per_image']:.2f} per training image (3x)",
              f"{'':34s}" + "".join(f"{n:>14s}" for n in names)]
@@ -359,6 +372,9 @@ def format_table(records: List[dict]) -> str:
                          f"{r['crop_px']} px, {r['workers']} workers): {r['images_per_sec']:.1f} images/s")
         if "ratio" in r:
             lines.append(f"ours / {names[1]}: train {r['ratio']:.2f}x, eval {r['eval_ratio']:.2f}x")
+        if r.get("measurement") == "profile":
+            lines.append(f"one train step of ours under the profiler (trace: {r['trace']}):\n"
+                         + format_profile(r["op_types"]))
     return "\n".join(lines)
 
 
@@ -375,6 +391,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "288 px at 224, as photos are larger than the crop); --data-only: width, height 3/4 "
                              "of it (default 500x375)")
     parser.add_argument("--data-batches", type=int, default=20, help="batches timed through the data pipeline")
+    parser.add_argument("--profile", metavar="DIR", default=None,
+                        help="CPU: after the timed steps, profile one more train step of ours with mindspore.profiler, "
+                             "write the trace into DIR and print the time per op type (vit_ms/tools/profile_step.py)")
     parser.add_argument("--data-only", action="store_true",
                         help="time only the data pipelines (train and eval; against mindcv's loader with --compare "
                              "mindcv) on photo-sized JPEGs; see vit_ms/tools/data_bench.py")
@@ -388,6 +407,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise ConfigError("--steps and --data-batches must be >= 1, --warmup and --batch >= 0")
     if args.data_images < 1 or args.data_rounds < 1 or args.device_rate <= 0:
         raise ConfigError("--data-images and --data-rounds must be >= 1, --device-rate > 0")
+    if args.profile and args.data_only:
+        raise ConfigError("--profile profiles a train step; it cannot go with --data-only")
     cfg = config_from_args(args)
     if args.data_only:
         batch = args.batch or min(cfg.train.batch_size, 64)
@@ -400,7 +421,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     cfg = bench_config(cfg, args.batch or cfg.train.batch_size, args.mode)
     records = benchmark(cfg, args.steps, args.warmup, args.compare, not args.skip_data, args.data_image_size,
-                        args.data_batches)
+                        args.data_batches, args.profile)
     print(format_table(records))
     for record in records:
         print(json.dumps(record))
