@@ -1,12 +1,13 @@
 """Per-image transforms, on encoded bytes or decoded (H, W, 3) uint8 RGB arrays, from mindcv 0.3.0.
 
-They end in (S, S, 3) uint8; the auto-augment policy, normalising, random erasing and mixup follow on whole
-batches (`batch_ops`).
+They end in (S, S, 3) uint8; the auto-augment policy (built here by `build_augment`), normalising, random
+erasing and mixup follow on whole batches (`batch_ops`).
+
 Reused from mindcv: the eval list (`transforms_imagenet_eval`: Decode, Resize, CenterCrop), the colour jitter
 (`transforms_imagenet_train`) and the auto-augment policies (`rand_augment_transform` and friends).
 Changed, each for a reason given where it happens: for decoded arrays (infer.py, tests) mindcv's Decode /
 RandomCropDecodeResize become RandomResizedCrop / nothing (`encoded=False`); mindcv ignores `mstd` in a
-RandAugment string; mindcv's Normalize, HWC2CHW and RandomErasing run per batch instead (`batch_ops`).
+RandAugment string; mindcv's per-image RandAugment, Normalize, HWC2CHW and RandomErasing run per batch instead.
 """
 import re
 from typing import Callable, Optional
