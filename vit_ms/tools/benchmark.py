@@ -9,7 +9,8 @@ uses (resolve_plan, model_from_plan, build_optimizer, build_train_step), fed one
 soft labels when mixup/cutmix is on, as the real pipeline gives). Images/s is batch / step time: median, min/max
 and interquartile range over --steps timed steps after --warmup untimed ones; the first step (graph compilation
 plus one step) is timed apart. Eval is the forward pass alone. FLOPs are counted from the architecture
-(vit_ms.tools.flops); on CPU the machine's float32 matmul rate (numpy and mindspore.ops.matmul) gives the model FLOPs utilisation.
+(vit_ms.tools.flops); on CPU the machine's float32 matmul rate (numpy and mindspore.ops.matmul, vit_ms.tools.machine)
+gives the model FLOPs utilisation.
 Memory: what each model's first train step adds to the peak (the process's peak RSS on CPU, MindSpore's
 max_memory_allocated elsewhere), measured for each model alone in a fresh process: in a shared process the second
 model reuses buffers the first one freed, which hides its need.
@@ -30,7 +31,6 @@ import functools
 import json
 import multiprocessing
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -38,7 +38,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import mindspore as ms
 import numpy as np
-from mindspore import nn, ops
+from mindspore import nn
 
 from ..cli import base_parser, config_from_args
 from ..config import Config, config_from_dict, config_to_dict
@@ -52,6 +52,7 @@ from ..train.engine import build_train_step
 from ..train.optim import build_optimizer, lr_schedule, scaled_lr
 from .data_bench import data_benchmark, format_data_table
 from .flops import TRAIN_FACTOR, model_flops
+from .machine import matmul_rates, peak_memory
 from .profile_step import format_profile, profile_step
 
 
@@ -129,46 +130,6 @@ def build_training(cfg: Config, plan: RunPlan, model, steps: int, decay_rule=Non
     lrs = lr_schedule(cfg.optim, scaled_lr(cfg.optim, plan.global_batch_size), 1, steps)
     optimizer = build_optimizer(decay_rule or model, model.trainable_params(), cfg.optim, lrs)
     return build_train_step(model, optimizer, cfg, plan)
-
-
-def peak_rss() -> dict:
-    """The process's peak resident set: VmHWM from /proc/self/status (Linux; reset for a spawned process, where
-    getrusage's ru_maxrss starts at the parent's peak), else ru_maxrss."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-        return {"peak_bytes": kib * 1024, "source": "process peak RSS (/proc/self/status VmHWM)"}
-    except (OSError, StopIteration, ValueError, IndexError):  # ru_maxrss is in KiB on Linux
-        return {"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                "source": "process peak RSS (getrusage ru_maxrss)"}
-
-
-def peak_memory(device_target: str) -> dict:
-    if device_target == "CPU":
-        return peak_rss()
-    return {"peak_bytes": int(ms.runtime.max_memory_allocated()), "source": "mindspore.runtime.max_memory_allocated"}
-
-
-class _MatMul(nn.Cell):
-    def construct(self, a, b):
-        return ops.matmul(a, b)
-
-
-def matmul_rates(n: int = 2048, reps: int = 7) -> dict:
-    """The machine's float32 (n x n) @ (n x n) rate in GFLOP/s, best of `reps`: numpy and mindspore.ops.matmul."""
-    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-    ta, cell = ms.Tensor(a), _MatMul()
-    calls = {"numpy": lambda: a @ a, "mindspore": lambda: cell(ta, ta).asnumpy()}
-    best = {name: float("inf") for name in calls}
-    for call in calls.values():
-        call()
-    for _ in range(reps):  # alternating, so both see the same background load
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return {"numpy_gflops": 2 * n ** 3 / best["numpy"] / 1e9, "mindspore_gflops": 2 * n ** 3 / best["mindspore"] / 1e9,
-            "size": n, "statistic": f"best of {reps}"}
 
 
 def data_throughput(cfg, batch: int, image_size: int, batches: int) -> dict:
