@@ -344,3 +344,23 @@ def test_another_batch_size_resumes_at_an_epoch_boundary_and_is_refused_mid_epoc
     with pytest.raises(ConfigError, match=r"middle of epoch 2 with a global batch of 4, but this run's global "
                                           r"batch is 8"):
         load_resume(str(mid), tmp_path, plan)
+
+
+def test_a_file_removed_after_the_scan_stops_training_with_its_name(tiny_imagenet, tmp_path):
+    """The index cache still lists a file whose folder kept its modification time (here a link whose target is
+    gone), so MindSpore's C++ reader fails on it: one paragraph naming it and exit 2, not MindSpore's traceback."""
+    from vit_ms.data import scan_split
+
+    target = tmp_path / "elsewhere.jpg"
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(target, quality=90)
+    link = tiny_imagenet / "train" / "class_0" / "zz_link.jpg"
+    link.symlink_to(target)
+    cache = tmp_path / "index"
+    scan_split(tiny_imagenet, "train", cache_dir=cache)
+    target.unlink()
+    proc = run("train.py", "--config", "demo.yaml", *overrides(tiny_imagenet, tmp_path, "train.epochs=1",
+                                                              f"data.index_cache_dir={cache}", "data.reader=native"),
+               check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"image file '{link}' was removed after the split was scanned" in proc.stderr
+    assert "--resume auto" in proc.stderr and "Traceback" not in proc.stderr
