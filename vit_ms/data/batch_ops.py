@@ -158,14 +158,10 @@ class BatchFinish:
 
     def __call__(self, images, labels, info):
         labels = np.asarray(labels, dtype=np.int32)
-        if self.augment is None and self.re_prob <= 0 and self.mixup is None:
-            return self.normalize(np.stack(images)), labels  # (B, 3, S, S)
         rng = self.rng(info.get_epoch_num(), info.get_batch_num())
         if self.augment is not None:
             images = augment_images(images, self.augment, rng)
         out = self.normalize(np.stack(images))  # (B, 3, S, S)
         if self.re_prob > 0:
             random_erase(out, self.re_prob, rng)
-        if self.mixup is None:
-            return out, labels
-        return self.mixup(out, labels, rng)
+        return (out, labels) if self.mixup is None else self.mixup(out, labels, rng)
