@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import vit_ms.data.native_source as native_source
-from test_data import N_VAL, SIZE, batches, encoded, make_cfg, no_random_aug, noise_image
+from test_data import N_VAL, SIZE, batches, encoded, make_cfg, no_random_aug, noise_image, write_bad
 from vit_ms.data import create_dataset, scan_split
 from vit_ms.data.native_source import removed_file_error, write_manifest
 from vit_ms.errors import DataError
@@ -102,6 +102,19 @@ def test_a_jpeg_that_stops_decoding_is_replaced_and_named(tiny_imagenet, capfd, 
     error = removed_file_error(failure.value)  # what train.py shows instead of MindSpore's traceback
     assert isinstance(error, DataError) and f"image file '{broken}' was removed" in str(error)
     assert "--resume auto" in str(error) and removed_file_error(RuntimeError("other")) is None
+
+
+def test_a_file_pil_cannot_copy_is_left_to_mindspore_and_replaced(tiny_imagenet, caplog, capfd, monkeypatch, tmp_path):
+    """A PNG whose data is damaged passes the header scan; PIL fails on it while copying, MindSpore's decoder then
+    fails too and replaces it (skip), so the epoch keeps its size and both logs name the file."""
+    monkeypatch.chdir(tmp_path)
+    corrupt = write_bad(tiny_imagenet / "val" / "class_0", "corrupt_data")
+    with caplog.at_level(logging.WARNING, logger="vit_ms"):
+        dataset, info = create_dataset(make_cfg(tiny_imagenet, reader="native"), "val", False, batch_size=4)
+    assert f"PIL cannot decode image file '{corrupt}'" in caplog.text and info.num_samples == N_VAL + 1
+    (epoch,) = batches(dataset)
+    assert sum(len(labels) for _, labels in epoch) == N_VAL + 1
+    assert f"The corresponding data file is: {corrupt}" in capfd.readouterr().err
 
 
 def test_the_index_records_which_files_need_pil(tiny_imagenet):

@@ -85,7 +85,7 @@ def native_dataset(samples: List[Tuple[str, int]], pil: Set[str], num_classes: i
                     len(pil), len(samples), min(pil), limit)
         return None
     folder = _work_dir()
-    copies = _bmp_copies(list(pil), max_pixels, folder) if pil else {}
+    copies = _bmp_copies(pil, max_pixels, folder)
     if copies:
         logger.info("decoded %d images the C++ decoder cannot read (e.g. '%s') into BMP copies in '%s'",
                     len(copies), min(copies), folder)
