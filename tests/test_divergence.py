@@ -1,20 +1,17 @@
-"""Divergence: the detector against numpy's median, the guard's step checks, waiting saves and checked evals.
+"""Divergence: the detector against numpy's median, the loop's step checks, waiting saves and checked evals.
 
 The end-to-end runs (the issue's lr=1e6 case, a diverging resume) are in test_train.py.
 """
 import hashlib
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from mindspore import Tensor, nn
+from loop_helpers import make_loop
 
-from vit_ms.config import load_config
 from vit_ms.errors import DivergenceError
-from vit_ms.train.callbacks import CheckpointAndMetrics, TrainProgress
-from vit_ms.train.checkpoint import TrainState, read_checkpoint, train_state
-from vit_ms.train.divergence import MEDIAN_FLOOR, WINDOW, DivergenceDetector, DivergenceGuard
+from vit_ms.train.checkpoint import read_checkpoint, train_state
+from vit_ms.train.divergence import MEDIAN_FLOOR, WINDOW, DivergenceDetector
 
 
 def test_limit_is_factor_times_the_numpy_median_of_the_last_window_losses():
@@ -49,28 +46,9 @@ def test_a_tiny_median_counts_as_the_floor():
     assert detector.check(50.0) is None and detector.check(101.0) is not None
 
 
-def context(loss, overflow=False):
-    outputs = (Tensor(np.float32(loss)), Tensor(np.bool_(overflow)), Tensor(np.float32(1.0)))
-    return SimpleNamespace(original_args=lambda: SimpleNamespace(net_outputs=outputs))
-
-
 def setup(tmp_path, evaluate=None, eval_interval=1):
-    cfg = load_config("demo", ["checkpoint.interval_steps=1"])
-    progress = TrainProgress(TrainState(), 4, 8, [1e-3] * 16, log_interval=100, dynamic_loss_scale=True)
-    evaluate = evaluate or (lambda: {"top1": 0.5, "top5": 1.0, "loss": 1.0, "num_images": 4})
-    checkpoints = CheckpointAndMetrics(nn.Dense(3, 2), tmp_path, progress, evaluate, cfg.checkpoint,
-                                       eval_interval, 3)
-    guard = DivergenceGuard(DivergenceDetector(1e4), checkpoints, dynamic_loss_scale=True)
-    checkpoints.evaluate = guard.checked(checkpoints.evaluate)
-    return progress, checkpoints, guard
-
-
-def step(guard, progress, checkpoints, loss, overflow=False):
-    """One step end, callbacks in the trainer's order."""
-    ctx = context(loss, overflow)
-    guard.on_train_step_end(ctx)
-    progress.on_train_step_end(ctx)
-    checkpoints.on_train_step_end(ctx)
+    """Steps of 4 an epoch, 3 epochs, last.ckpt after every step, a dynamic loss scale."""
+    return make_loop(tmp_path, interval_steps=1, evaluate=evaluate, eval_interval=eval_interval)
 
 
 def digest(path):
@@ -78,46 +56,44 @@ def digest(path):
 
 
 def test_a_save_waits_for_the_next_sane_loss_and_a_diverged_one_is_dropped(tmp_path):
-    progress, checkpoints, guard = setup(tmp_path)
-    step(guard, progress, checkpoints, 1.1)  # step 1 saves last.ckpt, unchecked: it waits
+    loop, ms = setup(tmp_path)
+    ms.steps(loss=1.1)  # step 1 saves last.ckpt, unchecked: it waits
     assert not (tmp_path / "last.ckpt").exists()
     assert [p.name for p in tmp_path.iterdir()] == [".last.pending.partial.ckpt"]
-    step(guard, progress, checkpoints, 1.0)  # step 2's loss tests step 1's weights: committed; step 2's waits
+    ms.steps(loss=1.0)  # step 2's loss tests step 1's weights: committed; step 2's waits
     assert train_state(read_checkpoint(tmp_path / "last.ckpt")).global_step == 1
     kept = digest(tmp_path / "last.ckpt")
-    step(guard, progress, checkpoints, 5.0, overflow=True)  # skipped by the dynamic loss scale: no evidence
+    ms.steps(loss=5.0, skipped=1)  # skipped by the dynamic loss scale: no evidence
     assert (tmp_path / ".last.pending.partial.ckpt").exists() and digest(tmp_path / "last.ckpt") == kept
     with pytest.raises(DivergenceError, match=r"diverged at global step 4 \(epoch 1, step 4\): the loss jumped to "
                                               r"20000\.5, .*safe to resume from, is '.*last\.ckpt'"):
-        step(guard, progress, checkpoints, 20000.5)
+        ms.steps(loss=20000.5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"] and digest(tmp_path / "last.ckpt") == kept
-    assert checkpoints.stopped
-    checkpoints.on_train_epoch_end(context(1.0))  # nothing more is written after a divergence
+    assert loop.saver.closed
+    loop.end_epoch()  # nothing more is written after a divergence
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
 
 
 def test_a_non_finite_first_loss_names_no_safe_checkpoint(tmp_path):
-    progress, checkpoints, guard = setup(tmp_path)
+    loop, ms = setup(tmp_path)
     with pytest.raises(DivergenceError, match=r"at global step 1 .*the loss became nan.*no checkpoint had been "
                                               r"saved .* then start again"):
-        step(guard, progress, checkpoints, math.nan)
+        ms.steps(loss=math.nan)
     assert not list(tmp_path.iterdir())
 
 
 def test_a_diverged_evaluation_writes_no_best_last_or_metrics(tmp_path):
     val_losses = iter([1.2, 3e5])
-    progress, checkpoints, guard = setup(
-        tmp_path, evaluate=lambda: {"top1": 0.9, "top5": 1.0, "loss": next(val_losses), "num_images": 4})
-    for _ in range(4):
-        step(guard, progress, checkpoints, 1.0)
-    checkpoints.on_train_epoch_end(context(1.0))  # val loss 1.2: best, epoch and last written at once
+    loop, ms = setup(tmp_path, evaluate=lambda: {"top1": 0.9, "top5": 1.0, "loss": next(val_losses), "num_images": 4})
+    for _ in range(4):  # the epoch ends after step 4: val loss 1.2, best, epoch and last written at once
+        ms.steps(loss=1.0)
     assert {"best.ckpt", "epoch_0001.ckpt", "last.ckpt", "metrics.jsonl"} <= {p.name for p in tmp_path.iterdir()}
     before = {p.name: digest(p) for p in tmp_path.iterdir()}
-    for _ in range(4):
-        step(guard, progress, checkpoints, 1.0)
+    for _ in range(3):
+        ms.steps(loss=1.0)
     with pytest.raises(DivergenceError, match=r"in the evaluation after epoch 2 \(global step 8\): the validation "
                                               r"loss jumped to 300000"):
-        checkpoints.on_train_epoch_end(context(1.0))
+        ms.steps(loss=1.0)
     after = {p.name: digest(p) for p in tmp_path.iterdir()}
     assert after.keys() == before.keys()  # no epoch_0002.ckpt, nothing pending
     assert all(after[name] == before[name] for name in ["best.ckpt", "epoch_0001.ckpt", "metrics.jsonl"])
@@ -126,13 +102,11 @@ def test_a_diverged_evaluation_writes_no_best_last_or_metrics(tmp_path):
 
 
 def test_an_epoch_end_without_eval_waits_for_the_next_step(tmp_path):
-    progress, checkpoints, guard = setup(tmp_path, eval_interval=2)
-    checkpoints.ccfg.interval_steps = 0
-    for _ in range(4):
-        step(guard, progress, checkpoints, 1.0)
-    checkpoints.on_train_epoch_end(context(1.0))  # epoch 1 of 3, no eval
+    loop, ms = make_loop(tmp_path, eval_interval=2)
+    for _ in range(4):  # epoch 1 of 3 ends, no eval
+        ms.steps(loss=1.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".epoch_0001.pending.partial.ckpt",
                                                           ".last.pending.partial.ckpt", "metrics.jsonl"]
-    step(guard, progress, checkpoints, 1.0)
+    ms.steps(loss=1.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_0001.ckpt", "last.ckpt", "metrics.jsonl"]
     assert train_state(read_checkpoint(tmp_path / "last.ckpt")).position == (1, 0)

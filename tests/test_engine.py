@@ -1,17 +1,13 @@
 """Train step, loss-scale overflow handling, metrics, losses and the optimizer/schedule, against numpy."""
 import math
-from types import SimpleNamespace
 
 import mindspore as ms
 import numpy as np
 import pytest
 from mindspore import Parameter, Tensor, nn
 
-from vit_ms.train.callbacks import TrainProgress
-from vit_ms.train.checkpoint import TrainState
 from vit_ms.config import load_config
 from vit_ms.train.engine import ClassificationMetrics, TrainStep, build_train_step, loss_scale_sense
-from vit_ms.errors import NonFiniteLossError
 from vit_ms.train.loss import ClassificationLoss
 from vit_ms.models import create_model
 from vit_ms.plan import resolve_plan
@@ -119,34 +115,6 @@ def test_gradient_clipping_by_global_norm():
     np.testing.assert_allclose(net.w.asnumpy(), 1 - np.array([0.6, 0.8, 0.0]), rtol=1e-6)
 
 
-def fake_context(loss, overflow, scale=1.0, cur_step_num=None):
-    outputs = (Tensor(np.float32(loss)), Tensor(np.bool_(overflow)), Tensor(np.float32(scale)))
-    params = SimpleNamespace(net_outputs=outputs, cur_step_num=cur_step_num)
-    return SimpleNamespace(original_args=lambda: params)
-
-
-def test_progress_counts_skipped_steps_and_stops_on_non_finite_loss():
-    progress = TrainProgress(TrainState(), 4, 8, [1e-3] * 8, log_interval=2, dynamic_loss_scale=True)
-    progress.on_train_step_end(fake_context(1.0, False))
-    progress.on_train_step_end(fake_context(math.inf, True))  # overflow under dynamic scaling: skipped
-    assert progress.skipped_steps == 1 and progress.state.global_step == 2
-    with pytest.raises(NonFiniteLossError, match="the loss became nan at global step 3 .epoch 1, step 3."):
-        progress.on_train_step_end(fake_context(math.nan, False))
-    fixed = TrainProgress(TrainState(), 4, 8, [1e-3] * 8, log_interval=2, dynamic_loss_scale=False)
-    with pytest.raises(NonFiniteLossError, match="global step 1"):
-        fixed.on_train_step_end(fake_context(1.0, True))  # an overflow without dynamic scaling is fatal
-
-
-def test_progress_counts_whole_chunks_in_dataset_sink_mode(caplog):
-    progress = TrainProgress(TrainState(), 10, 8, [1e-3] * 30, log_interval=4, dynamic_loss_scale=False)
-    progress.on_train_begin(fake_context(1.0, False, cur_step_num=0))
-    progress.on_train_step_end(fake_context(1.0, False, cur_step_num=10))  # one callback for a sunk epoch
-    assert (progress.state.global_step, progress.state.step_in_epoch) == (10, 10)
-    with caplog.at_level("INFO", logger="vit_ms"):
-        progress.on_train_step_end(fake_context(1.0, False, cur_step_num=13))
-    assert progress.state.global_step == 13 and "step 13/10" in caplog.text  # crossed step 12: logged
-
-
 class _Scale(nn.Cell):
     def __init__(self):
         super().__init__()
@@ -171,17 +139,3 @@ def test_o0_step_checks_the_loss_and_skips_a_non_finite_one():
     other = _Scale()
     o2 = load_config("demo", ["amp.level=O2"])
     assert not build_train_step(other, nn.SGD(other.trainable_params(), 0.1), o2, cpu_plan(o2)).check_loss_only
-
-
-def test_progress_line_says_how_long_until_the_end_of_the_run(caplog, monkeypatch):
-    """10 steps/epoch, 3 epochs, batch 8, one step per (fake) second: after epoch 2 step 4 the epoch has 6 steps
-    left (6 s) and the run 16 (0:00:16)."""
-    clock = iter(range(100))
-    monkeypatch.setattr("vit_ms.train.callbacks.time.time", lambda: float(next(clock)))
-    state = TrainState(epoch=1, step_in_epoch=3, global_step=13)
-    progress = TrainProgress(state, 10, 8, [1e-3] * 30, log_interval=4, dynamic_loss_scale=False, total_epochs=3)
-    with caplog.at_level("INFO", logger="vit_ms"):
-        progress.on_train_step_end(fake_context(1.0, False))
-    assert "epoch 2 step 4/10" in caplog.text and "eta 6s  run eta 0:00:16" in caplog.text
-    assert progress.run_eta(8.0 / 3600) == "  run eta 16:00:00"
-    assert TrainProgress(state, 10, 8, [1e-3], 4, False).run_eta(8.0) == ""  # total unknown: epoch eta only

@@ -78,12 +78,12 @@ def test_cli_errors_name_the_file_and_the_fix(tmp_path):
 def test_curves_writer_draws_each_epoch_in_the_background(tmp_path, monkeypatch):
     run = write_metrics(tmp_path / "r", epochs=1)
     writer = CurvesWriter(run)
-    writer.on_train_epoch_end(None)
+    writer.update()
     writer.wait()
     first = (run / "curves.png").read_bytes()
     write_metrics(run, epochs=3)
-    writer.on_train_epoch_end(None)
-    writer.on_train_end(None)  # waits for the drawing
+    writer.update()
+    writer.close()  # waits for the drawing
     assert (run / "curves.png").read_bytes() != first and writer.drawn == 2 and not writer.failed
 
     import threading
@@ -92,7 +92,7 @@ def test_curves_writer_draws_each_epoch_in_the_background(tmp_path, monkeypatch)
     original = writer.draw
     monkeypatch.setattr(writer, "draw", lambda: (calls.append(1), release.wait(10), original()))
     for _ in range(3):  # epochs end faster than drawings: one runs, one more is queued, none is lost
-        writer.on_train_epoch_end(None)
+        writer.update()
     release.set()
     writer.wait()
     assert len(calls) == 2 and writer.drawn == 4 and writer._thread is None
@@ -110,7 +110,7 @@ def test_a_drawing_failure_is_logged_once_and_never_raised(tmp_path, monkeypatch
     writer = CurvesWriter(run)
     with caplog.at_level(logging.WARNING, logger="vit_ms"):
         for _ in range(3):
-            writer.on_train_epoch_end(None)
+            writer.update()
             writer.wait()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "curves.png not written" in warnings[0] and expected in warnings[0]

@@ -1,4 +1,4 @@
-"""Graceful stop: the signal flag, a second signal, the stop callback's saves and agreement across ranks.
+"""Graceful stop: the signal flag, a second signal, the training loop's saves on a stop and agreement across ranks.
 
 The end-to-end check (SIGTERM/SIGINT mid-epoch, then --resume auto reaches the uninterrupted weights) is in
 test_train.py.
@@ -8,44 +8,22 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from mindspore import nn
+from loop_helpers import make_loop
 
-from vit_ms.config import load_config
-from vit_ms.errors import TrainingStopped
-from vit_ms.train.callbacks import CheckpointAndMetrics, TrainProgress
+from vit_ms.errors import DivergenceError, TrainingStopped
 from vit_ms.train.checkpoint import TrainState, read_checkpoint, train_state
 from vit_ms.train.signals import StopSignals, exit_status
-from vit_ms.train.stopping import GracefulStop, first_signal
+from vit_ms.train.stopping import first_signal
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class Context:
-    """A RunContext stand-in: records request_stop()."""
-
-    def __init__(self):
-        self.stop_requested = False
-
-    def original_args(self):
-        return SimpleNamespace()
-
-    def request_stop(self):
-        self.stop_requested = True
-
-
-def stop_setup(tmp_path, received, steps_per_epoch=4, world_size=1, gather=None, rank0=True):
-    cfg = load_config("demo", ["checkpoint.interval_steps=0"])
-    progress = TrainProgress(TrainState(), steps_per_epoch, 8, [1e-3] * 16, log_interval=100,
-                             dynamic_loss_scale=False)
-    checkpoints = CheckpointAndMetrics(nn.Dense(3, 2), tmp_path if rank0 else None, progress,
-                                       lambda: {"top1": 0.5, "top5": 1.0, "loss": 1.0, "num_images": 4},
-                                       cfg.checkpoint, 1, 3)
-    signals = SimpleNamespace(received=received)
-    return progress, checkpoints, GracefulStop(signals, checkpoints, world_size, gather)
+def stop_setup(tmp_path, received, steps_per_epoch=4, world_size=1, gather=None, rank0=True, state=None):
+    return make_loop(tmp_path, steps_per_epoch=steps_per_epoch, received=received, world_size=world_size,
+                     gather=gather, rank0=rank0, dynamic=False, state=state)
 
 
 def test_exit_status_is_128_plus_the_signal():
@@ -103,79 +81,72 @@ def test_outside_training_the_watcher_ends_the_process_at_once(sig):
 
 
 def test_stop_mid_epoch_saves_last_and_skips_the_epoch_end(tmp_path):
-    progress, checkpoints, stop = stop_setup(tmp_path, received=signal.SIGTERM)
-    progress.state.step_in_epoch = progress.state.global_step = 2
-    context = Context()
-    stop.on_train_step_end(context)
-    assert context.stop_requested and checkpoints.stopped
+    loop, ms = stop_setup(tmp_path, received=signal.SIGTERM, state=TrainState(step_in_epoch=1, global_step=1))
+    ms.steps()
+    assert ms.stop_requested and loop.stopped and loop.saver.closed
     assert train_state(read_checkpoint(tmp_path / "last.ckpt")).position == (0, 2)
-    checkpoints.on_train_epoch_end(context)  # Model.train still ends the epoch after the break
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no eval, metrics or epoch checkpoint
     with pytest.raises(TrainingStopped, match=r"stopped by SIGTERM after global step 2 \(epoch 1 step 2/4\) "
                                               r"and saved .*last.ckpt.*--resume auto") as err:
-        stop.raise_if_stopped()
+        loop.finish()
     assert err.value.exit_status == 143
 
 
 def test_stop_in_the_last_step_lets_the_epoch_end_save_first(tmp_path):
-    progress, checkpoints, stop = stop_setup(tmp_path, received=signal.SIGINT)
-    progress.state.step_in_epoch = progress.state.global_step = 4
-    context = Context()
-    stop.on_train_step_end(context)
-    assert not context.stop_requested and not (tmp_path / "last.ckpt").exists()
-    checkpoints.on_train_epoch_end(context)  # CheckpointAndMetrics comes first: eval, best, epoch, last
-    stop.on_train_epoch_end(context)
-    assert context.stop_requested
+    loop, ms = stop_setup(tmp_path, received=signal.SIGINT, state=TrainState(step_in_epoch=3, global_step=3))
+    ms.steps()  # the epoch's last step: eval, best, epoch and last first, then the stop
+    assert ms.stop_requested
     assert train_state(read_checkpoint(tmp_path / "last.ckpt")).position == (1, 0)
     assert {"best.ckpt", "epoch_0001.ckpt", "metrics.jsonl"} <= {p.name for p in tmp_path.iterdir()}
     with pytest.raises(TrainingStopped, match="after global step 4 .the end of epoch 1.") as err:
-        stop.raise_if_stopped()
+        loop.finish()
     assert err.value.exit_status == 130
 
 
 def test_a_signal_during_the_last_epochs_end_lets_the_run_complete(tmp_path):
-    progress, checkpoints, stop = stop_setup(tmp_path, received=signal.SIGTERM)
-    progress.state.epoch, progress.state.step_in_epoch = 2, 4  # the last of 3 epochs
-    context = Context()
-    checkpoints.on_train_epoch_end(context)
-    stop.on_train_epoch_end(context)
-    assert not context.stop_requested and train_state(read_checkpoint(tmp_path / "last.ckpt")).position == (3, 0)
-    stop.raise_if_stopped()  # exit 0: the run finished
+    loop, ms = stop_setup(tmp_path, received=signal.SIGTERM, state=TrainState(epoch=2, step_in_epoch=3))
+    ms.steps()  # the last step of the last of 3 epochs
+    assert not ms.stop_requested and train_state(read_checkpoint(tmp_path / "last.ckpt")).position == (3, 0)
+    loop.finish()  # exit 0: the run finished
 
 
 def test_no_signal_no_stop(tmp_path):
-    progress, checkpoints, stop = stop_setup(tmp_path, received=None)
-    progress.state.step_in_epoch = 1
-    context = Context()
-    stop.on_train_step_end(context)
-    stop.on_train_epoch_end(context)
-    assert not context.stop_requested and not list(tmp_path.iterdir())
-    stop.raise_if_stopped()
+    loop, ms = stop_setup(tmp_path, received=None)
+    ms.steps()
+    assert not ms.stop_requested and not list(tmp_path.iterdir())
+    loop.finish()
 
 
-def test_ranks_agree_on_the_lowest_ranks_signal(tmp_path):
+def test_ranks_agree_on_the_lowest_ranks_signal_and_on_divergence_in_one_exchange(tmp_path):
     assert first_signal(np.array([[0], [15], [2]])) == 15 and first_signal(np.zeros((4, 1))) is None
     calls = []
 
     def gather(row, world_size):  # rank 0 (this one) saw nothing, rank 1 got SIGINT
         calls.append((list(row), world_size))
-        return np.array([[0], [int(signal.SIGINT)]], np.int32)
+        return np.array([[0, 0], [0, int(signal.SIGINT)]], np.int32)
 
-    progress, checkpoints, stop = stop_setup(tmp_path, received=None, world_size=2, gather=gather)
-    progress.state.step_in_epoch = progress.state.global_step = 1
-    context = Context()
-    stop.on_train_step_end(context)
-    assert calls == [([0], 2)] and context.stop_requested and (tmp_path / "last.ckpt").is_file()
+    loop, ms = stop_setup(tmp_path, received=None, world_size=2, gather=gather)
+    ms.steps()
+    assert calls == [([0, 0], 2)] and ms.stop_requested and (tmp_path / "last.ckpt").is_file()
     with pytest.raises(TrainingStopped) as err:
-        stop.raise_if_stopped()
+        loop.finish()
     assert err.value.exit_status == 130
 
     other = tmp_path / "rank1"
     other.mkdir()
-    progress, checkpoints, stop = stop_setup(other, received=signal.SIGINT, world_size=2, gather=gather,
-                                             rank0=False)
-    progress.state.step_in_epoch = 1
-    stop.on_train_step_end(context)
-    assert checkpoints.stopped and not list(other.iterdir())  # only rank 0 writes
+    loop, ms = stop_setup(other, received=signal.SIGINT, world_size=2, gather=gather, rank0=False)
+    ms.steps()
+    assert loop.saver.closed and not list(other.iterdir())  # only rank 0 writes
     with pytest.raises(TrainingStopped, match="rank 0 saved last.ckpt"):
-        stop.raise_if_stopped()
+        loop.finish()
+
+    def diverged_elsewhere(row, world_size):  # rank 1's loss diverged, nobody got a signal
+        calls.append((list(row), world_size))
+        return np.array([[0, 0], [1, 0]], np.int32)
+
+    calls.clear()
+    loop, ms = stop_setup(tmp_path / "r3", received=None, world_size=2, gather=diverged_elsewhere, rank0=False)
+    with pytest.raises(DivergenceError, match=r"at global step 1 .*rank 1 saw its loss diverge.*rank 0's message "
+                                              r"names the checkpoint"):
+        ms.steps(loss=1.0)
+    assert calls == [([0, 0], 2)]  # one all-gather a step for both questions

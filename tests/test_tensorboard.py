@@ -33,15 +33,14 @@ def test_tags_group_the_metrics_columns():
 
 def test_epoch_records_become_scalars_at_their_step(tmp_path):
     pytest.importorskip("tensorboardX")
-    records = [None, {"epoch": 1, "step": 6, "lr": 0.001, "train_loss": 1.5, "val_top1": 0.25, "val_images": 12,
+    records = [{"epoch": 1, "step": 6, "lr": 0.001, "train_loss": 1.5, "val_top1": 0.25, "val_images": 12,
                       "epoch_seconds": 2.0, "skipped_steps": 0},
                {"epoch": 2, "step": 12, "lr": 0.0005, "train_loss": 1.25, "val_top1": 0.5, "val_images": 12,
                 "epoch_seconds": 2.0, "skipped_steps": 0}]
-    current = iter(records)
-    callback = TensorBoardScalars(tmp_path, lambda: next(current))
-    for _ in records:
-        callback.on_train_epoch_end(None)
-    callback.on_train_end(None)
+    writer = TensorBoardScalars(tmp_path)
+    for record in records:
+        writer.update(record)
+    writer.close()
     assert read_scalars(tmp_path / "tensorboard") == {
         ("train/lr", 6): pytest.approx(0.001), ("train/loss", 6): 1.5, ("val/top1", 6): 0.25,
         ("train/lr", 12): pytest.approx(0.0005), ("train/loss", 12): 1.25, ("val/top1", 12): 0.5}

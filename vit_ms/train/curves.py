@@ -12,16 +12,13 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from mindspore.train import Callback
-
 log = logging.getLogger("vit_ms")
 
 
-class CurvesWriter(Callback):
-    """Redraw `<run_dir>/curves.png`; must come after the callback that appends the epoch's record."""
+class CurvesWriter:
+    """Redraw `<run_dir>/curves.png` from metrics.jsonl: `update` after each epoch's record, `close` at the end."""
 
     def __init__(self, run_dir: Path, background: bool = True):
-        super().__init__()
         self.run_dir = Path(run_dir)
         self.background = background
         self.failed = False
@@ -57,7 +54,8 @@ class CurvesWriter(Callback):
                     return
                 self._pending = False
 
-    def on_train_epoch_end(self, run_context):
+    def update(self, record: Optional[dict] = None) -> None:
+        """metrics.jsonl has a new record (the drawing reads the file, so `record` itself is not needed)."""
         if not self.background:
             self.draw()
             return
@@ -74,7 +72,7 @@ class CurvesWriter(Callback):
         if thread is not None:
             thread.join()
 
-    def on_train_end(self, run_context):
+    def close(self) -> None:
         self.wait()
         if self.drawn:
             log.info("curves.png: %s (drawn %d times, %.2f s each on average)", self.run_dir / "curves.png",

@@ -5,9 +5,6 @@ global step: train/loss, train/lr, train/images_per_sec, val/top1, val/top5, val
 column, e.g. EMA ones). View with `tensorboard --logdir runs/`.
 """
 from pathlib import Path
-from typing import Callable, Optional
-
-from mindspore.train import Callback
 
 from ..errors import ConfigError
 
@@ -32,22 +29,17 @@ def scalar_tag(key: str) -> str:
     return f"train/{key}"
 
 
-class TensorBoardScalars(Callback):
-    """At every epoch end, the latest record from `record()` as scalars; `record` returns None before any."""
+class TensorBoardScalars:
+    """Each epoch's record as scalars at its global step: `update(record)` after every epoch, `close` at the end."""
 
-    def __init__(self, run_dir: Path, record: Callable[[], Optional[dict]]):
-        super().__init__()
+    def __init__(self, run_dir: Path):
         self.writer = require_tensorboardx().SummaryWriter(str(Path(run_dir) / "tensorboard"))
-        self.record = record
 
-    def on_train_epoch_end(self, run_context):
-        record = self.record()
-        if record is None:
-            return
+    def update(self, record: dict) -> None:
         for key, value in record.items():
             if key not in SKIPPED and isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.writer.add_scalar(scalar_tag(key), value, global_step=record["step"])
         self.writer.flush()
 
-    def on_train_end(self, run_context):
+    def close(self) -> None:
         self.writer.close()

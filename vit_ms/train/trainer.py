@@ -1,9 +1,11 @@
-"""A training run: runtime and plan, run directory, data, model, optimizer and `Model.train` with callbacks.
+"""A training run: runtime and plan, run directory, data, model, optimizer, then the training loop.
 
     result = run_training(cfg, resume="auto")
 
 `train.py` parses arguments and calls `run_training`; everything the run needs is built here from the config
-and the run plan (`vit_ms.plan`), one step per function.
+and the run plan (`vit_ms.plan`), one step per function. What happens between the train steps (progress,
+divergence, evaluation, checkpoints, pictures, stop) is `vit_ms.train.loop`; how `Model.train` is called
+(with dataset sink mode: in which legs and chunks) is `vit_ms.train.sink`.
 """
 import json
 import logging
@@ -21,19 +23,21 @@ from ..fs import prove_writable
 from ..models import model_from_plan
 from ..plan import RunPlan, resolve_plan
 from ..runtime import setup_runtime
-from .callbacks import CheckpointAndMetrics, TrainProgress
 from .checkpoint import (CheckpointMeta, TrainState, check_fit, find_resume_checkpoint, network_params,
                          read_checkpoint, read_meta, remove_partial_files, train_state)
 from .curves import CurvesWriter
 from .distributed import check_replicas, check_same_resume
-from .divergence import DivergenceDetector, DivergenceGuard
+from .divergence import DivergenceDetector
 from .ema import resume_ema
 from .engine import build_train_step, mindspore_model
+from .loop import LoopSettings, TrainLoop
 from .optim import build_optimizer, lr_schedule, scaled_lr
+from .progress import Progress
+from .saving import RunSaver
+from .sink import describe_legs, plan_legs
 from .tensorboard import TensorBoardScalars, require_tensorboardx
 from .runlock import RunLock
 from .signals import StopSignals
-from .stopping import GracefulStop
 
 log = logging.getLogger("vit_ms")
 
@@ -102,14 +106,22 @@ def load_resume(resume: Optional[str], run_dir: Path, plan: RunPlan) -> Resume:
     return found
 
 
+def classes_source(resume: Resume) -> str:
+    return f"the checkpoint '{resume.path}' (its recorded class list)" if resume.meta.class_names else ""
+
+
+def train_dataset(cfg: Config, plan: RunPlan, resume: Resume, start_epoch: int, skip_steps: int):
+    """This rank's shard of the train split from epoch `start_epoch`, leaving out its first `skip_steps` steps."""
+    return create_dataset(cfg, "train", True, batch_size=plan.batch_size, num_shards=plan.world_size,
+                          shard_id=plan.rank, start_epoch=start_epoch, skip_steps=skip_steps,
+                          steps_per_epoch=cfg.train.steps_per_epoch, classes=resume.meta.class_names,
+                          classes_source=classes_source(resume), accum_steps=plan.accum_steps)
+
+
 def build_datasets(cfg: Config, plan: RunPlan, resume: Resume):
     """The train split (this rank's shard, from the resume position) and the val split; their DatasetInfo."""
-    classes = resume.meta.class_names
-    source = f"the checkpoint '{resume.path}' (its recorded class list)" if classes else ""
-    train_ds, info = create_dataset(cfg, "train", True, batch_size=plan.batch_size, num_shards=plan.world_size,
-                                    shard_id=plan.rank, start_epoch=resume.state.epoch,
-                                    skip_steps=resume.state.step_in_epoch, steps_per_epoch=cfg.train.steps_per_epoch,
-                                    classes=classes, classes_source=source, accum_steps=plan.accum_steps)
+    train_ds, info = train_dataset(cfg, plan, resume, resume.state.epoch, resume.state.step_in_epoch)
+    source = classes_source(resume)
     val_ds, _ = create_dataset(cfg, "val", False, batch_size=plan.eval_batch_size, num_shards=plan.world_size,
                                shard_id=plan.rank, classes=info.class_names,
                                classes_source=source or "the training split")
@@ -180,14 +192,11 @@ def write_run_files(run_dir: Path, cfg: Config, plan: RunPlan, class_names: List
     (run_dir / "classes.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
 
 
-def picture_callbacks(cfg: Config, run_dir: Optional[Path], checkpoints: CheckpointAndMetrics) -> list:
-    """After each epoch's record (main rank only): curves.png, and TensorBoard scalars when asked."""
+def pictures(cfg: Config, run_dir: Optional[Path]) -> list:
+    """What is drawn after each epoch's record (main rank only): curves.png, and TensorBoard scalars when asked."""
     if run_dir is None:
         return []
-    callbacks = [CurvesWriter(run_dir)]
-    if cfg.train.tensorboard:
-        callbacks.append(TensorBoardScalars(run_dir, lambda: checkpoints.last_record))
-    return callbacks
+    return [CurvesWriter(run_dir), *([TensorBoardScalars(run_dir)] if cfg.train.tensorboard else [])]
 
 
 def start_run(cfg: Config, plan: RunPlan, run_dir: Path, lock_warning: Optional[str]) -> None:
@@ -220,6 +229,38 @@ def evaluator(model, train_step, val_ds, plan: RunPlan):
         return metrics
 
     return evaluate
+
+
+def build_loop(cfg: Config, plan: RunPlan, state: TrainState, info, train_step, lrs, evaluate,
+               main_dir: Optional[Path], signals: StopSignals) -> TrainLoop:
+    """The training loop and what it drives: progress, saves, divergence check, evaluation, pictures, stop."""
+    steps = info.steps_per_epoch
+    meta = CheckpointMeta(config_to_dict(cfg), plan.to_dict(), info.class_names)
+    settings = LoopSettings(steps, cfg.train.epochs, cfg.train.log_interval, cfg.checkpoint.interval_steps,
+                            cfg.eval.interval_epochs, plan.loss_scale == "dynamic", plan.world_size)
+    return TrainLoop(state, settings, progress=Progress(state, steps, plan.global_batch_size, lrs, cfg.train.epochs),
+                     saver=RunSaver(train_step, main_dir, state, meta, cfg.checkpoint.keep_last,
+                                    cfg.checkpoint.interval_epochs),
+                     detector=DivergenceDetector(cfg.train.divergence_factor), evaluate=evaluate, signals=signals,
+                     optimizer_steps=lambda: int(train_step.optimizer.global_step.asnumpy()[0]),
+                     pictures=pictures(cfg, main_dir))
+
+
+def run_legs(cfg: Config, plan: RunPlan, resumed: Resume, train_ds, steps_per_epoch: int, trainer: ms.train.Model,
+             loop: TrainLoop) -> None:
+    """`Model.train` with the loop as its callback, once per leg (`vit_ms.train.sink`) until the run ends or stops."""
+    sink = plan.sink_mode and plan.device_target != "CPU"  # MindSpore on CPU trains unsunk whatever it is told
+    legs = plan_legs(resumed.state, cfg.train.epochs, steps_per_epoch, sink, cfg.train.log_interval)
+    if sink:
+        log.info("dataset sink mode: %s", describe_legs(legs, steps_per_epoch))
+    for i, leg in enumerate(legs):  # the first starts where train_ds does
+        data = train_ds if i == 0 else train_dataset(cfg, plan, resumed, leg.first_epoch, leg.skip_steps)[0]
+        try:
+            trainer.train(train_dataset=data, callbacks=[loop], **leg.train_kwargs(steps_per_epoch))
+        except RuntimeError as err:
+            raise removed_file_error(err) or err
+        if loop.stopped:
+            return
 
 
 def run_training(cfg: Config, resume: Optional[str] = None, cache_dir: Optional[Path] = None) -> dict:
@@ -257,30 +298,18 @@ def train_in(cfg: Config, plan: RunPlan, run_dir: Path, resume: Optional[str], c
     main_dir = run_dir if plan.is_main else None
     if main_dir is not None:
         write_run_files(run_dir, cfg, plan, info.class_names)
-    meta = CheckpointMeta(config_to_dict(cfg), plan.to_dict(), info.class_names)
-    progress = TrainProgress(state, info.steps_per_epoch, plan.global_batch_size, lrs, cfg.train.log_interval,
-                             plan.loss_scale == "dynamic", total_epochs=cfg.train.epochs)
-    checkpoints = CheckpointAndMetrics(train_step, main_dir, progress, evaluator(model, train_step, val_ds, plan),
-                                       cfg.checkpoint, cfg.eval.interval_epochs, cfg.train.epochs, meta)
-    guard = DivergenceGuard(DivergenceDetector(cfg.train.divergence_factor), checkpoints,
-                            plan.loss_scale == "dynamic", plan.world_size)
-    checkpoints.evaluate = guard.checked(checkpoints.evaluate)  # a diverged epoch's evaluation writes no checkpoint
     if state.epoch >= cfg.train.epochs:
         log.info("the run already completed %d of %d epochs; nothing to train", state.epoch, cfg.train.epochs)
         return {"epoch": state.epoch, "best_top1": state.best_top1}
     log.info("training %s on %d images (%d steps/epoch, %d classes) for %d epochs", plan.arch.name,
              info.num_samples, info.steps_per_epoch, len(info.class_names), cfg.train.epochs)
     with StopSignals() as signals:
-        stop = GracefulStop(signals, checkpoints, plan.world_size)
-        callbacks = [guard, progress, checkpoints, *picture_callbacks(cfg, main_dir, checkpoints), stop]
-        try:
-            mindspore_model(train_step, model, plan.world_size).train(
-                cfg.train.epochs, train_ds, callbacks=callbacks, dataset_sink_mode=plan.sink_mode,
-                initial_epoch=state.epoch)
-        except RuntimeError as err:
-            raise removed_file_error(err) or err
+        loop = build_loop(cfg, plan, state, info, train_step, lrs, evaluator(model, train_step, val_ds, plan),
+                          main_dir, signals)
+        trainer = mindspore_model(train_step, model, plan.world_size)
+        run_legs(cfg, plan, resumed, train_ds, info.steps_per_epoch, trainer, loop)
     if plan.distributed:  # also a barrier: after a stop no rank exits (and makes msrun kill the rest) before
         check_replicas(model, plan.world_size)  # rank 0 has finished writing last.ckpt
-    stop.raise_if_stopped()
+    loop.finish()
     return {"epoch": state.epoch, "global_step": state.global_step, "best_top1": state.best_top1,
-            "skipped_steps": progress.skipped_steps}
+            "skipped_steps": loop.progress.skipped_steps}
