@@ -105,22 +105,25 @@ class TrainLoop(Callback):
         steps, self._cur_step = cb_params.cur_step_num - self._cur_step, cb_params.cur_step_num  # 1, or a chunk
         optimizer_step = self.optimizer_steps()
         applied, self._optimizer_step = optimizer_step - self._optimizer_step, optimizer_step
-        loss, overflow, _ = cb_params.net_outputs  # of the last step
-        self.after_steps(steps, float(loss.asnumpy()), steps - applied, bool(overflow.asnumpy()))
+        loss, overflow, scale = cb_params.net_outputs  # of the last step
+        self.after_steps(steps, float(loss.asnumpy()), steps - applied, bool(overflow.asnumpy()),
+                         float(scale.asnumpy()))
         if self.stopped:
             run_context.request_stop()
 
     # the loop
-    def after_steps(self, steps: int, loss: float, skipped: int = 0, last_skipped: bool = False) -> None:
-        """`steps` more train steps ran, the last with `loss`; `skipped` of them left the weights unchanged
-        (overflow), the last one among them when `last_skipped`."""
+    def after_steps(self, steps: int, loss: float, skipped: int = 0, last_skipped: bool = False,
+                    scale: float = 1.0) -> None:
+        """`steps` more train steps ran, the last with `loss` at loss scale `scale`; `skipped` of them left the
+        weights unchanged (overflow), the last one among them when `last_skipped`."""
         st, cfg = self.state, self.settings
         st.global_step += steps  # 1. count
         st.step_in_epoch += steps
-        self.progress.add(steps, loss, skipped)
+        self.progress.add(steps, None if last_skipped else loss, skipped)
         if skipped and cfg.dynamic_loss_scale:
-            log.warning("step %d: gradient overflow, %d step(s) skipped by the dynamic loss scale (%d so far)",
-                        st.global_step, skipped, self.progress.skipped_steps)
+            log.warning("step %d: gradient overflow, %s skipped (loss scale %g at the last step; %d so far)",
+                        st.global_step, "step" if steps == 1 else f"{skipped} of the last {steps} steps", scale,
+                        self.progress.skipped_steps)
         epoch_done = st.step_in_epoch >= cfg.steps_per_epoch
         tested = not (cfg.dynamic_loss_scale and last_skipped)  # a skipped step's loss tests no new weights
         reason, signum = self.agree(self.step_check(loss, steps, skipped) if tested else None,  # 2. check

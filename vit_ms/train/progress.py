@@ -10,7 +10,7 @@ It reads the run's `TrainState` (the training loop advances it) and never change
 """
 import logging
 import time
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -40,10 +40,11 @@ class Progress:
         """The lr table's value at optimizer step `step` (the last value past its end)."""
         return self.lrs[min(max(step, 0), len(self.lrs) - 1)]
 
-    def add(self, steps: int, loss: float, skipped: int = 0) -> None:
-        """`steps` more steps, the last with `loss`; `skipped` of them left the weights unchanged (overflow)."""
+    def add(self, steps: int, loss: Optional[float], skipped: int = 0) -> None:
+        """`steps` more steps, the last with `loss` (None: that step was skipped, its loss measures nothing the
+        run keeps); `skipped` of them left the weights unchanged (overflow)."""
         self.skipped_steps += skipped
-        if skipped < steps:  # the loss of a skipped step measures nothing the run keeps
+        if loss is not None:
             self.losses.append(loss)
         self.window_steps += steps
         self.epoch_steps += steps
