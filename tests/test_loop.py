@@ -19,7 +19,7 @@ from vit_ms.train.checkpoint import TrainState, read_checkpoint, train_state
 from vit_ms.train.engine import build_train_step
 from vit_ms.train.optim import build_optimizer
 from vit_ms.train.progress import Progress
-from vit_ms.train.sink import Leg, chunk_steps, describe_legs, plan_legs
+from vit_ms.train.sink import Leg, chunk_advice, chunk_steps, describe_legs, plan_legs
 
 
 def records(run_dir):
@@ -78,6 +78,12 @@ def test_chunk_is_the_largest_divisor_of_the_epoch_within_the_log_interval():
         k = chunk_steps(steps, interval)
         assert steps % k == 0 and k <= interval
         assert not [d for d in range(k + 1, interval + 1) if steps % d == 0]  # none larger fits
+    assert chunk_advice(1251, 100) == ("dataset sink mode: 1251 steps an epoch have no divisor between 10 and "
+                                       "train.log_interval=100, so each sink runs only 9 steps (a host round trip "
+                                       "each); train.log_interval=139 would sink 139 steps at a time")
+    assert chunk_advice(13, 10).endswith("only 1 step (a host round trip each); train.log_interval=13 would sink "
+                                         "13 steps at a time")
+    assert chunk_advice(5004, 100) is None and chunk_advice(12, 100) is None  # sinks of 36 and 12: no warning
 
 
 def test_without_sink_mode_one_call_trains_the_whole_run():

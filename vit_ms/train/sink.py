@@ -21,7 +21,7 @@ an "epoch"; left to itself it takes the dataset's length as the chunk. So:
 MindSpore on CPU never sinks (it trains step by step whatever it is told), so there the plan is one unsunk leg.
 """
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional
 
 from .checkpoint import TrainState
 
@@ -83,3 +83,15 @@ def describe_legs(legs: List[Leg], steps_per_epoch: int) -> str:
                else "step by step")
         parts.append(f"{span} {how}")
     return "; ".join(parts)
+
+
+def chunk_advice(steps_per_epoch: int, log_interval: int) -> Optional[str]:
+    """A warning when the epoch's steps make sinks a quarter of train.log_interval or less, with a better value."""
+    k = chunk_steps(steps_per_epoch, log_interval)
+    if 4 * k > min(log_interval, steps_per_epoch):
+        return None
+    better = min(d for d in range(log_interval, steps_per_epoch + 1) if steps_per_epoch % d == 0)
+    steps = f"{k} step{'s' if k > 1 else ''}"
+    return (f"dataset sink mode: {steps_per_epoch} steps an epoch have no divisor between {k + 1} and "
+            f"train.log_interval={log_interval}, so each sink runs only {steps} (a host round trip each); "
+            f"train.log_interval={better} would sink {better} steps at a time")

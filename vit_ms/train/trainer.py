@@ -34,7 +34,7 @@ from .loop import LoopSettings, TrainLoop
 from .optim import build_optimizer, lr_schedule, scaled_lr
 from .progress import Progress
 from .saving import RunSaver
-from .sink import describe_legs, plan_legs
+from .sink import chunk_advice, describe_legs, plan_legs
 from .tensorboard import TensorBoardScalars, require_tensorboardx
 from .runlock import RunLock
 from .signals import StopSignals
@@ -253,6 +253,9 @@ def run_legs(cfg: Config, plan: RunPlan, resumed: Resume, train_ds, steps_per_ep
     legs = plan_legs(resumed.state, cfg.train.epochs, steps_per_epoch, sink, cfg.train.log_interval)
     if sink:
         log.info("dataset sink mode: %s", describe_legs(legs, steps_per_epoch))
+        advice = chunk_advice(steps_per_epoch, cfg.train.log_interval)
+        if advice:
+            log.warning(advice)
     for i, leg in enumerate(legs):  # the first starts where train_ds does
         data = train_ds if i == 0 else train_dataset(cfg, plan, resumed, leg.first_epoch, leg.skip_steps)[0]
         try:
