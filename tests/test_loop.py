@@ -185,3 +185,10 @@ def test_the_trainer_calls_model_train_once_per_leg_with_its_own_dataset(monkeyp
     else:
         assert calls == [("resumed dataset", dict(epoch=3, dataset_sink_mode=False, initial_epoch=1))]
         assert built == []
+
+
+def test_a_call_back_past_the_end_of_an_epoch_is_an_error_not_a_lost_step(tmp_path):
+    loop, fake = make_loop(tmp_path, steps_per_epoch=6)
+    fake.steps(4)
+    with pytest.raises(RuntimeError, match="MindSpore reported 4 steps after step 4 of a 6-step epoch"):
+        fake.steps(4)

@@ -124,7 +124,11 @@ class TrainLoop(Callback):
             log.warning("step %d: gradient overflow, %s skipped (loss scale %g at the last step; %d so far)",
                         st.global_step, "step" if steps == 1 else f"{skipped} of the last {steps} steps", scale,
                         self.progress.skipped_steps)
-        epoch_done = st.step_in_epoch >= cfg.steps_per_epoch
+        if st.step_in_epoch > cfg.steps_per_epoch:  # legs are planned so that a chunk never crosses an epoch's end
+            raise RuntimeError(f"MindSpore reported {steps} steps after step {st.step_in_epoch - steps} of a "
+                               f"{cfg.steps_per_epoch}-step epoch; the training loop expects every epoch to end "
+                               f"with a call-back (see vit_ms.train.sink)")
+        epoch_done = st.step_in_epoch == cfg.steps_per_epoch
         tested = not (cfg.dynamic_loss_scale and last_skipped)  # a skipped step's loss tests no new weights
         reason, signum = self.agree(self.step_check(loss, steps, skipped) if tested else None,  # 2. check
                                     None if epoch_done else self.signals.received)
