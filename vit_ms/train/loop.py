@@ -31,7 +31,7 @@ and `end_epoch`:
     4. pictures   curves.png, TensorBoard
     5. stop       SIGTERM/SIGINT during the epoch: stop after its saves (unless it was the last epoch)
 
-Nothing else changes the state, and no other callback runs.
+While training nothing else changes the state, and no other callback runs.
 """
 import json
 import logging
