@@ -13,7 +13,7 @@ from vit_ms.errors import ConfigError
 from vit_ms.plan import resolve_plan
 from vit_ms.runtime import Runtime
 from vit_ms.train.accumulate import AccumulatingTrainStep
-from vit_ms.train.engine import TrainStep
+from vit_ms.train.step import TrainStep
 from vit_ms.train.loss import ClassificationLoss, WithLoss
 from vit_ms.train.optim import lr_schedule
 
