@@ -18,8 +18,8 @@ from typing import List, Optional, Sequence
 
 from ..data import create_dataset
 from ..errors import DataError, UserError
+from ..logs import setup_logging
 from ..train.engine import mindspore_model
-from ..train.trainer import setup_logging
 from .loader import load_for_inference
 from .per_class import ClassResult, eval_output_dir, per_class_results, write_per_class_csv
 

@@ -18,6 +18,7 @@ from ..data import create_dataset
 from ..data.native_source import removed_file_error
 from ..errors import ConfigError, UserError
 from ..fs import prove_writable
+from ..logs import setup_logging
 from ..models import model_from_plan
 from ..plan import RunPlan, resolve_plan
 from ..runtime import setup_runtime
@@ -36,24 +37,6 @@ from .signals import StopSignals
 from .stopping import GracefulStop
 
 log = logging.getLogger("vit_ms")
-
-
-def setup_logging(run_dir: Optional[Path], rank: int) -> None:
-    """Console plus `<run_dir>/train.log` (rank 0) or `train_rank<N>.log`: every rank keeps its own log."""
-    logger = logging.getLogger("vit_ms")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    console = logging.StreamHandler()
-    console.setFormatter(fmt)
-    logger.addHandler(console)
-    if run_dir is not None:
-        name = "train.log" if rank == 0 else f"train_rank{rank}.log"
-        file_handler = logging.FileHandler(run_dir / name)
-        file_handler.setFormatter(fmt)
-        logger.addHandler(file_handler)
 
 
 def prepare_run_dir(cfg: Config, rank: int = 0) -> Path:
