@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     from vit_ms.inference.attention_maps import write_attention_maps
     from vit_ms.inference.evaluate import run_evaluation
     from vit_ms.inference.loader import load_for_inference
-    from vit_ms.tools.plot import plot_run
+    from vit_ms.figures.run_curves import plot_run
 
     written = [plot_run(run_dir, out / "demo_curves.png")]
     ckpt = str(run_dir / "best.ckpt")

@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence
 
 from ..data import create_dataset
 from ..errors import DataError, UserError
+from ..figures.confusion import plot_confusion
 from ..logs import setup_logging
 from ..train.engine import mindspore_model
 from .loader import load_for_inference
@@ -54,8 +55,6 @@ class EvalReport:
 def write_per_class_files(out_dir: Path, confusion, class_names, results, title: str) -> Optional[Path]:
     """per_class.csv always; confusion.png unless drawing fails (logged: the numbers are in the CSV)."""
     write_per_class_csv(out_dir / "per_class.csv", results)
-    from ..tools.confusion import plot_confusion
-
     try:
         plot_confusion(confusion, class_names, out_dir / "confusion.png", title)
     except (UserError, OSError, ValueError, RuntimeError) as err:
