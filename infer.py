@@ -61,7 +61,7 @@ def main(argv=None) -> int:
                         f"only the logits, not the attention probabilities. Pass the checkpoint it was exported "
                         f"from with --ckpt (e.g. runs/<name>/best.ckpt)")
     if args.model:
-        from vit_ms.inference.exported import config_for_export
+        from vit_ms.inference.exported_runner import config_for_export
 
         cfg, sidecar = config_for_export(args.model, args.config, args.overrides)
         recorded, where = sidecar.get("class_names"), "the export's sidecar"

@@ -1,8 +1,8 @@
-"""Entry point: python -m vit_ms.export (the exporter lives in vit_ms/inference/export.py)."""
+"""Entry point: python -m vit_ms.export (the exporter lives in vit_ms/inference/to_mindir_onnx.py)."""
 import sys
 
 from .errors import run_cli
-from .inference.export import main
+from .inference.to_mindir_onnx import main
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

@@ -10,7 +10,7 @@
 
 A checkpoint written by train.py carries its config, plan and class names, so it is enough on its own;
 published weights (a vit_ms.weights.hub.PRETRAINED name, a URL, a .safetensors/.npz/.ckpt file) take their
-config from the weights table or from --config. Exported MindIR/ONNX files run through `exported.py`.
+config from the weights table or from --config. Exported MindIR/ONNX files run through `exported_runner.py`.
 """
 import copy
 import os

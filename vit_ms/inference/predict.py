@@ -19,7 +19,7 @@ from ..config import Config, DataConfig
 from ..data.folder import read_class_names
 from ..data.images import UnusableImage
 from ..errors import DataError, UserError
-from .exported import export_format, open_exported_runner
+from .exported_runner import export_format, open_exported_runner
 
 DEFAULT_BATCH_SIZE = 16
 

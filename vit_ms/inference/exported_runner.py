@@ -3,7 +3,7 @@
     run = open_exported_runner("best.onnx", "onnx")     # (B, 3, S, S) float32 -> (B, num_classes) logits
     sidecar = read_sidecar("best.onnx")                 # image size, mean/std, classes, batch mode
 
-`export.py` writes these files; inference reads them here (so prediction never depends on the exporter).
+`to_mindir_onnx.py` writes these files; inference reads them here (so prediction never depends on the exporter).
 """
 import json
 import os

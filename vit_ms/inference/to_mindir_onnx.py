@@ -33,7 +33,7 @@ from ..cli import add_weights_argument, base_parser
 from ..config import Config
 from ..errors import UserError
 from ..fs import prove_writable
-from .exported import FORMATS, INPUT_NAME, OUTPUT_NAME, open_exported_runner, sidecar_path
+from .exported_runner import FORMATS, INPUT_NAME, OUTPUT_NAME, open_exported_runner, sidecar_path
 from .loader import load_for_inference
 
 ONNX_OPSET = 11  # what MindSpore 2.10 writes
