@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
+from mindcv.data import create_dataset as mindcv_dataset, create_loader, create_transforms
 from PIL import Image
 
 from ..config import Config
@@ -61,8 +62,6 @@ def write_photo_folder(root: Path, classes: int, train_per_class: int, val_per_c
 
 def mindcv_pipeline(cfg: Config, root: str, split: str, training: bool, batch: int, workers: int, classes: int):
     """mindcv 0.3's loader with the config's augmentation (the same settings ours reads)."""
-    from mindcv.data import create_dataset as mindcv_dataset, create_loader, create_transforms
-
     d = cfg.data
     dataset = mindcv_dataset(name="imagenet", root=root, split=split, shuffle=training,
                              num_parallel_workers=workers)

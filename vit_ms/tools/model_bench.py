@@ -38,6 +38,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import mindspore as ms
 import numpy as np
+from mindcv.models.vit import VisionTransformer
 from mindspore import nn
 
 from ..cli import base_parser, config_from_args
@@ -109,8 +110,6 @@ class _DecayNames:
 
 def mindcv_vit(arch):
     """mindcv's VisionTransformer with the architecture, GELU, LayerNorm eps and dropout of `arch`."""
-    from mindcv.models.vit import VisionTransformer
-
     if arch.representation_size:
         raise ConfigError("--compare mindcv: mindcv's ViT has no pre-logits layer; use model.representation_size=null")
     return VisionTransformer(

@@ -22,6 +22,7 @@ from ..logs import setup_logging
 from ..models import model_from_plan
 from ..plan import RunPlan, resolve_plan
 from ..runtime import setup_runtime
+from ..weights.load import load_pretrained
 from .callbacks import CheckpointAndMetrics, TrainProgress
 from .checkpoint import (CheckpointMeta, TrainState, check_fit, find_resume_checkpoint, network_params,
                          read_checkpoint, read_meta, remove_partial_files, train_state)
@@ -103,8 +104,6 @@ def build_datasets(cfg: Config, plan: RunPlan, resume: Resume):
 def initial_weights(model, cfg: Config, resume: Resume, cache_dir: Optional[Path]) -> None:
     """Published weights for a fresh run that names them (a resumed run takes the checkpoint's)."""
     if cfg.model.pretrained and resume.params is None:
-        from ..weights.load import load_pretrained
-
         report = load_pretrained(model, cfg.model.pretrained, sha256=cfg.model.pretrained_sha256, cache_dir=cache_dir)
         log.info("pretrained weights: %s", report)
 
