@@ -13,6 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from PIL import Image
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -33,8 +35,6 @@ def ensure_run(run_dir: Path) -> None:
 
 
 def stack_vertically(parts, target: Path) -> None:
-    from PIL import Image
-
     images = [Image.open(p).convert("RGB") for p in parts]
     canvas = Image.new("RGB", (max(i.width for i in images), sum(i.height for i in images)), "white")
     top = 0
