@@ -96,18 +96,22 @@ def test_generate_writes_a_missing_root_only_when_asked(tmp_path):
     assert list(mine.iterdir()) == []
 
 
-def test_create_dataset_writes_the_demo_set_and_other_configs_name_the_fix(tmp_path):
+def test_the_run_setup_writes_the_demo_set_and_other_configs_name_the_fix(tmp_path):
     from vit_ms.config import load_config
-    from vit_ms.data import create_dataset
+    from vit_ms.data import Feed, create_dataset, prepare_data
 
     root = tmp_path / "digits"
     cfg = load_config("demo.yaml", [f"data.root={root}"])
     assert cfg.data.generate == "digits" and load_config("vit_ti16.yaml").data.generate == ""
-    _, info = create_dataset(cfg, "val", False, batch_size=64)
+    with pytest.raises(DataError, match="does not exist"):  # building a dataset writes nothing
+        create_dataset(cfg.data, "val", Feed.of(cfg, 64))
+    prepare_data(cfg.data)
+    _, info = create_dataset(cfg.data, "val", Feed.of(cfg, 64))
     assert info.class_names == [str(d) for d in range(10)] and info.num_samples == 359
     cfg = load_config("demo.yaml", [f"data.root={tmp_path / 'elsewhere'}", "data.generate="])
+    prepare_data(cfg.data)
     with pytest.raises(DataError) as err:
-        create_dataset(cfg, "train", True, batch_size=8)
+        create_dataset(cfg.data, "train", Feed.of(cfg, 8))
     message = str(err.value)
     assert "elsewhere' does not exist" in message and "--set data.generate=digits" in message
     assert f"python -m vit_ms.data.demo --out {tmp_path / 'elsewhere'}" in message

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..data import create_dataset
+from ..data import Feed, create_dataset, prepare_data
 from ..errors import DataError, UserError
 from ..figures.confusion import plot_confusion
 from ..logs import setup_logging
@@ -72,9 +72,9 @@ def run_evaluation(weights: str, config_path: Optional[str] = None, overrides: S
     setup_logging(None, plan.rank)
     out_dir = eval_output_dir(weights, out) if plan.is_main else None  # before the long part: fail early
     source_name = f"the checkpoint '{weights}' (its recorded class list)"
-    val_ds, info = create_dataset(cfg, "val", False, batch_size=plan.eval_batch_size, num_shards=plan.world_size,
-                                  shard_id=plan.rank, classes=source.class_names,
-                                  classes_source=source_name if source.class_names else "")
+    prepare_data(cfg.data, cfg.train.seed, cfg.train.deterministic)
+    val_ds, info = create_dataset(cfg.data, "val", Feed.from_plan(cfg, plan, training=False), source.class_names,
+                                  source_name if source.class_names else "")
     label_dir = Path(cfg.data.root) / (cfg.data.val_split if source.class_names else cfg.data.train_split)
     check_head_fits_classes(weights, plan.arch.num_classes, info.class_names, label_dir, bool(source.class_names))
     start = time.time()

@@ -34,7 +34,7 @@ from mindcv.data import create_dataset as mindcv_dataset, create_loader, create_
 from PIL import Image
 
 from ..config import Config
-from ..data import create_dataset
+from ..data import Feed, create_dataset, prepare_data
 from ..data.mindrecord import convert_folder
 
 
@@ -111,15 +111,17 @@ def build_pipelines(cfg: Config, root: str, batch: int, workers: int, classes: i
     pcfg.data.reader = "python"
     mcfg = copy.deepcopy(dcfg)
     mcfg.data.root, mcfg.data.format = mindrecord, "mindrecord"
+    prepare_data(dcfg.data, cfg.train.seed, cfg.train.deterministic)  # the same settings for all three
+    feed = Feed.of(dcfg, batch)
     out = {}
     for split, training in (("train", True), ("val", False)):
         name = "train" if training else "eval"
-        out[("ours", name, "folder")] = create_dataset(dcfg, split, training, batch_size=batch)[0]
-        out[("ours", name, "folder-python")] = create_dataset(pcfg, split, training, batch_size=batch)[0]
+        out[("ours", name, "folder")] = create_dataset(dcfg.data, split, feed)[0]
+        out[("ours", name, "folder-python")] = create_dataset(pcfg.data, split, feed)[0]
         if compare:
             out[(compare, name, "folder")] = mindcv_pipeline(dcfg, root, split, training, batch, workers, classes)
         if mindrecord:
-            out[("ours", name, "mindrecord")] = create_dataset(mcfg, split, training, batch_size=batch)[0]
+            out[("ours", name, "mindrecord")] = create_dataset(mcfg.data, split, feed)[0]
     return out
 
 

@@ -43,7 +43,7 @@ from mindspore import nn
 
 from ..cli import base_parser, config_from_args
 from ..config import Config, config_from_dict, config_to_dict
-from ..data import create_dataset
+from ..data import Feed, create_dataset, prepare_data
 from ..data.demo import write_synthetic_folder
 from ..errors import ConfigError
 from ..models import model_from_plan
@@ -141,7 +141,8 @@ def data_throughput(cfg, batch: int, image_size: int, batches: int) -> dict:
         write_synthetic_folder(root, classes, -(-batches * batch // classes), 1, image_size, seed=0)
         dcfg = copy.deepcopy(cfg)
         dcfg.data.root, dcfg.model.num_classes = root, classes
-        dataset, _ = create_dataset(dcfg, "train", True, batch_size=batch, steps_per_epoch=batches)
+        prepare_data(dcfg.data, cfg.train.seed, cfg.train.deterministic)  # the temporary folder: nothing to write
+        dataset, _ = create_dataset(dcfg.data, "train", Feed.of(dcfg, batch, steps_per_epoch=batches))
         start = time.perf_counter()
         count = sum(len(images) for images, _ in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))
         elapsed = time.perf_counter() - start
