@@ -197,8 +197,8 @@ def create_dataset(data: DataConfig, split: str, feed: Feed, classes: Optional[S
         raise ValueError(f"skip_steps={f.skip_steps} must be less than the {steps} steps of an epoch; to resume at "
                          f"an epoch boundary pass start_epoch={f.start_epoch + 1}, skip_steps=0")
 
-    # Threads, not processes: the C++ decode and ops release the GIL, and python_multiprocessing was slower
-    # (measured with python -m vit_ms.benchmark --data-only).
+    # Threads, not processes: the C++ decode and ops release the GIL, and python_multiprocessing was slower in
+    # measurements (docs/performance.md, data pipeline).
     workers = min(data.num_parallel_workers, os.cpu_count() or 1)  # MindSpore rejects more workers than CPUs
     # The per-image C++ random ops (crop, flip, colour jitter) give the same results run to run only with one
     # worker: MindSpore hands rows to workers in no fixed order. The batch op is reproducible with any number.

@@ -62,9 +62,8 @@ class BiasGemmLinear(LinearFunction):
     """x @ weight.T + bias whose bias gradient is a matrix product, ones(1, M) @ dy, instead of a reduction.
 
     dx = dy @ weight, dweight = dy^T @ x, dbias = ones(1, M) @ dy. On GPUs the BiasAddGrad reduction of the
-    autodiff form ran at ~57 GB/s and took 43% of a ViT-B/16 step (an H100 under mindspore.Profiler, O2, batch
-    64: 63 of 147 ms of kernel time); as a GEMM it runs on the tensor cores. Any dtype: the plan selects it for
-    GPU under every amp level.
+    autodiff form ran at ~57 GB/s and took 43% of a ViT-B/16 step in a profile on an H100; as a GEMM it
+    runs on the tensor cores. Any dtype: the plan selects it for GPU under every amp level.
     """
 
     def __init__(self):
