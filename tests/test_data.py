@@ -14,7 +14,8 @@ from PIL import Image
 
 from vit_ms.config import Config, DataConfig
 from vit_ms.data import (EpochSampler, build_augment, build_eval_transforms, build_mixup, build_train_transforms,
-                         Feed, create_dataset, load_image_rgb, prepare_data, preprocess_eval, scan_split)
+                         Feed, create_dataset, load_image_rgb, preprocess_eval, scan_split)
+from vit_ms.data.setup import prepare_data
 from vit_ms.errors import ConfigError, DataError
 from vit_ms.plan import resolve_plan
 from vit_ms.runtime import Runtime
@@ -450,7 +451,8 @@ def test_deterministic_augmentation_from_a_fresh_process(tiny_imagenet):
     script = textwrap.dedent(f"""
         import hashlib
         from vit_ms.config import Config
-        from vit_ms.data import Feed, create_dataset, prepare_data
+        from vit_ms.data import Feed, create_dataset
+        from vit_ms.data.setup import prepare_data
         cfg = Config()
         cfg.data.root, cfg.model.image_size, cfg.train.deterministic = {str(tiny_imagenet)!r}, {SIZE}, True
         prepare_data(cfg.data, cfg.train.seed, cfg.train.deterministic)  # as a run's setup does

@@ -1,5 +1,8 @@
 """vit_ms.data.demo: the digits folder (counts, classes, idempotent, atomic) and the synthetic folder."""
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,7 +101,8 @@ def test_generate_writes_a_missing_root_only_when_asked(tmp_path):
 
 def test_the_run_setup_writes_the_demo_set_and_other_configs_name_the_fix(tmp_path):
     from vit_ms.config import load_config
-    from vit_ms.data import Feed, create_dataset, prepare_data
+    from vit_ms.data import Feed, create_dataset
+    from vit_ms.data.setup import prepare_data
 
     root = tmp_path / "digits"
     cfg = load_config("demo.yaml", [f"data.root={root}"])
@@ -115,3 +119,15 @@ def test_the_run_setup_writes_the_demo_set_and_other_configs_name_the_fix(tmp_pa
     message = str(err.value)
     assert "elsewhere' does not exist" in message and "--set data.generate=digits" in message
     assert f"python -m vit_ms.data.demo --out {tmp_path / 'elsewhere'}" in message
+
+
+def test_the_demo_command_runs_without_a_double_import_warning(tmp_path):
+    """`python -m vit_ms.data.demo`: importing the vit_ms.data package must not load `demo` first (Python then
+    warns that the module runs twice)."""
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "vit_ms.data.demo", "--out",
+                           str(tmp_path / "s"), "--kind", "synthetic", "--num-classes", "2", "--train-per-class", "1",
+                           "--val-per-class", "1", "--image-size", "8"], cwd=repo, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "found in sys.modules" not in proc.stderr and (tmp_path / "s" / "val").is_dir()

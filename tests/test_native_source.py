@@ -8,7 +8,8 @@ import pytest
 
 import vit_ms.data.native_source as native_source
 from test_data import N_VAL, SIZE, batches, encoded, make_cfg, no_random_aug, noise_image, write_bad
-from vit_ms.data import Feed, create_dataset, prepare_data, scan_split
+from vit_ms.data import Feed, create_dataset, scan_split
+from vit_ms.data.setup import prepare_data
 from vit_ms.data.native_source import removed_file_error, write_manifest
 from vit_ms.errors import DataError
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..data import Feed, create_dataset, prepare_data
+from ..data import Feed, create_dataset
+from ..data.setup import prepare_data
 from ..errors import DataError, UserError
 from ..figures.confusion import plot_confusion
 from ..logs import setup_logging

@@ -34,7 +34,8 @@ from mindcv.data import create_dataset as mindcv_dataset, create_loader, create_
 from PIL import Image
 
 from ..config import Config
-from ..data import Feed, create_dataset, prepare_data
+from ..data import Feed, create_dataset
+from ..data.setup import prepare_data
 from ..data.mindrecord import convert_folder
 
 

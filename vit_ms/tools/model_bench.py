@@ -43,7 +43,8 @@ from mindspore import nn
 
 from ..cli import base_parser, config_from_args
 from ..config import Config, config_from_dict, config_to_dict
-from ..data import Feed, create_dataset, prepare_data
+from ..data import Feed, create_dataset
+from ..data.setup import prepare_data
 from ..data.demo import write_synthetic_folder
 from ..errors import ConfigError
 from ..models import model_from_plan
