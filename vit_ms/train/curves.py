@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from ..figures.run_curves import plot_run
+
 log = logging.getLogger("vit_ms")
 
 
@@ -34,8 +36,6 @@ class CurvesWriter:
             return
         start = time.time()
         try:
-            from ..tools.plot import plot_run
-
             plot_run(self.run_dir)
         except Exception as err:  # noqa: BLE001 - a picture must never stop training; reported once
             self.failed = True

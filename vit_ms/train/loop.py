@@ -9,7 +9,7 @@ everything that happens between MindSpore's train steps.
             break
     loop.finish()                                                # TrainingStopped after SIGTERM/SIGINT
 
-MindSpore's `Model.train` runs the train step (`vit_ms.train.engine.TrainStep`: forward, backward, overflow
+MindSpore's `Model.train` runs the train step (`vit_ms.train.step.TrainStep`: forward, backward, overflow
 check, update, EMA) and calls the loop back after every step, or after every sunk chunk of steps in dataset
 sink mode. Then `after_steps` runs, top to bottom:
 
@@ -43,6 +43,7 @@ from mindspore.train import Callback
 
 from ..errors import DivergenceError
 from .checkpoint import TrainState
+from .distributed import all_gather_rows
 from .divergence import DivergenceDetector, divergence_message
 from .progress import Progress
 from .saving import RunSaver
@@ -206,9 +207,7 @@ class TrainLoop(Callback):
         the same points, one all-gather each time)."""
         if self.settings.world_size <= 1:
             return reason, signum
-        gather = self.gather
-        if gather is None:
-            from .distributed import all_gather_rows as gather  # imports MindSpore's collectives: data-parallel only
+        gather = self.gather or all_gather_rows
         rows = np.asarray(gather([int(reason is not None), int(signum or 0)], self.settings.world_size))
         rows = rows.reshape(self.settings.world_size, 2)
         if reason is None and rows[:, 0].any():
