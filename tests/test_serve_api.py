@@ -16,9 +16,10 @@ from PIL import Image
 
 from serve_fixtures import AppThread, call, multipart, write_run_story
 from tiny_run import CLASSES, reference_logits, write_tiny_run
+from vit_ms.inference.attention_maps import displayable, maps_for_batch
 from vit_ms.inference.predict import softmax
 from vit_ms.serve.app import Settings, build_app
-from vit_ms.serve.model import load_served_model
+from vit_ms.serve.model import load_served_model, overlay_png
 from vit_ms.serve.run_info import RunStory
 from vit_ms.serve.uploads import Limits
 
@@ -112,7 +113,7 @@ def test_predict_several_images_multipart_in_order(server, served):
 
 
 def test_attention_overlay_for_a_checkpoint(server, served):
-    run, _ = served
+    run, model = served
     status, body = post_image(server, run.good[0].read_bytes(), query="?attention=1")
     assert status == 200
     (result,) = body["results"]
@@ -120,6 +121,12 @@ def test_attention_overlay_for_a_checkpoint(server, served):
     overlay = Image.open(io.BytesIO(base64.b64decode(result["attention"].split(",", 1)[1])))
     assert overlay.size == (32, 32) and overlay.mode == "RGB"
     np.testing.assert_allclose(result["topk"][0]["prob"], expected_probs(run, run.good[:1])[0].max(), atol=1e-5)
+    # the same picture as the attention-map figures' rollout, computed block by block (infer.py's path)
+    x = model.preprocess(run.good[0].read_bytes())  # (3, 32, 32)
+    rollout, _, _ = maps_for_batch(model.network, x[None], patch_size=8)  # (1, 32, 32)
+    reference = Image.open(io.BytesIO(overlay_png(displayable(x, model.cfg.data.mean, model.cfg.data.std),
+                                                  rollout[0])))
+    assert np.abs(np.asarray(overlay, np.int16) - np.asarray(reference, np.int16)).max() <= 1
 
 
 def png_claiming(width: int, height: int) -> bytes:

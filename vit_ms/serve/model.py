@@ -14,7 +14,7 @@ import base64
 import io
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -50,6 +50,7 @@ class ServedModel:
     batch_sizes: List[int]
     network: object = None  # our VisionTransformer (attention maps); None for an exported file
     attention_note: Optional[str] = None  # why there are no attention maps, when there are none
+    _with_attention: object = field(default=None, repr=False)  # with_attention(network), built on first use
 
     @property
     def max_batch(self) -> int:
@@ -72,13 +73,19 @@ class ServedModel:
     def attention(self, x: np.ndarray) -> Tuple[bytes, np.ndarray]:
         """One image (3, S, S) -> a PNG of the crop the model saw with the attention rollout over it, and its
         (num_classes,) probabilities. Only when `network` is there (not for an exported file)."""
-        from ..inference.attention_maps import displayable, maps_for_batch
+        import mindspore as ms
+
+        from ..inference.attention_maps import displayable, maps_from_probabilities
 
         if self.network is None:
             raise ValueError(self.attention_note)
-        rollout, _, logits = maps_for_batch(self.network, x[None], self.network.arch.patch_size)  # (1, S, S)
+        if self._with_attention is None:
+            self._with_attention = with_attention(self.network)
+        logits, probs = self._with_attention(ms.Tensor(x[None]))  # (1, C), depth x (1, H, N+1, N+1)
+        rollout, _ = maps_from_probabilities([p.asnumpy() for p in probs], x.shape[-1],
+                                             self.network.arch.patch_size)  # (1, S, S)
         image = displayable(x, self.cfg.data.mean, self.cfg.data.std)  # (S, S, 3) uint8
-        return overlay_png(image, rollout[0]), softmax(logits)[0]
+        return overlay_png(image, rollout[0]), softmax(logits.asnumpy())[0]
 
     def warm_up(self) -> float:
         """Run every batch size once (and the attention path at batch 1): graph mode compiles here, not while
@@ -90,6 +97,23 @@ class ServedModel:
         if self.network is not None:
             self.attention(np.zeros(shape, np.float32))
         return time.perf_counter() - start
+
+
+def with_attention(network):
+    """A cell returning (logits, depth x attention probabilities) from one forward call: in graph mode it compiles
+    into one graph, where calling `attention_probabilities` from Python would run each block as its own graph
+    (about 270 ms against 10 ms an image for the demo model on a 2-core CPU)."""
+    from mindspore import nn
+
+    class WithAttention(nn.Cell):
+        def __init__(self, vit):
+            super().__init__()
+            self.vit = vit
+
+        def construct(self, x):
+            return self.vit(x), self.vit.attention_probabilities(x)
+
+    return WithAttention(network)
 
 
 def overlay_png(image: np.ndarray, weights: np.ndarray, alpha: float = 0.5) -> bytes:

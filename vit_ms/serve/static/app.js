@@ -141,7 +141,8 @@ async function predictOne(file) {
     showTopk(node.querySelector(".topk"), r.topk);
     const roundTrip = performance.now() - started;
     node.querySelector(".timing").textContent = `${roundTrip.toFixed(0)} ms for this image (server: decode ` +
-      `${r.time_ms.decode.toFixed(1)} ms, request ${r.time_ms.request.toFixed(1)} ms)`;
+      `${r.time_ms.decode.toFixed(1)} ms, model ${r.time_ms.model.toFixed(1)} ms in a batch of ` +
+      `${r.batch.images}, whole request ${r.time_ms.request.toFixed(1)} ms)`;
     if (r.attention) {
       node.querySelector(".overlay").src = r.attention;
     } else {
