@@ -81,9 +81,13 @@ def main(argv=None) -> int:
     if not is_loopback(args.host) and not args.token:
         log.warning("listening on %s without --token: anyone who can reach this address can use the model",
                     args.host)
-    model = load_served_model(args.ckpt, args.batch_size, args.config, args.overrides, args.weights,
-                              args.class_names)
-    seconds = model.warm_up()
+    try:
+        model = load_served_model(args.ckpt, args.batch_size, args.config, args.overrides, args.weights,
+                                  args.class_names)
+        seconds = model.warm_up()
+    except BaseException:
+        sock.close()
+        raise
     settings = Settings(Limits(int(args.max_body_mb * 1024 * 1024), args.max_images), args.max_wait_ms, args.token,
                         args.decode_threads)
     app = build_app(model, settings, RunStory.find(args.ckpt))
