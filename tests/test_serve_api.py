@@ -7,7 +7,6 @@ import io
 import struct
 import urllib.parse
 import zlib
-from dataclasses import replace
 
 import mindspore as ms
 import numpy as np
@@ -274,7 +273,7 @@ def test_exported_onnx_model(served, tmp_path):
     model = load_served_model(str(path), max_batch=8)
     assert model.batch_sizes == [1]
     model.warm_up()
-    with AppThread(build_app(replace(model), Settings())) as url:
+    with AppThread(build_app(model, Settings())) as url:
         status, info = call(f"{url}/v1/model")
         assert info["source"]["kind"] == "exported" and info["source"]["format"] == "onnx"
         assert info["attention"] is False and "only the logits" in info["attention_note"]

@@ -1,6 +1,6 @@
 """The page in a real browser: `python -m vit_ms.serve` started as a user starts it, headless Chromium driven by
-Selenium drops, pastes and chooses images and reads what a user sees (top-k bars, the attention overlay, the time, the run's story,
-a refused file's message).
+Selenium drops, pastes and chooses images and reads what a user sees (top-k bars, the attention overlay, the time,
+the run's story, a refused file's message).
 
 Needs Chromium and its driver from the system's packages (apt-get install chromium chromium-driver; .ci/run
 installs them); skipped, saying so, where they are not installed.

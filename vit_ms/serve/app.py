@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Optional
+from typing import AsyncIterator, Optional
 
 from aiohttp import web
 
@@ -163,7 +163,8 @@ async def predict(request: web.Request) -> web.Response:
                               "attention_note": model.attention_note if attention else None})
 
 
-async def start_batcher(app: web.Application) -> None:
+async def start_batcher(app: web.Application) -> AsyncIterator[None]:
+    """The batching coroutine for the life of the app; the threads shut down after it."""
     loop = asyncio.get_running_loop()
     in_model_thread = partial(loop.run_in_executor, app[POOLS].model)
     batcher = Batcher(app[MODEL].probabilities, app[MODEL].batch_sizes, app[SETTINGS].max_wait_ms / 1000.0,
