@@ -1,6 +1,7 @@
 """vit_ms.serve.batcher: concurrent images gathered into one call, padded to a compiled size, answers routed back;
 and vit_ms.serve.model.batch_sizes."""
 import asyncio
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
@@ -87,3 +88,24 @@ def test_a_lone_image_does_not_wait_for_company_beyond_max_wait(wait):
     recorder = Recorder()
     answers, _ = run_batcher(recorder, [7], sizes=[1, 2, 4], max_wait_s=wait)
     assert recorder.shapes == [1] and float(answers[0][0][0]) == 7.0
+
+
+@pytest.mark.parametrize("arriving", [True, False])
+def test_a_batch_waits_only_for_images_on_their_way(arriving):
+    """An image queued 20 ms after the first joins its batch only while a request is being read or decoded."""
+    recorder = Recorder()
+
+    async def main():
+        pool = ThreadPoolExecutor(1)
+        batcher = Batcher(recorder, [1, 2], 0.5, partial(asyncio.get_running_loop().run_in_executor, pool))
+        task = asyncio.create_task(batcher.serve_forever())
+        with batcher.on_the_way() if arriving else contextlib.nullcontext():
+            first = batcher.submit(np.ones((1, 1, 1), np.float32))
+            await asyncio.sleep(0.02)
+            second = batcher.submit(np.ones((1, 1, 1), np.float32))
+        await asyncio.gather(first, second)
+        task.cancel()
+        pool.shutdown()
+
+    asyncio.run(main())
+    assert recorder.shapes == ([2] if arriving else [1, 1])

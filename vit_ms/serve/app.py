@@ -130,7 +130,7 @@ async def predict(request: web.Request) -> web.Response:
     pools: Pools = request.app[POOLS]
     k = min(query_int(request, "topk", 5, 1), len(model.class_names))
     attention = query_int(request, "attention", 0, 0) > 0
-    images = await read_images(request, request.app[SETTINGS].limits)
+    batcher: Batcher = request.app[BATCHER]
     loop = asyncio.get_running_loop()
 
     async def decode(i: int, name: str, data: bytes):
@@ -142,7 +142,9 @@ async def predict(request: web.Request) -> web.Response:
                                     f"BMP, GIF, TIFF or WebP image") from err
         return x, (time.perf_counter() - began) * 1000.0
 
-    decoded = await asyncio.gather(*(decode(i, name, data) for i, (name, data) in enumerate(images)))
+    with batcher.on_the_way():  # a batch forming now waits for these images
+        images = await read_images(request, request.app[SETTINGS].limits)
+        decoded = await asyncio.gather(*(decode(i, name, data) for i, (name, data) in enumerate(images)))
     arrays, decode_ms = [x for x, _ in decoded], [ms for _, ms in decoded]
     if attention and model.network is not None:
         answers = []
@@ -152,7 +154,7 @@ async def predict(request: web.Request) -> web.Response:
             model_ms = round((time.perf_counter() - began) * 1000.0, 3)
             answers.append((probs, {"images": 1, "padded_to": 1, "model_ms": model_ms}, png_data_url(png)))
     else:
-        batched = await asyncio.gather(*(request.app[BATCHER].submit(x) for x in arrays))
+        batched = await asyncio.gather(*[batcher.submit(x) for x in arrays])
         answers = [(probs, {"images": b.images, "padded_to": b.padded_to, "model_ms": round(b.model_ms, 3)}, None)
                    for probs, b in batched]
     total_ms = round((time.perf_counter() - start) * 1000.0, 3)

@@ -2,15 +2,19 @@
 
     batcher = Batcher(model.probabilities, sizes=[1, 2, 4, 8, 16], max_wait_s=0.005, run_in_model_thread)
     task = asyncio.create_task(batcher.serve_forever())
+    with batcher.on_the_way():                   # around reading and decoding a request's images
+        x = ...
     probs, stats = await batcher.submit(x)        # x (3, S, S) -> (C,) probabilities, BatchStats of its batch
 
 One coroutine takes the first waiting image, then keeps taking images for up to `max_wait_s` or until
-`sizes[-1]` are there, pads the stack with zero images up to the smallest compiled size that holds it (graph
+`sizes[-1]` are there, as long as more are on their way (requests being read or decoded): a lone request runs at
+once instead of waiting for company that is not coming. It pads the stack with zero images up to the smallest compiled size that holds it (graph
 mode compiles each shape once, at start) and runs the model in the model thread. While that call runs, new
 images queue up, so under load the next batch is ready at once and full. `sizes=[1]` turns batching off: every
 image is its own call (the baseline the load test compares against).
 """
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, List, Sequence, Tuple
@@ -46,16 +50,26 @@ class Batcher:
         self.queue: "asyncio.Queue[Tuple[np.ndarray, asyncio.Future]]" = asyncio.Queue()
         self.calls = 0  # model calls made (the tests read how many images shared them)
         self.images = 0
+        self.arriving = 0  # requests being read or decoded: their images are worth waiting for
 
     @property
     def max_batch(self) -> int:
         return self.sizes[-1]
 
-    async def submit(self, x: np.ndarray) -> Tuple[np.ndarray, BatchStats]:
-        """Queue one (3, S, S) image; returns its (C,) probabilities once its batch has run."""
+    @contextlib.contextmanager
+    def on_the_way(self):
+        """Around reading and decoding one request: while any is inside, a batch waits (up to max_wait_s) for more."""
+        self.arriving += 1
+        try:
+            yield
+        finally:
+            self.arriving -= 1
+
+    def submit(self, x: np.ndarray) -> "asyncio.Future":
+        """Queue one (3, S, S) image; the future gives its (C,) probabilities and BatchStats once its batch ran."""
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((x, future))
-        return await future
+        self.queue.put_nowait((x, future))
+        return future
 
     async def _gather(self) -> List[Tuple[np.ndarray, asyncio.Future]]:
         items = [await self.queue.get()]
@@ -65,7 +79,7 @@ class Batcher:
                 items.append(self.queue.get_nowait())
                 continue
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or not self.arriving:
                 break
             try:
                 items.append(await asyncio.wait_for(self.queue.get(), left))

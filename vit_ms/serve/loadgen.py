@@ -1,10 +1,12 @@
 """Load on a running server: N concurrent clients send a fixed number of one-image requests to POST /v1/predict.
 
-    python -m vit_ms.serve.loadgen --url http://127.0.0.1:8000 --images data/digits/val --clients 32 --requests 512
+    python -m vit_ms.serve.loadgen --url http://127.0.0.1:8000 --images data/digits/val --clients 1 32 --requests 512
+    python -m vit_ms.serve.loadgen --url http://127.0.0.1:8000 http://127.0.0.1:8001 --images data/digits/val --repeat 3
     result = asyncio.run(run_load(url, payloads, clients=32, requests=512))   # LoadResult
 
 Each client sends its next request when the previous one is answered (a closed loop), cycling through the
 images. Prints requests, failures, p50 / p99 latency and images/s; `--clients 1` is the one-at-a-time baseline.
+Several servers (say one with batching, one started with --batch-size 1) and --repeat N are measured interleaved.
 Every answer is kept (`LoadResult.top1`) so a caller can check it against the model.
 """
 import argparse
@@ -89,24 +91,38 @@ def image_payloads(folder: Path, limit: int = 64) -> List[Tuple[bytes, str]]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vit_ms.serve.loadgen", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default http://127.0.0.1:8000)")
+    parser.add_argument("--url", nargs="+", default=["http://127.0.0.1:8000"],
+                        help="the server(s) (default http://127.0.0.1:8000); several are measured in turn")
     parser.add_argument("--images", required=True, help="folder of images to send (searched recursively)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 32],
                         help="concurrent clients; several values run one after another (default: 1 32)")
     parser.add_argument("--requests", type=int, default=512, help="requests per run (default 512)")
-    parser.add_argument("--token", help="the server's --token, if it has one")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds over every server and client count, interleaved; with more than one the "
+                             "medians are printed at the end (a shared machine's load moves between runs)")
+    parser.add_argument("--token", help="the servers' --token, if they have one")
     args = parser.parse_args(argv)
     payloads = image_payloads(Path(args.images))
     if not payloads:
         print(f"error: no image files under '{args.images}'", file=sys.stderr)
         return 2
     failed = 0
-    for clients in args.clients:
-        result = asyncio.run(run_load(args.url, payloads, clients, args.requests, args.token))
-        print(result.line(), flush=True)
-        failed += len(result.failures)
-        for message in sorted(set(result.failures))[:5]:
-            print(f"  failure: {message}", file=sys.stderr)
+    runs: Dict[Tuple[str, int], List[LoadResult]] = {}
+    for _ in range(args.repeat):
+        for url in args.url:
+            for clients in args.clients:
+                result = asyncio.run(run_load(url, payloads, clients, args.requests, args.token))
+                print(result.line(f"{url}: "), flush=True)
+                runs.setdefault((url, clients), []).append(result)
+                failed += len(result.failures)
+                for message in sorted(set(result.failures))[:5]:
+                    print(f"  failure: {message}", file=sys.stderr)
+    if args.repeat > 1:
+        print(f"medians of {args.repeat} runs:")
+        for (url, clients), results in runs.items():
+            print(f"{url}: {clients} clients: {np.median([r.images_per_sec for r in results]):.1f} images/s, "
+                  f"p50 {np.median([r.percentile(50) for r in results]):.1f} ms, "
+                  f"p99 {np.median([r.percentile(99) for r in results]):.1f} ms")
     return 1 if failed else 0
 
 
