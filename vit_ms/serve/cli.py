@@ -1,7 +1,7 @@
 """python -m vit_ms.serve --ckpt runs/demo/best.ckpt: a page and a JSON API for one trained model.
 
     python -m vit_ms.serve --ckpt runs/demo/best.ckpt                  # http://127.0.0.1:8000/
-    python -m vit_ms.serve --ckpt vit_b16_augreg_in21k_ft_in1k         # a published weights name
+    python -m vit_ms.serve --ckpt vit_b16.augreg_in21k_ft_in1k         # a published weights name
     python -m vit_ms.serve --ckpt runs/demo/best.onnx                  # an export (its .json sidecar beside it)
     python -m vit_ms.serve --ckpt runs/demo/best.ckpt --host 0.0.0.0 --token SECRET   # reachable from others
 
