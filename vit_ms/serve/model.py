@@ -21,7 +21,9 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..config import Config, config_to_dict
-from ..inference.exported import FORMATS
+from ..errors import UserError
+from ..inference import predict
+from ..inference.exported import FORMATS, config_for_export, export_format
 from ..inference.predict import Predictor, class_names_for, softmax
 
 log = logging.getLogger("vit_ms")
@@ -138,14 +140,8 @@ def load_served_model(spec: str, max_batch: int = 16, config_path: Optional[str]
                       names_file: Optional[str] = None) -> ServedModel:
     """Our checkpoint, a published weights name or file (vit_ms.inference.loader), or an exported .mindir/.onnx
     with its sidecar (vit_ms.inference.exported), ready to serve but not yet warmed up."""
-    from ..inference import predict
-
     if Path(spec).suffix.lower() in FORMATS.values():
-        from ..inference.exported import config_for_export, export_format
-
         if weights:
-            from ..errors import UserError
-
             raise UserError("--weights applies to a checkpoint; an exported file holds one set of weights")
         cfg, sidecar = config_for_export(spec, config_path, overrides)
         predictor = predict.exported_predictor(spec, cfg, sidecar)
