@@ -264,18 +264,19 @@ def test_token(served):
         assert status == 404 and "no run directory" in body["error"]
 
 
-def test_exported_onnx_model(served, tmp_path):
+@pytest.mark.parametrize("fmt", ["onnx", "mindir"])
+def test_exported_model(served, tmp_path, fmt):
     """An export serves the same probabilities, at its fixed batch, and says plainly it has no attention maps."""
     from vit_ms.inference.export import export
 
     run, _ = served
-    path, _ = export(str(run.ckpt_a), "onnx", batch=1, out=str(tmp_path / "a.onnx"), check=False)
+    path, _ = export(str(run.ckpt_a), fmt, batch=1, out=str(tmp_path / f"a.{fmt}"), check=False)
     model = load_served_model(str(path), max_batch=8)
     assert model.batch_sizes == [1]
     model.warm_up()
     with AppThread(build_app(model, Settings())) as url:
         status, info = call(f"{url}/v1/model")
-        assert info["source"]["kind"] == "exported" and info["source"]["format"] == "onnx"
+        assert info["source"]["kind"] == "exported" and info["source"]["format"] == fmt
         assert info["attention"] is False and "only the logits" in info["attention_note"]
         assert info["classes"] == CLASSES and info["weights"] is None
         body, headers = multipart([(p.name, p.read_bytes()) for p in run.good[:3]])
