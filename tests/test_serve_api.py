@@ -267,7 +267,7 @@ def test_token(served):
 @pytest.mark.parametrize("fmt", ["onnx", "mindir"])
 def test_exported_model(served, tmp_path, fmt):
     """An export serves the same probabilities, at its fixed batch, and says plainly it has no attention maps."""
-    from vit_ms.inference.export import export
+    from vit_ms.inference.to_mindir_onnx import export
 
     run, _ = served
     path, _ = export(str(run.ckpt_a), fmt, batch=1, out=str(tmp_path / f"a.{fmt}"), check=False)

@@ -70,8 +70,8 @@ def bind(host: str, port: int) -> socket.socket:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    # MindSpore takes seconds to import: loaded once the arguments parse, so --help and usage errors answer at once
     from aiohttp import web
-
     from .app import Settings, build_app
     from .model import load_served_model
     from .run_info import RunStory

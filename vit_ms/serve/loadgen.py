@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import aiohttp  # the server's own package also provides the client
 import numpy as np
+
+from ..data.images import IMAGE_EXTENSIONS
 
 
 @dataclass
@@ -45,8 +48,6 @@ class LoadResult:
 async def run_load(url: str, payloads: Sequence[Tuple[bytes, str]], clients: int, requests: int,
                    token: Optional[str] = None, timeout_s: float = 60.0) -> LoadResult:
     """`requests` one-image requests spread over `clients` concurrent clients; payloads are (bytes, content type)."""
-    import aiohttp  # the server's own package also provides the client
-
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     counter = iter(range(requests))
     latencies: List[float] = []
@@ -81,8 +82,6 @@ async def run_load(url: str, payloads: Sequence[Tuple[bytes, str]], clients: int
 
 def image_payloads(folder: Path, limit: int = 64) -> List[Tuple[bytes, str]]:
     """Up to `limit` image files under `folder` (sorted) as request payloads."""
-    from ..data import IMAGE_EXTENSIONS
-
     files = sorted(f for f in Path(folder).rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)[:limit]
     kinds = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
     return [(f.read_bytes(), kinds.get(f.suffix.lower(), "application/octet-stream")) for f in files]

@@ -18,13 +18,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+import mindspore as ms
 import numpy as np
+from matplotlib import colormaps
+from mindspore import nn
+from PIL import Image
 
 from ..config import Config, config_to_dict
+from ..data.images import decode_image_bytes
+from ..data.transforms import preprocess_eval
 from ..errors import UserError
 from ..inference import predict
-from ..inference.exported import FORMATS, config_for_export, export_format
+from ..inference.attention_maps import displayable, maps_from_probabilities
+from ..inference.exported_runner import FORMATS, config_for_export, export_format
+from ..inference.loader import load_for_inference
 from ..inference.predict import Predictor, class_names_for, softmax
+from ..train.checkpoint import train_state
 
 log = logging.getLogger("vit_ms")
 
@@ -52,7 +61,7 @@ class ServedModel:
     batch_sizes: List[int]
     network: object = None  # our VisionTransformer (attention maps); None for an exported file
     attention_note: Optional[str] = None  # why there are no attention maps, when there are none
-    _with_attention: object = field(default=None, repr=False)  # with_attention(network), built on first use
+    _with_attention: object = field(default=None, repr=False)  # WithAttention(network), built on first use
 
     @property
     def max_batch(self) -> int:
@@ -60,9 +69,6 @@ class ServedModel:
 
     def preprocess(self, data: bytes) -> np.ndarray:
         """Upload bytes -> (3, S, S) float32, as evaluation preprocesses files; raises BadImage (the reason)."""
-        from ..data.images import decode_image_bytes
-        from ..data.transforms import preprocess_eval
-
         image = decode_image_bytes(data, self.predictor.data.max_image_pixels)  # (H, W, 3) uint8
         return preprocess_eval(image, self.predictor.data, self.predictor.image_size)
 
@@ -75,14 +81,10 @@ class ServedModel:
     def attention(self, x: np.ndarray) -> Tuple[bytes, np.ndarray]:
         """One image (3, S, S) -> a PNG of the crop the model saw with the attention rollout over it, and its
         (num_classes,) probabilities. Only when `network` is there (not for an exported file)."""
-        import mindspore as ms
-
-        from ..inference.attention_maps import displayable, maps_from_probabilities
-
         if self.network is None:
             raise ValueError(self.attention_note)
         if self._with_attention is None:
-            self._with_attention = with_attention(self.network)
+            self._with_attention = WithAttention(self.network)
         logits, probs = self._with_attention(ms.Tensor(x[None]))  # (1, C), depth x (1, H, N+1, N+1)
         rollout, _ = maps_from_probabilities([p.asnumpy() for p in probs], x.shape[-1],
                                              self.network.arch.patch_size)  # (1, S, S)
@@ -101,29 +103,22 @@ class ServedModel:
         return time.perf_counter() - start
 
 
-def with_attention(network):
-    """A cell returning (logits, depth x attention probabilities) from one forward call: in graph mode it compiles
+class WithAttention(nn.Cell):
+    """(B, 3, S, S) -> (logits, depth x attention probabilities) from one forward call: in graph mode it compiles
     into one graph, where calling `attention_probabilities` from Python would run each block as its own graph
     (about 270 ms against 10 ms an image for the demo model on a 2-core CPU)."""
-    from mindspore import nn
 
-    class WithAttention(nn.Cell):
-        def __init__(self, vit):
-            super().__init__()
-            self.vit = vit
+    def __init__(self, vit):
+        super().__init__()
+        self.vit = vit
 
-        def construct(self, x):
-            return self.vit(x), self.vit.attention_probabilities(x)
-
-    return WithAttention(network)
+    def construct(self, x):
+        return self.vit(x), self.vit.attention_probabilities(x)
 
 
 def overlay_png(image: np.ndarray, weights: np.ndarray, alpha: float = 0.5) -> bytes:
     """(S, S, 3) uint8 image and (S, S) weights in [0, 1] -> PNG bytes of the weights in the 'jet' colours over the
     image (as the attention-map figures draw them)."""
-    from matplotlib import colormaps  # matplotlib is imported only where colours are needed
-    from PIL import Image
-
     colours = colormaps["jet"](weights)[..., :3] * 255.0  # (S, S, 3)
     blended = np.clip((1 - alpha) * image + alpha * colours, 0, 255).astype(np.uint8)
     out = io.BytesIO()
@@ -139,7 +134,7 @@ def load_served_model(spec: str, max_batch: int = 16, config_path: Optional[str]
                       overrides: Sequence[str] = (), weights: Optional[str] = None,
                       names_file: Optional[str] = None) -> ServedModel:
     """Our checkpoint, a published weights name or file (vit_ms.inference.loader), or an exported .mindir/.onnx
-    with its sidecar (vit_ms.inference.exported), ready to serve but not yet warmed up."""
+    with its sidecar (vit_ms.inference.exported_runner), ready to serve but not yet warmed up."""
     if Path(spec).suffix.lower() in FORMATS.values():
         if weights:
             raise UserError("--weights applies to a checkpoint; an exported file holds one set of weights")
@@ -154,9 +149,6 @@ def load_served_model(spec: str, max_batch: int = 16, config_path: Optional[str]
                         "image_size": sidecar["image_size"], "num_classes": sidecar["num_classes"]}
         network, which, no_maps = None, None, NO_ATTENTION.format(fmt=fmt.upper() if fmt == "onnx" else "MindIR")
     else:
-        from ..inference.loader import load_for_inference
-        from ..train.checkpoint import train_state
-
         loaded = load_for_inference(spec, config_path, overrides, weights=weights)
         cfg, network = loaded.cfg, loaded.network
         predictor = predict.network_predictor(network, cfg)

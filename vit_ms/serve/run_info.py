@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
+from ..figures.run_curves import read_records  # the one reader of metrics.jsonl (the last line for an epoch wins)
+
 PICTURES = {"curves": ("curves.png",), "confusion": ("eval", "{stem}", "confusion.png")}
 
 
@@ -51,8 +53,6 @@ class RunStory:
                      "most_confused_with": r["most_confused_with"]} for r in csv.DictReader(f)]
 
     def epochs(self) -> List[dict]:
-        from ..tools.plot import read_records  # one reader of metrics.jsonl (last line per epoch wins)
-
         if not (self.run_dir / "metrics.jsonl").is_file():
             return []
         keep = ("epoch", "train_loss", "val_loss", "val_top1", "val_top5", "ema_val_top1", "lr")
