@@ -12,8 +12,12 @@ from vit_ms.plan import batch_and_accumulation, resolve_plan
 from vit_ms.runtime import Runtime
 
 
-def plan_for(device, *overrides, purpose="train", world_size=1):
-    return resolve_plan(load_config("demo", list(overrides)), Runtime(device, 0, world_size), purpose)
+CHIPS = {"CPU": "", "GPU": "sm_90", "Ascend": "ascend910b"}  # the chip each device gets unless a test names one
+
+
+def plan_for(device, *overrides, purpose="train", world_size=1, chip=None):
+    runtime = Runtime(device, 0, world_size, CHIPS[device] if chip is None else chip)
+    return resolve_plan(load_config("demo", list(overrides)), runtime, purpose)
 
 
 def test_each_device_gets_its_formulation_amp_and_sink_mode():
@@ -22,7 +26,7 @@ def test_each_device_gets_its_formulation_amp_and_sink_mode():
     assert (cpu.formulation.patch_embed, cpu.formulation.attention, cpu.formulation.backward) == \
         ("matmul", "standard", "handwritten")
     assert (gpu.amp_level, gpu.formulation.backward, gpu.formulation.attention) == ("O0", "autodiff", "standard")
-    assert (ascend.amp_level, ascend.loss_scale, ascend.sink_mode) == ("O2", "dynamic", True)
+    assert (ascend.amp_level, ascend.amp_dtype, ascend.loss_scale, ascend.sink_mode) == ("O2", "bfloat16", "none", True)
     assert (ascend.formulation.patch_embed, ascend.formulation.attention) == ("conv", "fused")
     assert any("model.backward=auto -> handwritten" in note for note in cpu.notes)
 
@@ -32,7 +36,7 @@ def test_the_model_is_built_as_the_plan_says():
     assert isinstance(cpu.blocks[0].mlp.act, HandwrittenErfGELU)
     assert isinstance(cpu.blocks[0].attn.attend, DotProductAttention)
     assert isinstance(cpu.blocks[0].attn.attend.softmax, HandwrittenSoftmax)
-    ascend = model_from_plan(plan_for("Ascend"))  # built only: the flash-attention kernel runs on Ascend
+    ascend = model_from_plan(plan_for("Ascend"))  # built only: the flash-attention kernel runs on Ascend 910B/C
     assert all(isinstance(block.attn.attend, FlashAttention) for block in ascend.blocks)
     assert ascend.patch_embed.use_conv and not isinstance(ascend.blocks[0].mlp.act, HandwrittenErfGELU)
     assert [p.name for p in cpu.get_parameters()] == [p.name for p in ascend.get_parameters()]
@@ -42,10 +46,10 @@ def test_explicit_settings_force_any_formulation_and_impossible_ones_are_refused
     forced = plan_for("CPU", "model.patch_embed=conv", "model.backward=autodiff")
     assert (forced.formulation.patch_embed, forced.formulation.backward) == ("conv", "autodiff")
     assert plan_for("GPU", "model.backward=handwritten").formulation.backward == "handwritten"
-    with pytest.raises(ConfigError, match="runs on Ascend only"):
-        plan_for("CPU", "model.fused_attention=on")
+    with pytest.raises(ConfigError, match="exists on Ascend 910B/910C .* this run is on CPU"):
+        plan_for("CPU", "model.attention=fused")
     with pytest.raises(ConfigError, match="attn_drop_rate=0.1"):
-        plan_for("Ascend", "model.fused_attention=on", "model.attn_drop_rate=0.1")
+        plan_for("Ascend", "model.attention=fused", "model.attn_drop_rate=0.1")
     assert plan_for("Ascend", "model.attn_drop_rate=0.1").formulation.attention == "standard"
     with pytest.raises(ConfigError, match="model.backward=handwritten .* O2"):
         plan_for("CPU", "model.backward=handwritten", "amp.level=O2")
@@ -117,7 +121,7 @@ def test_global_batch_is_split_over_devices_or_rejected():
         batch_and_accumulation(cfg, 3)
 
 
-def test_half_norms_auto_is_on_for_gpu_under_o2_or_o3_only():
+def test_norms_auto_is_half_for_gpu_under_o2_or_o3_only():
     for device, overrides, norms in [("GPU", ["amp.level=O2"], "half"), ("GPU", ["amp.level=O3"], "half"),
                                      ("GPU", [], "float32"),  # amp auto: O0 on GPU
                                      ("GPU", ["amp.level=O1"], "float32"), ("CPU", ["amp.level=O2"], "float32"),
@@ -125,39 +129,39 @@ def test_half_norms_auto_is_on_for_gpu_under_o2_or_o3_only():
                                      ("GPU", ["amp.level=O2", "model.attn_drop_rate=0.1"], "float32")]:
         plan = plan_for(device, *overrides)
         assert plan.formulation.norms == norms, (device, overrides)
-        assert any(note.startswith(f"amp.half_norms=auto -> {norms} (") for note in plan.notes), plan.notes
+        assert any(note.startswith(f"amp.norms=auto -> {norms} (") for note in plan.notes), plan.notes
     gpu = plan_for("GPU", "amp.level=O2")
-    assert "H100" in next(note for note in gpu.notes if note.startswith("amp.half_norms"))
+    assert "H100" in next(note for note in gpu.notes if note.startswith("amp.norms"))
     assert json.loads(json.dumps(gpu.to_dict()))["formulation"]["norms"] == "half" and "norms half" in gpu.describe()
 
 
-def test_half_norms_can_be_forced_under_o2_or_o3_and_are_refused_without_float16():
-    cpu = plan_for("CPU", "amp.level=O2", "amp.half_norms=on")
-    assert cpu.formulation.norms == "half" and not any(n.startswith("amp.half_norms") for n in cpu.notes)
-    assert plan_for("GPU", "amp.level=O2", "amp.half_norms=off").formulation.norms == "float32"
-    assert plan_for("Ascend", "amp.half_norms=on").formulation.norms == "half"
-    assert plan_for("CPU", "amp.half_norms=off").formulation.norms == "float32"
+def test_norms_can_be_forced_under_o2_or_o3_and_are_refused_without_a_half_type():
+    cpu = plan_for("CPU", "amp.level=O2", "amp.norms=half")
+    assert cpu.formulation.norms == "half" and not any(n.startswith("amp.norms") for n in cpu.notes)
+    assert plan_for("GPU", "amp.level=O2", "amp.norms=float32").formulation.norms == "float32"
+    assert plan_for("Ascend", "amp.norms=half").formulation.norms == "half"
+    assert plan_for("CPU", "amp.norms=float32").formulation.norms == "float32"
     for level in ("O0", "O1"):
-        with pytest.raises(ConfigError, match=rf"amp.half_norms=on .* amp.level resolves to {level}.*amp.level=O2 or O3"):
-            plan_for("CPU", f"amp.level={level}", "amp.half_norms=on")
-    with pytest.raises(ConfigError, match=r"amp.half_norms=on .* resolves to O0"):
-        plan_for("GPU", "amp.half_norms=on")  # amp auto: O0 on GPU
-    with pytest.raises(ConfigError, match=r"'amp.half_norms' must be 'auto' or 'on' or 'off', got 'half'"):
-        plan_for("GPU", "amp.half_norms=half")
+        with pytest.raises(ConfigError, match=rf"amp.norms=half .* amp.level resolves to {level}.*amp.level=O2 or O3"):
+            plan_for("CPU", f"amp.level={level}", "amp.norms=half")
+    with pytest.raises(ConfigError, match=r"amp.norms=half .* resolves to O0"):
+        plan_for("GPU", "amp.norms=half")  # amp auto: O0 on GPU
+    with pytest.raises(ConfigError, match=r"'amp.norms' must be 'auto' or 'half' or 'float32', got 'fp16'"):
+        plan_for("GPU", "amp.norms=fp16")
 
 
 def test_the_plans_norms_reach_every_layer_norm_and_softmax():
     from vit_ms.models.layers import Float32UnderAmp
 
     for norms in ("half", "float32"):
-        model = model_from_plan(plan_for("CPU", "amp.level=O2", f"amp.half_norms={'on' if norms == 'half' else 'off'}"))
+        model = model_from_plan(plan_for("CPU", "amp.level=O2", f"amp.norms={norms}"))
         layers = [c for _, c in model.cells_and_names() if isinstance(c, Float32UnderAmp)]
         assert len(layers) == 2 * 4 + 1 + 4  # norm1, norm2 per block, the final norm, a softmax per block
         assert all(layer.half == (norms == "half") for layer in layers)
 
 
-@pytest.mark.parametrize("half_norms", ["off", "on"])
-def test_an_o2_train_step_runs_in_graph_mode_with_either_norms(half_norms):
+@pytest.mark.parametrize("norms", ["float32", "half"])
+def test_an_o2_train_step_runs_in_graph_mode_with_either_norms(norms):
     import mindspore as ms
     import numpy as np
 
@@ -167,7 +171,7 @@ def test_an_o2_train_step_runs_in_graph_mode_with_either_norms(half_norms):
     mode = ms.get_context("mode")
     ms.set_context(mode=ms.GRAPH_MODE)
     try:
-        cfg = load_config("demo", ["amp.level=O2", f"amp.half_norms={half_norms}", "amp.loss_scale=fixed",
+        cfg = load_config("demo", ["amp.level=O2", f"amp.norms={norms}", "amp.loss_scale=fixed",
                                    "amp.loss_scale_value=1024", "model.depth=2", "data.mixup=0", "data.cutmix=0"])
         plan = resolve_plan(cfg, Runtime("CPU"))
         ms.set_seed(0)

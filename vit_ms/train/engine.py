@@ -89,10 +89,15 @@ def loss_scale_sense(plan):
 
 
 def apply_amp(model: nn.Cell, plan) -> nn.Cell:
-    """Cast `model` to the plan's amp level (in place; nothing under O0)."""
-    if plan.amp_level != "O0":
-        ms.amp.auto_mixed_precision(model, plan.amp_level)
-    return model
+    """`model` under the plan's amp level and dtype; use the network returned (`model` itself under O0).
+
+    O2/O3 mark `model`'s cells in place and wrap it; O1 returns a new network (MindSpore's rewrite inserts casts
+    around the matmuls) that shares `model`'s parameters, leaving `model` itself in float32.
+    """
+    if plan.amp_level == "O0":
+        return model
+    dtype = ms.bfloat16 if plan.amp_dtype == "bfloat16" else ms.float16
+    return ms.amp.auto_mixed_precision(model, plan.amp_level, dtype=dtype)
 
 
 def build_train_step(model: nn.Cell, optimizer: nn.Optimizer, cfg, plan) -> TrainStep:

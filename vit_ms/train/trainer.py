@@ -20,7 +20,7 @@ from ..errors import ConfigError, UserError
 from ..fs import prove_writable
 from ..models import model_from_plan
 from ..plan import RunPlan, resolve_plan
-from ..runtime import setup_runtime
+from ..runtime import run_dir_of, setup_runtime
 from .callbacks import CheckpointAndMetrics, TrainProgress
 from .checkpoint import (CheckpointMeta, TrainState, check_fit, find_resume_checkpoint, network_params,
                          read_checkpoint, read_meta, remove_partial_files, train_state)
@@ -58,7 +58,7 @@ def setup_logging(run_dir: Optional[Path], rank: int) -> None:
 
 def prepare_run_dir(cfg: Config, rank: int = 0) -> Path:
     """Create the run directory and prove it is writable before any training starts."""
-    run_dir = Path(cfg.output_dir) / (cfg.run_name or "run")
+    run_dir = run_dir_of(cfg)
     try:
         prove_writable(run_dir, f".write_test_rank{rank}")  # per rank: all ranks probe the same directory at once
     except OSError as err:
