@@ -91,8 +91,9 @@ def loss_scale_sense(plan):
 def apply_amp(model: nn.Cell, plan) -> nn.Cell:
     """`model` under the plan's amp level and dtype; use the network returned (`model` itself under O0).
 
-    O2/O3 mark `model`'s cells in place and wrap it; O1 returns a new network (MindSpore's rewrite inserts casts
-    around the matmuls) that shares `model`'s parameters, leaving `model` itself in float32.
+    O2/O3 mark `model`'s cells in place and wrap the model so it returns float32; O1 returns a new top-level
+    network from MindSpore's rewrite (casts around the matmuls; MindSpore 2.10 also swaps the rewritten sub-cells
+    into `model`, not its top-level cell) that shares `model`'s parameters.
     """
     if plan.amp_level == "O0":
         return model
