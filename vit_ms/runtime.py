@@ -6,6 +6,8 @@ context; `vit_ms.plan.resolve_plan` turns its `Runtime` and the config into the 
 What MindSpore must know before the device starts (memory pool, compile level, compile cache) is applied here,
 from the config as `compile_settings` reads it; the plan records the same settings.
 """
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,10 +74,23 @@ def apply_compile_settings(settings: CompileSettings, environ=None) -> None:
         _memory_applied.update(settings.memory)
     if settings.jit_level:
         ms.set_context(jit_config={"jit_level": settings.jit_level})
-    if settings.compile_cache_dir:  # MindSpore 2.10 reads these at each graph build (set_context's are deprecated)
-        Path(settings.compile_cache_dir).mkdir(parents=True, exist_ok=True)
-        environ["MS_COMPILER_CACHE_ENABLE"] = "1"
-        environ["MS_COMPILER_CACHE_PATH"] = settings.compile_cache_dir
+
+
+def use_compile_cache(base_dir: str, fingerprint: dict, environ=None) -> Path:
+    """Turn on MindSpore's compile cache in a folder of `base_dir` named by a digest of `fingerprint`; returns it.
+
+    MindSpore 2.10 checks that the Python sources are unchanged but not the shapes of the parameters: a graph
+    cached for 3 learning rates (1 epoch of 3 steps) was loaded for 6 and failed in its Gather. So the cache is
+    kept per fingerprint (the resolved config and plan, the steps per epoch): a run relaunched or resumed with
+    the same settings finds its graphs, any other gets a folder of its own. Set before the first graph is built.
+    """
+    environ = os.environ if environ is None else environ
+    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+    folder = Path(base_dir) / digest
+    folder.mkdir(parents=True, exist_ok=True)
+    environ["MS_COMPILER_CACHE_ENABLE"] = "1"  # read at each graph build (set_context's are deprecated in 2.10)
+    environ["MS_COMPILER_CACHE_PATH"] = str(folder)
+    return folder
 
 
 def read_chip(device_target: str, device_id: int) -> Tuple[str, str]:
