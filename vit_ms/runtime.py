@@ -61,6 +61,7 @@ def compile_settings(cfg, device_target: str) -> CompileSettings:
 
 
 _memory_applied: Dict[str, str] = {}  # MindSpore takes set_memory once per process
+_once = {"deterministic": False}
 
 
 def apply_compile_settings(settings: CompileSettings, environ=None) -> None:
@@ -146,8 +147,9 @@ def setup_runtime(cfg, environ: Optional[Mapping[str, str]] = None) -> Runtime:
         ms.set_device(device_target, device_id)
     apply_compile_settings(settings, environ)
     ms.set_seed(cfg.train.seed)
-    if cfg.train.deterministic:
+    if cfg.train.deterministic and not _once["deterministic"]:  # MindSpore takes it once per process
         ms.set_deterministic(True)
+        _once["deterministic"] = True
 
     distributed = launched_distributed(environ) if cfg.distributed == "auto" else bool(cfg.distributed)
     if not distributed and any(var in environ for var in MSRUN_VARS):
