@@ -69,7 +69,9 @@ def main(argv=None) -> int:
     else:
         from vit_ms.inference.loader import load_for_inference
 
-        eager = ["train.mode=pynative"] if args.attention_maps else []  # maps read the blocks one by one
+        # maps read the blocks one by one, in float32: amp O1's rewritten blocks lack the probabilities method
+        eager = ["train.mode=pynative", "amp.level=O0", "amp.dtype=auto", "amp.norms=auto"] if args.attention_maps \
+            else []
         loaded = load_for_inference(args.ckpt, args.config, args.overrides + eager, weights=args.weights)
         cfg, recorded, where = loaded.cfg, loaded.class_names, f"'{args.ckpt}'"
         predictor = predict.network_predictor(loaded.network, cfg)

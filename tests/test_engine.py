@@ -187,12 +187,13 @@ def test_progress_line_says_how_long_until_the_end_of_the_run(caplog, monkeypatc
     assert TrainProgress(state, 10, 8, [1e-3], 4, False).run_eta(8.0) == ""  # total unknown: epoch eta only
 
 
-def test_amp_o1_really_casts_the_matmuls_and_trains_the_models_own_parameters():
+def test_amp_o1_really_casts_the_matmuls_and_trains_the_models_own_parameters(tmp_path, monkeypatch):
     """O1: auto_mixed_precision returns a new network (float16 matmuls, the rest float32) sharing the model's
     parameters; the train step computes with the network it returns (MindSpore 2.10's rewrite also swaps the
     model's sub-cells in place, but not the top-level cell), and the optimizer updates those parameters."""
     from vit_ms.models import model_from_plan
 
+    monkeypatch.chdir(tmp_path)  # MindSpore's O1 rewrite writes its generated source under ./rewritten_network
     cfg = load_config("demo", ["amp.level=O1", "amp.loss_scale=fixed", "amp.loss_scale_value=1", "model.depth=1",
                                "data.mixup=0", "data.cutmix=0"])
     plan = cpu_plan(cfg)
