@@ -28,7 +28,7 @@ from ..config import Config, load_config
 from ..data.demo import write_synthetic_folder
 from ..errors import UserError
 from ..inference.evaluate import run_evaluation
-from ..inference.export import export
+from ..inference.to_mindir_onnx import export
 from ..plan import RunPlan, resolve_plan
 from ..runtime import MSRUN_VARS, RANK_TABLE_VARS, launched_distributed, setup_runtime
 from ..train.checkpoint import epoch_checkpoints, network_params, read_checkpoint
