@@ -19,9 +19,7 @@ def test_cpu_runtime_has_no_chip_and_the_gpu_chip_is_its_compute_capability(monk
     assert read_chip("GPU", 3) == ("sm_90", "NVIDIA H100 80GB HBM3")
 
 
-def test_the_ascend_chip_is_mindsporess_soc_version(monkeypatch):
-    import mindspore._c_expression as c_expression
-
+def test_the_ascend_chip_is_mindspores_soc_version(monkeypatch):
     class FakeContext:  # stands in for MindSpore's C++ context: its SoC version, as CANN names the chip family
         @staticmethod
         def get_instance():
@@ -33,7 +31,7 @@ def test_the_ascend_chip_is_mindsporess_soc_version(monkeypatch):
     def no_name(device_id, target):
         raise RuntimeError("device_target Ascend not exist.")  # what a build without the Ascend plugin says
 
-    monkeypatch.setattr(c_expression, "MSContext", FakeContext)
+    monkeypatch.setattr(runtime, "MSContext", FakeContext)
     monkeypatch.setattr(ms.hal, "get_device_name", no_name)
     assert read_chip("Ascend", 0) == ("ascend910b", "")  # the name is for reports; the chip decides
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Dict, Mapping, Optional, Tuple
 
 import mindspore as ms
+from mindspore._c_expression import MSContext
 from mindspore.communication import get_group_size, get_rank, init
 
 from .errors import ConfigError
@@ -99,8 +100,6 @@ def read_chip(device_target: str, device_id: int) -> Tuple[str, str]:
     """(chip, device name) as MindSpore reports them: the Ascend SoC version or the GPU's compute capability."""
     if device_target == "Ascend":
         # MindSpore's own query (mindspore.train.Model checks 'ascend910' through it); it asks CANN once per process
-        from mindspore._c_expression import MSContext
-
         return MSContext.get_instance().get_ascend_soc_version(), _device_name(device_id, device_target)
     if device_target == "GPU":
         major, minor = ms.hal.get_device_capability(device_id, "GPU")

@@ -5,8 +5,8 @@
 
 Each check is a `Check`: ok, warn (works, but worth a look), fail (with the fix) or skipped (an earlier check
 failed). The tiny run takes the plan's real choices for the config given (device, amp level and dtype, attention,
-sink mode, compile and memory settings) and only shrinks the model and the data, through the project's own
-trainer, checkpoint reader, evaluator and exporter.
+sink mode, compile and memory settings) and only shrinks the model and the data: train.py trains it, in its own
+process as a user runs it, and the project's checkpoint reader, evaluator and exporter check the results.
 """
 import contextlib
 import json
@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -24,7 +25,7 @@ import mindspore as ms
 import numpy as np
 
 from ..chips import chip_label
-from ..config import Config, load_config
+from ..config import Config, load_config, save_config
 from ..data.demo import write_synthetic_folder
 from ..errors import UserError
 from ..inference.evaluate import run_evaluation
@@ -32,8 +33,9 @@ from ..inference.to_mindir_onnx import export
 from ..plan import RunPlan, resolve_plan
 from ..runtime import MSRUN_VARS, RANK_TABLE_VARS, launched_distributed, setup_runtime
 from ..train.checkpoint import epoch_checkpoints, network_params, read_checkpoint
-from ..train.trainer import run_training
+from ..variants import resolve_architecture
 
+TRAIN_PY = Path(__file__).resolve().parents[2] / "train.py"  # the command users train with, run as they run it
 LAUNCH_VARS = (*MSRUN_VARS, "MS_SCHED_HOST", "MS_SCHED_PORT", *RANK_TABLE_VARS, "RANK_SIZE", "RANK_ID", "DEVICE_ID",
                "HCCL_CONNECT_TIMEOUT", "HCCL_EXEC_TIMEOUT")
 MIN_CORES_PER_DEVICE = 4  # a decoding worker or two, the batch assembly and the Python process itself
@@ -136,8 +138,6 @@ def devices_on_host(device_target: str) -> int:
 
 def checkpoint_gb(cfg: Config) -> float:
     """About how large one training checkpoint of `cfg`'s model is: float32 weights and AdamW's two moments."""
-    from ..variants import resolve_architecture
-
     a = resolve_architecture(cfg.model)
     per_block = (4 + 2 * a.mlp_ratio) * a.embed_dim ** 2
     params = a.depth * per_block + a.patch_size ** 2 * a.in_channels * a.embed_dim + a.embed_dim * a.num_classes
@@ -186,7 +186,7 @@ def machine_checks(cfg: Config, environ: Mapping[str, str]) -> List[Check]:
     need = checkpoint_gb(cfg) * (cfg.checkpoint.keep_last + 2)  # epochs kept, last.ckpt and best.ckpt
     free = free_gb(out)
     checks.append(Check("disk", "ok" if free >= need else "warn",
-                        f"{free:.1f} GB free at {out}; this config's checkpoints need about {need:.1f} GB",
+                        f"{free:.1f} GB free at {out}; this config's checkpoints need about {need:.2g} GB",
                         "" if free >= need else "free space there, set output_dir elsewhere, or lower "
                                                 "checkpoint.keep_last"))
     memory = available_memory_gb()
@@ -269,18 +269,27 @@ def run_checks(cfg_path: Optional[str], overrides: List[str], work_dir: Path, lo
         state["plan"] = resolve_plan(state["cfg"], setup_runtime(state["cfg"]))
         data = write_synthetic_folder(work_dir / "data", num_classes=3, train_per_class=8, val_per_class=4,
                                       image_size=32, seed=0)
-        state["tiny"] = [*overrides, *TINY, *plan_choices(state["plan"]), f"data.root={data}",
-                         f"output_dir={work_dir / 'runs'}"]
+        tiny = [*overrides, *TINY, *plan_choices(state["plan"]), f"data.root={data}", f"output_dir={work_dir / 'runs'}"]
+        state["config"] = work_dir / "tiny.yaml"
+        save_config(load_config(cfg_path, tiny), state["config"])
         return describe_plan(state["plan"])
 
+    def train_py(*args: str) -> None:
+        """python train.py --config <the tiny config> ARGS, its output into the log; fails with its last words."""
+        proc = subprocess.run([sys.executable, str(TRAIN_PY), "--config", str(state["config"]), *args],
+                              capture_output=True, text=True)
+        log.write(proc.stdout + proc.stderr)
+        last = [line for line in proc.stderr.splitlines() if line.strip()][-3:]
+        expect(proc.returncode == 0, f"train.py {' '.join(args)} exited with {proc.returncode}: {' '.join(last)}")
+
     def train() -> str:
-        result = run_training(load_config(cfg_path, [*state["tiny"], "run_name=full"]))
+        train_py("--set", "run_name=full")
         records = [json.loads(line) for line in (work_dir / "runs" / "full" / "metrics.jsonl").read_text().splitlines()]
         losses = [r["train_loss"] for r in records]
         expect(all(math.isfinite(x) for x in losses), f"train losses {losses} are not all finite")
         state["record"] = records[-1]
-        return f"{result['global_step']} steps, train losses {', '.join(f'{x:.3f}' for x in losses)}, " \
-               f"{result['skipped_steps']} skipped"
+        return f"{records[-1]['step']} steps, train losses {', '.join(f'{x:.3f}' for x in losses)}, " \
+               f"{records[-1].get('skipped_steps', 0)} skipped"
 
     def save() -> str:
         run_dir = work_dir / "runs" / "full"
@@ -293,7 +302,7 @@ def run_checks(cfg_path: Optional[str], overrides: List[str], work_dir: Path, lo
         return f"last.ckpt and {', '.join(p.name for p in epochs)}: {len(weights)} float32 tensors"
 
     def resume() -> str:
-        run_training(load_config(cfg_path, [*state["tiny"], "run_name=resumed"]), resume=str(state["epoch_1"]))
+        train_py("--set", "run_name=resumed", "--resume", str(state["epoch_1"]))
         resumed = _weights(work_dir / "runs" / "resumed" / "last.ckpt")
         worst = max(float(np.abs(resumed[k] - v).max()) for k, v in state["weights"].items())
         tol = 1e-5 if state["plan"].amp_level == "O0" else 1e-3
