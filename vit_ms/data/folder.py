@@ -3,10 +3,11 @@
 Classes are the sorted names of the split's sub-folders (hidden ones, starting with ".", are ignored); files
 are found recursively under each class folder and sorted. Only files with an image extension (.jpg .jpeg
 .png .bmp .gif .tif .tiff .webp, any case) are listed; other files are ignored and counted in a log line.
-Every listed file gets the cheap `check_image` (header, size, end marker), never a full decode unless its
-end looks wrong, and is marked when MindSpore's C++ decoder cannot read it as it is (`decode.cpp_readable_file`).
-The result is kept in an index cache outside the dataset (`index_cache`), so later starts only stat the
-folders; nothing is written inside the dataset folder.
+Every listed file is read once and decoded in full (`decode.check_file`: a damaged JPEG must never reach
+MindSpore's C++ decoder, which can die on it with a signal), fingerprinted, and marked when that decoder cannot
+read it as it is. The files are checked in parallel threads (PIL decodes without holding the GIL). The result is
+kept in an index cache outside the dataset (`index_cache`), so later starts only stat the folders; nothing is
+written inside the dataset folder.
 """
 import logging
 import os
@@ -15,16 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
+import numpy as np
+
 from ..config import DataConfig
 from ..errors import DataError, suggest
-from .decode import cpp_readable_file
-from .images import IMAGE_EXTENSIONS, bad_image_error, check_image, is_image_file
+from .decode import check_file
+from .images import IMAGE_EXTENSIONS, bad_image_error, is_image_file
 from .index_cache import ClassScan, load_index, save_index
 
 logger = logging.getLogger("vit_ms")
 
 LAYOUT_HINT = "<root>/{split}/<class>/*.jpg (one sub-folder per class, e.g. <root>/{split}/n01440764/x.JPEG)"
 _SHOWN = 5  # how many example paths a warning or error lists
+_CHUNK = 64  # files a scan thread checks per task
+SCAN_THREADS = max(8, os.cpu_count() or 1)  # every core decodes; at least 8 reads in flight on network storage
 
 
 @dataclass
@@ -34,6 +39,8 @@ class SplitIndex:
     samples: List[Tuple[str, int]] = field(default_factory=list)  # (path, label) of usable files, sorted
     bad: List[Tuple[str, str]] = field(default_factory=list)  # (path, reason) of files left out
     pil: Set[str] = field(default_factory=set)  # paths of samples MindSpore's C++ decoder cannot read as they are
+    fingerprints: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))  # (N, 3): size, mtime_ns,
+    # crc32 of samples[i] when scanned (decode.Fingerprint)
 
 
 def list_classes(split_dir: Path) -> List[str]:
@@ -62,26 +69,34 @@ def _walk(folder: str, rel: str, scan: ClassScan, paths: List[str]) -> None:
         _walk(os.path.join(folder, entry.name), os.path.join(rel, entry.name) if rel else entry.name, scan, paths)
 
 
-def _check_class(class_dir: Path, max_pixels: int) -> ClassScan:
-    """List one class folder (recursive) and give every image file the cheap check."""
+def _list_class(class_dir: Path) -> Tuple[ClassScan, List[str]]:
+    """List one class folder (recursive): its scan without verdicts yet, and the image files' full paths."""
     scan, paths = ClassScan(dirs={}, files=[], bad={}, ignored=0), []
     _walk(str(class_dir), "", scan, paths)
     start = len(str(class_dir)) + 1
     scan.files = [p[start:] for p in paths]
-    for path, rel in zip(paths, scan.files):
-        reason = check_image(path, max_pixels)
-        if reason is not None:
-            scan.bad[rel] = reason
-        elif not cpp_readable_file(path):
-            scan.pil.append(rel)
-    return scan
+    return scan, paths
 
 
-def _class_scan(class_dir: Path, max_pixels: int, cached: Optional[ClassScan]) -> Tuple[ClassScan, bool]:
-    """(scan, whether it was re-scanned): the cached scan while its folders are unchanged, else a new one."""
-    if cached is not None and cached.is_current(class_dir):
-        return cached, False
-    return _check_class(class_dir, max_pixels), True
+def _scan_classes(split_dir: Path, names: Sequence[str], max_pixels: int, num_threads: int) -> Dict[str, ClassScan]:
+    """List the class folders `names` and check every image file in them, all in `num_threads` threads."""
+    with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+        listed = list(pool.map(lambda name: _list_class(split_dir / name), names))
+        paths = [path for _, class_paths in listed for path in class_paths]
+        chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
+        checks = (check for chunk in pool.map(lambda chunk: [check_file(p, max_pixels) for p in chunk], chunks)
+                  for check in chunk)
+    scans = {}
+    for name, (scan, _) in zip(names, listed):
+        for rel in scan.files:
+            check = next(checks)
+            scan.prints.append(list(check.fingerprint))
+            if check.reason is not None:
+                scan.bad[rel] = check.reason
+            elif not check.cpp:
+                scan.pil.append(rel)
+        scans[name] = scan
+    return scans
 
 
 def _find_split(root: Path, split: str) -> Path:
@@ -145,7 +160,7 @@ def check_classes(split_dir: Path, found: Sequence[str], labels: Sequence[str], 
 
 def scan_split(root: Path, split: str, on_bad_image: str = "skip", max_pixels: int = DataConfig.max_image_pixels, *,
                classes: Optional[Sequence[str]] = None, classes_source: str = "the training split",
-               exact_classes: bool = False, num_threads: int = 8, cache_dir: Optional[Path] = None,
+               exact_classes: bool = False, num_threads: int = SCAN_THREADS, cache_dir: Optional[Path] = None,
                rescan: bool = False) -> SplitIndex:
     """List and check the images of `<root>/<split>`.
 
@@ -157,7 +172,7 @@ def scan_split(root: Path, split: str, on_bad_image: str = "skip", max_pixels: i
     folders, or a split whose image files are all unusable.
     `cache_dir`: reuse and update the index cache there (vit_ms.data.index_cache): unchanged class folders are
     not checked again; `rescan` checks every folder anyway. None: no cache.
-    Class folders are checked in parallel threads (`num_threads`), which helps most on network storage.
+    Folders are listed and files checked in `num_threads` parallel threads.
     """
     if on_bad_image not in ("skip", "error"):
         raise ValueError(f"on_bad_image must be 'skip' or 'error', got {on_bad_image!r}")
@@ -170,25 +185,25 @@ def scan_split(root: Path, split: str, on_bad_image: str = "skip", max_pixels: i
     labels = list(classes) if classes is not None else found
     check_classes(split_dir, found, labels, classes_source, exact=exact_classes)
     cached = load_index(cache_dir, split_dir, max_pixels) if cache_dir is not None and not rescan else {}
-    with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
-        scans = dict(zip(found, pool.map(lambda name: _class_scan(split_dir / name, max_pixels, cached.get(name)),
-                                         found)))
-    rescanned = sum(fresh for _, fresh in scans.values())
-    if cache_dir is not None and (rescanned or set(cached) != set(found)):
-        written = save_index(cache_dir, split_dir, max_pixels, {name: scan for name, (scan, _) in scans.items()})
-        logger.info("index of '%s': %d class folders checked, %d reused; saved to '%s'", split_dir, rescanned,
-                    len(found) - rescanned, written)
+    current = {name for name in found if name in cached and cached[name].is_current(split_dir / name)}
+    stale = [name for name in found if name not in current]
+    fresh = _scan_classes(split_dir, stale, max_pixels, num_threads) if stale else {}
+    scans = {name: cached[name] if name in current else fresh[name] for name in found}
+    if cache_dir is not None and (stale or set(cached) != set(found)):
+        written = save_index(cache_dir, split_dir, max_pixels, scans)
+        logger.info("index of '%s': %d class folders checked, %d reused; saved to '%s'", split_dir, len(stale),
+                    len(current), written)
     elif cache_dir is not None:
         logger.info("index of '%s': all %d class folders unchanged, reused from the index cache", split_dir,
                     len(found))
-    return _build_index(split_dir, labels, {name: scan for name, (scan, _) in scans.items()}, on_bad_image)
+    return _build_index(split_dir, labels, scans, on_bad_image)
 
 
 def _build_index(split_dir: Path, labels: List[str], scans: Dict[str, ClassScan], on_bad_image: str) -> SplitIndex:
     """Samples and bad files in sorted class / file order, labelled by class name; warnings as _report says."""
     label_of = {name: i for i, name in enumerate(labels)}
     index = SplitIndex(root=split_dir, classes=labels)
-    empty, ignored = [], 0
+    empty, ignored, prints = [], 0, []
     for name, scan in scans.items():
         prefix = os.path.join(split_dir, name, "")  # "<split_dir>/<name>/": paths as os.path.join gives them
         ignored += scan.ignored
@@ -197,10 +212,12 @@ def _build_index(split_dir: Path, labels: List[str], scans: Dict[str, ClassScan]
             first = next(rel for rel in scan.files if rel in scan.bad)
             raise bad_image_error(prefix + first, scan.bad[first])
         index.samples.extend((prefix + rel, label) for rel in scan.files if rel not in scan.bad)
+        prints.extend(fp for rel, fp in zip(scan.files, scan.prints) if rel not in scan.bad)
         index.bad.extend((prefix + rel, scan.bad[rel]) for rel in scan.files if rel in scan.bad)
         index.pil.update(prefix + rel for rel in scan.pil)
         if len(scan.bad) == len(scan.files):
             empty.append(name)
+    index.fingerprints = np.array(prints, dtype=np.int64).reshape(-1, 3)  # (N, 3)
     _report(split_dir, index, empty, ignored)
     return index
 

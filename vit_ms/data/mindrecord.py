@@ -28,7 +28,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from ..config import DataConfig
 from ..errors import DataError, run_cli
-from .decode import read_encoded
+from .decode import Fingerprint, read_encoded
 from .folder import list_classes, scan_split
 from .images import BadImage
 from .index_cache import resolve_cache_dir
@@ -49,9 +49,10 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _read_one(path: str, max_pixels: int) -> Tuple[Optional[bytes], Optional[str]]:
+def _read_one(path: str, max_pixels: int, fingerprint: Fingerprint) -> Tuple[Optional[bytes], Optional[str]]:
+    """A file's bytes as stored (checked again when they differ from what the scan saw), or why it is left out."""
     try:
-        return read_encoded(path, max_pixels).tobytes(), None
+        return read_encoded(path, max_pixels, fingerprint).tobytes(), None
     except BadImage as err:
         return None, str(err)
 
@@ -118,10 +119,12 @@ def convert_split(root: Path, split: str, out: Path, classes: Optional[List[str]
         for shard in range(num_shards):
             if str(shard) in progress["shards"] and (folder / shard_name(split, shard)).exists():
                 continue
-            samples = index.samples[shard * samples_per_shard:(shard + 1) * samples_per_shard]
+            first = shard * samples_per_shard
+            samples = index.samples[first:first + samples_per_shard]
+            prints = [Fingerprint(*(int(v) for v in row)) for row in index.fingerprints[first:first + len(samples)]]
             rows, left_out = [], []
-            for (path, label), (data, reason) in zip(samples, pool.map(lambda s: _read_one(s[0], max_pixels),
-                                                                         samples)):
+            for (path, label), (data, reason) in zip(samples, pool.map(lambda s, f: _read_one(s[0], max_pixels, f),
+                                                                         samples, prints)):
                 if data is None:
                     left_out.append([path, reason])
                 else:

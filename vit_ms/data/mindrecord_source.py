@@ -33,6 +33,7 @@ class SplitData:
     bad: List[Tuple[str, str]]  # (path, reason) left out
     samples: List[Tuple[str, int]] = field(default_factory=list)  # folder mode: (path, label)
     pil: Set[str] = field(default_factory=set)  # folder mode: samples only PIL decodes
+    fingerprints: Optional[np.ndarray] = None  # folder mode: (N, 3) what the scan saw of each sample
     files: List[str] = field(default_factory=list)  # MindRecord mode: shard files in order
     label_table: Optional[np.ndarray] = None  # MindRecord mode: recorded label -> label in `classes`
 

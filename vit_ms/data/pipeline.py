@@ -2,11 +2,11 @@
 
 Columns out: `image` float32 (B, 3, S, S); `label` int32 (B,), or float32 (B, num_classes) soft labels when
 training with mixup / cutmix. The source reads each file's bytes, in MindSpore's C++ reader (`native_source`)
-or in Python threads (`_FolderSource`: PIL decodes only what the C++ decoder cannot read, see `decode`); the first
+or in Python threads (`reading.SampleReader`: PIL decodes only what the C++ decoder cannot read, see `decode`); the first
 map op decodes in C++: RandomCropDecodeResize for training, Decode for evaluation. The per-image ops end in
 uint8 (S, S, 3); the batch op's `BatchFinish` normalises, erases and mixes whole batches (`batch_ops`). A file
-that turns out bad after the scan is replaced by another sample when data.on_bad_image=skip (the Python reader:
-by the next usable one, named in a warning), so the number of batches per epoch never changes.
+that turns out bad after the scan is replaced by another sample when data.on_bad_image=skip (by the next usable
+one, named in a warning: `reading`), so the number of batches per epoch never changes.
 """
 import logging
 import math
@@ -19,20 +19,17 @@ import numpy as np
 import mindspore.dataset as ds
 
 from ..errors import DataError
-from .decode import read_encoded
 from .demo import generate_if_missing
 from .folder import list_classes, read_class_names, scan_split
-from .images import BadImage, bad_image_error
 from .index_cache import resolve_cache_dir
 from .mindrecord_source import SplitData, mindrecord_dataset, open_split
 from .native_source import native_dataset
+from .reading import SampleReader
 from .sampler import EpochSampler
 from .batch_ops import BatchFinish, Normalizer, build_mixup
 from .transforms import build_augment, build_eval_transforms, build_train_transforms
 
 logger = logging.getLogger("vit_ms")
-
-_MAX_REPLACEMENTS = 16  # consecutive unreadable files tolerated before giving up
 
 
 @dataclass
@@ -44,36 +41,12 @@ class DatasetInfo:
     shard_samples: int = 0  # samples this shard reads per full epoch (before the cap)
 
 
-class _FolderSource:
-    """Random-access source for GeneratorDataset: index -> (encoded image (N,) uint8, label int32)."""
-
-    def __init__(self, samples: Sequence[Tuple[str, int]], on_bad_image: str, max_pixels: int):
-        self.samples = list(samples)
-        self.on_bad_image = on_bad_image
-        self.max_pixels = max_pixels
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        for offset in range(_MAX_REPLACEMENTS):
-            path, label = self.samples[(int(index) + offset) % len(self.samples)]
-            try:
-                return read_encoded(path, self.max_pixels), np.int32(label)
-            except BadImage as err:
-                if self.on_bad_image == "error":
-                    raise bad_image_error(path, str(err)) from err
-                logger.warning("image file '%s' is unusable (%s); using the next sample in its place", path, err)
-        raise DataError(f"{_MAX_REPLACEMENTS} consecutive images from '{self.samples[int(index)][0]}' on could "
-                        f"not be decoded; check the dataset files")
-
-
 def _folder_reader(split_data: SplitData, sampler: EpochSampler, data, workers: int):
     """The folder mode's source: MindSpore's C++ reader (`native_source`) unless data.reader says python or, with
     auto, many files need PIL; else `_FolderSource` in Python threads."""
+    reader = SampleReader(split_data.samples, split_data.fingerprints, data.on_bad_image, data.max_image_pixels)
     if data.reader != "python":
-        dataset = native_dataset(split_data.samples, split_data.pil, len(split_data.classes), sampler, workers,
-                                 data.max_image_pixels, forced=data.reader == "native")
+        dataset = native_dataset(reader, split_data.pil, sampler, workers, forced=data.reader == "native")
         if dataset is not None:
             logger.info("reading the %d images of '%s' with MindSpore's C++ reader (data.reader=%s)",
                         split_data.num_samples, split_data.where, data.reader)
@@ -82,9 +55,8 @@ def _folder_reader(split_data: SplitData, sampler: EpochSampler, data, workers: 
                 split_data.where, data.reader)
     # `workers` reader threads: one thread hands rows over with less CPU (alone: 11,000 vs 1,100 rows/s), but
     # in the whole eval pipeline two threads gave 337 vs 229 images/s (reads overlap the hand-over).
-    return ds.GeneratorDataset(_FolderSource(split_data.samples, data.on_bad_image, data.max_image_pixels),
-                               column_names=["image", "label"], sampler=sampler, num_parallel_workers=workers,
-                               python_multiprocessing=False)
+    return ds.GeneratorDataset(reader, column_names=["image", "label"], sampler=sampler,
+                               num_parallel_workers=workers, python_multiprocessing=False)
 
 
 def _check_args(split: str, batch_size: int, num_shards: int, shard_id: int, start_epoch: int,
@@ -146,7 +118,7 @@ def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shar
                            classes_source=classes_source, exact_classes=training,
                            cache_dir=resolve_cache_dir(data.index_cache_dir), rescan=data.rescan)
         split_data = SplitData(str(index.root), index.classes, len(index.samples), index.bad, samples=index.samples,
-                               pil=index.pil)
+                               pil=index.pil, fingerprints=index.fingerprints)
     if training and len(split_data.classes) < 2:
         raise DataError(f"'{split_data.where}' has only one class folder ('{split_data.classes[0]}'): a classifier "
                         f"needs at least 2 classes to train (with one, every prediction is right and the loss is 0 "
