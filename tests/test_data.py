@@ -389,6 +389,35 @@ def test_a_pipeline_resumed_mid_epoch_erases_and_mixes_as_the_uninterrupted_one(
     assert labels.shape == (4, 3) and not np.array_equal(full[0][0][1], full[1][0][1])  # soft labels, new draws
 
 
+def real_augmentation(cfg: Config) -> Config:
+    """The configs' training augmentation (vit_b16.yaml's): random resized crop, flip, RandAugment, erasing, mixup /
+    cutmix, in deterministic mode."""
+    cfg.data.scale, cfg.data.ratio, cfg.data.hflip = [0.08, 1.0], [0.75, 1.333], 0.5
+    cfg.data.auto_augment, cfg.data.re_prob = "randaug-m9-mstd0.5-inc1", 0.25
+    cfg.data.mixup, cfg.data.cutmix = 0.8, 1.0
+    cfg.train.deterministic = True
+    return cfg
+
+
+def assert_resumed_equal(resumed, full) -> None:
+    assert len(resumed) == len(full)
+    for (images, labels), (expected_images, expected_labels) in zip(resumed, full):
+        np.testing.assert_array_equal(images, expected_images)
+        np.testing.assert_array_equal(labels, expected_labels)
+
+
+@pytest.mark.parametrize("reader", ["native", "python"])
+def test_deterministic_resume_mid_epoch_crops_flips_and_mixes_as_the_uninterrupted_run(tiny_imagenet, reader):
+    cfg = real_augmentation(make_cfg(tiny_imagenet, reader=reader))
+    full = batches(create_dataset(cfg, "train", True, batch_size=4)[0], num_epochs=2)
+    resumed = batches(create_dataset(cfg, "train", True, batch_size=4, start_epoch=0, skip_steps=2)[0], num_epochs=2)
+    assert_resumed_equal(resumed[0] + resumed[1], full[0][2:] + full[1])
+    again = batches(create_dataset(cfg, "train", True, batch_size=4, start_epoch=1)[0])
+    assert_resumed_equal(again[0], full[1])
+    cfg.train.seed += 1  # the crops are random: another seed, other crops of the same images
+    assert not np.array_equal(batches(create_dataset(cfg, "train", True, batch_size=4)[0])[0][0][0], full[0][0][0])
+
+
 def test_train_shards_are_equal_and_disjoint(tiny_imagenet):
     cfg = no_random_aug(make_cfg(tiny_imagenet))
     for num_shards in (2, 5):

@@ -14,6 +14,7 @@ from vit_ms.config import DataConfig
 from vit_ms.data import build_eval_transforms, build_train_transforms, create_dataset, load_image_rgb
 from vit_ms.data.decode import cpp_frame, jpeg_frame, read_encoded
 from vit_ms.data.images import BadImage
+from vit_ms.data.transforms import SeededCrop
 
 
 def cpp_decodable(data: bytes) -> bool:
@@ -150,10 +151,14 @@ def test_train_crop_statistics_match_random_resized_crop(dataset_seed):
     n = 400
     new = crop_geometry(run_crops(data, build_train_transforms(cfg, 48, encoded=True)[:2], n), side)
     old = crop_geometry(run_crops(vision.Decode()(data), build_train_transforms(cfg, 48)[:2], n), side)
-    for scale, ratio, flipped in (new, old):
+    crop, rng = SeededCrop(cfg, 48), np.random.default_rng(0)  # train.deterministic: drawn from a given generator
+    seeded = crop_geometry(np.stack([crop(data, rng).transpose(2, 0, 1) for _ in range(n)]), side)
+    for scale, ratio, flipped in (new, old, seeded):
         assert scale.min() >= 0.08 - 0.02 and scale.max() <= 1.0 + 0.02
         assert ratio.min() >= 0.75 - 0.05 and ratio.max() <= 1.333 + 0.05
         assert 0.4 < flipped.mean() < 0.6
         assert scale.max() - scale.min() > 0.7 and ratio.max() - ratio.min() > 0.4  # the whole ranges are used
     assert abs(new[0].mean() - old[0].mean()) < 0.05 and abs(np.log(new[1]).mean() - np.log(old[1]).mean()) < 0.05
     assert abs(np.median(new[0]) - np.median(old[0])) < 0.07
+    assert abs(seeded[0].mean() - old[0].mean()) < 0.05 and abs(np.log(seeded[1]).mean() - np.log(old[1]).mean()) < 0.05
+    assert abs(np.median(seeded[0]) - np.median(old[0])) < 0.07

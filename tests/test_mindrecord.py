@@ -144,6 +144,18 @@ def test_shuffled_every_epoch_and_resumed_mid_epoch(converted):
         np.testing.assert_array_equal(labels, expected_labels)
 
 
+def test_deterministic_resume_with_real_augmentation(converted):
+    from test_data import assert_resumed_equal, real_augmentation
+
+    _, out = converted
+    cfg = real_augmentation(mr_cfg(out))
+    whole = list(create_dataset(cfg, "train", True, batch_size=4, start_epoch=1)[0].create_tuple_iterator(
+        num_epochs=2, output_numpy=True))  # epochs 1 and 2 (counted from 0)
+    dataset, _ = create_dataset(cfg, "train", True, batch_size=4, start_epoch=1, skip_steps=2)
+    resumed = list(dataset.create_tuple_iterator(num_epochs=2, output_numpy=True))
+    assert_resumed_equal(resumed, whole[2:])
+
+
 def test_wrong_root_and_checkpoint_classes(converted, tmp_path):
     folder_root, out = converted
     with pytest.raises(DataError, match="not a MindRecord conversion"):

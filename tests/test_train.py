@@ -15,8 +15,11 @@ from tiny import tiny_overrides
 ROOT = Path(__file__).resolve().parent.parent
 TINY = tiny_overrides(depth=1, num_classes=3) + ["train.batch_size=4", "data.num_parallel_workers=1",
                                                  "train.log_interval=1"]
-# No random augmentation, so a resumed run sees exactly the images an uninterrupted one does.
-FIXED_DATA = ["data.scale=[1.0, 1.0]", "data.ratio=[1.0, 1.0]", "train.deterministic=true"]
+# The configs' training augmentation (random resized crop, flip, RandAugment, erasing, mixup / cutmix; demo.yaml
+# turns most of it off) in deterministic mode: a resumed run draws exactly what an uninterrupted one does.
+REAL_AUGMENTATION = ["data.scale=[0.08, 1.0]", "data.ratio=[0.75, 1.333]", "data.hflip=0.5",
+                     "data.auto_augment=randaug-m9-mstd0.5-inc1", "data.re_prob=0.25", "data.mixup=0.8",
+                     "data.cutmix=1.0", "train.deterministic=true"]
 
 
 def run(script, *args, check=True, timeout=300):
@@ -87,7 +90,7 @@ def test_train_eval_infer_end_to_end(tiny_imagenet, tmp_path):
 @pytest.mark.parametrize("ema", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_killed_run_resumes_at_the_right_step_and_lr_with_the_same_weights(tiny_imagenet, tmp_path, ema):
     kill_at = "epoch 2 step 2/"
-    extra = ["train.epochs=3", "checkpoint.interval_steps=1", *FIXED_DATA,
+    extra = ["train.epochs=3", "checkpoint.interval_steps=1", *REAL_AUGMENTATION,
              *(["train.ema=true", "train.ema_decay=0.9"] if ema else [])]
     run("train.py", "--config", "demo.yaml", *overrides(tiny_imagenet, tmp_path / "full", *extra))
     victim_dir = tmp_path / "killed"
@@ -183,7 +186,7 @@ def stop_run(cmd, log, trigger, sig):
 
 @pytest.mark.slow
 def test_sigterm_and_sigint_stop_mid_epoch_and_resume_reaches_the_same_weights(tiny_imagenet, tmp_path):
-    extra = ["train.epochs=3", "train.batch_size=2", *FIXED_DATA]  # 12 steps an epoch: room to stop mid-epoch
+    extra = ["train.epochs=3", "train.batch_size=2", *REAL_AUGMENTATION]  # 12 steps an epoch: room to stop mid-epoch
     run("train.py", "--config", "demo.yaml", *overrides(tiny_imagenet, tmp_path / "full", *extra))
     run_dir = tmp_path / "stopped" / "r"
     cmd = [sys.executable, str(ROOT / "train.py"), "--config", "demo.yaml",

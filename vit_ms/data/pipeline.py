@@ -27,7 +27,7 @@ from .native_source import native_dataset
 from .reading import SampleReader
 from .sampler import EpochSampler
 from .batch_ops import BatchFinish, Normalizer, build_mixup
-from .transforms import build_augment, build_eval_transforms, build_train_transforms
+from .transforms import SeededCrop, build_augment, build_eval_transforms, build_train_transforms
 
 logger = logging.getLogger("vit_ms")
 
@@ -142,8 +142,6 @@ def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shar
     # Threads, not processes: the C++ decode and ops release the GIL, and python_multiprocessing was slower in
     # measurements (README, Performance: data).
     workers = min(data.num_parallel_workers, os.cpu_count() or 1)  # MindSpore rejects more workers than CPUs
-    # The per-image C++ random ops (crop, flip, colour jitter) give the same results run to run only with one
-    # worker: MindSpore hands rows to workers in no fixed order. The batch op is reproducible with any number.
     if data.format == "mindrecord":
         dataset = mindrecord_dataset(split_data, training=training, shuffle=training and data.shuffle,
                                      seed=cfg.train.seed, num_shards=num_shards, shard_id=shard_id,
@@ -154,15 +152,19 @@ def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shar
                                skip=skip_steps * step_size, max_per_epoch=steps * step_size if steps_per_epoch else 0,
                                repeats=data.aug_repeats if training else 1)
         dataset = _folder_reader(split_data, sampler, data, workers)
-    ops = (build_train_transforms if training else build_eval_transforms)(data, cfg.model.image_size, encoded=True)
-    dataset = dataset.map(operations=ops, input_columns="image",
-                          num_parallel_workers=1 if training and cfg.train.deterministic else workers)
+    # train.deterministic: the crop and flip draw from each batch's generator too (SeededCrop), so a run resumed
+    # in the middle of an epoch crops as one never stopped; MindSpore's random C++ ops draw from one stream each.
+    seeded = SeededCrop(data, cfg.model.image_size) if training and cfg.train.deterministic else None
+    if seeded is None:
+        ops = (build_train_transforms if training else build_eval_transforms)(data, cfg.model.image_size,
+                                                                              encoded=True)
+        dataset = dataset.map(operations=ops, input_columns="image", num_parallel_workers=workers)
     mixup = build_mixup(data, len(split_data.classes), cfg.loss.label_smoothing) if training else None
     finish = BatchFinish(Normalizer(data.mean, data.std), augment=build_augment(data, cfg.model.image_size)
                          if training else None, re_prob=data.re_prob if training else 0.0, mixup=mixup,
                          seed=(cfg.train.seed, shard_id), start_epoch=start_epoch,
                          skip_batches=skip_steps * accum_steps if training else 0,
-                         epoch_base=0 if data.format == "mindrecord" and training else start_epoch)
+                         epoch_base=0 if data.format == "mindrecord" and training else start_epoch, crop=seeded)
     # Each batch draws from its own generator (BatchFinish.rng), so several workers give the same batches.
     # RandAugment here, one call per batch, instead of a per-image Python map: 1.3x the images per CPU-second.
     dataset = dataset.batch(batch_size, drop_remainder=training, per_batch_map=finish,
