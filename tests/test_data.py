@@ -15,6 +15,8 @@ from PIL import Image
 from vit_ms.config import Config, DataConfig
 from vit_ms.data import (EpochSampler, build_augment, build_eval_transforms, build_mixup, build_train_transforms,
                          create_dataset, load_image_rgb, preprocess_eval, scan_split)
+import vit_ms.data.folder as folder_module
+from vit_ms.data.folder import read_class_names
 from vit_ms.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -163,6 +165,45 @@ def test_scan_skips_or_raises_for_each_bad_kind(tiny_imagenet, kind):
     with pytest.raises(DataError, match=BAD_KINDS[kind]) as err:
         scan_split(tiny_imagenet, "train", "error", max_pixels=10_000)
     assert str(bad) in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["two\nlines", "tab\there", "   "])
+def test_class_names_that_cannot_come_back_from_classes_txt_are_refused(tiny_imagenet, name):
+    (tiny_imagenet / "train" / name).mkdir()
+    with pytest.raises(DataError, match=r"class folder .* has a name with .*classes\.txt.* Rename the folder"):
+        scan_split(tiny_imagenet, "train")
+
+
+def test_a_trailing_space_is_part_of_the_class_name(tiny_imagenet, tmp_path):
+    os.rename(tiny_imagenet / "train" / "class_1", tiny_imagenet / "train" / "class_1 ")
+    index = scan_split(tiny_imagenet, "train")
+    names = tmp_path / "classes.txt"
+    names.write_text("".join(f"{c}\n" for c in index.classes), encoding="utf-8")
+    assert read_class_names(names) == index.classes == ["class_0", "class_1 ", "class_2"]
+
+
+def test_link_loops_unreadable_and_vanishing_folders_are_skipped_with_a_warning(tiny_imagenet, caplog, monkeypatch):
+    folder = tiny_imagenet / "train" / "class_0"
+    (folder / "loop").symlink_to(folder)  # class_0/loop/loop/... would list class_0 again and again
+    (folder / "dangling").symlink_to(tiny_imagenet / "nowhere")
+    (tiny_imagenet / "train" / "self").symlink_to("self")  # a link to itself: not a folder
+    real_scandir = folder_module.os.scandir
+
+    def vanishing(path):
+        if str(path).endswith("class_2"):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(folder_module.os, "scandir", vanishing)
+    with caplog.at_level(logging.WARNING, logger="vit_ms"):
+        index = scan_split(tiny_imagenet, "train")
+    assert len(index.samples) == N_TRAIN - 8 and index.classes == ["class_0", "class_1", "class_2"]
+    assert f"'{folder / 'loop'}' is a folder already listed" in caplog.text
+    assert f"cannot list '{tiny_imagenet / 'train' / 'class_2'}'" in caplog.text
+    monkeypatch.setattr(folder_module.os, "scandir", lambda path: (_ for _ in ()).throw(
+        PermissionError(13, "Permission denied", str(path))))
+    with pytest.raises(DataError, match=r"cannot list the folder .*Permission denied"):
+        scan_split(tiny_imagenet, "train")
 
 
 def test_scan_keeps_odd_modes_ignores_other_extensions_and_lists_sorted(tiny_imagenet):

@@ -9,8 +9,10 @@ read it as it is. The files are checked in parallel threads (PIL decodes without
 kept in an index cache outside the dataset (`index_cache`), so later starts only stat the folders; nothing is
 written inside the dataset folder.
 """
+import json
 import logging
 import os
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,36 +45,57 @@ class SplitIndex:
     # crc32 of samples[i] when scanned (decode.Fingerprint)
 
 
-def list_classes(split_dir: Path) -> List[str]:
-    """Sorted class folder names of a split (no file is opened)."""
-    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
-
-
-def _walk(folder: str, rel: str, scan: ClassScan, paths: List[str]) -> None:
-    """Append the image files under `folder` (sorted, files before sub-folders, as os.walk top-down) to `paths`
-    and record every folder's mtime in `scan.dirs` (taken before listing, so a later change is seen)."""
+def _is_dir(entry: os.DirEntry) -> bool:
+    """Whether an entry is a folder, following links; False for a broken link, a link loop or an unreadable one."""
     try:
-        scan.dirs[rel] = os.stat(folder).st_mtime_ns
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def list_classes(split_dir: Path) -> List[str]:
+    """Sorted class folder names of a split (no file is opened); DataError when the folder cannot be listed."""
+    try:
+        return sorted(e.name for e in os.scandir(split_dir) if _is_dir(e) and not e.name.startswith("."))
+    except OSError as err:
+        raise DataError(f"cannot list the folder '{split_dir}' ({err.strerror or err}); check that it exists and "
+                        f"that this user may read it (e.g. ls -ld '{split_dir}')") from err
+
+
+def _walk(folder: str, rel: str, scan: ClassScan, paths: List[str], seen: Set[Tuple[int, int]]) -> None:
+    """Append the image files under `folder` (sorted, files before sub-folders, as os.walk top-down) to `paths`
+    and record every folder's mtime in `scan.dirs` (taken before listing, so a later change is seen). A folder
+    that cannot be listed, or vanishes meanwhile, is left out with a warning; a folder reached again through a
+    link (`seen`: (device, inode) of the folders walked) is skipped, so a link loop lists nothing twice."""
+    try:
+        info = os.stat(folder)
+        if (info.st_dev, info.st_ino) in seen:
+            logger.warning("'%s' is a folder already listed (a link loop or a second link to it); skipped", folder)
+            return
+        seen.add((info.st_dev, info.st_ino))
+        scan.dirs[rel] = info.st_mtime_ns
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as err:  # unreadable folder: nothing listed from it (os.walk skipped these silently)
-        logger.warning("cannot list '%s' (%s); its files are left out", folder, err)
+        logger.warning("cannot list '%s' (%s); its files are left out", folder, err.strerror or err)
         return
-    subdirs = [e for e in entries if e.is_dir() and not e.name.startswith(".")]  # follows links, as before
+    folders = {e.name for e in entries if _is_dir(e)}  # follows links, as before
     for entry in entries:
-        if entry.is_dir():
+        if entry.name in folders:
             continue
         if is_image_file(entry.name):
             paths.append(os.path.join(folder, entry.name))
         elif not entry.name.startswith("."):
             scan.ignored += 1
-    for entry in subdirs:
-        _walk(os.path.join(folder, entry.name), os.path.join(rel, entry.name) if rel else entry.name, scan, paths)
+    for entry in entries:
+        if entry.name in folders and not entry.name.startswith("."):
+            _walk(os.path.join(folder, entry.name), os.path.join(rel, entry.name) if rel else entry.name, scan,
+                  paths, seen)
 
 
 def _list_class(class_dir: Path) -> Tuple[ClassScan, List[str]]:
     """List one class folder (recursive): its scan without verdicts yet, and the image files' full paths."""
     scan, paths = ClassScan(dirs={}, files=[], bad={}, ignored=0), []
-    _walk(str(class_dir), "", scan, paths)
+    _walk(str(class_dir), "", scan, paths, set())
     start = len(str(class_dir)) + 1
     scan.files = [p[start:] for p in paths]
     return scan, paths
@@ -120,11 +143,12 @@ def _find_split(root: Path, split: str) -> Path:
     return split_dir
 
 
-def check_utf8_names(split_dir: Path, found: Sequence[str]) -> None:
-    """Refuse class folder names that are not valid UTF-8 (on Linux, undecodable bytes arrive as surrogates).
+def check_class_names(split_dir: Path, found: Sequence[str]) -> None:
+    """Refuse class folder names that cannot be written and read back unchanged: not valid UTF-8 (on Linux,
+    undecodable bytes arrive as surrogates), or holding a line break or other control character, or blank.
 
-    Class names are written to checkpoints and classes.txt as UTF-8 and compared by name across machines, so a
-    name that cannot be written as UTF-8 stops the run here, with the folder named, rather than after training.
+    Class names are written to checkpoints and to classes.txt (one a line, UTF-8) and compared by name across
+    machines, so such a name stops the run here, with the folder named, rather than labelling images wrongly later.
     """
     for name in found:
         try:
@@ -136,6 +160,14 @@ def check_utf8_names(split_dir: Path, found: Sequence[str]) -> None:
                             f"{raw!r}); class names are recorded as UTF-8 text in checkpoints and classes.txt. "
                             f"Rename the folder to a UTF-8 name, e.g. convmv -f latin1 -t utf8 --notest -r "
                             f"'{split_dir}' (if the names are Latin-1), or mv it to an ASCII name") from None
+        control = [c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp")]
+        if control or not name.strip():
+            what = f"a control character ({control[0]!r})" if control else "only blanks"
+            raise DataError(f"class folder {name!r} in '{split_dir}' has a name with {what}; class names are "
+                            f"written one a line to classes.txt and read back by name, so this one would not come "
+                            f"back the same (a line break splits it in two, which labels images wrongly). Rename "
+                            f"the folder, e.g. mv {json.dumps(os.path.join(str(split_dir), name))} "
+                            f"'{split_dir}/<new name>'")
 
 
 def check_classes(split_dir: Path, found: Sequence[str], labels: Sequence[str], source: str, exact: bool) -> None:
@@ -176,12 +208,16 @@ def scan_split(root: Path, split: str, on_bad_image: str = "skip", max_pixels: i
     """
     if on_bad_image not in ("skip", "error"):
         raise ValueError(f"on_bad_image must be 'skip' or 'error', got {on_bad_image!r}")
-    split_dir = _find_split(Path(root), split)
+    try:
+        split_dir = _find_split(Path(root), split)
+    except OSError as err:  # a parent folder this user may not enter, a link loop in data.root ...
+        raise DataError(f"cannot look into data.root '{root}' ({err.strerror or err}: '{err.filename}'); check "
+                        f"that the path exists and that this user may read it") from err
     found = list_classes(split_dir)
     if not found:
         raise DataError(f"split folder '{split_dir}' has no class folders; expected the layout "
                         f"{LAYOUT_HINT.format(split=split)}")
-    check_utf8_names(split_dir, found)
+    check_class_names(split_dir, found)
     labels = list(classes) if classes is not None else found
     check_classes(split_dir, found, labels, classes_source, exact=exact_classes)
     cached = load_index(cache_dir, split_dir, max_pixels) if cache_dir is not None and not rescan else {}
@@ -241,10 +277,11 @@ def _report(split_dir: Path, index: SplitIndex, empty: List[str], ignored: int) 
 
 
 def read_class_names(path: os.PathLike) -> List[str]:
-    """One class name a line (blank lines ignored), as the trainer writes `<run_dir>/classes.txt`."""
+    """One class name a line (blank lines ignored), as the trainer writes `<run_dir>/classes.txt`. Spaces around a
+    name are part of it (a folder may end in one); a Windows line end is not."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"cannot read class names from '{path}' ({getattr(err, 'strerror', None) or err}); "
                         f"expected a UTF-8 text file with one class name a line") from err
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return [line.removesuffix("\r") for line in text.split("\n") if line.strip()]
