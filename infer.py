@@ -60,6 +60,10 @@ def main(argv=None) -> int:
         raise UserError(f"--attention-maps needs a checkpoint: '{args.model}' is an exported graph that computes "
                         f"only the logits, not the attention probabilities. Pass the checkpoint it was exported "
                         f"from with --ckpt (e.g. runs/<name>/best.ckpt)")
+    if args.attention_maps:
+        from vit_ms.inference.attention_maps import prepare_out_dir
+
+        prepare_out_dir(args.attention_maps)  # an unusable folder stops here, before anything is labelled
     if args.model:
         from vit_ms.inference.exported import config_for_export
 
