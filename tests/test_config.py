@@ -49,6 +49,7 @@ def test_unknown_key_suggests_the_closest(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
+    ("optim.nesterov=true", r"optim.nesterov=true applies to optim.name=sgd only, but the optimizer is adamw"),
     ("train.epochs=abc", r"'train.epochs' must be int, got 'abc'"),
     ("train.epochs=2.5", r"'train.epochs' must be int"),
     ("amp.level=O4", r"'amp.level' must be 'auto' or 'O0'"),

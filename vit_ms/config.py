@@ -407,6 +407,8 @@ def validate(cfg: Config) -> None:
            f"optim.betas={o.betas} must be two numbers in [0, 1)")
     _check(0 <= o.momentum < 1, f"optim.momentum={o.momentum} must be in [0, 1)")
     _check(not o.nesterov or o.momentum > 0, "optim.nesterov=true needs optim.momentum > 0, e.g. 0.9")
+    _check(not o.nesterov or o.name == "sgd", f"optim.nesterov=true applies to optim.name=sgd only, but the "
+           f"optimizer is {o.name}, which would ignore it; drop optim.nesterov or set optim.name=sgd")
     _check(0 < o.layer_decay <= 1, f"optim.layer_decay={o.layer_decay} must be in (0, 1] (1.0: off; "
                                    f"BEiT/MAE fine-tuning uses 0.65-0.75)")
     _check(o.clip_grad_norm >= 0, f"optim.clip_grad_norm={o.clip_grad_norm} must be >= 0 (0 disables)")
