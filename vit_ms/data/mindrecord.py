@@ -36,6 +36,7 @@ from .decode import Fingerprint, read_encoded
 from .folder import list_classes, scan_split
 from .images import BadImage
 from .index_cache import resolve_cache_dir
+from .mindrecord_source import read_progress
 
 VERSION = 2  # 2: the source's fingerprint and the shard sizes are recorded
 SCHEMA = {"image": {"type": "bytes"}, "label": {"type": "int32"}, "path": {"type": "string"}}
@@ -118,19 +119,6 @@ class _Progress:
         sys.stderr.write(f"\r{self.label}: {done}/{self.total} images, shard {shard + 1}/{shards}, "
                          f"{rate:.0f} images/s, {eta}   ")
         sys.stderr.flush()
-
-
-def read_progress(path: Path) -> dict:
-    """progress.json, or DataError naming it when it cannot be read as the converter writes it."""
-    try:
-        progress = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(progress, dict) or not isinstance(progress.get("shards"), dict):
-            raise ValueError("not a conversion record")
-        return progress
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot read the MindRecord conversion record '{path}' ({err}); it is written by "
-                        f"python -m vit_ms.data.mindrecord: remove the folder '{path.parent}' and convert again"
-                        ) from err
 
 
 def convert_split(root: Path, split: str, out: Path, classes: Optional[List[str]] = None,

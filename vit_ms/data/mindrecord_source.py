@@ -13,6 +13,7 @@ MindDataset:
 
 Rows: `image` (encoded bytes, decoded by the same C++ ops as the folder mode) and `label` int32.
 """
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Set, Tuple
@@ -22,7 +23,6 @@ import numpy as np
 
 from ..errors import DataError
 from .folder import check_classes
-from .mindrecord import read_progress
 
 
 @dataclass
@@ -37,6 +37,19 @@ class SplitData:
     fingerprints: Optional[np.ndarray] = None  # folder mode: (N, 3) what the scan saw of each sample
     files: List[str] = field(default_factory=list)  # MindRecord mode: shard files in order
     label_table: Optional[np.ndarray] = None  # MindRecord mode: recorded label -> label in `classes`
+
+
+def read_progress(path: Path) -> dict:
+    """progress.json, or DataError naming it when it cannot be read as the converter writes it."""
+    try:
+        progress = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(progress, dict) or not isinstance(progress.get("shards"), dict):
+            raise ValueError("not a conversion record")
+        return progress
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read the MindRecord conversion record '{path}' ({err}); it is written by "
+                        f"python -m vit_ms.data.mindrecord: remove the folder '{path.parent}' and convert again"
+                        ) from err
 
 
 def _progress(folder: Path, root: Path) -> dict:
