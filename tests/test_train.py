@@ -373,11 +373,11 @@ def test_damaged_images_neither_kill_nor_shorten_training_and_evaluation(tiny_im
         later = tiny_imagenet / split / "class_0" / "later.jpg"
         later.write_bytes(zero_middle(later.read_bytes()))  # in place: the folder keeps its mtime
     target.unlink()
-    args = overrides(tiny_imagenet, tmp_path, "train.epochs=2", f"data.index_cache_dir={cache}",
+    args = overrides(tiny_imagenet, tmp_path, "train.epochs=1", f"data.index_cache_dir={cache}",
                      f"data.reader={reader}")
     proc = run("train.py", "--config", "demo.yaml", *args)
     run_dir = tmp_path / "r"
-    assert [r["step"] for r in records(run_dir)] == [6, 12]  # (24 + later + link) // 4 a epoch, none dropped
+    assert [r["step"] for r in records(run_dir)] == [6]  # (24 + later + link) // 4, none dropped
     for path in (tiny_imagenet / "train" / "class_0" / "zeroed.jpg", tiny_imagenet / "train" / "class_0" /
                  "later.jpg", link, tiny_imagenet / "val" / "class_0" / "later.jpg"):
         assert str(path) in proc.stderr, path
