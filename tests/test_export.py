@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from tiny_run import CLASSES, reference_logits, write_tiny_run
-from vit_ms.inference import export as export_mod
+from vit_ms.inference import to_mindir_onnx as export_mod
 from vit_ms.errors import UserError
-from vit_ms.inference.export import ExportError, check_request, export, resolve_out
-from vit_ms.inference.exported import open_exported_runner, read_sidecar, sidecar_path
+from vit_ms.inference.to_mindir_onnx import ExportError, check_request, export, resolve_out
+from vit_ms.inference.exported_runner import open_exported_runner, read_sidecar, sidecar_path
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL = 1e-4
@@ -72,8 +72,8 @@ def test_dynamic_mindir_takes_any_batch(run, tmp_path):
 def test_onnx_dynamic_batch_is_rejected_with_the_alternatives():
     with pytest.raises(ExportError, match="--format mindir --batch dynamic"):
         check_request("onnx", "dynamic", "auto")
-    with pytest.raises(ExportError, match="fused_attention"):
-        check_request("onnx", 2, "on")
+    with pytest.raises(ExportError, match="model.attention=fused"):
+        check_request("onnx", 2, "fused")
     with pytest.raises(ExportError, match="positive integer or 'dynamic'"):
         export_mod.parse_batch("0")
 

@@ -10,14 +10,14 @@ import vit_ms.data.native_source as native_source
 import vit_ms.data.index_cache as index_cache
 from test_data import (N_VAL, SIZE, batches, encoded, make_cfg, no_random_aug, noise_image, small_jpeg,
                        zero_middle)
-from vit_ms.data import create_dataset, scan_split
+from vit_ms.data import Feed, create_dataset, scan_split
 from vit_ms.data.native_source import removed_file_error, write_manifest
 from vit_ms.data.reading import SampleReader
 from vit_ms.errors import DataError
 
 
-def epoch_of(cfg, split: str, training: bool, batch_size: int = 4, **kwargs):
-    dataset, info = create_dataset(cfg, split, training, batch_size=batch_size, **kwargs)
+def epoch_of(cfg, split: str, batch_size: int = 4, **kwargs):
+    dataset, info = create_dataset(cfg.data, split, Feed.of(cfg, batch_size, **kwargs))
     (epoch,) = batches(dataset)
     return np.concatenate([b[0] for b in epoch]), np.concatenate([b[1] for b in epoch]), info
 
@@ -36,7 +36,7 @@ def test_native_and_python_readers_give_the_same_batches(tiny_imagenet, caplog, 
         no_random_aug(cfg)  # whole-image crops, no flips: each image is a fixed function of its file
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="vit_ms"):
-            out[reader] = epoch_of(cfg, "train" if training else "val", training)
+            out[reader] = epoch_of(cfg, "train" if training else "val")
         assert reader_used(caplog) == reader
     (images, labels, info), (py_images, py_labels, _) = out["native"], out["python"]
     np.testing.assert_array_equal(images, py_images)  # same order, pixels, erasing and mixing
@@ -46,8 +46,8 @@ def test_native_and_python_readers_give_the_same_batches(tiny_imagenet, caplog, 
 
 def test_native_shards_read_disjoint_samples_that_cover_the_split(tiny_imagenet):
     cfg = make_cfg(tiny_imagenet, reader="native")
-    whole, whole_labels, _ = epoch_of(cfg, "val", False)
-    shards = [epoch_of(cfg, "val", False, num_shards=2, shard_id=r) for r in range(2)]
+    whole, whole_labels, _ = epoch_of(cfg, "val")
+    shards = [epoch_of(cfg, "val", num_shards=2, shard_id=r) for r in range(2)]
     sig = lambda images: {img.tobytes() for img in images}  # noqa: E731
     assert not sig(shards[0][0]) & sig(shards[1][0])
     assert sig(shards[0][0]) | sig(shards[1][0]) == sig(whole)
@@ -60,7 +60,8 @@ def test_auto_reads_with_python_when_many_files_need_pil(tiny_imagenet, caplog, 
     for reader, expected in (("auto", "python"), ("native", "native")):
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="vit_ms"):
-            create_dataset(make_cfg(tiny_imagenet, reader=reader), "val", False, batch_size=4)
+            cfg = make_cfg(tiny_imagenet, reader=reader)
+            create_dataset(cfg.data, "val", Feed.of(cfg, 4))
         assert reader_used(caplog) == expected
         if reader == "auto":
             assert "6 of 12 images need PIL" in caplog.text and "python -m vit_ms.data.mindrecord" in caplog.text
@@ -94,7 +95,8 @@ def test_files_damaged_before_the_reader_starts_are_replaced_and_named(tiny_imag
     for how, path in files.items():
         damage(path, how)
     with caplog.at_level(logging.WARNING, logger="vit_ms"):
-        dataset, info = create_dataset(make_cfg(tiny_imagenet, reader="native"), "val", False, batch_size=3)
+        cfg = make_cfg(tiny_imagenet, reader="native")
+        dataset, info = create_dataset(cfg.data, "val", Feed.of(cfg, 3))
         (epoch,) = batches(dataset)
     assert info.num_samples == N_VAL + 3 and sum(len(labels) for _, labels in epoch) == N_VAL + 3
     for path in files.values():
@@ -126,19 +128,20 @@ def test_bytes_that_change_while_the_reader_runs_are_checked_and_replaced(tiny_i
 def test_on_bad_image_error_stops_at_a_file_damaged_after_the_scan(tiny_imagenet):
     zeroed = tiny_imagenet / "val" / "class_0" / "zeroed.jpg"
     zeroed.write_bytes(small_jpeg())
-    dataset, _ = create_dataset(make_cfg(tiny_imagenet, reader="native", on_bad_image="error"), "val", False,
-                                batch_size=3)
+    cfg = make_cfg(tiny_imagenet, reader="native", on_bad_image="error")
+    dataset, _ = create_dataset(cfg.data, "val", Feed.of(cfg, 3))
     damage(zeroed, "zeroed")
     with pytest.raises(RuntimeError, match="zeroed.jpg' is unusable"):
         batches(dataset)
     with pytest.raises(DataError, match="zeroed.jpg' changed after the split was scanned"):  # the cached scan
-        create_dataset(make_cfg(tiny_imagenet, reader="native", on_bad_image="error"), "val", False, batch_size=3)
+        create_dataset(cfg.data, "val", Feed.of(cfg, 3))
 
 
 def test_a_file_removed_while_the_reader_runs_stops_it_named(tiny_imagenet):
     vanished = tiny_imagenet / "val" / "class_0" / "vanished.jpg"
     vanished.write_bytes(small_jpeg())
-    dataset, _ = create_dataset(make_cfg(tiny_imagenet, reader="native"), "val", False, batch_size=3)
+    cfg = make_cfg(tiny_imagenet, reader="native")
+    dataset, _ = create_dataset(cfg.data, "val", Feed.of(cfg, 3))
     os.unlink(vanished)
     with pytest.raises(RuntimeError, match="vanished.jpg") as failure:
         batches(dataset)

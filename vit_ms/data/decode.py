@@ -30,7 +30,7 @@ from .images import BadImage, decode_image, verify_image
 
 _SOI = b"\xff\xd8"
 _EOI = b"\xff\xd9"
-_TAIL_BYTES = 1024  # as images.check_image: where a complete JPEG's end marker must be
+_TAIL_BYTES = 1024  # where a complete JPEG's end marker must be
 _HEAD_BYTES = 1 << 17  # a JPEG's frame header follows its APPn segments (at most 64 KiB each, EXIF usually one)
 _CPP_SOF = (0xC0, 0xC1, 0xC2)  # baseline, extended sequential, progressive (Huffman)
 # Markers without a length field (RST0-7, TEM); every other marker before SOF is followed by a 2-byte length.

@@ -6,7 +6,7 @@
   A damaged JPEG can kill the process inside that C++ decoder (SIGFPE, SIGSEGV: no exception to catch), so
   only bytes PIL decoded completely reach it. JPEGs are decoded in PIL's draft mode at 1/8 scale: libjpeg still
   parses every marker and entropy-decodes every block (where damage shows), but skips most of the inverse DCT,
-  colour conversion and upsampling; 0.86 vs 1.16 ms for a 500x375 photo (README, Performance: data).
+  colour conversion and upsampling (docs/troubleshooting.md, Bad images: 2.7x the files per CPU-second).
 """
 import io
 import os
@@ -120,3 +120,9 @@ def verify_image(data: bytes, max_pixels: int) -> str:
             return img.format
         except _PIL_ERRORS as err:
             raise BadImage(f"truncated or corrupt ({type(err).__name__}: {err})") from err
+
+
+def decode_image_bytes(data: bytes, max_pixels: int) -> np.ndarray:
+    """Decode an image held in memory (an upload, never written to disk) to (H, W, 3) uint8 RGB; raises BadImage
+    with the reason, as for a file."""
+    return decode_image(data, max_pixels)

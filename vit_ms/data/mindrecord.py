@@ -30,6 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+from mindspore.mindrecord import FileWriter
+
 from ..config import DataConfig
 from ..errors import DataError, run_cli
 from .decode import Fingerprint, read_encoded
@@ -87,8 +89,6 @@ def page_and_header_size(rows: List[dict]) -> Tuple[int, int]:
 
 
 def _write_shard(file: Path, rows: List[dict]) -> None:
-    from mindspore.mindrecord import FileWriter
-
     for stale in (file, Path(f"{file}.db")):  # a shard interrupted before its commit
         if stale.exists():
             stale.unlink()

@@ -3,7 +3,7 @@
 The scan's sample list becomes a MindSpore manifest (one JSON line per sample: its path, and its sample index as
 the "label") read by `ManifestDataset` with our `EpochSampler`, so order, sharding, resume and repeated
 augmentation stay as in the Python reader, while the file reads leave the GIL (the Python reader's rows cost more
-CPU than the C++ decode of a photo-sized JPEG; README, Performance: data). A map op (`SampleReader.check_row`)
+CPU than the C++ decode of a photo-sized JPEG; docs/performance.md, data pipeline). A map op (`SampleReader.check_row`)
 turns the index into the label and compares the bytes with the scan's fingerprint before the C++ decode op.
 
 Each iterator's start opens every listed file's header (ManifestDataset checks the image type): 2.3 s per

@@ -15,11 +15,15 @@ import logging
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
+import mindspore as ms
 import numpy as np
 from PIL import Image
 
+from ..data import load_image_rgb, preprocess_eval
 from ..errors import DataError, UserError
+from ..figures.attention import save_attention_figure
 from ..fs import prove_writable
+from .predict import softmax
 
 log = logging.getLogger("vit_ms")
 
@@ -55,17 +59,19 @@ def to_image_size(grid_map: np.ndarray, size: int) -> np.ndarray:
 
 def maps_for_batch(network, x: np.ndarray, patch_size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Images (B, 3, S, S) -> rollout maps (B, S, S), last-layer maps (B, S, S), logits (B, classes)."""
-    import mindspore as ms
-
     tensor = ms.Tensor(x)
     probs = [p.asnumpy() for p in network.attention_probabilities(tensor)]
     logits = network(tensor).asnumpy()
-    size = x.shape[-1]
-    grid = (x.shape[-2] // patch_size, x.shape[-1] // patch_size)
+    return maps_from_probabilities(probs, x.shape[-1], patch_size) + (logits,)
+
+
+def maps_from_probabilities(probs: Sequence[np.ndarray], size: int, patch_size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """depth x (B, H, N+1, N+1) attention probabilities of (B, 3, size, size) images -> rollout maps (B, S, S) and
+    last-layer maps (B, S, S), each in [0, 1]."""
+    grid = (size // patch_size, size // patch_size)
     rollout = class_token_map(attention_rollout(probs), grid)
     last = last_layer_map(probs[-1], grid)
-    return (np.stack([to_image_size(m, size) for m in rollout]), np.stack([to_image_size(m, size) for m in last]),
-            logits)
+    return np.stack([to_image_size(m, size) for m in rollout]), np.stack([to_image_size(m, size) for m in last])
 
 
 def displayable(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -102,10 +108,6 @@ def write_attention_maps(network, cfg, paths: Sequence[Path], out_dir: Path, cla
                          batch_size: int = 16,
                          on_skip: Optional[Callable[[Path, DataError], None]] = None) -> List[Path]:
     """Save one PNG per readable image in `out_dir`; returns the files written."""
-    from ..data import load_image_rgb, preprocess_eval
-    from ..tools.attention_figure import save_attention_figure
-    from .predict import softmax
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     readable: List[Tuple[Path, np.ndarray]] = []

@@ -1,7 +1,7 @@
 """Scaled dot-product attention over a fused qkv projection: (B, N, 3D) -> (B, N, D), as two formulations.
 
 - `DotProductAttention`: softmax(q k^T / sqrt(Dh)) v per head, written out (any device).
-- `FlashAttention`: MindSpore's fused `flash_attention_score` kernel (Ascend only), same function.
+- `FlashAttention`: MindSpore's fused `flash_attention_score` kernel (Ascend 910B/910C only, `vit_ms.chips`), same function.
 `formulations.Formulation.attention` picks one; neither holds parameters. Both also give the attention
 probabilities on their own (`probabilities`, for attention maps: not used by the forward pass).
 """
@@ -14,7 +14,7 @@ from .layers import Softmax, dropout
 def split_heads(qkv, num_heads: int, scale: float):
     """Fused qkv (B, N, 3D) -> q * scale, k, v, each (B, H, N, Dh).
 
-    The fewest data moves measured on CPU (README "Performance"): a split along the last axis, one transpose per
+    The fewest data moves measured on CPU (docs/performance.md): a split along the last axis, one transpose per
     tensor (k's transpose for q k^T is left to the matmul, `BatchMatMul(transpose_b=True)`), and the scale on q
     (cheaper than on the (N, N) scores).
     """

@@ -7,18 +7,18 @@
 `mindspore.profiler.profile(activities=[ProfilerActivity.CPU])` (MindSpore 2.10) writes the trace into
 <DIR>/<host>_<pid>_<time>_ascend_ms/: ASCEND_PROFILER_OUTPUT/trace_view.json (chrome://tracing, Perfetto or
 MindStudio Insight) and FRAMEWORK/cpu_op_type_info_<rank>.csv, the time per op type read here. CPU only: on GPU
-and Ascend the device kernels are what matter, and their files differ (see shared/perf/GPU_H100_PROFILE.md).
+and Ascend the device kernels are what matter, and their files differ.
 """
 import csv
 import glob
 import os
 from typing import Callable, List, Tuple
 
+from mindspore.profiler import ProfilerActivity, profile, tensorboard_trace_handler
+
 
 def profile_step(call: Callable[[], object], out_dir: str) -> Tuple[List[dict], str]:
     """Run `call` once under the CPU profiler; (rows by op type, largest first, with ms and share), trace folder."""
-    from mindspore.profiler import ProfilerActivity, profile, tensorboard_trace_handler
-
     os.makedirs(out_dir, exist_ok=True)
     before = set(glob.glob(os.path.join(out_dir, "*_ascend_ms")))
     with profile(activities=[ProfilerActivity.CPU], on_trace_ready=tensorboard_trace_handler(out_dir)) as prof:
