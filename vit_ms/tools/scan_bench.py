@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 from PIL import Image
 
 from ..data.decode import check_file
@@ -38,8 +39,6 @@ def _cpu() -> float:
 
 def write_split(work: Path, files: int, distinct: int) -> Path:
     """`<work>/data/train/class_XX/NNNNNN.jpg`: `files` hard links to `distinct` JPEGs in `<work>/distinct`."""
-    import numpy as np
-
     source = work / "distinct"
     source.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
