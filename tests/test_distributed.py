@@ -435,7 +435,8 @@ def test_two_msrun_workers_train_resume_and_match_single_process_eval(tmp_path):
     for text in (rank0, rank1):  # every rank trained the 24 images as 3 steps of a global batch of 8
         assert "epoch 1 step 3/3" in text and "epoch 1 done" in text and "global batch 8" in text
         assert "resume auto: no checkpoint" in text
-    assert sorted(p.name for p in logs.iterdir()) == ["scheduler.log", "worker_0.log", "worker_1.log"]
+    assert sorted(p.name for p in logs.iterdir()) == ["msrun.err", "scheduler.log", "worker_0.log",
+                                                     "worker_1.log"]
     first = final_digest(rank1)
     assert final_digest(rank0) == first == weights_digest(ms.load_checkpoint(str(run_dir / "last.ckpt")))
 
