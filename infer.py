@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     # MindSpore takes seconds to import: loaded once the arguments are good, so --help and usage errors answer at once
     from vit_ms.inference import predict
-    from vit_ms.inference.attention_maps import write_attention_maps
+    from vit_ms.inference.attention_maps import prepare_out_dir, write_attention_maps
     from vit_ms.inference.exported_runner import config_for_export
     from vit_ms.inference.loader import load_for_inference
 
@@ -64,6 +64,8 @@ def main(argv=None) -> int:
         raise UserError(f"--attention-maps needs a checkpoint: '{args.model}' is an exported graph that computes "
                         f"only the logits, not the attention probabilities. Pass the checkpoint it was exported "
                         f"from with --ckpt (e.g. runs/<name>/best.ckpt)")
+    if args.attention_maps:
+        prepare_out_dir(args.attention_maps)  # an unusable folder stops here, before anything is labelled
     if args.model:
         cfg, sidecar = config_for_export(args.model, args.config, args.overrides)
         recorded, where = sidecar.get("class_names"), "the export's sidecar"

@@ -89,9 +89,14 @@ require_command msrun "it comes with MindSpore 2.3 or newer: activate the enviro
 require_command python "msrun starts each process with the 'python' on PATH: activate the environment first"
 
 echo "node $NODE_RANK of $NUM_NODES: $WORKERS processes (ranks $((NODE_RANK * WORKERS))..$((NODE_RANK * WORKERS + WORKERS - 1)) of $TOTAL), scheduler $MASTER_ADDR:$MASTER_PORT, logs in $LOG_DIR/"
+mkdir -p "$LOG_DIR" || die "cannot create LOG_DIR '$LOG_DIR'"
 status=0
-"${cmd[@]}" || status=$?
+# msrun's stderr is also kept in $LOG_DIR/msrun.err: it names the process that failed (by pid)
+"${cmd[@]}" 2> >(tee "$LOG_DIR/msrun.err" >&2) || status=$?
 if ((status != 0)); then
+    # which rank failed, and how (a signal, an exit status), from msrun's output and worker logs
+    PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}" python -m vit_ms.tools.launch_report "$LOG_DIR" "$NODE_RANK" \
+        "$WORKERS" || true
     echo "error: distributed training failed (msrun exit status $status); see $LOG_DIR/worker_*.log and" \
          "$LOG_DIR/scheduler.log, and train_rank<N>.log in the run directory" >&2
     exit "$status"

@@ -146,6 +146,18 @@ def test_attention_maps_need_a_checkpoint(tmp_path, capsys):
     assert "--attention-maps needs a checkpoint" in err and "--ckpt" in err and not (tmp_path / "maps").exists()
 
 
+@pytest.mark.parametrize("where", ["an existing file", "under a file"])
+def test_attention_maps_onto_a_file_stop_before_labelling(tmp_path, capsys, where):
+    run = write_tiny_run(tmp_path)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a folder")
+    out = notes if where == "an existing file" else notes / "maps"
+    assert run_cli(infer_main(), ["--ckpt", str(run.ckpt_a), str(run.images), "--attention-maps", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert f"cannot write the attention maps to --attention-maps '{out}': '{notes}' is a file" in captured.err
+    assert "Traceback" not in captured.err and captured.out == ""  # nothing labelled first
+
+
 def test_both_attention_cores_give_the_same_probabilities(pynative):
     from vit_ms.models.attention import DotProductAttention, FlashAttention
 

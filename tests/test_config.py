@@ -49,6 +49,7 @@ def test_unknown_key_suggests_the_closest(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
+    ("optim.nesterov=true", r"optim.nesterov=true applies to optim.name=sgd only, but the optimizer is adamw"),
     ("train.epochs=abc", r"'train.epochs' must be int, got 'abc'"),
     ("train.epochs=2.5", r"'train.epochs' must be int"),
     ("amp.level=O4", r"'amp.level' must be 'auto' or 'O0'"),
@@ -109,3 +110,24 @@ def test_recipe_configs_say_what_their_papers_do():
         ("avg", True, 0.1, 0.65, "adamw")
     finetune = load_config("vit_b16_finetune")
     assert (finetune.train.ema, finetune.data.aug_repeats, finetune.train.global_batch_size) == (False, 1, 0)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs=[1,", r"is not plain YAML \(expected the node content"),
+    ("data.root=!!python/object/apply:os.system [ls]", "could not determine a constructor for the tag"),
+    ("train.epochs=!custom 3", "tags such as !!python/... are never read"),
+])
+def test_overrides_that_are_not_plain_yaml_are_one_paragraph_errors(override, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(None, [override])
+    assert f"override '{override}'" in str(err.value)
+
+
+def test_text_keys_take_the_override_as_written(tmp_path):
+    cfg = load_config(None, ["data.index_cache_dir=off", "data.root=/data/2024: raw", "output_dir=1e3"])
+    assert (cfg.data.index_cache_dir, cfg.data.root, cfg.output_dir) == ("off", "/data/2024: raw", "1e3")
+    assert load_config(None, ["data.root='quoted'"]).data.root == "quoted"
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  index_cache_dir: off\n")  # in a file YAML reads it as false: say to quote it
+    with pytest.raises(ConfigError, match=r"'data.index_cache_dir' must be text.*quote it, e.g. index_cache_dir: 'off'"):
+        load_config(str(path))

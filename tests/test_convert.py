@@ -202,8 +202,17 @@ def test_check_fit_names_keys_and_fixes():
     assert "pos_embed: weights (1, 37, 32) vs model (1, 17, 32)" in msg
     assert "depth 1" in msg and "pick that model.name" in msg
     assert "model.num_classes=7" in msg and "--num-classes" in msg
-    assert "model.image_size" in msg and "resample" in msg
+    assert "set model.image_size=48 (this run has 32)" in msg and "resample" in msg
     assert "python -m vit_ms.convert" in msg
+
+
+def test_position_grid_hint_names_the_patch_size_when_the_image_size_already_matches():
+    shapes = model_param_shapes(tiny_model())  # patch 8 at 32 px: a 4x4 grid
+    state = {k: v.asnumpy() for k, v in tiny_model(patch_size=16).parameters_dict().items()}  # 16 px: 2x2
+    with pytest.raises(CheckpointError) as err:
+        check_fit(shapes, state)
+    assert "16-pixel patches (2x2): set model.patch_size=16" in str(err.value)
+    assert "model.image_size" not in str(err.value)  # 32 is what the run already has
 
 
 def test_check_fit_pre_logits_hint_and_optimizer_state_ignored():

@@ -15,6 +15,8 @@ from PIL import Image
 from vit_ms.config import Config, DataConfig
 from vit_ms.data import (EpochSampler, build_augment, build_eval_transforms, build_mixup, build_train_transforms,
                          Feed, create_dataset, load_image_rgb, preprocess_eval, scan_split)
+import vit_ms.data.folder as folder_module
+from vit_ms.data.folder import read_class_names
 from vit_ms.data.setup import prepare_data
 from vit_ms.errors import ConfigError, DataError
 from vit_ms.plan import resolve_plan
@@ -67,6 +69,18 @@ def encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
     return buf.getvalue()
 
 
+def small_jpeg(seed: int = 0) -> bytes:
+    """A 32x32 JPEG at quality 90, as the demo set writes them."""
+    return encoded(noise_image(32, seed), "JPEG", quality=90)
+
+
+def zero_middle(data: bytes) -> bytes:
+    """The middle third of a file zeroed, its start and end marker kept. MindSpore's C++ decoder dies on a
+    `small_jpeg` damaged so with SIGFPE (the zeros hit its Huffman tables); PIL reports it."""
+    n = len(data)
+    return data[:n // 3] + bytes(2 * n // 3 - n // 3) + data[2 * n // 3:]
+
+
 def write_bad(folder: Path, kind: str) -> Path:
     """One unusable file of the given kind; with max_pixels=10_000 'huge' is over the limit."""
     jpeg = encoded(noise_image(96), "JPEG", quality=90)
@@ -82,15 +96,18 @@ def write_bad(folder: Path, kind: str) -> Path:
         "zero_byte": b"",
         "non_image": b"this is a text file, not a JPEG\n" * 10,
         "huge": encoded(noise_image(128), "PNG"),  # 16384 pixels
+        "zeroed_middle": zero_middle(small_jpeg()),
     }[kind]
-    path = folder / f"bad_{kind}.{'jpg' if kind in ('truncated', 'zero_byte', 'non_image') else 'png'}"
+    jpg = kind in ("truncated", "zero_byte", "non_image", "zeroed_middle")
+    path = folder / f"bad_{kind}.{'jpg' if jpg else 'png'}"
     path.write_bytes(content)
     return path
 
 
-# Found by the folder scan (header, size, end marker): kind -> words in the reason.
+# Found by the folder scan (every file decoded in full): kind -> words in the reason.
 BAD_KINDS = {"corrupt_header": "damaged header", "truncated": "truncated", "zero_byte": "zero bytes",
-             "non_image": "not a readable image", "huge": "max_image_pixels"}
+             "non_image": "not a readable image", "huge": "max_image_pixels", "corrupt_data": "corrupt",
+             "zeroed_middle": "corrupt"}
 
 
 def write_odd_modes(folder: Path) -> dict:
@@ -129,7 +146,7 @@ def test_load_image_converts_every_mode_to_rgb_uint8(tmp_path):
         assert image.flags.writeable
 
 
-@pytest.mark.parametrize("kind", sorted(BAD_KINDS) + ["corrupt_data"])
+@pytest.mark.parametrize("kind", sorted(BAD_KINDS))
 def test_load_image_raises_data_error_naming_file_and_reason(tmp_path, kind):
     path = write_bad(tmp_path, kind)
     with pytest.raises(DataError) as err:
@@ -151,6 +168,45 @@ def test_scan_skips_or_raises_for_each_bad_kind(tiny_imagenet, kind):
     with pytest.raises(DataError, match=BAD_KINDS[kind]) as err:
         scan_split(tiny_imagenet, "train", "error", max_pixels=10_000)
     assert str(bad) in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["two\nlines", "tab\there", "   "])
+def test_class_names_that_cannot_come_back_from_classes_txt_are_refused(tiny_imagenet, name):
+    (tiny_imagenet / "train" / name).mkdir()
+    with pytest.raises(DataError, match=r"class folder .* has a name with .*classes\.txt.* Rename the folder"):
+        scan_split(tiny_imagenet, "train")
+
+
+def test_a_trailing_space_is_part_of_the_class_name(tiny_imagenet, tmp_path):
+    os.rename(tiny_imagenet / "train" / "class_1", tiny_imagenet / "train" / "class_1 ")
+    index = scan_split(tiny_imagenet, "train")
+    names = tmp_path / "classes.txt"
+    names.write_text("".join(f"{c}\n" for c in index.classes), encoding="utf-8")
+    assert read_class_names(names) == index.classes == ["class_0", "class_1 ", "class_2"]
+
+
+def test_link_loops_unreadable_and_vanishing_folders_are_skipped_with_a_warning(tiny_imagenet, caplog, monkeypatch):
+    folder = tiny_imagenet / "train" / "class_0"
+    (folder / "loop").symlink_to(folder)  # class_0/loop/loop/... would list class_0 again and again
+    (folder / "dangling").symlink_to(tiny_imagenet / "nowhere")
+    (tiny_imagenet / "train" / "self").symlink_to("self")  # a link to itself: not a folder
+    real_scandir = folder_module.os.scandir
+
+    def vanishing(path):
+        if str(path).endswith("class_2"):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(folder_module.os, "scandir", vanishing)
+    with caplog.at_level(logging.WARNING, logger="vit_ms"):
+        index = scan_split(tiny_imagenet, "train")
+    assert len(index.samples) == N_TRAIN - 8 and index.classes == ["class_0", "class_1", "class_2"]
+    assert f"'{folder / 'loop'}' is a folder already listed" in caplog.text
+    assert f"cannot list '{tiny_imagenet / 'train' / 'class_2'}'" in caplog.text
+    monkeypatch.setattr(folder_module.os, "scandir", lambda path: (_ for _ in ()).throw(
+        PermissionError(13, "Permission denied", str(path))))
+    with pytest.raises(DataError, match=r"cannot list the folder .*Permission denied"):
+        scan_split(tiny_imagenet, "train")
 
 
 def test_scan_keeps_odd_modes_ignores_other_extensions_and_lists_sorted(tiny_imagenet):
@@ -303,13 +359,15 @@ def test_bad_files_are_skipped_counted_and_warned(tiny_imagenet, caplog):
         create_dataset(cfg.data, "train", Feed.of(cfg, 4))
 
 
-def test_files_found_bad_only_when_decoded(tiny_imagenet, caplog):
-    """Damaged image data passes the header scan, and files can change after it: the Python reader replaces each
-    with the next sample and names it, or raises. (The C++ reader: tests/test_native_source.py.)"""
-    corrupt = write_bad(tiny_imagenet / "val" / "class_0", "corrupt_data")
+def test_files_damaged_after_the_scan_are_replaced_or_stop(tiny_imagenet, caplog):
+    """Files can change after the scan: the Python reader replaces each with the next sample and names it, or
+    raises. (The C++ reader: tests/test_native_source.py.)"""
+    corrupt = tiny_imagenet / "val" / "class_0" / "bad_corrupt_data.png"
+    corrupt.write_bytes(encoded(noise_image(64), "PNG"))
     cfg = make_cfg(tiny_imagenet, reader="python")
     dataset, info = create_dataset(cfg.data, "val", Feed.of(cfg, 4))
     assert info.num_samples == N_VAL + 1 and not info.bad_files
+    write_bad(corrupt.parent, "corrupt_data")  # same name, damaged since the scan
     changed = tiny_imagenet / "val" / "class_1" / "0001.png"
     original = changed.read_bytes()
     changed.write_text("overwritten after the scan")
@@ -319,8 +377,10 @@ def test_files_found_bad_only_when_decoded(tiny_imagenet, caplog):
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert str(corrupt) in messages and str(changed) in messages
     changed.write_bytes(original)
+    corrupt.write_bytes(encoded(noise_image(64), "PNG"))
     cfg.data.on_bad_image = "error"
     dataset, _ = create_dataset(cfg.data, "val", Feed.of(cfg, 4))
+    write_bad(corrupt.parent, "corrupt_data")
     with pytest.raises(RuntimeError, match="bad_corrupt_data.png"):
         batches(dataset)
 
@@ -408,6 +468,35 @@ def test_a_pipeline_resumed_mid_epoch_erases_and_mixes_as_the_uninterrupted_one(
         np.testing.assert_array_equal(images, expected_images)
         np.testing.assert_array_equal(labels, expected_labels)
     assert labels.shape == (4, 3) and not np.array_equal(full[0][0][1], full[1][0][1])  # soft labels, new draws
+
+
+def real_augmentation(cfg: Config) -> Config:
+    """The configs' training augmentation (vit_b16.yaml's): random resized crop, flip, RandAugment, erasing, mixup /
+    cutmix, in deterministic mode."""
+    cfg.data.scale, cfg.data.ratio, cfg.data.hflip = [0.08, 1.0], [0.75, 1.333], 0.5
+    cfg.data.auto_augment, cfg.data.re_prob = "randaug-m9-mstd0.5-inc1", 0.25
+    cfg.data.mixup, cfg.data.cutmix = 0.8, 1.0
+    cfg.train.deterministic = True
+    return cfg
+
+
+def assert_resumed_equal(resumed, full) -> None:
+    assert len(resumed) == len(full)
+    for (images, labels), (expected_images, expected_labels) in zip(resumed, full):
+        np.testing.assert_array_equal(images, expected_images)
+        np.testing.assert_array_equal(labels, expected_labels)
+
+
+@pytest.mark.parametrize("reader", ["native", "python"])
+def test_deterministic_resume_mid_epoch_crops_flips_and_mixes_as_the_uninterrupted_run(tiny_imagenet, reader):
+    cfg = real_augmentation(make_cfg(tiny_imagenet, reader=reader))
+    full = batches(create_dataset(cfg.data, "train", Feed.of(cfg, 4))[0], num_epochs=2)
+    resumed = batches(create_dataset(cfg.data, "train", Feed.of(cfg, 4, start_epoch=0, skip_steps=2))[0], num_epochs=2)
+    assert_resumed_equal(resumed[0] + resumed[1], full[0][2:] + full[1])
+    again = batches(create_dataset(cfg.data, "train", Feed.of(cfg, 4, start_epoch=1))[0])
+    assert_resumed_equal(again[0], full[1])
+    cfg.train.seed += 1  # the crops are random: another seed, other crops of the same images
+    assert not np.array_equal(batches(create_dataset(cfg.data, "train", Feed.of(cfg, 4))[0])[0][0][0], full[0][0][0])
 
 
 def test_train_shards_are_equal_and_disjoint(tiny_imagenet):

@@ -8,11 +8,13 @@ import pytest
 from mindspore.dataset import vision
 from PIL import Image
 
-from test_data import SIZE, batches, encoded, make_cfg, noise_image, write_bad, write_odd_modes
+from test_data import (SIZE, batches, encoded, make_cfg, noise_image, small_jpeg, write_bad, write_odd_modes,
+                       zero_middle)
 from vit_ms.config import DataConfig
 from vit_ms.data import Feed, build_eval_transforms, build_train_transforms, create_dataset, load_image_rgb
 from vit_ms.data.decode import cpp_frame, jpeg_frame, read_encoded
 from vit_ms.data.images import BadImage
+from vit_ms.data.transforms import SeededCrop
 
 
 def cpp_decodable(data: bytes) -> bool:
@@ -87,7 +89,10 @@ def test_pil_fallback_gives_pils_rgb_exactly(tmp_path):
 def test_files_that_fail_after_the_scan_are_replaced_and_reported_in_both_paths(tiny_imagenet, caplog, training):
     split = "train" if training else "val"
     folder = tiny_imagenet / split / "class_0"
-    corrupt_png = write_bad(folder, "corrupt_data")  # PIL path: passes the scan, fails to decode
+    corrupt_png = folder / "bad_corrupt_data.png"  # PIL path
+    corrupt_png.write_bytes(encoded(noise_image(64), "PNG"))
+    zeroed = folder / "zeroed.jpg"  # C++ path: would kill the process in MindSpore's decoder (SIGFPE)
+    zeroed.write_bytes(small_jpeg())
     broken_jpeg = folder / "broken.jpg"
     broken_jpeg.write_bytes(encoded(noise_image(40), "JPEG"))
     vanished = folder / "vanished.jpg"
@@ -99,13 +104,15 @@ def test_files_that_fail_after_the_scan_are_replaced_and_reported_in_both_paths(
     sof = data.index(b"\xff\xc0")
     data[sof + 4:sof + 40] = bytes(36)  # C++ path until now: frame header zeroed after the scan
     broken_jpeg.write_bytes(bytes(data))
+    write_bad(folder, "corrupt_data")
+    zeroed.write_bytes(zero_middle(zeroed.read_bytes()))
     os.unlink(vanished)  # C++ path: gone after the scan
     with caplog.at_level(logging.WARNING, logger="vit_ms"):
         (epoch,) = batches(dataset)
     total = info.num_samples - (info.num_samples % 3 if training else 0)
     assert sum(len(labels) for _, labels in epoch) == total  # every one replaced by the next sample
     messages = " ".join(r.getMessage() for r in caplog.records)
-    for path in (corrupt_png, broken_jpeg, vanished):
+    for path in (corrupt_png, broken_jpeg, vanished, zeroed):
         assert f"image file '{path}' is unusable" in messages and "next sample in its place" in messages
 
 
@@ -144,10 +151,14 @@ def test_train_crop_statistics_match_random_resized_crop(dataset_seed):
     n = 400
     new = crop_geometry(run_crops(data, build_train_transforms(cfg, 48, encoded=True)[:2], n), side)
     old = crop_geometry(run_crops(vision.Decode()(data), build_train_transforms(cfg, 48)[:2], n), side)
-    for scale, ratio, flipped in (new, old):
+    crop, rng = SeededCrop(cfg, 48), np.random.default_rng(0)  # train.deterministic: drawn from a given generator
+    seeded = crop_geometry(np.stack([crop(data, rng).transpose(2, 0, 1) for _ in range(n)]), side)
+    for scale, ratio, flipped in (new, old, seeded):
         assert scale.min() >= 0.08 - 0.02 and scale.max() <= 1.0 + 0.02
         assert ratio.min() >= 0.75 - 0.05 and ratio.max() <= 1.333 + 0.05
         assert 0.4 < flipped.mean() < 0.6
         assert scale.max() - scale.min() > 0.7 and ratio.max() - ratio.min() > 0.4  # the whole ranges are used
     assert abs(new[0].mean() - old[0].mean()) < 0.05 and abs(np.log(new[1]).mean() - np.log(old[1]).mean()) < 0.05
     assert abs(np.median(new[0]) - np.median(old[0])) < 0.07
+    assert abs(seeded[0].mean() - old[0].mean()) < 0.05 and abs(np.log(seeded[1]).mean() - np.log(old[1]).mean()) < 0.05
+    assert abs(np.median(seeded[0]) - np.median(old[0])) < 0.07

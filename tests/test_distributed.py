@@ -10,6 +10,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -28,6 +29,7 @@ from vit_ms.train.distributed import (check_replicas, check_same_resume, digest_
                                 weights_digest)
 from vit_ms.errors import CheckpointError
 from vit_ms.runtime import launched_distributed
+from vit_ms.tools.launch_report import report
 
 ROOT = Path(__file__).resolve().parent.parent
 MSRUN_SCRIPT = ROOT / "scripts" / "run_distribute_train.sh"
@@ -166,6 +168,18 @@ def test_msrun_script_fails_when_the_workers_fail(tmp_path):
     assert out.returncode != 0
     assert "distributed training failed" in out.stderr and str(tmp_path / "logs") in out.stderr
     assert "train.epochs=0" in (tmp_path / "logs" / "worker_0.log").read_text()
+    assert re.search(r"error: rank [01] \(worker [01] of node 0, pid \d+, .*\) exited with status 2", out.stderr)
+
+
+def test_launch_report_names_the_rank_of_the_failed_pid(tmp_path):
+    (tmp_path / "msrun.err").write_text("[ERROR] ... Worker process 4242 exit with exception. Error code: -9.\n")
+    (tmp_path / "worker_0.log").write_text("[WARNING] DISTRIBUTED(4241,7f,python): ...\n")
+    (tmp_path / "worker_1.log").write_text("[WARNING] DISTRIBUTED(4242,7f,python): ...\n")
+    line = report(tmp_path, node_rank=1, workers=2)
+    assert line.startswith("rank 3 (worker 1 of node 1, pid 4242") and "killed by SIGKILL (signal 9" in line
+    assert "--resume auto" in line
+    (tmp_path / "msrun.err").write_text("nothing failed\n")
+    assert report(tmp_path, 0, 2) is None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -421,7 +435,8 @@ def test_two_msrun_workers_train_resume_and_match_single_process_eval(tmp_path):
     for text in (rank0, rank1):  # every rank trained the 24 images as 3 steps of a global batch of 8
         assert "epoch 1 step 3/3" in text and "epoch 1 done" in text and "global batch 8" in text
         assert "resume auto: no checkpoint" in text
-    assert sorted(p.name for p in logs.iterdir()) == ["scheduler.log", "worker_0.log", "worker_1.log"]
+    assert sorted(p.name for p in logs.iterdir()) == ["msrun.err", "scheduler.log", "worker_0.log",
+                                                     "worker_1.log"]
     first = final_digest(rank1)
     assert final_digest(rank0) == first == weights_digest(ms.load_checkpoint(str(run_dir / "last.ckpt")))
 
@@ -549,3 +564,69 @@ def test_two_workers_accumulating_match_one_process_with_the_whole_batch(tmp_pat
     assert len(names) > 10 and np.abs(one["accum.head.weight"].asnumpy()).max() > 1e-4  # a step was taken
     for k in names + ["accum.head.weight"]:  # weights, and the momentum buffer (= the step's gradient)
         np.testing.assert_allclose(dp[k].asnumpy(), one[k].asnumpy(), rtol=0, atol=1e-5, err_msg=k)
+
+
+def digest_of(run_dir: Path) -> str:
+    return final_digest((run_dir / "train.log").read_text())
+
+
+@pytest.mark.slow
+def test_a_killed_rank_stops_the_job_named_and_resume_or_two_nodes_give_the_same_weights(tmp_path):
+    """One node with 2 workers (the reference); the same as two nodes of one worker each (two launches,
+    NODE_RANK 0 and 1, master 127.0.0.1); and kill -9 of rank 1 in epoch 2: the job stops within a bound, the
+    launch script names rank 1, last.ckpt is the complete epoch-1 one, and --resume auto ends at the reference's
+    weights. Deterministic mode: every run draws the same crops."""
+    from vit_ms.train.checkpoint import read_checkpoint, train_state
+
+    data = write_synthetic_folder(tmp_path / "data", num_classes=3, train_per_class=8, val_per_class=2,
+                                  image_size=32, seed=0)
+    args = ["demo.yaml", *sets(f"data.root={data}", "train.epochs=2", "train.deterministic=true", *TINY)]
+
+    def launch_one(name, workers=2, resume=(), **env):
+        run = sets(f"output_dir={tmp_path / name}", "run_name=dp")
+        return subprocess.Popen(["bash", str(MSRUN_SCRIPT), str(workers), *args, *run, *resume], cwd=tmp_path,
+                                env=script_env(LOG_DIR=tmp_path / name / f"log{env.get('NODE_RANK', '')}", **env),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    proc = launch_one("reference", MASTER_PORT=free_port())
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()[-3000:]
+    reference = digest_of(tmp_path / "reference" / "dp")
+
+    port = free_port()  # two "nodes" on this machine: one worker each, the same world size of 2
+    nodes = [launch_one("nodes", 1, NUM_NODES=2, NODE_RANK=n, MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+             for n in (0, 1)]
+    # On one machine both msruns find 127.0.0.1 among their own addresses, so each starts a scheduler; the one that
+    # does not get the port fails and its msrun reports it after its worker has finished. Not so on two hosts.
+    failed = [n for n, node in enumerate(nodes) if node.wait(timeout=300) != 0]
+    assert len(failed) <= 1
+    for n in failed:
+        msrun_err = (tmp_path / "nodes" / f"log{n}" / "msrun.err").read_text()
+        assert "Scheduler process" in msrun_err and "Worker process" not in msrun_err, msrun_err[-3000:]
+    rank1 = (tmp_path / "nodes" / "dp" / "train_rank1.log").read_text()
+    assert "data-parallel rank 1 of 2" in rank1 and final_digest(rank1) == reference
+    assert digest_of(tmp_path / "nodes" / "dp") == reference
+
+    run_dir = tmp_path / "killed" / "dp"
+    proc = launch_one("killed", MASTER_PORT=free_port())
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and not (
+                (run_dir / "train_rank1.log").is_file() and "epoch 2 step 1/" in (run_dir / "train_rank1.log")
+                .read_text()):
+            time.sleep(0.05)
+        worker_log = (tmp_path / "killed" / "log" / "worker_1.log").read_text()
+        pid = int(re.search(r"DISTRIBUTED\((\d+),", worker_log).group(1))  # rank 1's process
+        killed = time.time()
+        os.kill(pid, 9)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0 and time.time() - killed < 120  # MindSpore's heartbeat timeout, about 30 s
+    assert f"error: rank 1 (worker 1 of node 0, pid {pid}" in err and "killed by SIGKILL (signal 9" in err
+    assert "--resume auto" in err
+    state = train_state(read_checkpoint(run_dir / "last.ckpt"))  # complete: the CRC is checked
+    assert (state.epoch, state.step_in_epoch) == (1, 0)
+    proc = launch_one("killed", resume=["--resume", "auto"], MASTER_PORT=free_port())
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()[-3000:]
+    assert digest_of(run_dir) == reference

@@ -137,7 +137,7 @@ def test_truncated_safetensors_is_named(tmp_path):
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     proc = run("-m", "vit_ms.convert", "--src", cut, "--model", "vit_ti16", "--out", tmp_path / "x.ckpt")
     assert_user_error(proc, f"weights file '{cut}'", "is truncated, corrupt or not a .safetensors file",
-                      "download or copy it again")
+                      f"delete it (rm '{cut}') and the next run downloads it again", "download or copy it again")
 
 
 @pytest.mark.parametrize("case", ["mindir_to_resume", "directory_as_checkpoint", "directory_to_eval"])

@@ -17,15 +17,15 @@ N_TRAIN = 24  # tiny_imagenet: 3 classes x 8 train images
 
 @pytest.fixture
 def counted(monkeypatch):
-    """Counts check_image calls (the per-file work the cache saves); returns the list of checked paths."""
+    """Counts check_file calls (the per-file work the cache saves); returns the list of checked paths."""
     calls = []
-    real = folder.check_image
+    real = folder.check_file
 
     def check(path, max_pixels):
         calls.append(path)
         return real(path, max_pixels)
 
-    monkeypatch.setattr(folder, "check_image", check)
+    monkeypatch.setattr(folder, "check_file", check)
     return calls
 
 

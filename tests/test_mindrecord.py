@@ -93,8 +93,61 @@ def test_conversion_resumes_after_an_interruption(tiny_imagenet, tmp_path, monke
     assert first_shard.stat().st_mtime_ns == stamp  # not written again
     assert [r[0] for r in records(out, "train")] == [os.path.relpath(p, tiny_imagenet / "train")
                                                      for p, _ in scan_split(tiny_imagenet, "train").samples]
-    with pytest.raises(DataError, match="another version"):  # the folder changed: refused, not mixed
+    with pytest.raises(DataError, match="holds a conversion of other data"):  # other settings: refused, not mixed
         convert_folder(tiny_imagenet, out, splits=["train"], samples_per_shard=8, show_progress=False)
+
+
+def test_a_conversion_of_other_data_is_refused_not_mixed(tiny_imagenet, tmp_path, monkeypatch):
+    """Same class names and image counts, other files: the recorded fingerprint tells them apart, finished or not."""
+    from vit_ms.data.demo import write_synthetic_folder
+
+    other = write_synthetic_folder(tmp_path / "other", num_classes=3, train_per_class=8, val_per_class=4,
+                                   image_size=32, seed=1)
+    out = tmp_path / "mr"
+    convert_folder(tiny_imagenet, out, splits=["train"], samples_per_shard=10, show_progress=False)
+    with pytest.raises(DataError, match=r"holds a conversion of other data.*remove .*or choose another --out"):
+        convert_folder(other, out, splits=["train"], samples_per_shard=10, show_progress=False)
+    real, written = mindrecord._write_shard, []
+
+    def killed_in_the_second(file, rows):
+        if written:
+            raise KeyboardInterrupt
+        written.append(real(file, rows))
+
+    monkeypatch.setattr(mindrecord, "_write_shard", killed_in_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        convert_folder(other, tmp_path / "mr2", splits=["train"], samples_per_shard=10, show_progress=False)
+    monkeypatch.setattr(mindrecord, "_write_shard", real)
+    with pytest.raises(DataError, match="holds a conversion of other data"):  # resumed on another --root
+        convert_folder(tiny_imagenet, tmp_path / "mr2", splits=["train"], samples_per_shard=10, show_progress=False)
+    convert_folder(other, tmp_path / "mr2", splits=["train"], samples_per_shard=10, show_progress=False)
+    (tiny_imagenet / "train" / "class_0" / "0000.jpg").write_bytes(
+        (tiny_imagenet / "train" / "class_0" / "0002.jpg").read_bytes())  # a file changed: another source
+    with pytest.raises(DataError, match="holds a conversion of other data"):
+        convert_folder(tiny_imagenet, out, splits=["train"], samples_per_shard=10, show_progress=False)
+
+
+@pytest.mark.parametrize("damage", ["truncated shard", "deleted index", "deleted shard"])
+def test_damaged_or_missing_shards_are_named(converted, damage):
+    _, out = converted
+    shard = out / "train" / "train-00001.mindrecord"
+    if damage == "truncated shard":
+        shard.write_bytes(shard.read_bytes()[:1000])
+    elif damage == "deleted index":
+        os.unlink(f"{shard}.db")
+    else:
+        os.unlink(shard)
+    named = f"{shard}.db" if damage == "deleted index" else str(shard)
+    with pytest.raises(DataError, match="truncated, damaged" if damage == "truncated shard" else "missing") as err:
+        create_dataset(mr_cfg(out).data, "train", Feed.of(mr_cfg(out), 4))
+    assert f"'{named}'" in str(err.value) and "python -m vit_ms.data.mindrecord" in str(err.value)
+
+
+def test_shards_take_about_their_images_size_on_disk(converted):
+    _, out = converted
+    for shard in (out / "train").glob("*.mindrecord"):
+        images = sum(len(image) for _, _, image in records(out, "train")) / 3  # 3 shards of about 8 images
+        assert shard.stat().st_size < 64 * 1024 + 4 * images, shard.stat().st_size  # not 2 x 64 MiB pages
 
 
 def test_mindrecord_pipeline_matches_the_folder_pipeline(converted):
@@ -144,6 +197,30 @@ def test_shuffled_every_epoch_and_resumed_mid_epoch(converted):
         np.testing.assert_array_equal(labels, expected_labels)
 
 
+def test_deterministic_resume_with_real_augmentation(converted):
+    from test_data import assert_resumed_equal, real_augmentation
+
+    _, out = converted
+    cfg = real_augmentation(mr_cfg(out))
+    whole = list(create_dataset(cfg.data, "train", Feed.of(cfg, 4, start_epoch=1))[0].create_tuple_iterator(
+        num_epochs=2, output_numpy=True))  # epochs 1 and 2 (counted from 0)
+    dataset, _ = create_dataset(cfg.data, "train", Feed.of(cfg, 4, start_epoch=1, skip_steps=2))
+    resumed = list(dataset.create_tuple_iterator(num_epochs=2, output_numpy=True))
+    assert_resumed_equal(resumed, whole[2:])
+
+
+def test_class_names_keep_their_spaces_through_the_conversion(tiny_imagenet, tmp_path):
+    """A folder-trained checkpoint's class names ("class_1 " with its space) label the converted split."""
+    for split in ("train", "val"):
+        os.rename(tiny_imagenet / split / "class_1", tiny_imagenet / split / "class_1 ")
+    out = tmp_path / "mr"
+    convert_folder(tiny_imagenet, out, samples_per_shard=100, show_progress=False)
+    names = ["class_0", "class_1 ", "class_2"]
+    cfg = mr_cfg(out)
+    _, info = create_dataset(cfg.data, "val", Feed.of(cfg, 4), classes=names, classes_source="a checkpoint")
+    assert info.class_names == names and info.num_samples == N_VAL
+
+
 def test_wrong_root_and_checkpoint_classes(converted, tmp_path):
     folder_root, out = converted
     with pytest.raises(DataError, match="not a MindRecord conversion"):
@@ -179,3 +256,10 @@ def test_train_eval_and_resume_from_mindrecord(converted, tmp_path):
     assert [(r["epoch"], r["step"]) for r in recs] == [(1, 6), (2, 12)]
     metrics = json.loads(run("eval.py", "--ckpt", str(tmp_path / "r" / "last.ckpt")).stdout.strip().splitlines()[-1])
     assert metrics["num_images"] == N_VAL and metrics["top1"] == pytest.approx(recs[-1]["val_top1"])
+
+
+def test_the_converter_runs_as_a_module_without_a_runpy_warning():
+    proc = subprocess.run([sys.executable, "-m", "vit_ms.data.mindrecord", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "--samples-per-shard" in proc.stdout
+    assert "RuntimeWarning" not in proc.stderr  # the reader (imported by vit_ms.data) does not import the converter

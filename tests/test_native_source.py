@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 import vit_ms.data.native_source as native_source
-from test_data import N_VAL, SIZE, batches, encoded, make_cfg, no_random_aug, noise_image, write_bad
+import vit_ms.data.index_cache as index_cache
+from test_data import (N_VAL, SIZE, batches, encoded, make_cfg, no_random_aug, noise_image, small_jpeg,
+                       zero_middle)
 from vit_ms.data import Feed, create_dataset, scan_split
-from vit_ms.data.setup import prepare_data
 from vit_ms.data.native_source import removed_file_error, write_manifest
+from vit_ms.data.reading import SampleReader
 from vit_ms.errors import DataError
 
 
@@ -67,61 +69,85 @@ def test_auto_reads_with_python_when_many_files_need_pil(tiny_imagenet, caplog, 
 
 def test_manifest_lines_name_each_file_and_label(tmp_path):
     paths = [str(tmp_path / "a b.jpg"), str(tmp_path / 'q"uote.png')]
-    out = write_manifest([(paths[0], 3), (paths[1], 0)], {paths[1]: "/copies/0.bmp"}, tmp_path / "m.json")
+    out = write_manifest(paths, [3, 0], tmp_path / "m.json")
     lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    assert [(line["source"], line["annotation"][0]["name"]) for line in lines] == [(paths[0], "3"),
-                                                                                  ("/copies/0.bmp", "0")]
+    assert [(line["source"], line["annotation"][0]["name"]) for line in lines] == [(paths[0], "3"), (paths[1], "0")]
     assert all(line["usage"] == "train" for line in lines)
 
 
-def test_a_jpeg_that_stops_decoding_is_replaced_and_named(tiny_imagenet, capfd, monkeypatch, tmp_path):
-    """After the scan: a JPEG whose frame header is zeroed is replaced by a healthy sample (MindSpore's warning names
-    it) with data.on_bad_image=skip, and stops the epoch with error; a removed file stops it, named."""
-    monkeypatch.chdir(tmp_path)  # MindSpore's decoder dumps a file it fails on to ./abnormal_image.jpg
+def damage(path, how: str) -> None:
+    if how == "zeroed":  # would kill the process in MindSpore's C++ decoder (SIGFPE)
+        path.write_bytes(zero_middle(small_jpeg()))
+    elif how == "text":  # ManifestDataset would leave it out: the epoch one sample short
+        path.write_text("not an image any more")
+    else:  # "empty": ManifestDataset would stop the run
+        path.write_bytes(b"")
+
+
+def test_files_damaged_before_the_reader_starts_are_replaced_and_named(tiny_imagenet, caplog):
+    """Overwritten in place after a scan kept in the index cache (the folder's mtime need not change): each damaged
+    file is read as the next usable sample, named in a warning, and the epoch keeps its size."""
     folder = tiny_imagenet / "val" / "class_0"
-    broken = folder / "broken.jpg"
-    broken.write_bytes(encoded(noise_image(40), "JPEG"))
-    for on_bad_image in ("skip", "error"):
-        cfg = make_cfg(tiny_imagenet, reader="native", on_bad_image=on_bad_image)
-        prepare_data(cfg.data)  # the run's setup tells MindSpore to replace (skip) or raise (error)
-        dataset, info = create_dataset(cfg.data, "val", Feed.of(cfg, 3))
-        data = bytearray(broken.read_bytes())
-        sof = data.index(b"\xff\xc0")
-        data[sof + 4:sof + 40] = bytes(36)
-        broken.write_bytes(bytes(data))
-        if on_bad_image == "skip":
-            (epoch,) = batches(dataset)
-            assert sum(len(labels) for _, labels in epoch) == info.num_samples == N_VAL + 1
-            assert f"The corresponding data file is: {broken}" in capfd.readouterr().err
-            assert (tmp_path / "abnormal_image.jpg").is_file()
-        else:
-            with pytest.raises(RuntimeError, match="broken.jpg"):
-                batches(dataset)
-        broken.write_bytes(encoded(noise_image(40), "JPEG"))
-    cfg = make_cfg(tiny_imagenet, reader="native")
-    prepare_data(cfg.data)
-    dataset, _ = create_dataset(cfg.data, "val", Feed.of(cfg, 3))
-    os.unlink(broken)
-    with pytest.raises(RuntimeError, match="broken.jpg") as failure:
-        batches(dataset)
-    error = removed_file_error(failure.value)  # what train.py shows instead of MindSpore's traceback
-    assert isinstance(error, DataError) and f"image file '{broken}' was removed" in str(error)
-    assert "--resume auto" in str(error) and removed_file_error(RuntimeError("other")) is None
-
-
-def test_a_file_pil_cannot_copy_is_left_to_mindspore_and_replaced(tiny_imagenet, caplog, capfd, monkeypatch, tmp_path):
-    """A PNG whose data is damaged passes the header scan; PIL fails on it while copying, MindSpore's decoder then
-    fails too and replaces it (skip), so the epoch keeps its size and both logs name the file."""
-    monkeypatch.chdir(tmp_path)
-    corrupt = write_bad(tiny_imagenet / "val" / "class_0", "corrupt_data")
+    files = {how: folder / f"{how}.jpg" for how in ("zeroed", "text", "empty")}
+    for n, path in enumerate(files.values()):
+        path.write_bytes(small_jpeg(seed=n))
+    scan_split(tiny_imagenet, "val", cache_dir=index_cache.default_cache_dir())
+    for how, path in files.items():
+        damage(path, how)
     with caplog.at_level(logging.WARNING, logger="vit_ms"):
         cfg = make_cfg(tiny_imagenet, reader="native")
-        prepare_data(cfg.data)
-        dataset, info = create_dataset(cfg.data, "val", Feed.of(cfg, 4))
-    assert f"PIL cannot decode image file '{corrupt}'" in caplog.text and info.num_samples == N_VAL + 1
-    (epoch,) = batches(dataset)
-    assert sum(len(labels) for _, labels in epoch) == N_VAL + 1
-    assert f"The corresponding data file is: {corrupt}" in capfd.readouterr().err
+        dataset, info = create_dataset(cfg.data, "val", Feed.of(cfg, 3))
+        (epoch,) = batches(dataset)
+    assert info.num_samples == N_VAL + 3 and sum(len(labels) for _, labels in epoch) == N_VAL + 3
+    for path in files.values():
+        assert f"image file '{path}' changed after the split was scanned" in caplog.text
+    labels = np.concatenate([labels for _, labels in epoch])  # each read as the next usable file: class_1's first
+    np.testing.assert_array_equal(labels, [0] * 4 + [1] * (3 + 4) + [2] * 4)
+
+
+def test_bytes_that_change_while_the_reader_runs_are_checked_and_replaced(tiny_imagenet, caplog):
+    """The C++ reader's map op (`SampleReader.check_row`): bytes the scan saw pass as they are; other bytes are
+    decoded by PIL first, and ones that no longer decode become the next sample, named."""
+    index = scan_split(tiny_imagenet, "val")
+    reader = SampleReader(index.samples, index.fingerprints, "skip", 10**6)
+    first = np.fromfile(index.samples[0][0], np.uint8)
+    out, label = reader.check_row(first, np.int32(0))
+    assert out.tobytes() == first.tobytes() and label == 0
+    redrawn = np.frombuffer(small_jpeg(seed=5), np.uint8)  # another usable JPEG: passes, checked
+    assert reader.check_row(redrawn, np.int32(0))[0].tobytes() == redrawn.tobytes()
+    with caplog.at_level(logging.WARNING, logger="vit_ms"):
+        out, label = reader.check_row(np.frombuffer(zero_middle(small_jpeg()), np.uint8), np.int32(3))
+    assert out.tobytes() == np.fromfile(index.samples[4][0], np.uint8).tobytes() or index.samples[4][0] in index.pil
+    assert label == index.samples[4][1]
+    assert f"image file '{index.samples[3][0]}' is unusable" in caplog.text and "next sample" in caplog.text
+    strict = SampleReader(index.samples, index.fingerprints, "error", 10**6)
+    with pytest.raises(DataError, match="changed after the split was scanned"):
+        strict.check_row(np.frombuffer(b"text now", np.uint8), np.int32(0))
+
+
+def test_on_bad_image_error_stops_at_a_file_damaged_after_the_scan(tiny_imagenet):
+    zeroed = tiny_imagenet / "val" / "class_0" / "zeroed.jpg"
+    zeroed.write_bytes(small_jpeg())
+    cfg = make_cfg(tiny_imagenet, reader="native", on_bad_image="error")
+    dataset, _ = create_dataset(cfg.data, "val", Feed.of(cfg, 3))
+    damage(zeroed, "zeroed")
+    with pytest.raises(RuntimeError, match="zeroed.jpg' is unusable"):
+        batches(dataset)
+    with pytest.raises(DataError, match="zeroed.jpg' changed after the split was scanned"):  # the cached scan
+        create_dataset(cfg.data, "val", Feed.of(cfg, 3))
+
+
+def test_a_file_removed_while_the_reader_runs_stops_it_named(tiny_imagenet):
+    vanished = tiny_imagenet / "val" / "class_0" / "vanished.jpg"
+    vanished.write_bytes(small_jpeg())
+    cfg = make_cfg(tiny_imagenet, reader="native")
+    dataset, _ = create_dataset(cfg.data, "val", Feed.of(cfg, 3))
+    os.unlink(vanished)
+    with pytest.raises(RuntimeError, match="vanished.jpg") as failure:
+        batches(dataset)
+    error = removed_file_error(failure.value)  # what train.py shows instead of MindSpore's traceback
+    assert isinstance(error, DataError) and f"'{vanished}' was removed after the reader started" in str(error)
+    assert "--resume auto" in str(error) and removed_file_error(RuntimeError("other")) is None
 
 
 def test_the_index_records_which_files_need_pil(tiny_imagenet):

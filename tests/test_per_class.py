@@ -110,6 +110,9 @@ def test_eval_output_dir_beside_the_checkpoint_or_out(tmp_path, monkeypatch):
     ckpt.write_bytes(b"x")
     assert eval_output_dir(str(ckpt)) == tmp_path / "run" / "eval" / "best"
     assert eval_output_dir(str(ckpt), str(tmp_path / "mine")) == tmp_path / "mine"
+    dots = tmp_path / "run" / "...ckpt"  # its stem is "..": not the run directory itself
+    dots.write_bytes(b"x")
+    assert eval_output_dir(str(dots)) == tmp_path / "run" / "eval" / "___ckpt"
     monkeypatch.chdir(tmp_path)
     assert eval_output_dir("vit_b16_augreg_in21k_ft_in1k").resolve() == (tmp_path / "eval" / "vit_b16_augreg_in21k_ft_in1k")
     blocked = tmp_path / "file"

@@ -261,6 +261,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool):  # YAML 1.1 reads off / on / yes / no unquoted as booleans
+            raise ConfigError(f"config key '{key}' must be text, but YAML read the unquoted word as {value!r}; "
+                              f"quote it, e.g. {key.rsplit('.', 1)[-1]}: 'off'")
     elif dataclasses.is_dataclass(tp):
         if isinstance(value, dict):
             return _build(tp, value, prefix=f"{key}.")
@@ -322,12 +325,32 @@ def config_to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def _field_type(parts: Sequence[str]) -> Any:
+    """The declared type of the dotted key `parts` in Config, or None when there is no such key."""
+    tp: Any = Config
+    for part in parts:
+        hints = typing.get_type_hints(tp) if dataclasses.is_dataclass(tp) else {}
+        if part not in hints:
+            return None
+        tp = hints[part]
+    return tp
+
+
 def _parse_override(text: str) -> tuple:
     if "=" not in text:
         raise ConfigError(f"override '{text}' must look like section.key=value, e.g. train.epochs=5")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
-    return key.strip(), value
+    key = key.strip()
+    if _field_type(key.split(".")) is str and raw.strip() and raw.strip()[0] not in "'\"[{!&*":
+        return key, raw.strip()  # a text key takes the text as written: off, yes, 1e3 stay strings
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:  # also tags (!!python/object ...): the safe loader constructs none of them
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise ConfigError(f"override '{text}': the value is not plain YAML ({problem}); write a number, true/false, "
+                          f"a list like [0.08, 1.0], or text (quote it, e.g. {key}='a: b', when it holds YAML "
+                          f"characters; tags such as !!python/... are never read)") from None
+    return key, value
 
 
 def apply_overrides(values: dict, overrides: Sequence[str]) -> dict:
@@ -451,6 +474,8 @@ def validate(cfg: Config) -> None:
            f"optim.betas={o.betas} must be two numbers in [0, 1)")
     _check(0 <= o.momentum < 1, f"optim.momentum={o.momentum} must be in [0, 1)")
     _check(not o.nesterov or o.momentum > 0, "optim.nesterov=true needs optim.momentum > 0, e.g. 0.9")
+    _check(not o.nesterov or o.name == "sgd", f"optim.nesterov=true applies to optim.name=sgd only, but the "
+           f"optimizer is {o.name}, which would ignore it; drop optim.nesterov or set optim.name=sgd")
     _check(0 < o.layer_decay <= 1, f"optim.layer_decay={o.layer_decay} must be in (0, 1] (1.0: off; "
                                    f"BEiT/MAE fine-tuning uses 0.65-0.75)")
     _check(o.clip_grad_norm >= 0, f"optim.clip_grad_norm={o.clip_grad_norm} must be >= 0 (0 disables)")

@@ -5,6 +5,7 @@ moves a quarter of the bytes of float32 (3, S, S) ones, and one call per batch r
 (RandAugment and RandomErasing were Python ops, each taking the GIL and converting every image; Normalize,
 HWC2CHW). `BatchFinish` is that pass:
 
+    [train.deterministic: B encoded images -> decode, crop, flip, colour jitter (`transforms.SeededCrop`)]
     B images (S, S, 3) uint8 -> auto-augment policy, image by image (train: mindcv's RandAugment ...)
     -> (x - mean) / std as a table lookup -> (B, 3, S, S) float32
     -> random erasing (train: each image with data.re_prob, MindSpore's RandomErasing box, value 0)
@@ -136,7 +137,7 @@ def augment_images(images: Sequence[np.ndarray], augment: Callable, rng: np.rand
 class BatchFinish:
     """`per_batch_map` of the pipeline's batch op: (images, labels, BatchInfo) -> (images, labels), see above.
 
-    images: B arrays (S, S, 3) uint8 -> (B, 3, S, S) float32; labels: B int32 -> (B,) int32, or (B, num_classes)
+    images: B arrays (S, S, 3) uint8 (with `crop`: B encoded images) -> (B, 3, S, S) float32; labels: B int32 -> (B,) int32, or (B, num_classes)
     float32 with mixup. seed: (train.seed, shard id); start_epoch: the first epoch the pipeline yields, of which
     `skip_batches` were left out (a resume in the middle of it); epoch_base: what to add to MindSpore's epoch
     number to get the epoch (start_epoch when the pipeline counts from 0, 0 when a resumed MindDataset reports
@@ -145,8 +146,9 @@ class BatchFinish:
 
     def __init__(self, normalize: Normalizer, augment: Optional[Callable] = None, re_prob: float = 0.0,
                  mixup: Optional[BatchMixup] = None, seed: Sequence[int] = (0, 0), start_epoch: int = 0,
-                 skip_batches: int = 0, epoch_base: int = 0):
+                 skip_batches: int = 0, epoch_base: int = 0, crop: Optional[Callable] = None):
         self.normalize, self.augment, self.re_prob, self.mixup = normalize, augment, re_prob, mixup
+        self.crop = crop  # (encoded image, rng) -> (S, S, 3) uint8, or None: the images come cropped
         self.seed, self.epoch_base = tuple(seed), epoch_base
         self.start_epoch, self.skip_batches = start_epoch, skip_batches
 
@@ -159,6 +161,8 @@ class BatchFinish:
     def __call__(self, images, labels, info):
         labels = np.asarray(labels, dtype=np.int32)
         rng = self.rng(info.get_epoch_num(), info.get_batch_num())
+        if self.crop is not None:
+            images = [self.crop(image, rng) for image in images]
         if self.augment is not None:
             images = augment_images(images, self.augment, rng)
         out = self.normalize(np.stack(images))  # (B, 3, S, S)

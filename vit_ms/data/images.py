@@ -1,15 +1,17 @@
 """Reading one image file: decode to (H, W, 3) uint8 RGB, or say exactly why the file is unusable.
 
-Two levels of checking:
-- `load_image_rgb` decodes the whole file (used by the pipeline and by `infer.py`).
-- `check_image` is the cheap check the folder scan runs on every file: size, PIL header, pixel count, and for
-  JPEG / PNG whether the file ends the way a complete file does. Only files whose ending looks wrong are
-  decoded in full, so scanning ImageNet reads headers and tails, not 1.28M images.
+- `load_image_rgb` / `decode_image` decode the whole file to RGB (the PIL path of the pipeline, `infer.py`).
+- `verify_image` is the check every file gets before MindSpore's C++ decoder may see its bytes (the folder scan,
+  a file changed since the scan): size, PIL header, pixel count, then every byte of the compressed data decoded.
+  A damaged JPEG can kill the process inside that C++ decoder (SIGFPE, SIGSEGV: no exception to catch), so
+  only bytes PIL decoded completely reach it. JPEGs are decoded in PIL's draft mode at 1/8 scale: libjpeg still
+  parses every marker and entropy-decodes every block (where damage shows), but skips most of the inverse DCT,
+  colour conversion and upsampling (docs/troubleshooting.md, Bad images: 2.7x the files per CPU-second).
 """
 import io
 import os
 import struct
-from typing import Optional
+from typing import Union
 
 import numpy as np
 from PIL import Image
@@ -23,8 +25,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError, KeyError,
                ZeroDivisionError, Image.DecompressionBombError)
 
-_TAIL_BYTES = 1024  # how much of the end of a JPEG / PNG to look at for its end marker
-_END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}
 _SIXTEEN_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
@@ -51,19 +51,18 @@ def is_image_file(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _open(path, max_pixels: int) -> Image.Image:
-    """Open a file path or an in-memory io.BytesIO lazily (header only) and check the pixel count; raises BadImage."""
+def _open(source: Union[str, bytes], max_pixels: int) -> Image.Image:
+    """Open a path or a file's bytes lazily (header only) and check the pixel count; raises BadImage."""
     try:
-        size = path.getbuffer().nbytes if isinstance(path, io.BytesIO) else os.path.getsize(path)
-        if size == 0:
+        if (len(source) if isinstance(source, bytes) else os.path.getsize(source)) == 0:
             raise BadImage("zero bytes (empty file)")
-        img = Image.open(path)
+        img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     except Image.DecompressionBombError as err:
         raise BadImage(f"larger than Pillow's decompression-bomb limit ({err})") from err
     except Image.UnidentifiedImageError as err:
         raise BadImage("not a readable image (Pillow cannot identify it: not an image, or a damaged "
                        "header)") from err
-    except _PIL_ERRORS as err:
+    except _PIL_ERRORS as err:  # also OSError of the path (vanished, permissions)
         raise BadImage(f"cannot be read ({type(err).__name__}: {err})") from err
     width, height = img.size
     if width * height > max_pixels:
@@ -87,9 +86,9 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.array(img.convert("RGB"), dtype=np.uint8)  # (H, W, 3), a writable copy
 
 
-def decode_image(path, max_pixels: int) -> np.ndarray:
-    """Open, check and fully decode a file path or an io.BytesIO; raises BadImage."""
-    with _open(path, max_pixels) as img:
+def decode_image(source: Union[str, bytes], max_pixels: int) -> np.ndarray:
+    """Open a path or a file's bytes, check and fully decode to (H, W, 3) uint8 RGB; raises BadImage."""
+    with _open(source, max_pixels) as img:
         try:
             img.load()  # full decode; truncated data raises here
             return _to_rgb(img)
@@ -110,34 +109,20 @@ def load_image_rgb(path, max_pixels: int) -> np.ndarray:
         raise bad_image_error(str(path), str(err)) from err
 
 
+def verify_image(data: bytes, max_pixels: int) -> str:
+    """Decode all of a file's bytes (JPEG: in draft mode, see the module docstring); returns PIL's format name
+    ("JPEG", "PNG", ...). Raises BadImage for anything PIL cannot decode completely."""
+    with _open(data, max_pixels) as img:
+        try:
+            if img.format == "JPEG":
+                img.draft(None, (1, 1))  # smallest DCT scale (1/8); every block is still entropy-decoded
+            img.load()
+            return img.format
+        except _PIL_ERRORS as err:
+            raise BadImage(f"truncated or corrupt ({type(err).__name__}: {err})") from err
+
+
 def decode_image_bytes(data: bytes, max_pixels: int) -> np.ndarray:
     """Decode an image held in memory (an upload, never written to disk) to (H, W, 3) uint8 RGB; raises BadImage
     with the reason, as for a file."""
-    return decode_image(io.BytesIO(data), max_pixels)
-
-
-def _tail_looks_complete(path: str, fmt: Optional[str]) -> bool:
-    marker = _END_MARKERS.get(fmt or "")
-    if marker is None:
-        return True  # no cheap end check for this format; the pipeline still skips it if decoding fails
-    with open(path, "rb") as f:
-        f.seek(max(0, os.path.getsize(path) - _TAIL_BYTES))
-        return marker in f.read()
-
-
-def check_image(path: str, max_pixels: int) -> Optional[str]:
-    """Cheap check for the folder scan: None if the file looks usable, else the reason it is not.
-
-    Reads the header and the last 1 KiB; decodes in full only a JPEG / PNG whose end marker is missing
-    (truncated, or trailing bytes after a complete image), so that such files are judged by a real decode.
-    """
-    try:
-        with _open(path, max_pixels) as img:
-            fmt = img.format
-        if not _tail_looks_complete(path, fmt):
-            decode_image(path, max_pixels)
-        return None
-    except BadImage as err:
-        return str(err)
-    except OSError as err:  # the tail read failed (file vanished, permissions)
-        return f"cannot be read ({type(err).__name__}: {err})"
+    return decode_image(data, max_pixels)

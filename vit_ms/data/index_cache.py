@@ -3,18 +3,20 @@
 One JSON file per split folder, in `data.index_cache_dir` (default `~/.cache/vit_ms/index`), named by a hash
 of the split folder's absolute path. It holds, per class folder, the modification time of that folder and of
 every sub-folder under it, the files found (relative paths) with the scan's verdict (None, or why a file is
-unusable), the usable files MindSpore's C++ decoder cannot read as they are (`pil`: PNG, CMYK JPEG, ...) and the
-count of ignored non-image files:
+unusable), each file's fingerprint (`prints`: size, mtime in ns, CRC-32 of its bytes; see vit_ms.data.decode),
+the usable files MindSpore's C++ decoder cannot read as they are (`pil`: PNG, CMYK JPEG, ...) and the count of
+ignored non-image files:
 
-    {"version": 2, "split_dir": "/data/imagenet/train", "max_pixels": 178956970,
+    {"version": 3, "split_dir": "/data/imagenet/train", "max_pixels": 178956970,
      "classes": {"n01440764": {"dirs": {"": 1712345678901234567}, "files": ["a.JPEG", ...],
+                               "prints": [[110592, 1712345678901234567, 2857362364], ...],
                                "bad": {"b.JPEG": "zero bytes (empty file)"}, "pil": ["c.JPEG"], "ignored": 0},
                  ...}}
 
 Adding, removing or renaming a file changes the mtime of the folder holding it, so a class whose recorded
 folders all keep their mtimes is reused as it is and any other class is scanned again (only that class).
-Not detected: a file overwritten in place under the same name (its folder's mtime does not change); set
-`data.rescan: true` once after such an edit. Writes go to a temporary file renamed into place, so a reader
+A file overwritten in place under the same name keeps its folder's mtime; the readers see it by its fingerprint
+and check it again when they read it (`data.rescan: true` checks every file again at the next start). Writes go to a temporary file renamed into place, so a reader
 never sees half a file and concurrent writers (ranks starting together) leave one complete file.
 """
 import hashlib
@@ -28,7 +30,7 @@ from typing import Dict, List, Optional
 
 logger = logging.getLogger("vit_ms")
 
-VERSION = 2  # bump when the scan's verdicts or the file layout change: older files are then ignored
+VERSION = 3  # bump when the scan's verdicts or the file layout change: older files are then ignored
 OFF = "off"  # data.index_cache_dir value that disables the cache
 
 
@@ -40,6 +42,7 @@ class ClassScan:
     bad: Dict[str, str]  # those of `files` that are unusable -> why
     ignored: int  # files without an image extension
     pil: List[str] = field(default_factory=list)  # usable `files` only PIL decodes (vit_ms.data.decode)
+    prints: List[List[int]] = field(default_factory=list)  # per file of `files`: [size, mtime_ns, crc32]
 
     def is_current(self, class_dir: Path) -> bool:
         """True when every recorded folder still exists with the recorded mtime (one stat per folder)."""
@@ -87,7 +90,8 @@ def load_index(cache_dir: Path, split_dir: Path, max_pixels: int) -> Dict[str, C
         return {name: ClassScan(dirs={k: int(v) for k, v in entry["dirs"].items()},
                                 files=[str(rel) for rel in entry["files"]],
                                 bad={str(k): str(v) for k, v in entry["bad"].items()},
-                                ignored=int(entry["ignored"]), pil=[str(rel) for rel in entry["pil"]])
+                                ignored=int(entry["ignored"]), pil=[str(rel) for rel in entry["pil"]],
+                                prints=_prints(entry["prints"], len(entry["files"])))
                 for name, entry in data["classes"].items()}
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         logger.warning("ignoring the malformed index cache '%s' (%s: %s); scanning the folder", path,
@@ -95,12 +99,19 @@ def load_index(cache_dir: Path, split_dir: Path, max_pixels: int) -> Dict[str, C
         return {}
 
 
+def _prints(rows, count: int) -> List[List[int]]:
+    prints = [[int(size), int(mtime), int(crc)] for size, mtime, crc in rows]
+    if len(prints) != count:
+        raise ValueError(f"{len(prints)} fingerprints for {count} files")
+    return prints
+
+
 def save_index(cache_dir: Path, split_dir: Path, max_pixels: int, classes: Dict[str, ClassScan]) -> Optional[Path]:
     """Write the class scans atomically; returns the file, or None (with a warning) when it cannot be written."""
     path = cache_file(cache_dir, split_dir)
     data = {"version": VERSION, "split_dir": os.path.abspath(split_dir), "max_pixels": max_pixels,
             "classes": {name: {"dirs": scan.dirs, "files": scan.files, "bad": scan.bad, "pil": scan.pil,
-                                 "ignored": scan.ignored}
+                                 "prints": scan.prints, "ignored": scan.ignored}
                         for name, scan in classes.items()}}
     tmp = None
     try:

@@ -6,17 +6,21 @@ Layout written (one folder per split, named as the split folders are):
 
     <out>/<split>/classes.txt             one class name a line (val: the train split's list, as the folder mode)
     <out>/<split>/<split>-00000.mindrecord (+ .db index)   samples [0, S), then [S, 2S), ... in scan order
-    <out>/<split>/progress.json           shards done so far (written after each shard: the run is resumable)
+    <out>/<split>/progress.json           the source's fingerprint, shards done so far with their sizes (written
+                                          after each shard: the run is resumable)
     <out>/<split>/bad_files.txt           files left out, "<path>\t<reason>" (scan and read failures)
 
 Each record: `image` (bytes: the JPEG file itself; other formats decoded by PIL and stored as BMP, see
 vit_ms.data.decode), `label` (int32) and `path` (the source file, relative to the split folder). A second
-run with the same --out skips the shards already written; a changed folder (other sample count or classes)
-is refused. `data.format: mindrecord` with `data.root: <out>` trains and evaluates from it
+run with the same --out skips the shards already written, but only for the same source: progress.json records a
+fingerprint of the split (class names, and each file's relative path, size and mtime), and a conversion of any
+other folder, or of a changed one, into that --out is refused rather than mixed in. Reading checks that each
+shard and its .db index are there with the recorded sizes (vit_ms.data.mindrecord_source). `data.format: mindrecord` with `data.root: <out>` trains and evaluates from it
 (vit_ms.data.mindrecord_source): MindDataset sharded by rank, shuffled every epoch from train.seed, the same
 transforms as the folder mode, and resumed mid-epoch at the recorded step.
 """
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -30,14 +34,16 @@ from mindspore.mindrecord import FileWriter
 
 from ..config import DataConfig
 from ..errors import DataError, run_cli
-from .decode import read_encoded
+from .decode import Fingerprint, read_encoded
 from .folder import list_classes, scan_split
 from .images import BadImage
 from .index_cache import resolve_cache_dir
+from .mindrecord_source import read_progress
 
-VERSION = 1
+VERSION = 2  # 2: the source's fingerprint and the shard sizes are recorded
 SCHEMA = {"image": {"type": "bytes"}, "label": {"type": "int32"}, "path": {"type": "string"}}
-PAGE_SIZE = 1 << 26  # 64 MiB: the largest record a page holds (an image bigger than this cannot be stored)
+MIN_PAGE, MAX_PAGE = 1 << 15, 1 << 26  # MindRecord pages: 32 KiB (its minimum) to 64 MiB (the largest record)
+MIN_HEADER = 1 << 14  # 16 KiB, MindRecord's minimum; its default is 16 MiB, written in full into every shard
 
 
 def shard_name(split: str, shard: int) -> str:
@@ -51,11 +57,35 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _read_one(path: str, max_pixels: int) -> Tuple[Optional[bytes], Optional[str]]:
+def _read_one(path: str, max_pixels: int, fingerprint: Fingerprint) -> Tuple[Optional[bytes], Optional[str]]:
+    """A file's bytes as stored (checked again when they differ from what the scan saw), or why it is left out."""
     try:
-        return read_encoded(path, max_pixels).tobytes(), None
+        return read_encoded(path, max_pixels, fingerprint).tobytes(), None
     except BadImage as err:
         return None, str(err)
+
+
+def source_fingerprint(index) -> str:
+    """sha256 of what a conversion is made of: the class names and each file's relative path, size and mtime
+    (usable ones, with their labels, and the ones left out). Another folder or a changed file gives another."""
+    digest = hashlib.sha256(json.dumps(index.classes).encode("utf-8"))
+    start = len(str(index.root)) + 1
+    for (path, label), (size, mtime, _) in zip(index.samples, index.fingerprints.tolist()):
+        digest.update(f"\n{path[start:]}\t{label}\t{size}\t{mtime}".encode("utf-8", "surrogateescape"))
+    for path, _ in index.bad:
+        digest.update(f"\n{path[start:]}\tleft out".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def page_and_header_size(rows: List[dict]) -> Tuple[int, int]:
+    """(page, header) bytes for a shard of `rows`: a page holds the largest record and is no larger than the shard
+    needs (the next power of two above the shard's bytes, within [MIN_PAGE, MAX_PAGE]), and the header holds one
+    entry (< 512 bytes) per page; so a small shard takes about its images' size on disk, not 16 MiB of header and
+    two 64 MiB pages."""
+    needed = sum(len(row["image"]) + len(row["path"]) + 64 for row in rows)
+    page = min(MAX_PAGE, max(MIN_PAGE, 1 << max(needed, 1).bit_length()))
+    pages = 2 * (needed // page + 2)  # raw and blob pages
+    return page, max(MIN_HEADER, 1 << (4096 + 512 * pages).bit_length())
 
 
 def _write_shard(file: Path, rows: List[dict]) -> None:
@@ -63,7 +93,9 @@ def _write_shard(file: Path, rows: List[dict]) -> None:
         if stale.exists():
             stale.unlink()
     writer = FileWriter(str(file), shard_num=1, overwrite=True)
-    writer.set_page_size(PAGE_SIZE)
+    page, header = page_and_header_size(rows)
+    writer.set_page_size(page)
+    writer.set_header_size(header)
     writer.add_schema(SCHEMA, "vit_ms image folder")
     writer.write_raw_data(rows)
     writer.commit()
@@ -100,15 +132,18 @@ def convert_split(root: Path, split: str, out: Path, classes: Optional[List[str]
     folder.mkdir(parents=True, exist_ok=True)
     num_shards = -(-len(index.samples) // samples_per_shard)
     expected = {"version": VERSION, "num_samples": len(index.samples), "samples_per_shard": samples_per_shard,
-                "classes": index.classes}
+                "classes": index.classes, "source": source_fingerprint(index)}
     progress_file = folder / "progress.json"
-    progress = json.loads(progress_file.read_text(encoding="utf-8")) if progress_file.exists() else None
+    progress = read_progress(progress_file) if progress_file.exists() else None
     if progress is not None and {k: progress.get(k) for k in expected} != expected:
-        raise DataError(f"'{folder}' holds a conversion of another version of '{index.root}' (sample count, "
-                        f"classes or --samples-per-shard differ: {progress.get('num_samples')} samples, "
-                        f"{progress.get('samples_per_shard')} a shard recorded); remove '{folder}' or choose "
-                        f"another --out")
-    progress = progress or dict(expected, shards={}, scan_bad=[[p, r] for p, r in index.bad], complete=False)
+        raise DataError(f"'{folder}' holds a conversion of other data than '{index.root}' now is: it was made from "
+                        f"'{progress.get('split_dir')}' ({progress.get('num_samples')} images, "
+                        f"{len(progress.get('classes') or [])} classes, {progress.get('samples_per_shard')} a shard), "
+                        f"and this conversion's files, classes or --samples-per-shard differ (a folder is recognised "
+                        f"by its class names and each file's path, size and mtime). Shards of both would be mixed: "
+                        f"remove '{folder}' or choose another --out")
+    progress = progress or dict(expected, split_dir=str(index.root), shards={},
+                                scan_bad=[[p, r] for p, r in index.bad], complete=False)
     (folder / "classes.txt").write_text("".join(f"{name}\n" for name in index.classes), encoding="utf-8")
     bar = _Progress(f"{split}", len(index.samples), show_progress)
     done = sum(s["count"] + len(s["left_out"]) for s in progress["shards"].values())
@@ -118,19 +153,23 @@ def convert_split(root: Path, split: str, out: Path, classes: Optional[List[str]
         for shard in range(num_shards):
             if str(shard) in progress["shards"] and (folder / shard_name(split, shard)).exists():
                 continue
-            samples = index.samples[shard * samples_per_shard:(shard + 1) * samples_per_shard]
+            first = shard * samples_per_shard
+            samples = index.samples[first:first + samples_per_shard]
+            prints = [Fingerprint(*(int(v) for v in row)) for row in index.fingerprints[first:first + len(samples)]]
             rows, left_out = [], []
-            for (path, label), (data, reason) in zip(samples, pool.map(lambda s: _read_one(s[0], max_pixels),
-                                                                         samples)):
+            for (path, label), (data, reason) in zip(samples, pool.map(lambda s, f: _read_one(s[0], max_pixels, f),
+                                                                         samples, prints)):
                 if data is None:
                     left_out.append([path, reason])
                 else:
                     rows.append({"image": data, "label": int(label), "path": os.path.relpath(path, split_dir)})
                 done, new = done + 1, new + 1
                 bar.update(done, shard, num_shards, new)
-            _write_shard(folder / shard_name(split, shard), rows)
-            progress["shards"][str(shard)] = {"file": shard_name(split, shard), "count": len(rows),
-                                              "left_out": left_out}
+            file = folder / shard_name(split, shard)
+            _write_shard(file, rows)
+            progress["shards"][str(shard)] = {"file": file.name, "count": len(rows), "left_out": left_out,
+                                              "bytes": file.stat().st_size,
+                                              "db_bytes": Path(f"{file}.db").stat().st_size}
             _write_json(progress_file, progress)
     progress["complete"] = True
     _write_json(progress_file, progress)

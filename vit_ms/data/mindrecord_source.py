@@ -1,7 +1,9 @@
 """Reading a MindRecord conversion (vit_ms.data.mindrecord) as the source of the pipeline: `data.format: mindrecord`.
 
-`open_split` checks the conversion and its classes (matched by name against a checkpoint's list, as the folder
-mode does); `mindrecord_dataset` reads it with MindDataset:
+`open_split` checks the conversion (finished; every shard and its .db index present with the sizes recorded when
+it was written, so a truncated, replaced or missing file is named before MindDataset meets it) and its classes
+(matched by name against a checkpoint's list, as the folder mode does); `mindrecord_dataset` reads it with
+MindDataset:
 
 - training: DistributedSampler over this rank's shard, shuffled every epoch from train.seed (the order depends
   on (seed, epoch) only, so a resumed run sees the same epochs), `per_shard` samples an epoch (equal shards,
@@ -12,7 +14,6 @@ mode does); `mindrecord_dataset` reads it with MindDataset:
 Rows: `image` (encoded bytes, decoded by the same C++ ops as the folder mode) and `label` int32.
 """
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Set, Tuple
@@ -21,7 +22,7 @@ import mindspore.dataset as ds
 import numpy as np
 
 from ..errors import DataError
-from .folder import check_classes, read_class_names
+from .folder import check_classes
 
 
 @dataclass
@@ -33,8 +34,22 @@ class SplitData:
     bad: List[Tuple[str, str]]  # (path, reason) left out
     samples: List[Tuple[str, int]] = field(default_factory=list)  # folder mode: (path, label)
     pil: Set[str] = field(default_factory=set)  # folder mode: samples only PIL decodes
+    fingerprints: Optional[np.ndarray] = None  # folder mode: (N, 3) what the scan saw of each sample
     files: List[str] = field(default_factory=list)  # MindRecord mode: shard files in order
     label_table: Optional[np.ndarray] = None  # MindRecord mode: recorded label -> label in `classes`
+
+
+def read_progress(path: Path) -> dict:
+    """progress.json, or DataError naming it when it cannot be read as the converter writes it."""
+    try:
+        progress = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(progress, dict) or not isinstance(progress.get("shards"), dict):
+            raise ValueError("not a conversion record")
+        return progress
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read the MindRecord conversion record '{path}' ({err}); it is written by "
+                        f"python -m vit_ms.data.mindrecord: remove the folder '{path.parent}' and convert again"
+                        ) from err
 
 
 def _progress(folder: Path, root: Path) -> dict:
@@ -43,11 +58,27 @@ def _progress(folder: Path, root: Path) -> dict:
     if not progress_file.is_file():
         raise DataError(f"'{folder}' is not a MindRecord conversion (no progress.json) but data.format=mindrecord; "
                         f"{hint} (or set data.format=folder)")
-    progress = json.loads(progress_file.read_text(encoding="utf-8"))
+    progress = read_progress(progress_file)
     if not progress.get("complete"):
         raise DataError(f"the MindRecord conversion in '{folder}' is not finished ({len(progress['shards'])} "
                         f"shards written); run the same converter command again to finish it")
     return progress
+
+
+def _check_shard(folder: Path, shard: dict) -> str:
+    """The shard's file, checked against the sizes recorded when it was written; DataError naming the file."""
+    file = folder / shard["file"]
+    rerun = (f"rewrite it with the converter (python -m vit_ms.data.mindrecord with the same --root and --out, "
+             f"after removing '{folder / 'progress.json'}')")
+    for path, key, what in ((file, "bytes", "shard"), (Path(f"{file}.db"), "db_bytes", "shard's index")):
+        try:
+            size = path.stat().st_size
+        except OSError as err:
+            raise DataError(f"MindRecord {what} '{path}' is missing or unreadable ({err.strerror}); {rerun}") from err
+        if key in shard and size != shard[key]:
+            raise DataError(f"MindRecord {what} '{path}' has {size} bytes but {shard[key]} were written: it is "
+                            f"truncated, damaged or from another conversion; {rerun}")
+    return str(file)
 
 
 def open_split(root: Path, split: str, classes: Optional[Sequence[str]], classes_source: str,
@@ -56,12 +87,8 @@ def open_split(root: Path, split: str, classes: Optional[Sequence[str]], classes
     folder = Path(root) / split
     progress = _progress(folder, Path(root))
     shards = [progress["shards"][k] for k in sorted(progress["shards"], key=int)]
-    files = [str(folder / s["file"]) for s in shards]
-    missing = [f for f in files if not os.path.isfile(f)]
-    if missing:
-        raise DataError(f"MindRecord shard '{missing[0]}' is missing ({len(missing)} missing); run the converter "
-                        f"again with the same --out to rewrite it")
-    recorded = read_class_names(folder / "classes.txt")
+    files = [_check_shard(folder, shard) for shard in shards]
+    recorded = list(progress["classes"])  # as JSON: exactly the folder names (classes.txt is for people)
     labels = list(classes) if classes is not None else recorded
     table = None
     if labels != recorded:

@@ -2,12 +2,11 @@
 
 Columns out: `image` float32 (B, 3, S, S); `label` int32 (B,), or float32 (B, num_classes) soft labels when
 training with mixup / cutmix. The source reads each file's bytes, in MindSpore's C++ reader (`native_source`)
-or in Python threads (`_FolderSource`: PIL decodes only what the C++ decoder cannot read, see `decode`); the first
+or in Python threads (`reading.SampleReader`: PIL decodes only what the C++ decoder cannot read, see `decode`); the first
 map op decodes in C++: RandomCropDecodeResize for training, Decode for evaluation. The per-image ops end in
 uint8 (S, S, 3); the batch op's `BatchFinish` normalises, erases and mixes whole batches (`batch_ops`). A file
-that turns out bad after the scan is replaced by another sample when data.on_bad_image=skip (the C++ reader: as
-`setup.prepare_data` told MindSpore; the Python reader: by the next usable one, named in a warning), so the number
-of batches per epoch never changes.
+that turns out bad after the scan is replaced by another sample when data.on_bad_image=skip (by the next usable
+one, named in a warning: `reading`), so the number of batches per epoch never changes.
 """
 import logging
 import math
@@ -16,24 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-import numpy as np
 import mindspore.dataset as ds
 
 from ..config import DataConfig
 from ..errors import DataError
-from .decode import read_encoded
 from .folder import list_classes, read_class_names, scan_split
-from .images import BadImage, bad_image_error
 from .index_cache import resolve_cache_dir
 from .mindrecord_source import SplitData, mindrecord_dataset, open_split
 from .native_source import native_dataset
+from .reading import SampleReader
 from .sampler import EpochSampler
 from .batch_ops import BatchFinish, Normalizer, build_mixup
-from .transforms import build_augment, build_eval_transforms, build_train_transforms
+from .transforms import SeededCrop, build_augment, build_eval_transforms, build_train_transforms
 
 logger = logging.getLogger("vit_ms")
-
-_MAX_REPLACEMENTS = 16  # consecutive unreadable files tolerated before giving up
 
 
 @dataclass
@@ -61,7 +56,7 @@ class Feed:
     start_epoch: int = 0  # resume: the first epoch the dataset yields,
     skip_steps: int = 0  # and how many of its steps to leave out
     seed: int = 0  # train.seed: sample order, augmentation and mixup draws
-    deterministic: bool = False  # train.deterministic: one worker for the per-image random ops
+    deterministic: bool = False  # train.deterministic: crops and flips drawn per batch (transforms.SeededCrop)
     label_smoothing: float = 0.0  # loss.label_smoothing, folded into mixup's soft labels
 
     @classmethod
@@ -83,36 +78,12 @@ class Feed:
                       start_epoch=start_epoch, skip_steps=skip_steps, image_size=plan.arch.image_size)
 
 
-class _FolderSource:
-    """Random-access source for GeneratorDataset: index -> (encoded image (N,) uint8, label int32)."""
-
-    def __init__(self, samples: Sequence[Tuple[str, int]], on_bad_image: str, max_pixels: int):
-        self.samples = list(samples)
-        self.on_bad_image = on_bad_image
-        self.max_pixels = max_pixels
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        for offset in range(_MAX_REPLACEMENTS):
-            path, label = self.samples[(int(index) + offset) % len(self.samples)]
-            try:
-                return read_encoded(path, self.max_pixels), np.int32(label)
-            except BadImage as err:
-                if self.on_bad_image == "error":
-                    raise bad_image_error(path, str(err)) from err
-                logger.warning("image file '%s' is unusable (%s); using the next sample in its place", path, err)
-        raise DataError(f"{_MAX_REPLACEMENTS} consecutive images from '{self.samples[int(index)][0]}' on could "
-                        f"not be decoded; check the dataset files")
-
-
 def _folder_reader(split_data: SplitData, sampler: EpochSampler, data, workers: int):
     """The folder mode's source: MindSpore's C++ reader (`native_source`) unless data.reader says python or, with
-    auto, many files need PIL; else `_FolderSource` in Python threads."""
+    auto, many files need PIL; else `reading.SampleReader` in Python threads."""
+    reader = SampleReader(split_data.samples, split_data.fingerprints, data.on_bad_image, data.max_image_pixels)
     if data.reader != "python":
-        dataset = native_dataset(split_data.samples, split_data.pil, len(split_data.classes), sampler, workers,
-                                 data.max_image_pixels, forced=data.reader == "native")
+        dataset = native_dataset(reader, split_data.pil, sampler, workers, forced=data.reader == "native")
         if dataset is not None:
             logger.info("reading the %d images of '%s' with MindSpore's C++ reader (data.reader=%s)",
                         split_data.num_samples, split_data.where, data.reader)
@@ -121,9 +92,8 @@ def _folder_reader(split_data: SplitData, sampler: EpochSampler, data, workers: 
                 split_data.where, data.reader)
     # `workers` reader threads: one thread hands rows over with less CPU (alone: 11,000 vs 1,100 rows/s), but
     # in the whole eval pipeline two threads gave 337 vs 229 images/s (reads overlap the hand-over).
-    return ds.GeneratorDataset(_FolderSource(split_data.samples, data.on_bad_image, data.max_image_pixels),
-                               column_names=["image", "label"], sampler=sampler, num_parallel_workers=workers,
-                               python_multiprocessing=False)
+    return ds.GeneratorDataset(reader, column_names=["image", "label"], sampler=sampler,
+                               num_parallel_workers=workers, python_multiprocessing=False)
 
 
 def _check_feed(split: str, feed: Feed) -> None:
@@ -179,7 +149,7 @@ def create_dataset(data: DataConfig, split: str, feed: Feed, classes: Optional[S
                            classes_source=classes_source, exact_classes=training,
                            cache_dir=resolve_cache_dir(data.index_cache_dir), rescan=data.rescan)
         split_data = SplitData(str(index.root), index.classes, len(index.samples), index.bad, samples=index.samples,
-                               pil=index.pil)
+                               pil=index.pil, fingerprints=index.fingerprints)
     if training and len(split_data.classes) < 2:
         raise DataError(f"'{split_data.where}' has only one class folder ('{split_data.classes[0]}'): a classifier "
                         f"needs at least 2 classes to train (with one, every prediction is right and the loss is 0 "
@@ -200,8 +170,6 @@ def create_dataset(data: DataConfig, split: str, feed: Feed, classes: Optional[S
     # Threads, not processes: the C++ decode and ops release the GIL, and python_multiprocessing was slower in
     # measurements (docs/performance.md, data pipeline).
     workers = min(data.num_parallel_workers, os.cpu_count() or 1)  # MindSpore rejects more workers than CPUs
-    # The per-image C++ random ops (crop, flip, colour jitter) give the same results run to run only with one
-    # worker: MindSpore hands rows to workers in no fixed order. The batch op is reproducible with any number.
     if data.format == "mindrecord":
         dataset = mindrecord_dataset(split_data, training=training, shuffle=training and data.shuffle,
                                      seed=f.seed, num_shards=f.num_shards, shard_id=f.shard_id,
@@ -213,15 +181,18 @@ def create_dataset(data: DataConfig, split: str, feed: Feed, classes: Optional[S
                                max_per_epoch=steps * step_size if f.steps_per_epoch else 0,
                                repeats=data.aug_repeats if training else 1)
         dataset = _folder_reader(split_data, sampler, data, workers)
-    ops = (build_train_transforms if training else build_eval_transforms)(data, f.image_size, encoded=True)
-    dataset = dataset.map(operations=ops, input_columns="image",
-                          num_parallel_workers=1 if training and f.deterministic else workers)
+    # train.deterministic: the crop and flip draw from each batch's generator too (SeededCrop), so a run resumed
+    # in the middle of an epoch crops as one never stopped; MindSpore's random C++ ops draw from one stream each.
+    seeded = SeededCrop(data, f.image_size) if training and f.deterministic else None
+    if seeded is None:
+        ops = (build_train_transforms if training else build_eval_transforms)(data, f.image_size, encoded=True)
+        dataset = dataset.map(operations=ops, input_columns="image", num_parallel_workers=workers)
     mixup = build_mixup(data, len(split_data.classes), f.label_smoothing) if training else None
     finish = BatchFinish(Normalizer(data.mean, data.std), augment=build_augment(data, f.image_size)
                          if training else None, re_prob=data.re_prob if training else 0.0, mixup=mixup,
                          seed=(f.seed, f.shard_id), start_epoch=f.start_epoch,
                          skip_batches=f.skip_steps * f.accum_steps if training else 0,
-                         epoch_base=0 if data.format == "mindrecord" and training else f.start_epoch)
+                         epoch_base=0 if data.format == "mindrecord" and training else f.start_epoch, crop=seeded)
     # Each batch draws from its own generator (BatchFinish.rng), so several workers give the same batches.
     # RandAugment here, one call per batch, instead of a per-image Python map: 1.3x the images per CPU-second.
     dataset = dataset.batch(f.batch_size, drop_remainder=training, per_batch_map=finish,

@@ -9,8 +9,9 @@ Changed, each for a reason given where it happens: for decoded arrays (infer.py,
 RandomCropDecodeResize become RandomResizedCrop / nothing (`encoded=False`); mindcv ignores `mstd` in a
 RandAugment string; mindcv's per-image RandAugment, Normalize, HWC2CHW and RandomErasing run per batch instead.
 """
+import math
 import re
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 from mindcv.data.auto_augment import auto_augment_transform, rand_augment_transform, trivial_augment_wide_transform
@@ -72,6 +73,59 @@ def build_train_transforms(cfg: DataConfig, image_size: int, encoded: bool = Fal
     if cfg.hflip > 0:
         ops.append(vision.RandomHorizontalFlip(prob=cfg.hflip))
     return ops + colour
+
+
+def crop_box(rng: np.random.Generator, height: int, width: int, scale: Sequence[float],
+             ratio: Sequence[float], attempts: int = 10) -> Tuple[int, int, int, int]:
+    """(top, left, h, w) of a random resized crop as RandomResizedCrop draws it: area fraction uniform in
+    `scale`, log aspect ratio (w/h) uniform in log(`ratio`), fully inside the image; after `attempts` misses the
+    largest centred crop whose aspect ratio is clipped to `ratio`."""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(attempts):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+    aspect = width / height
+    if aspect < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif aspect > max(ratio):
+        w, h = int(round(height * max(ratio))), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+class SeededCrop:
+    """Training's per-image ops drawing from the batch's generator (`batch_ops.BatchFinish`), for
+    train.deterministic: decode, random resized crop, flip, colour jitter. MindSpore's random C++ ops draw from
+    one stream per op, so a run resumed in the middle of an epoch would crop differently from one never stopped;
+    these draw from (seed, shard, epoch, batch) and do not.
+
+    encoded image (N,) uint8 -> (S, S, 3) uint8; same distributions as `build_train_transforms` (the C++ ops
+    decode a JPEG only inside the crop; this decodes it whole, then crops: slower, same pixels per crop box).
+    """
+
+    def __init__(self, cfg: DataConfig, image_size: int):
+        self.scale, self.ratio, self.hflip = tuple(cfg.scale), tuple(cfg.ratio), cfg.hflip
+        self.jitter = cfg.color_jitter if cfg.color_jitter > 0 and not cfg.auto_augment else 0.0
+        self.decode = vision.Decode()
+        self.resize = vision.Resize((image_size, image_size), interpolation=_INTERPOLATION[cfg.interpolation])
+
+    def __call__(self, encoded: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        image = np.asarray(self.decode(encoded))  # (H, W, 3)
+        top, left, h, w = crop_box(rng, image.shape[0], image.shape[1], self.scale, self.ratio)
+        out = np.asarray(self.resize(np.ascontiguousarray(image[top:top + h, left:left + w])))  # (S, S, 3)
+        if self.hflip > 0 and rng.random() < self.hflip:
+            out = out[:, ::-1]
+        if self.jitter > 0:  # brightness, contrast, saturation in random order, as RandomColorAdjust
+            low, high = max(0.0, 1.0 - self.jitter), 1.0 + self.jitter
+            ops = (vision.AdjustBrightness, vision.AdjustContrast, vision.AdjustSaturation)
+            for k in rng.permutation(3):
+                out = np.asarray(ops[k](float(rng.uniform(low, high)))(np.ascontiguousarray(out)))
+        return np.ascontiguousarray(out, dtype=np.uint8)
 
 
 def build_eval_transforms(cfg: DataConfig, image_size: int, encoded: bool = False) -> list:

@@ -20,8 +20,9 @@ import numpy as np
 from PIL import Image
 
 from ..data import load_image_rgb, preprocess_eval
-from ..errors import DataError
+from ..errors import DataError, UserError
 from ..figures.attention import save_attention_figure
+from ..fs import prove_writable
 from .predict import softmax
 
 log = logging.getLogger("vit_ms")
@@ -88,6 +89,19 @@ def output_names(paths: Sequence[Path]) -> List[str]:
         seen[path.stem] = count + 1
         names.append(f"{path.stem}.png" if count == 0 else f"{path.stem}_{count}.png")
     return names
+
+
+def prepare_out_dir(out_dir: Path) -> Path:
+    """Create the --attention-maps folder now, before any work: UserError naming it when it cannot be a folder."""
+    out_dir = Path(out_dir)
+    try:
+        prove_writable(out_dir, ".attention_maps_write_test")
+    except OSError as err:
+        blocker = next((p for p in [out_dir, *out_dir.parents] if p.exists() and not p.is_dir()), None)
+        why = f"'{blocker}' is a file, not a folder" if blocker is not None else (err.strerror or str(err))
+        raise UserError(f"cannot write the attention maps to --attention-maps '{out_dir}': {why}. Give a folder "
+                        f"(created if missing), e.g. --attention-maps maps/") from err
+    return out_dir
 
 
 def write_attention_maps(network, cfg, paths: Sequence[Path], out_dir: Path, class_names: Sequence[str],

@@ -72,12 +72,15 @@ def write_per_class_csv(path: os.PathLike, results: Sequence[ClassResult]) -> No
 def eval_output_dir(weights: str, out: Optional[str] = None) -> Path:
     """`out` when given; else `eval/<name>` beside a weights file (runs/x/eval/best for runs/x/best.ckpt),
     or under the current folder for published weights named or fetched by URL. Created, and proved writable."""
+    name = re.sub(r"[^\w.-]+", "_", Path(weights).stem or weights)
+    if not name.strip("."):  # "...ckpt" has the stem "..": eval/.. would be the run directory itself
+        name = Path(weights).name.replace(".", "_")
     if out:
         folder = Path(out)
     elif Path(weights).is_file():
-        folder = Path(weights).parent / "eval" / Path(weights).stem
+        folder = Path(weights).parent / "eval" / name
     else:
-        folder = Path("eval") / re.sub(r"[^\w.-]+", "_", Path(weights).stem or weights)
+        folder = Path("eval") / name
     try:
         prove_writable(folder)
     except OSError as err:

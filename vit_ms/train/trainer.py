@@ -143,9 +143,11 @@ def restore(train_step, model, resume: Resume) -> None:
     if resume.params is None:
         return
     check_fit(model, resume.params, source=f"checkpoint '{resume.path}'")
-    # the per-step lr table comes from the config (a resumed run may extend train.epochs), not the file
-    ms.load_param_into_net(train_step, {k: v for k, v in network_params(resume.params).items()
-                                        if not k.startswith("learning_rate")})  # also per-group tables
+    # the per-step lr table comes from the config (a resumed run may extend train.epochs), not the file: the
+    # train step's own tables (also per-group ones) are passed in their place, so none is "not loaded"
+    own_lr = {p.name: p for p in train_step.get_parameters() if p.name.startswith("learning_rate")}
+    ms.load_param_into_net(train_step, {**{k: v for k, v in network_params(resume.params).items()
+                                           if not k.startswith("learning_rate")}, **own_lr})
     st = resume.state
     log.info("resumed from %s at epoch %d step %d (global step %d)", resume.path, st.epoch + 1, st.step_in_epoch,
              st.global_step)

@@ -149,7 +149,7 @@ def check_fit(model_params: Shapes, state: State, allow_missing: Iterable[str] =
         lines.append(f"  unexpected in the weights ({len(unexpected)}): {_names(unexpected)}")
     for key in mismatched[:10]:
         lines.append(f"  shape mismatch: {key}: weights {given[key]} vs model {wanted[key]}")
-    lines.append("to fix: " + "; ".join(_hints(given, state, missing, unexpected, mismatched)))
+    lines.append("to fix: " + "; ".join(_hints(given, wanted, state, missing, unexpected, mismatched)))
     raise CheckpointError("\n".join(lines))
 
 
@@ -158,7 +158,21 @@ def _names(keys: List[str], limit: int = 10) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def _hints(given: Shapes, state: State, missing, unexpected, mismatched) -> List[str]:
+def _grid_hint(given: Shapes, wanted: Shapes) -> str:
+    """What a position-embedding mismatch asks for: another model.patch_size when the weights cover the model's
+    image with other patches, else the image size the weights' grid means with this model's patch size."""
+    grid = math.isqrt(given["pos_embed"][1] - 1)
+    patch = wanted.get("patch_embed.proj.weight", (0, 0, 0))[2]
+    weights_patch = given.get("patch_embed.proj.weight", (0, 0, patch))[2]
+    image = math.isqrt(wanted["pos_embed"][1] - 1) * patch  # the model's model.image_size
+    if weights_patch != patch and grid * weights_patch == image:
+        return (f"the weights cut the same {image} px image into {weights_patch}-pixel patches ({grid}x{grid}): set "
+                f"model.patch_size={weights_patch} (or pick the model.name with patch {weights_patch})")
+    return (f"the weights' position embedding is a {grid}x{grid} grid: set model.image_size={grid * patch} "
+            f"(this run has {image}), or load through model.pretrained / vit_ms.convert, which resample it")
+
+
+def _hints(given: Shapes, wanted: Shapes, state: State, missing, unexpected, mismatched) -> List[str]:
     hints, touched = [], set(missing) | set(unexpected) | set(mismatched)
     arch = _describe(state)
     if any(k.startswith(("blocks.", "patch_embed.", "norm.", "cls_token")) for k in touched):
@@ -174,9 +188,7 @@ def _hints(given: Shapes, state: State, missing, unexpected, mismatched) -> List
         hints.append("the weights have no classifier head: load them through model.pretrained (the head is "
                      "then initialised), or set model.num_classes to the head they were saved with")
     if "pos_embed" in mismatched:
-        grid = math.isqrt(given["pos_embed"][1] - 1)
-        hints.append(f"the weights' position embedding is a {grid}x{grid} grid: set model.image_size to "
-                     f"{grid} x patch size, or load through model.pretrained / vit_ms.convert, which resample it")
+        hints.append(_grid_hint(given, wanted))
     if "pre_logits.fc.weight" in unexpected:
         hints.append(f"set model.representation_size={given['pre_logits.fc.weight'][0]} (the weights have a "
                      f"pre-logits layer), or change model.num_classes so it is dropped with the head")

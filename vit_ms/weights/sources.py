@@ -83,8 +83,10 @@ def read_state(path: Path) -> Tuple[State, dict]:
             return _read_ckpt(path)
     except (OSError, ValueError, RuntimeError, SafetensorError, zipfile.BadZipFile, EOFError) as err:
         raise CheckpointError(f"weights file '{path}' ({path.stat().st_size} bytes) is truncated, corrupt or not a "
-                              f"{suffix} file ({err}); download or copy it again (a partial download is the usual "
-                              f"cause)") from err
+                              f"{suffix} file ({err}); a partial download or copy is the usual cause. A file in the "
+                              f"download cache is reused while it exists, so delete it (rm '{path}') and the next "
+                              f"run downloads it again; a file you placed yourself: download or copy it again"
+                              ) from err
     if suffix in (".pth", ".pt", ".bin", ".pkl"):
         raise CheckpointError(f"'{path}' is a PyTorch pickle, which vit_ms does not read (unpickling can run "
                               f"code). Use the model.safetensors of the same weights from the Hugging Face hub "
