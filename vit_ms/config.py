@@ -46,6 +46,9 @@ class ModelConfig:
     representation_size: Optional[int] = None  # pre-logits Linear + tanh (original ViT), None: none
     gelu: Literal["erf", "tanh"] = "erf"  # published ViT weights use the exact (erf) GELU
     norm_eps: float = 1e-6
+    # DeiT's distilled ViT: a distillation token and a second head (head_dist) trained against a teacher
+    # (distill.*); inference averages the two heads' logits, as DeiT does
+    distilled: bool = False
     # Formulations: the same function computed another way (see vit_ms/models/formulations.py); auto: the run
     # plan picks per device (vit_ms/plan.py).
     fused_attention: Literal["auto", "on", "off"] = "auto"  # MindSpore's flash attention (Ascend)

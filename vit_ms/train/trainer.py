@@ -131,7 +131,8 @@ def trainable_parameters(model, freeze_backbone: bool):
         return model.trainable_params()
     if model.head is None:
         raise ConfigError("train.freeze_backbone=true needs a classification head (model.num_classes > 0)")
-    return list(model.head.trainable_params())
+    heads = [model.head] + ([model.head_dist] if model.distilled else [])  # a distilled model's two heads
+    return [p for head in heads for p in head.trainable_params()]
 
 
 def build_step(cfg: Config, plan: RunPlan, model, steps_per_epoch: int):

@@ -60,6 +60,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     overrides["representation_size"] = arch["representation_size"] if keeps_head else None
     if arch["fc_norm"]:  # timm / MAE average-pool head
         overrides.update(global_pool="avg", fc_norm=True)
+    if arch["distilled"]:  # DeiT: distillation token and head_dist
+        overrides["distilled"] = True
     model = create_model(args.model, num_classes=num_classes, image_size=image_size, **overrides)
     shapes = model_param_shapes(model)
     state, notes, _ = fit_weights(weights.state, shapes)
