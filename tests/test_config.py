@@ -109,3 +109,12 @@ def test_recipe_configs_say_what_their_papers_do():
         ("avg", True, 0.1, 0.65, "adamw")
     finetune = load_config("vit_b16_finetune")
     assert (finetune.train.ema, finetune.data.aug_repeats, finetune.train.global_batch_size) == (False, 1, 0)
+
+
+def test_deit_distilled_config_is_the_papers_hard_distillation_on_the_deit_recipe():
+    cfg, base = load_config("deit_b16_distilled.yaml"), load_config("vit_b16.yaml")
+    k = cfg.distill
+    assert (cfg.model.distilled, k.type, k.alpha, k.tau, k.teacher) == (True, "hard", 0.5, 1.0, "mindcv:regnet_y_16gf")
+    assert k.teacher_weights.endswith("regnet_y_16gf-c30a856f.ckpt")
+    assert (cfg.optim, cfg.data, cfg.train) == (base.optim, base.data, base.train)
+    assert base.distill.type == "none" and not base.model.distilled
