@@ -1,7 +1,6 @@
 """DeiT's distillation (vit_ms.train.distill, vit_ms.train.teacher): the loss against numpy (hard and soft, with
 mixup soft targets and label smoothing), the frozen teacher, the config's checks, and the teachers one can name.
 The demo-sized distilled run (train and resume) is in test_distill_run.py."""
-import math
 
 import mindspore as ms
 import numpy as np
@@ -172,3 +171,22 @@ def test_mindcv_teacher_names_and_weights(tmp_path):
         mindcv_teacher("resnet18", str(tmp_path / "r18.ckpt"), 5)
     with pytest.raises(CheckpointError, match="lack .* parameters of mindcv's 'resnet34'"):
         mindcv_teacher("resnet34", str(tmp_path / "r18.ckpt"), K)
+
+
+def test_benchmark_times_a_distilled_step_against_student_plus_teacher():
+    from vit_ms.tools.benchmark import main as benchmark_main, train_batch
+    from vit_ms.tools.distill_bench import distill_record, format_distill
+
+    with pytest.raises(ConfigError, match="--distill times distillation, but distill.type=none"):
+        benchmark_main(["--config", "demo.yaml", "--distill"])
+    cfg = load_config(None, tiny.tiny_overrides(num_classes=K, depth=1, distilled="true") +
+                      ["distill.type=soft", "distill.teacher=mindcv:resnet18", "train.batch_size=2"])
+    from vit_ms.plan import resolve_plan
+    from vit_ms.runtime import setup_runtime
+
+    plan = resolve_plan(cfg, setup_runtime(cfg))
+    r = distill_record(cfg, plan, train_batch(cfg, plan), steps=2, warmup=0)
+    assert r["batch"] == 2 and r["teacher"] == "mindcv:resnet18" and r["steps"] == 2
+    assert min(r["distilled_step_ms"], r["student_step_ms"], r["teacher_forward_ms"]) > 0
+    assert r["overhead"] == pytest.approx(r["distilled_step_ms"] / (r["student_step_ms"] + r["teacher_forward_ms"]))
+    assert f"(ratio {r['overhead']:.2f})" in format_distill(r)

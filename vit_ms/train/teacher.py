@@ -29,14 +29,19 @@ log = logging.getLogger("vit_ms")
 MINDCV_PREFIX = "mindcv:"
 
 
-def build_teacher(cfg: Config, plan, cache_dir: Optional[Path] = None):
-    """The teacher network in inference mode, cast to the plan's amp level; None without distillation."""
+def build_teacher(cfg: Config, plan, cache_dir: Optional[Path] = None, mindcv_weights: bool = True):
+    """The teacher network in inference mode, cast to the plan's amp level; None without distillation.
+    `mindcv_weights` False: a mindcv teacher keeps its random initialisation (the benchmark: speed only)."""
     if cfg.distill.type == "none":
         return None
     from .engine import apply_amp
 
     spec = cfg.distill.teacher
-    if spec.startswith(MINDCV_PREFIX):
+    if spec.startswith(MINDCV_PREFIX) and not mindcv_weights:
+        import mindcv.models  # slow import, only for mindcv teachers
+
+        network = mindcv.models.create_model(spec[len(MINDCV_PREFIX):], num_classes=plan.arch.num_classes)
+    elif spec.startswith(MINDCV_PREFIX):
         network = mindcv_teacher(spec[len(MINDCV_PREFIX):], cfg.distill.teacher_weights, plan.arch.num_classes,
                                  cache_dir)
     else:
