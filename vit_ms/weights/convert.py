@@ -7,6 +7,9 @@
 ~/.cache/vit_ms). The output loads into create_model(...) with no missing or unexpected keys; with another
 --num-classes the head is left out (and initialised when loaded), with another --image-size the position
 embedding is resampled. The model.* settings to train or evaluate with it are printed at the end.
+
+Weights out: `python -m vit_ms.convert --to timm CKPT OUT` writes one of our checkpoints as a Hugging Face-style
+folder for timm (vit_ms/inference/to_timm.py).
 """
 import argparse
 import os

@@ -159,7 +159,8 @@ def cache_dir_from_env(environ: Mapping[str, str]) -> Path:
 
 def resolve_pretrained(spec: str, cache_dir: Optional[PathLike] = None, *, sha256: str = "",
                        progress: bool = True) -> Path:
-    """A local file for `spec`: a path (returned as is), a URL or a PRETRAINED name (downloaded into the cache).
+    """A local file for `spec`: a path (returned as is; a folder's model.safetensors), a URL or a PRETRAINED name
+    (downloaded into the cache).
 
     `sha256` (hex) is checked for URLs; a table entry's own sha256 is used when it has one.
     """
@@ -173,6 +174,8 @@ def resolve_pretrained(spec: str, cache_dir: Optional[PathLike] = None, *, sha25
         tag = hashlib.sha256(spec.encode()).hexdigest()[:10]  # hub URLs all end in model.safetensors
         return _cached(spec, cache / f"{Path(name).stem}-{tag}{Path(name).suffix}", sha256.lower(), progress)
     path = Path(spec).expanduser()
+    if path.is_dir() and (path / "model.safetensors").is_file():  # a Hugging Face-style folder (--to timm writes one)
+        path = path / "model.safetensors"
     if path.is_file():
         if sha256:
             _verify(path, sha256.lower(), source=str(path), delete=False)
