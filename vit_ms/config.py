@@ -17,7 +17,13 @@ import yaml
 from .errors import ConfigError, suggest
 from .variants import resolve_architecture
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+def _config_dir() -> Path:
+    """The YAML recipes: vit_ms/configs in an installed package (pip install .), else configs/ of the checkout."""
+    here = Path(__file__).resolve().parent
+    return here / "configs" if (here / "configs").is_dir() else here.parent / "configs"
+
+
+CONFIG_DIR = _config_dir()
 
 IMAGENET_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 IMAGENET_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
