@@ -1,6 +1,6 @@
 """Divergence: the detector against numpy's median, the guard's step checks, waiting saves and checked evals.
 
-The end-to-end runs (the issue's lr=1e6 case, a diverging resume) are in test_train.py.
+The end-to-end runs (an lr=1e6 run, a diverging resume) are in test_train.py.
 """
 import hashlib
 import math

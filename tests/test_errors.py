@@ -1,4 +1,4 @@
-"""Every user mistake the issue lists: a one-paragraph `error: ...` naming the key or file, exit 2, no traceback.
+"""Every user mistake the docs list: a one-paragraph `error: ...` naming the key or file, exit 2, no traceback.
 
 Config mistakes stop before MindSpore is imported (a fraction of a second each); data, checkpoint and export
 mistakes stop before a model is built. Each group is one parametrized subprocess test of the real entry script.

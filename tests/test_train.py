@@ -141,7 +141,7 @@ def digests(run_dir):
 
 
 def test_divergence_from_the_first_update_saves_nothing(tiny_imagenet, tmp_path):
-    # the case: loss 1.0 at step 1, then the lr 1e6 update explodes the weights (val loss ~1e12)
+    # an lr of 1e6: loss 1.0 at step 1, then the lr 1e6 update explodes the weights (val loss ~1e12)
     proc = run("train.py", "--config", "demo.yaml", *overrides(
         tiny_imagenet, tmp_path, "optim.lr=1e6", "optim.warmup_epochs=0", "train.steps_per_epoch=1",
         "train.epochs=3"), check=False)

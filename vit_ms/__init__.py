@@ -1,2 +1,2 @@
-"""vit-ms: Vision Transformers for MindSpore. The layout is in README.md ("How the code is laid out");
+"""vit-ms: Vision Transformers for MindSpore. The layout is in README.md ("Code layout");
 settings flow config -> variants/runtime -> plan, and everything else reads the plan."""

@@ -120,7 +120,7 @@ class TrainConfig:
     deterministic: bool = False  # same data order and weights run to run (CPU)
     sink_mode: Literal["auto", "on", "off"] = "auto"  # dataset sink: on for Ascend with auto
     # blocks: recompute each transformer block's activations in the backward pass (Cell.recompute), trading time
-    # for device memory on GPU/Ascend. On CPU MindSpore 2.10 it costs memory too (README "Performance").
+    # for device memory on GPU/Ascend. On CPU MindSpore 2.10 it costs memory too (docs/performance.md).
     recompute: Literal["none", "blocks"] = "none"
     tensorboard: bool = False  # epoch scalars in <run_dir>/tensorboard (needs the optional tensorboardX package)
     # stop when a loss exceeds this x the running median of recent losses (a non-finite loss always stops); 0: off

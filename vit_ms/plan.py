@@ -154,7 +154,7 @@ def _norms(cfg: Config, device: str, amp_level: str, notes: List[str]) -> str:
     elif cfg.model.attn_drop_rate > 0:
         why = f"model.attn_drop_rate={cfg.model.attn_drop_rate}: the dropped softmax stays in float32"
     else:
-        why = "float16 LayerNorm and softmax measured faster on the H100 under O2 (shared/perf/GPU_H100_PROFILE.md)"
+        why = "float16 LayerNorm and softmax measured faster on an H100 under O2"
     half_auto = device == "GPU" and half_amp and cfg.model.attn_drop_rate == 0
     return _choose("amp.half_norms", cfg.amp.half_norms, "half" if half_auto else "float32", "half", "float32",
                    notes, why)

@@ -3,7 +3,7 @@
 The scan's sample list becomes a MindSpore manifest (one JSON line per sample: path and label) read by
 `ManifestDataset` with our `EpochSampler`, so order, sharding, resume and repeated augmentation stay as in the
 Python reader, while the file reads and the hand-over of every row leave the GIL (the Python reader's rows
-cost more CPU than the C++ decode of a photo-sized JPEG; README, Performance: data).
+cost more CPU than the C++ decode of a photo-sized JPEG; docs/performance.md, data pipeline).
 
 Each iterator's start opens every listed file's header (ManifestDataset checks the image type): 2.3 s per
 100,000 files on a local disk; on network storage MindRecord is the better format.

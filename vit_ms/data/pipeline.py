@@ -168,7 +168,7 @@ def create_dataset(cfg, split: str, training: bool, *, batch_size: int, num_shar
     ds.config.set_error_samples_mode(ds.config.ErrorSamplesMode.REPLACE if data.on_bad_image == "skip"
                                      else ds.config.ErrorSamplesMode.RETURN)
     # Threads, not processes: the C++ decode and ops release the GIL, and python_multiprocessing was slower in
-    # measurements (README, Performance: data).
+    # measurements (docs/performance.md, data pipeline).
     workers = min(data.num_parallel_workers, os.cpu_count() or 1)  # MindSpore rejects more workers than CPUs
     # The per-image C++ random ops (crop, flip, colour jitter) give the same results run to run only with one
     # worker: MindSpore hands rows to workers in no fixed order. The batch op is reproducible with any number.

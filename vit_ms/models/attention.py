@@ -14,7 +14,7 @@ from .layers import Softmax, dropout
 def split_heads(qkv, num_heads: int, scale: float):
     """Fused qkv (B, N, 3D) -> q * scale, k, v, each (B, H, N, Dh).
 
-    The fewest data moves measured on CPU (README "Performance"): a split along the last axis, one transpose per
+    The fewest data moves measured on CPU (docs/performance.md): a split along the last axis, one transpose per
     tensor (k's transpose for q k^T is left to the matmul, `BatchMatMul(transpose_b=True)`), and the scale on q
     (cheaper than on the (N, N) scores).
     """

@@ -62,7 +62,7 @@ class BiasGemmLinear(LinearFunction):
     """x @ weight.T + bias whose bias gradient is a matrix product, ones(1, M) @ dy, instead of a reduction.
 
     dx = dy @ weight, dweight = dy^T @ x, dbias = ones(1, M) @ dy. On GPUs the BiasAddGrad reduction of the
-    autodiff form ran at ~57 GB/s and took 43% of a ViT-B/16 step (shared/perf/GPU_H100_PROFILE.md); as a GEMM it
+    autodiff form ran at ~57 GB/s and took 43% of a ViT-B/16 step in a profile on an H100; as a GEMM it
     runs on the tensor cores. Any dtype: the plan selects it for GPU under every amp level.
     """
 

@@ -1,6 +1,6 @@
 """Small building blocks of the ViT, in the form MindSpore 2.10 runs fastest, computed by autodiff.
 
-Measured on CPU (see README "Performance"): a matmul followed by an Add beats `nn.Dense`'s BiasAdd, and
+Measured on CPU (see docs/performance.md): a matmul followed by an Add beats `nn.Dense`'s BiasAdd, and
 GELU built from elementwise ops beats the GeLU kernel and its gradient. The math is unchanged.
 `handwritten.py` holds the same functions with written-out gradients; `formulations.py` picks between them.
 """

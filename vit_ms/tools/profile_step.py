@@ -7,7 +7,7 @@
 `mindspore.profiler.profile(activities=[ProfilerActivity.CPU])` (MindSpore 2.10) writes the trace into
 <DIR>/<host>_<pid>_<time>_ascend_ms/: ASCEND_PROFILER_OUTPUT/trace_view.json (chrome://tracing, Perfetto or
 MindStudio Insight) and FRAMEWORK/cpu_op_type_info_<rank>.csv, the time per op type read here. CPU only: on GPU
-and Ascend the device kernels are what matter, and their files differ (see shared/perf/GPU_H100_PROFILE.md).
+and Ascend the device kernels are what matter, and their files differ.
 """
 import csv
 import glob
