@@ -93,7 +93,7 @@ def loss_network(model: nn.Cell, cfg, teacher=None) -> nn.Cell:
     """The network with its loss for the train step: `WithLoss` for a plain ViT without a teacher, DeiT's
     distillation loss otherwise (a distilled ViT without a teacher trains its class head alone, as DeiT does)."""
     base = ClassificationLoss(cfg.loss.label_smoothing)
-    if teacher is None and not model.distilled:
+    if teacher is None and not getattr(model, "distilled", False):  # any Cell, not only our ViT
         return WithLoss(model, base)
     return DistillationWithLoss(model, base, FrozenTeacher(teacher) if teacher is not None else None,
                                 cfg.distill.type if teacher is not None else "none", cfg.distill.alpha,
