@@ -23,6 +23,7 @@ def main(argv=None) -> int:
                         help="folder for per_class.csv and confusion.png (default: eval/<name>/ beside the checkpoint)")
     add_weights_argument(parser)
     args = parser.parse_args(argv)
+    # MindSpore takes seconds to import: loaded once the arguments are good, so --help and usage errors answer at once
     from vit_ms.inference.evaluate import run_evaluation
     from vit_ms.inference.per_class import describe, worst_classes
 

@@ -174,7 +174,7 @@ def test_mindcv_teacher_names_and_weights(tmp_path):
 
 
 def test_benchmark_times_a_distilled_step_against_student_plus_teacher():
-    from vit_ms.tools.benchmark import main as benchmark_main, train_batch
+    from vit_ms.tools.model_bench import build_training, main as benchmark_main, train_batch
     from vit_ms.tools.distill_bench import distill_record, format_distill
 
     with pytest.raises(ConfigError, match="--distill times distillation, but distill.type=none"):
@@ -185,7 +185,7 @@ def test_benchmark_times_a_distilled_step_against_student_plus_teacher():
     from vit_ms.runtime import setup_runtime
 
     plan = resolve_plan(cfg, setup_runtime(cfg))
-    r = distill_record(cfg, plan, train_batch(cfg, plan), steps=2, warmup=0)
+    r = distill_record(cfg, plan, train_batch(cfg, plan), steps=2, warmup=0, build_training=build_training)
     assert r["batch"] == 2 and r["teacher"] == "mindcv:resnet18" and r["steps"] == 2
     assert min(r["distilled_step_ms"], r["student_step_ms"], r["teacher_forward_ms"]) > 0
     assert r["overhead"] == pytest.approx(r["distilled_step_ms"] / (r["student_step_ms"] + r["teacher_forward_ms"]))

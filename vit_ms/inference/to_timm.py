@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import UserError
+from ..models.vit import VisionTransformer
 from ..variants import resolve_architecture
+from ..weights.fit import check_fit
 from ..weights.timm_layout import hf_config, to_timm_state
 from .loader import WEIGHTS, checkpoint_weights, inference_config, open_weights
 
@@ -48,9 +50,6 @@ def export_timm(ckpt: str, out: os.PathLike, weights: Optional[str] = None, conf
                 force: bool = False) -> dict:
     """Write `ckpt`'s weights in timm's layout into the folder `out`; returns the config.json written."""
     from safetensors.numpy import save_file  # a runtime dependency; only this command writes safetensors
-
-    from ..models.vit import VisionTransformer
-    from ..weights.fit import check_fit
 
     source = open_weights(ckpt)
     if not source.is_checkpoint:

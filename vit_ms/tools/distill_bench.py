@@ -1,7 +1,7 @@
 """What distillation costs a train step: the distilled step against the student's own step plus the teacher's
 forward pass, timed interleaved in one process (python -m vit_ms.benchmark --distill).
 
-    record = distill_record(cfg, plan, batch, steps=10, warmup=2)
+    record = distill_record(cfg, plan, batch, steps=10, warmup=2, build_training=model_bench.build_training)
     print(format_distill(record))
 
 The teacher is the config's distill.teacher (a mindcv teacher with random weights: speed does not depend on
@@ -18,6 +18,7 @@ from ..config import Config
 from ..errors import ConfigError
 from ..models import model_from_plan
 from ..train.teacher import build_teacher
+from .timing import first_call, run_interleaved, summarize
 
 
 def check_distill_config(cfg: Config) -> None:
@@ -26,9 +27,9 @@ def check_distill_config(cfg: Config) -> None:
                           "distill.teacher (e.g. --set distill.type=hard --set distill.teacher=mindcv:regnet_y_400mf)")
 
 
-def distill_record(cfg: Config, plan, batch, steps: int, warmup: int) -> dict:
-    from .benchmark import build_training, first_call, run_interleaved, summarize  # the benchmark's own helpers
-
+def distill_record(cfg: Config, plan, batch, steps: int, warmup: int, build_training) -> dict:
+    """Time the three calls; `build_training(cfg, plan, model, steps, teacher=...)` builds a train step as the
+    benchmark does (vit_ms.tools.model_bench.build_training)."""
     check_distill_config(cfg)
     images, labels = batch
     teacher = build_teacher(cfg, plan, mindcv_weights=False)

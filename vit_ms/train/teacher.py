@@ -23,7 +23,14 @@ import numpy as np
 
 from ..config import Config, config_from_dict
 from ..errors import CheckpointError, ConfigError, suggest
+from ..models.vit import VisionTransformer
 from ..variants import architecture, resolve_architecture
+from ..weights.fit import infer_architecture
+from ..weights.hub import PRETRAINED, resolve_pretrained
+from ..weights.load import fit_weights, model_param_shapes, read_weights
+from .checkpoint import model_weights, read_checkpoint, read_meta, train_state
+from .ema import ema_weights, has_ema
+from .engine import apply_amp
 
 log = logging.getLogger("vit_ms")
 MINDCV_PREFIX = "mindcv:"
@@ -34,8 +41,6 @@ def build_teacher(cfg: Config, plan, cache_dir: Optional[Path] = None, mindcv_we
     `mindcv_weights` False: a mindcv teacher keeps its random initialisation (the benchmark: speed only)."""
     if cfg.distill.type == "none":
         return None
-    from .engine import apply_amp
-
     spec = cfg.distill.teacher
     if spec.startswith(MINDCV_PREFIX) and not mindcv_weights:
         import mindcv.models  # slow import, only for mindcv teachers
@@ -52,9 +57,6 @@ def build_teacher(cfg: Config, plan, cache_dir: Optional[Path] = None, mindcv_we
 
 def _checkpoint_config(spec: str):
     """(config, params) of one of our training checkpoints, or (None, None) for anything else."""
-    from ..weights.hub import PRETRAINED
-    from .checkpoint import read_checkpoint, read_meta
-
     path = Path(spec)
     if spec in PRETRAINED or path.suffix.lower() != ".ckpt" or not path.is_file():
         return None, None
@@ -64,9 +66,6 @@ def _checkpoint_config(spec: str):
 
 
 def _best_weights(params: dict) -> dict:
-    from .checkpoint import model_weights, train_state
-    from .ema import ema_weights, has_ema
-
     weights = model_weights(params)
     if train_state(params).best_weights == "ema" and has_ema(params):
         weights = ema_weights(params, weights)
@@ -74,8 +73,6 @@ def _best_weights(params: dict) -> dict:
 
 
 def _published_architecture(state: dict, overrides: dict, spec: str):
-    from ..weights.fit import infer_architecture
-
     a = infer_architecture(state)
     if a["variant"] is None:
         raise CheckpointError(f"distill.teacher '{spec}' is a ViT with patch {a['patch_size']}, width "
@@ -90,9 +87,6 @@ def _published_architecture(state: dict, overrides: dict, spec: str):
 
 def vit_teacher(spec: str, plan, cache_dir: Optional[Path] = None):
     """A ViT teacher from one of our checkpoints or published weights, at the student's image size."""
-    from ..models.vit import VisionTransformer
-    from ..weights.load import fit_weights, model_param_shapes, read_weights
-
     config, params = _checkpoint_config(spec)
     if config is not None:
         arch, state = resolve_architecture(config.model), _best_weights(params)
@@ -136,8 +130,6 @@ def mindcv_teacher(name: str, weights: str, num_classes: int, cache_dir: Optiona
         network = mindcv.models.create_model(name, num_classes=1000, pretrained=True)
         log.info("distill.teacher: mindcv %s with mindcv's published weights", name)
         return network
-    from ..weights.hub import resolve_pretrained
-
     path = resolve_pretrained(weights, cache_dir)
     network = mindcv.models.create_model(name, num_classes=num_classes)
     try:

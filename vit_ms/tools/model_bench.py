@@ -34,15 +34,17 @@ import os
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import mindspore as ms
 import numpy as np
+from mindcv.models.vit import VisionTransformer
 from mindspore import nn
 
 from ..cli import base_parser, config_from_args
 from ..config import Config, config_from_dict, config_to_dict
-from ..data import create_dataset
+from ..data import Feed, create_dataset
+from ..data.setup import prepare_data
 from ..data.demo import write_synthetic_folder
 from ..errors import ConfigError
 from ..models import model_from_plan
@@ -51,39 +53,11 @@ from ..runtime import setup_runtime
 from ..train.engine import build_train_step
 from ..train.optim import build_optimizer, lr_schedule, scaled_lr
 from .data_bench import data_benchmark, format_data_table
-from .distill_bench import format_distill
+from .distill_bench import check_distill_config, distill_record, format_distill
 from .flops import TRAIN_FACTOR, model_flops
 from .machine import matmul_rates, peak_memory
 from .profile_step import format_profile, profile_step
-
-
-def summarize(times: List[float], batch: int) -> dict:
-    """Step times (s) -> images/s: median, min, max and interquartile range."""
-    q1, med, q3 = np.percentile(times, [25, 50, 75])
-    return {"images_per_sec": batch / med, "images_per_sec_min": batch / max(times),
-            "images_per_sec_max": batch / min(times), "images_per_sec_iqr": [batch / q3, batch / q1],
-            "step_ms_median": 1e3 * med, "steps": len(times), "batch": batch}
-
-
-def first_call(call: Callable[[], object]) -> tuple:
-    """(output, seconds) of the first call: graph compilation plus one run in graph mode."""
-    start = time.perf_counter()
-    output = call()
-    return output, time.perf_counter() - start
-
-
-def run_interleaved(calls: Dict[str, Callable[[], object]], steps: int, warmup: int) -> Dict[str, dict]:
-    """`warmup` untimed calls each, then `steps` timed rounds alternating between the calls (A, B, A, B, ...)."""
-    out = {name: {"times": []} for name in calls}
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
-    for _ in range(steps):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            out[name]["last_output"] = call()
-            out[name]["times"].append(time.perf_counter() - start)
-    return out
+from .timing import first_call, run_interleaved, summarize
 
 
 def synthetic_batch(cfg, batch: int, seed: int = 0):
@@ -110,8 +84,6 @@ class _DecayNames:
 
 def mindcv_vit(arch):
     """mindcv's VisionTransformer with the architecture, GELU, LayerNorm eps and dropout of `arch`."""
-    from mindcv.models.vit import VisionTransformer
-
     if arch.representation_size:
         raise ConfigError("--compare mindcv: mindcv's ViT has no pre-logits layer; use model.representation_size=null")
     return VisionTransformer(
@@ -144,7 +116,8 @@ def data_throughput(cfg, batch: int, image_size: int, batches: int) -> dict:
         write_synthetic_folder(root, classes, -(-batches * batch // classes), 1, image_size, seed=0)
         dcfg = copy.deepcopy(cfg)
         dcfg.data.root, dcfg.model.num_classes = root, classes
-        dataset, _ = create_dataset(dcfg, "train", True, batch_size=batch, steps_per_epoch=batches)
+        prepare_data(dcfg.data, cfg.train.seed, cfg.train.deterministic)  # the temporary folder: nothing to write
+        dataset, _ = create_dataset(dcfg.data, "train", Feed.of(dcfg, batch, steps_per_epoch=batches))
         start = time.perf_counter()
         count = sum(len(images) for images, _ in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))
         elapsed = time.perf_counter() - start
@@ -286,9 +259,7 @@ def benchmark(cfg: Config, steps: int, warmup: int, compare: Optional[str], data
         records += model_records(name, plan.batch_size, train, first, evals, eval_first, memory, records,
                                  plan.accum_steps)
     if distill:
-        from .distill_bench import distill_record  # builds the teacher: only when asked for
-
-        records.append(distill_record(cfg, plan, train_batch(cfg, plan), steps, warmup))
+        records.append(distill_record(cfg, plan, train_batch(cfg, plan), steps, warmup, build_training))
     if data:
         records.append(dict(measurement="data", config=cfg.run_name,
                             **data_throughput(cfg, plan.batch_size, data_image_size or plan.arch.image_size * 9 // 7,
@@ -384,8 +355,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise ConfigError("--profile profiles a train step; it cannot go with --data-only")
     cfg = config_from_args(args)
     if args.distill:
-        from .distill_bench import check_distill_config
-
         check_distill_config(cfg)
     if args.data_only:
         batch = args.batch or min(cfg.train.batch_size, 64)
