@@ -107,7 +107,8 @@ def test_the_teacher_is_frozen_in_inference_mode_and_left_out_of_checkpoints(tmp
     x = ms.Tensor(batch["images"].astype(np.float32))
     np.testing.assert_array_equal(frozen(x).asnumpy(), frozen(x).asnumpy())  # no dropout
     names = [p.name for p in teacher_dropout.get_parameters()]
-    assert all(n.startswith(TEACHER_PREFIX) for n in names) and not any(p.requires_grad for p in frozen.get_parameters())
+    assert all(n.startswith(TEACHER_PREFIX) for n in names)
+    assert not any(p.requires_grad for p in frozen.get_parameters())
     assert {p.name for p in net.trainable_params()} == {p.name for p in student.trainable_params()}
     save_checkpoint(net, tmp_path / "s.ckpt", TrainState(), CheckpointMeta())
     saved = read_checkpoint(tmp_path / "s.ckpt")

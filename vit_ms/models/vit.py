@@ -169,8 +169,9 @@ class VisionTransformer(nn.Cell):
 
     def attention_probabilities(self, x) -> list:
         """Each block's attention probabilities on images x (B, C, H, W): a list of `depth` (B, heads, T+N, T+N)
-        tensors, token 0 the class token, patches after the T = `num_prefix_tokens` prefix tokens. Runs the blocks as the forward pass does (call it in PyNative mode,
-        on a model in eval mode); for attention maps, not training."""
+        tensors, token 0 the class token, patches after the T = `num_prefix_tokens` prefix tokens. Runs the blocks
+        as the forward pass does (call it in PyNative mode, on a model in eval mode); for attention maps, not
+        training."""
         x = self.tokens(x)
         found = []
         for block in self.blocks:

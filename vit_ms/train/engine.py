@@ -44,7 +44,8 @@ def apply_amp(model: nn.Cell, plan) -> nn.Cell:
     return network if plan.amp_level == "O1" else model
 
 
-def build_train_step(model: nn.Cell, optimizer: nn.Optimizer, cfg, plan, teacher: Optional[nn.Cell] = None) -> TrainStep:
+def build_train_step(model: nn.Cell, optimizer: nn.Optimizer, cfg, plan,
+                     teacher: Optional[nn.Cell] = None) -> TrainStep:
     """Mixed precision on the backbone (logits cast to float32 in the loss), loss (with distill.*, DeiT's
     distillation against the frozen `teacher`: vit_ms.train.distill), the train step and, with train.ema, the
     float32 average of the trained weights (taken before amp casts anything)."""

@@ -32,7 +32,8 @@ def infer_architecture(state: State) -> dict:
                 num_classes=int(state["head.weight"].shape[0]) if "head.weight" in state else 0,
                 representation_size=(int(state["pre_logits.fc.weight"].shape[0])
                                      if "pre_logits.fc.weight" in state else None),
-                distilled=distilled, fc_norm="fc_norm.weight" in state)  # timm/MAE: LayerNorm after the average pool (global_pool avg)
+                distilled=distilled,
+                fc_norm="fc_norm.weight" in state)  # timm/MAE: LayerNorm after the average pool (global_pool avg)
     arch["variant"] = next((name for name, v in VARIANTS.items()
                             if (v["patch_size"], v["embed_dim"], v["depth"]) == (patch_size, embed_dim, depth)), None)
     return arch
