@@ -7,6 +7,8 @@ weights in each source's own naming: the references for the converter parity tes
 | source   | names / layouts                                    | GELU | LayerNorm eps |
 |----------|----------------------------------------------------|------|---------------|
 | timm     | patch_embed.proj (D,C,P,P), blocks.i.attn.qkv ...  | erf  | 1e-6          |
+|          | DeiT distilled (timm and Facebook): + dist_token,  |      |               |
+|          | head_dist; eval logits = mean of the two heads     |      |               |
 | npz      | Flax: embedding/kernel (P,P,C,D) on NHWC images,   | tanh | 1e-6          |
 |          | q/k/v kernels (D,H,hd), out/kernel (H,hd,D)        |      |               |
 | tutorial | MindSpore tutorial `ViT` cell (SequentialCell idx) | tanh | 1e-7          |
@@ -68,13 +70,16 @@ def _f64(state: State) -> State:
 
 
 def timm_forward(state: State, x: np.ndarray, heads: int, gelu_kind: str = "erf", eps: float = 1e-6,
-                 attention: Optional[list] = None) -> np.ndarray:
-    """Logits (B, classes); `attention`, when given a list, receives each block's (B, H, N, N) probabilities."""
+                 attention: Optional[list] = None, both_heads: bool = False):
+    """Logits (B, classes); `attention`, when given a list, receives each block's (B, H, N, N) probabilities.
+
+    With `dist_token` in the state (DeiT's DistilledVisionTransformer): tokens are [class, distillation, patches],
+    the result the mean of head(class) and head_dist(distillation), or both when `both_heads` (training)."""
     s, x = _f64(state), np.asarray(x, np.float64)
     w = s["patch_embed.proj.weight"]  # (D, C, P, P): a stride-P convolution
     tokens = np.einsum("bncij,dcij->bnd", patchify_nchw(x, w.shape[-1]), w) + s["patch_embed.proj.bias"]
-    cls = np.broadcast_to(s["cls_token"], (x.shape[0], 1, w.shape[0]))
-    h = np.concatenate([cls, tokens], 1) + s["pos_embed"]
+    prefix = [np.broadcast_to(s[name], (x.shape[0], 1, w.shape[0])) for name in ("cls_token", "dist_token") if name in s]
+    h = np.concatenate([*prefix, tokens], 1) + s["pos_embed"]
     depth = 1 + max(int(k.split(".")[1]) for k in s if k.startswith("blocks."))
     for i in range(depth):
         p = f"blocks.{i}."
@@ -91,7 +96,12 @@ def timm_forward(state: State, x: np.ndarray, heads: int, gelu_kind: str = "erf"
     if "fc_norm.weight" in s:  # timm global_pool='avg' with fc_norm: no final norm, LayerNorm of the mean
         z = layer_norm(h[:, 1:].mean(1), s["fc_norm.weight"], s["fc_norm.bias"], eps)
     else:
-        z = layer_norm(h, s["norm.weight"], s["norm.bias"], eps)[:, 0]
+        h = layer_norm(h, s["norm.weight"], s["norm.bias"], eps)
+        z = h[:, 0]
+        if "dist_token" in s:
+            cls, dist = dense(z, s["head.weight"], s["head.bias"]), dense(h[:, 1], s["head_dist.weight"],
+                                                                           s["head_dist.bias"])
+            return (cls, dist) if both_heads else (cls + dist) / 2
     if "pre_logits.fc.weight" in s:
         z = np.tanh(dense(z, s["pre_logits.fc.weight"], s["pre_logits.fc.bias"]))
     return dense(z, s["head.weight"], s["head.bias"])
@@ -99,7 +109,7 @@ def timm_forward(state: State, x: np.ndarray, heads: int, gelu_kind: str = "erf"
 
 def random_timm_state(rng: np.random.Generator, dim: int, depth: int, heads: int, patch: int, grid: int,
                       classes: int, channels: int = 3, mlp_ratio: float = 4.0, std: float = 0.2,
-                      representation: Optional[int] = None, fc_norm: bool = False) -> State:
+                      representation: Optional[int] = None, fc_norm: bool = False, distilled: bool = False) -> State:
     hidden = int(dim * mlp_ratio)
 
     def r(*shape, mean=0.0):
@@ -107,7 +117,7 @@ def random_timm_state(rng: np.random.Generator, dim: int, depth: int, heads: int
 
     final = "fc_norm" if fc_norm else "norm"  # timm: fc_norm replaces the final norm (global_pool='avg')
     s = {"patch_embed.proj.weight": r(dim, channels, patch, patch), "patch_embed.proj.bias": r(dim),
-         "cls_token": r(1, 1, dim), "pos_embed": r(1, grid * grid + 1, dim),
+         "cls_token": r(1, 1, dim), "pos_embed": r(1, grid * grid + (2 if distilled else 1), dim),
          f"{final}.weight": r(dim, mean=1.0), f"{final}.bias": r(dim)}
     for i in range(depth):
         p = f"blocks.{i}."
@@ -122,6 +132,8 @@ def random_timm_state(rng: np.random.Generator, dim: int, depth: int, heads: int
         s.update({"pre_logits.fc.weight": r(representation, dim), "pre_logits.fc.bias": r(representation)})
         features = representation
     s.update({"head.weight": r(classes, features), "head.bias": r(classes)})
+    if distilled:  # DeiT: distillation token and its head
+        s.update({"dist_token": r(1, 1, dim), "head_dist.weight": r(classes, features), "head_dist.bias": r(classes)})
     return s
 
 

@@ -131,3 +131,12 @@ def test_text_keys_take_the_override_as_written(tmp_path):
     path.write_text("data:\n  index_cache_dir: off\n")  # in a file YAML reads it as false: say to quote it
     with pytest.raises(ConfigError, match=r"'data.index_cache_dir' must be text.*quote it, e.g. index_cache_dir: 'off'"):
         load_config(str(path))
+
+
+def test_deit_distilled_config_is_the_papers_hard_distillation_on_the_deit_recipe():
+    cfg, base = load_config("deit_b16_distilled.yaml"), load_config("vit_b16.yaml")
+    k = cfg.distill
+    assert (cfg.model.distilled, k.type, k.alpha, k.tau, k.teacher) == (True, "hard", 0.5, 1.0, "mindcv:regnet_y_16gf")
+    assert k.teacher_weights.endswith("regnet_y_16gf-c30a856f.ckpt")
+    assert (cfg.optim, cfg.data, cfg.train) == (base.optim, base.data, base.train)
+    assert base.distill.type == "none" and not base.model.distilled

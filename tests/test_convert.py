@@ -137,7 +137,7 @@ def test_infer_architecture():
                                          representation=16))
     arch = infer_architecture(state)
     assert arch == dict(patch_size=PATCH, embed_dim=DIM, depth=DEPTH, in_channels=3, mlp_ratio=4.0, image_size=32,
-                        num_classes=CLASSES, representation_size=16, fc_norm=False, variant=None)
+                        num_classes=CLASSES, representation_size=16, distilled=False, fc_norm=False, variant=None)
     b16 = {"patch_embed.proj.weight": np.zeros((768, 3, 16, 16)), "pos_embed": np.zeros((1, 197, 768)),
            **{f"blocks.{i}.mlp.fc1.weight": np.zeros((3072, 768)) for i in range(12)}}
     assert infer_architecture(b16)["variant"] == "vit_b16" and infer_architecture(b16)["image_size"] == 224

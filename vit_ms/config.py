@@ -19,7 +19,13 @@ import yaml
 from .errors import ConfigError, suggest
 from .variants import resolve_architecture
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+def _config_dir() -> Path:
+    """The YAML recipes: vit_ms/configs in an installed package (pip install .), else configs/ of the checkout."""
+    here = Path(__file__).resolve().parent
+    return here / "configs" if (here / "configs").is_dir() else here.parent / "configs"
+
+
+CONFIG_DIR = _config_dir()
 
 IMAGENET_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 IMAGENET_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
@@ -48,6 +54,9 @@ class ModelConfig:
     representation_size: Optional[int] = None  # pre-logits Linear + tanh (original ViT), None: none
     gelu: Literal["erf", "tanh"] = "erf"  # published ViT weights use the exact (erf) GELU
     norm_eps: float = 1e-6
+    # DeiT's distilled ViT: a distillation token and a second head (head_dist) trained against a teacher
+    # (distill.*); inference averages the two heads' logits, as DeiT does
+    distilled: bool = False
     # Formulations: the same function computed another way (see vit_ms/models/formulations.py); auto: the run
     # plan picks per device (vit_ms/plan.py).
     # fused: MindSpore's flash attention (FlashAttentionScore, Ascend 910B/910C only); standard: written out;
@@ -154,6 +163,19 @@ class LossConfig:
 
 
 @dataclass
+class DistillConfig:
+    """DeiT's knowledge distillation (vit_ms/train/distill.py): a frozen teacher's predictions on the same augmented
+    batch train the distillation head (model.distilled=true; the class head itself without it)."""
+    type: Literal["none", "hard", "soft"] = "none"  # hard: CE with the teacher's argmax; soft: KL at temperature tau
+    # one of our training checkpoints (.ckpt), a vit_ms.weights.hub.PRETRAINED name or weights file of a ViT, or
+    # "mindcv:<model name>" (e.g. mindcv:regnet_y_16gf) with distill.teacher_weights
+    teacher: str = ""
+    teacher_weights: str = ""  # mindcv teachers: a .ckpt path or URL ("": mindcv's own published weights)
+    alpha: float = 0.5  # loss = (1 - alpha) x class-head loss + alpha x distillation loss (DeiT: 0.5)
+    tau: float = 1.0  # soft distillation temperature (DeiT: 1.0)
+
+
+@dataclass
 class AmpConfig:
     level: Literal["auto", "O0", "O1", "O2", "O3"] = "auto"  # auto: O2 on Ascend, O0 on GPU/CPU
     # used when level is not O0; auto: dynamic for float16, none for bfloat16 (float32's exponent range)
@@ -198,6 +220,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     amp: AmpConfig = field(default_factory=AmpConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -481,6 +504,7 @@ def validate(cfg: Config) -> None:
     _check(o.clip_grad_norm >= 0, f"optim.clip_grad_norm={o.clip_grad_norm} must be >= 0 (0 disables)")
     _check(0.0 <= cfg.loss.label_smoothing < 1.0,
            f"loss.label_smoothing={cfg.loss.label_smoothing} must be in [0, 1)")
+    validate_distill(cfg.distill)
     _check(len(d.mean) == 3 and len(d.std) == 3 and all(s > 0 for s in d.std),
            f"data.mean={d.mean} and data.std={d.std} must each have 3 values, std positive")
     _check(0 < d.crop_pct <= 1, f"data.crop_pct={d.crop_pct} must be in (0, 1]")
@@ -500,3 +524,18 @@ def validate(cfg: Config) -> None:
     _check_memory(cfg.memory)
     _check(cfg.checkpoint.keep_last >= 0, f"checkpoint.keep_last={cfg.checkpoint.keep_last} must be >= 0")
     _check(cfg.eval.batch_size >= 0, f"eval.batch_size={cfg.eval.batch_size} must be >= 0 (0: train.batch_size)")
+
+
+def validate_distill(k: DistillConfig) -> None:
+    _check(k.type == "none" or k.teacher,
+           f"distill.type={k.type} needs a teacher: set distill.teacher to one of our checkpoints (.ckpt), a published "
+           f"weights name (vit_ms.weights.hub.PRETRAINED) or mindcv:<model>, e.g. mindcv:regnet_y_16gf")
+    _check(k.type != "none" or not (k.teacher or k.teacher_weights),
+           f"distill.teacher='{k.teacher or k.teacher_weights}' is set but distill.type=none, so no teacher would run; "
+           f"set distill.type=hard (DeiT) or soft, or clear distill.teacher")
+    _check(not k.teacher_weights or k.teacher.startswith("mindcv:"),
+           f"distill.teacher_weights='{k.teacher_weights}' is for mindcv teachers (distill.teacher=mindcv:<model>); "
+           f"a ViT teacher's weights are distill.teacher itself")
+    _check(0.0 <= k.alpha <= 1.0, f"distill.alpha={k.alpha} weighs the distillation loss: use a value in [0, 1] "
+                                  f"(DeiT: 0.5)")
+    _check(k.tau > 0, f"distill.tau={k.tau} is a softmax temperature and must be positive (DeiT: 1.0)")

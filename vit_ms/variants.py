@@ -44,6 +44,7 @@ class Architecture:
     representation_size: Optional[int] = None
     gelu: str = "erf"  # "erf" or "tanh"
     norm_eps: float = 1e-6
+    distilled: bool = False  # DeiT: a distillation token after the class token, and its own head (head_dist)
 
     @property
     def grid(self) -> int:
@@ -53,6 +54,11 @@ class Architecture:
     @property
     def num_patches(self) -> int:
         return self.grid * self.grid
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patches: the class token, and the distillation token of a distilled model."""
+        return 2 if self.distilled else 1
 
     @property
     def head_dim(self) -> int:
@@ -120,5 +126,8 @@ def _validate(a: Architecture) -> None:
            "model.fc_norm=true normalises the average of the patch tokens; set model.global_pool=avg too")
     _check(a.gelu in ("erf", "tanh"), f"model.gelu={a.gelu!r} must be 'erf' or 'tanh'")
     _check(a.norm_eps > 0, f"model.norm_eps={a.norm_eps} must be positive")
+    _check(not a.distilled or (a.global_pool == "token" and a.representation_size is None),
+           "model.distilled=true (DeiT's distillation token) reads its logits from the class and distillation "
+           "tokens: set model.global_pool=token and model.representation_size=null")
     _check(a.representation_size is None or a.representation_size > 0,
            f"model.representation_size={a.representation_size} must be positive or null (no pre-logits layer)")

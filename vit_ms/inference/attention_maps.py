@@ -40,8 +40,9 @@ def attention_rollout(probs: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def class_token_map(attention: np.ndarray, grid: Tuple[int, int]) -> np.ndarray:
-    """(B, N+1, N+1) token-to-token weights -> (B, h, w): the class token's row over the patches."""
-    return attention[:, 0, 1:].reshape(attention.shape[0], *grid)
+    """(B, T+N, T+N) token-to-token weights -> (B, h, w): the class token's row over the patches (the last
+    N = h*w tokens, after the T prefix tokens: class, and distillation in a distilled model)."""
+    return attention[:, 0, -grid[0] * grid[1]:].reshape(attention.shape[0], *grid)
 
 
 def last_layer_map(last: np.ndarray, grid: Tuple[int, int]) -> np.ndarray:

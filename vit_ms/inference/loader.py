@@ -51,7 +51,8 @@ def open_weights(spec: str) -> WeightsSource:
     """Read `spec` when it is one of our training checkpoints (or a converted one); else published weights."""
     path = Path(spec)
     if spec in PRETRAINED or path.suffix.lower() != ".ckpt":
-        if path.is_dir() or (path.suffix.lower() in (".mindir", ".onnx")):
+        hub_folder = path.is_dir() and (path / "model.safetensors").is_file()  # --to timm's output
+        if (path.is_dir() and not hub_folder) or (path.suffix.lower() in (".mindir", ".onnx")):
             read_checkpoint(path)  # raises the message for a directory or an exported file
         return WeightsSource(spec)
     params = read_checkpoint(path)

@@ -8,6 +8,12 @@ architecture says so, as timm and MAE fine-tuning do), optional pre-logits layer
 Parameter names follow timm so converters stay short: patch_embed.proj, cls_token, pos_embed,
 blocks.{i}.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}, norm (or fc_norm), pre_logits.fc, head.
 
+`distilled` (DeiT, Touvron et al., "Training data-efficient image transformers & distillation through
+attention", ICML 2021): a distillation token `dist_token` follows the class token (the position embedding covers
+both), and its own head `head_dist` reads it. In training mode the model returns both heads' logits
+(class, distillation) for the distillation loss (vit_ms.train.distill); in eval mode their average, as DeiT's
+and timm's distilled models do.
+
 The architecture (`vit_ms.variants.Architecture`) fixes the function; the formulation (`formulations.Formulation`)
 fixes how the Linear layers, GELU, LayerNorm, the attention core and the patch embedding are computed (same
 function, faster on one device or another). The patch embedding's stride-P convolution may run as a reshape + matmul with the same
@@ -126,7 +132,10 @@ class VisionTransformer(nn.Cell):
         self.image_size = a.image_size
         self.patch_embed = PatchEmbed(a.patch_size, a.in_channels, a.embed_dim, formulation.patch_embed == "conv")
         self.cls_token = trunc_normal_parameter((1, 1, a.embed_dim), "cls_token", std=1e-6)
-        self.pos_embed = trunc_normal_parameter((1, a.num_patches + 1, a.embed_dim), "pos_embed")
+        self.distilled = a.distilled
+        self.num_prefix_tokens = a.num_prefix_tokens  # class token (+ distillation token)
+        self.dist_token = trunc_normal_parameter((1, 1, a.embed_dim), "dist_token") if a.distilled else None
+        self.pos_embed = trunc_normal_parameter((1, a.num_patches + a.num_prefix_tokens, a.embed_dim), "pos_embed")
         self.pos_drop = dropout(a.drop_rate)
         rates = [a.drop_path_rate * i / max(a.depth - 1, 1) for i in range(a.depth)]  # linear in depth
         self.blocks = nn.CellList([Block(a, rate, formulation) for rate in rates])
@@ -135,25 +144,34 @@ class VisionTransformer(nn.Cell):
         self.pre_logits = PreLogits(a.embed_dim, a.representation_size, formulation) if a.representation_size else None
         self.num_features = a.representation_size or a.embed_dim
         self.head = formulation.linear(self.num_features, a.num_classes) if a.num_classes > 0 else None
+        self.head_dist = formulation.linear(self.num_features, a.num_classes) if a.distilled and a.num_classes > 0 \
+            else None
         self.avg_pool = a.global_pool == "avg"
 
     def tokens(self, x):
-        """(B, C, H, W) -> (B, N+1, D): patches projected, class token first, position embedding added."""
+        """(B, C, H, W) -> (B, T+N, D): patches projected after the T prefix tokens (class token, then the
+        distillation token of a distilled model), position embedding added."""
         x = self.patch_embed(x)  # (B, N, D)
-        cls = ops.broadcast_to(self.cls_token.astype(x.dtype), (x.shape[0], 1, x.shape[2]))  # (B, 1, D)
-        x = ops.concat((cls, x), axis=1) + self.pos_embed.astype(x.dtype)  # (B, N+1, D)
-        return self.pos_drop(x)
+        shape = (x.shape[0], 1, x.shape[2])
+        cls = ops.broadcast_to(self.cls_token.astype(x.dtype), shape)  # (B, 1, D)
+        if self.distilled:
+            dist = ops.broadcast_to(self.dist_token.astype(x.dtype), shape)  # (B, 1, D)
+            x = ops.concat((cls, dist, x), axis=1)  # (B, 2+N, D)
+        else:
+            x = ops.concat((cls, x), axis=1)  # (B, 1+N, D)
+        return self.pos_drop(x + self.pos_embed.astype(x.dtype))
 
     def forward_features(self, x):
-        x = self.tokens(x)  # (B, N+1, D)
+        x = self.tokens(x)  # (B, T+N, D)
         for block in self.blocks:
             x = block(x)
-        return x if self.norm is None else self.norm(x)  # (B, N+1, D)
+        return x if self.norm is None else self.norm(x)  # (B, T+N, D)
 
     def attention_probabilities(self, x) -> list:
-        """Each block's attention probabilities on images x (B, C, H, W): a list of `depth` (B, heads, N+1, N+1)
-        tensors, token 0 the class token. Runs the blocks as the forward pass does (call it in PyNative mode,
-        on a model in eval mode); for attention maps, not training."""
+        """Each block's attention probabilities on images x (B, C, H, W): a list of `depth` (B, heads, T+N, T+N)
+        tensors, token 0 the class token, patches after the T = `num_prefix_tokens` prefix tokens. Runs the blocks
+        as the forward pass does (call it in PyNative mode, on a model in eval mode); for attention maps, not
+        training."""
         x = self.tokens(x)
         found = []
         for block in self.blocks:
@@ -162,6 +180,8 @@ class VisionTransformer(nn.Cell):
         return found
 
     def forward_head(self, x):
+        if self.distilled:
+            return self.forward_distilled_heads(x)
         x = x[:, 1:].mean(axis=1) if self.avg_pool else x[:, 0]  # (B, D)
         if self.fc_norm is not None:
             x = self.fc_norm(x)
@@ -171,9 +191,20 @@ class VisionTransformer(nn.Cell):
             x = self.head(x)
         return x
 
+    def forward_distilled_heads(self, x):
+        """(B, 2+N, D) -> training: (class logits, distillation logits), each (B, K); eval: their mean (B, K).
+        Without a head (num_classes 0): the two tokens' features, the same way."""
+        cls, dist = x[:, 0], x[:, 1]  # (B, D) each
+        if self.head is not None:
+            cls, dist = self.head(cls), self.head_dist(dist)
+        if self.training:
+            return cls, dist
+        return (cls + dist) / 2
+
     def construct(self, x):
         return self.forward_head(self.forward_features(x))
 
     def no_weight_decay(self) -> set:
         """Names of parameters exempt from weight decay: biases, norm weights, position embedding, class token."""
-        return {p.name for p in self.trainable_params() if p.ndim <= 1} | {self.cls_token.name, self.pos_embed.name}
+        tokens = {self.cls_token.name, self.pos_embed.name} | ({self.dist_token.name} if self.distilled else set())
+        return {p.name for p in self.trainable_params() if p.ndim <= 1} | tokens

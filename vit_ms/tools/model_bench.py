@@ -34,7 +34,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import mindspore as ms
 import numpy as np
@@ -53,38 +53,11 @@ from ..runtime import setup_runtime
 from ..train.engine import build_train_step
 from ..train.optim import build_optimizer, lr_schedule, scaled_lr
 from .data_bench import data_benchmark, format_data_table
+from .distill_bench import check_distill_config, distill_record, format_distill
 from .flops import TRAIN_FACTOR, model_flops
 from .machine import matmul_rates, peak_memory
 from .profile_step import format_profile, profile_step
-
-
-def summarize(times: List[float], batch: int) -> dict:
-    """Step times (s) -> images/s: median, min, max and interquartile range."""
-    q1, med, q3 = np.percentile(times, [25, 50, 75])
-    return {"images_per_sec": batch / med, "images_per_sec_min": batch / max(times),
-            "images_per_sec_max": batch / min(times), "images_per_sec_iqr": [batch / q3, batch / q1],
-            "step_ms_median": 1e3 * med, "steps": len(times), "batch": batch}
-
-
-def first_call(call: Callable[[], object]) -> tuple:
-    """(output, seconds) of the first call: graph compilation plus one run in graph mode."""
-    start = time.perf_counter()
-    output = call()
-    return output, time.perf_counter() - start
-
-
-def run_interleaved(calls: Dict[str, Callable[[], object]], steps: int, warmup: int) -> Dict[str, dict]:
-    """`warmup` untimed calls each, then `steps` timed rounds alternating between the calls (A, B, A, B, ...)."""
-    out = {name: {"times": []} for name in calls}
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
-    for _ in range(steps):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            out[name]["last_output"] = call()
-            out[name]["times"].append(time.perf_counter() - start)
-    return out
+from .timing import first_call, run_interleaved, summarize
 
 
 def synthetic_batch(cfg, batch: int, seed: int = 0):
@@ -122,14 +95,15 @@ def mindcv_vit(arch):
         norm_layer=functools.partial(nn.LayerNorm, epsilon=arch.norm_eps), num_classes=arch.num_classes)
 
 
-def build_training(cfg: Config, plan: RunPlan, model, steps: int, decay_rule=None):
+def build_training(cfg: Config, plan: RunPlan, model, steps: int, decay_rule=None, teacher=None):
     """Optimizer and train step for `model` as train.py builds them (one lr per step for `steps` steps).
 
-    decay_rule: the object whose no_weight_decay() names the exempt parameters (default: the model).
+    decay_rule: the object whose no_weight_decay() names the exempt parameters (default: the model);
+    teacher: the distillation teacher (distill.*), as train.py passes it.
     """
     lrs = lr_schedule(cfg.optim, scaled_lr(cfg.optim, plan.global_batch_size), 1, steps)
     optimizer = build_optimizer(decay_rule or model, model.trainable_params(), cfg.optim, lrs)
-    return build_train_step(model, optimizer, cfg, plan)
+    return build_train_step(model, optimizer, cfg, plan, teacher)
 
 
 def data_throughput(cfg, batch: int, image_size: int, batches: int) -> dict:
@@ -263,9 +237,10 @@ def comparison_record(records: List[dict], compare: str) -> dict:
 
 
 def benchmark(cfg: Config, steps: int, warmup: int, compare: Optional[str], data: bool, data_image_size: int,
-              data_batches: int, profile_dir: Optional[str] = None) -> List[dict]:
+              data_batches: int, profile_dir: Optional[str] = None, distill: bool = False) -> List[dict]:
     """Run every measurement for `cfg` (see `bench_config`); returns the records (see the module docstring).
-    With `profile_dir`, one more train step of our model runs under the CPU profiler (`profile_step`)."""
+    With `profile_dir`, one more train step of our model runs under the CPU profiler (`profile_step`); with
+    `distill`, the distilled step against the student's step and the teacher's forward (`distill_bench`)."""
     plan = resolve_plan(cfg, setup_runtime(cfg))
     if profile_dir and plan.device_target != "CPU":
         raise ConfigError(f"--profile sums CPU op times; this run targets {plan.device_target}: use "
@@ -283,6 +258,8 @@ def benchmark(cfg: Config, steps: int, warmup: int, compare: Optional[str], data
     for name in models:
         records += model_records(name, plan.batch_size, train, first, evals, eval_first, memory, records,
                                  plan.accum_steps)
+    if distill:
+        records.append(distill_record(cfg, plan, train_batch(cfg, plan), steps, warmup, build_training))
     if data:
         records.append(dict(measurement="data", config=cfg.run_name,
                             **data_throughput(cfg, plan.batch_size, data_image_size or plan.arch.image_size * 9 // 7,
@@ -334,6 +311,8 @@ def format_table(records: List[dict]) -> str:
                          f"{r['crop_px']} px, {r['workers']} workers): {r['images_per_sec']:.1f} images/s")
         if "ratio" in r:
             lines.append(f"ours / {names[1]}: train {r['ratio']:.2f}x, eval {r['eval_ratio']:.2f}x")
+        if r.get("measurement") == "distill":
+            lines.append(format_distill(r))
         if r.get("measurement") == "profile":
             lines.append(f"one train step of ours under the profiler (trace: {r['trace']}):\n"
                          + format_profile(r["op_types"]))
@@ -347,6 +326,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after the first (default 2)")
     parser.add_argument("--mode", choices=["graph", "pynative"], default=None, help="default: train.mode")
     parser.add_argument("--compare", choices=["mindcv"], default=None, help="also time mindcv's ViT of this size")
+    parser.add_argument("--distill", action="store_true",
+                        help="also time a distilled train step (distill.* of the config) against the student's step "
+                             "plus the teacher's forward pass (vit_ms/tools/distill_bench.py)")
     parser.add_argument("--skip-data", action="store_true", help="do not time the data pipeline")
     parser.add_argument("--data-image-size", type=int, default=0,
                         help="side of the images written for the data pipeline (default: 9/7 of model.image_size, "
@@ -372,6 +354,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.profile and args.data_only:
         raise ConfigError("--profile profiles a train step; it cannot go with --data-only")
     cfg = config_from_args(args)
+    if args.distill:
+        check_distill_config(cfg)
     if args.data_only:
         batch = args.batch or min(cfg.train.batch_size, 64)
         size = (args.data_image_size, args.data_image_size * 3 // 4) if args.data_image_size else (500, 375)
@@ -383,7 +367,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     cfg = bench_config(cfg, args.batch or cfg.train.batch_size, args.mode)
     records = benchmark(cfg, args.steps, args.warmup, args.compare, not args.skip_data, args.data_image_size,
-                        args.data_batches, args.profile)
+                        args.data_batches, args.profile, args.distill)
     print(format_table(records))
     for record in records:
         print(json.dumps(record))

@@ -19,6 +19,7 @@ import mindspore as ms
 from ..errors import CheckpointError
 from ..weights.fit import check_fit as check_state_fit
 from ..weights.sources import is_optimizer_state
+from .distill import TEACHER_PREFIX
 
 log = logging.getLogger("vit_ms")
 
@@ -68,7 +69,9 @@ def save_checkpoint(network: ms.nn.Cell, path: os.PathLike, state: TrainState,
               "vit_ms_best_weights": state.best_weights,
               **(meta.entries() if meta is not None else {})}
     try:
-        ms.save_checkpoint(network, str(tmp), append_dict=append, crc_check=True)
+        ms.save_checkpoint(network, str(tmp), append_dict=append, crc_check=True,
+                           choice_func=lambda name: not name.startswith(TEACHER_PREFIX))  # a distill teacher's
+        # weights are its own file's, not the run's
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -13,8 +13,8 @@ from mindspore import Tensor, nn, ops
 from mindspore.train import Metric
 
 from .accumulate import AccumulatingTrainStep
+from .distill import loss_network
 from .ema import WeightEma
-from .loss import ClassificationLoss, WithLoss
 from .step import TrainStep
 
 
@@ -44,11 +44,13 @@ def apply_amp(model: nn.Cell, plan) -> nn.Cell:
     return network if plan.amp_level == "O1" else model
 
 
-def build_train_step(model: nn.Cell, optimizer: nn.Optimizer, cfg, plan) -> TrainStep:
-    """Mixed precision on the backbone (logits cast to float32 in the loss), loss, the train step and, with
-    train.ema, the float32 average of the trained weights (taken before amp casts anything)."""
+def build_train_step(model: nn.Cell, optimizer: nn.Optimizer, cfg, plan,
+                     teacher: Optional[nn.Cell] = None) -> TrainStep:
+    """Mixed precision on the backbone (logits cast to float32 in the loss), loss (with distill.*, DeiT's
+    distillation against the frozen `teacher`: vit_ms.train.distill), the train step and, with train.ema, the
+    float32 average of the trained weights (taken before amp casts anything)."""
     ema = WeightEma(optimizer.parameters, cfg.train.ema_decay, cfg.train.ema_warmup) if cfg.train.ema else None
-    net_with_loss = WithLoss(apply_amp(model, plan), ClassificationLoss(cfg.loss.label_smoothing))
+    net_with_loss = loss_network(apply_amp(model, plan), cfg, teacher)
     args = (net_with_loss, optimizer, loss_scale_sense(plan), cfg.optim.clip_grad_norm)
     kwargs = dict(float_status=plan.float_status_overflow, check_loss_only=plan.amp_level == "O0", ema=ema)
     if plan.accum_steps > 1:  # micro-batches stacked on the first axis of each input (vit_ms.train.accumulate)

@@ -3,8 +3,8 @@
     groups = parameter_groups(model, params, weight_decay=0.05, layer_decay=0.65)
     log.info(group_table(groups))
 
-Layer ids follow BEiT/MAE (`param_groups_lrd` in MAE's util/lr_decay.py): the patch embedding, class token and
-position embedding are layer 0, block i is layer i + 1, everything after the blocks (final norm, fc_norm,
+Layer ids follow BEiT/MAE (`param_groups_lrd` in MAE's util/lr_decay.py): the patch embedding, class (and distillation)
+token and position embedding are layer 0, block i is layer i + 1, everything after the blocks (final norm, fc_norm,
 pre-logits, head) is layer L + 1. A parameter of layer l trains at lr x layer_decay^(L + 1 - l). Norms, biases,
 the position embedding and the class token get no weight decay (`model.no_weight_decay()`), in every layer.
 With layer_decay 1.0 every lr scale is 1 and there are just two groups: with and without weight decay.
@@ -12,7 +12,7 @@ With layer_decay 1.0 every lr scale is 1 and there are just two groups: with and
 from dataclasses import dataclass, field
 from typing import List
 
-EMBEDDING_NAMES = ("patch_embed.", "cls_token", "pos_embed")
+EMBEDDING_NAMES = ("patch_embed.", "cls_token", "dist_token", "pos_embed")
 
 
 def layer_id(name: str, depth: int) -> int:

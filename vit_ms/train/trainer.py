@@ -38,6 +38,7 @@ from .optim import build_optimizer, lr_schedule, scaled_lr
 from .progress import Progress
 from .saving import RunSaver
 from .sink import chunk_advice, describe_legs, plan_legs
+from .teacher import build_teacher
 from .tensorboard import TensorBoardScalars, require_tensorboardx
 from .runlock import RunLock
 from .signals import StopSignals
@@ -122,11 +123,13 @@ def trainable_parameters(model, freeze_backbone: bool):
         return model.trainable_params()
     if model.head is None:
         raise ConfigError("train.freeze_backbone=true needs a classification head (model.num_classes > 0)")
-    return list(model.head.trainable_params())
+    heads = [model.head] + ([model.head_dist] if model.distilled else [])  # a distilled model's two heads
+    return [p for head in heads for p in head.trainable_params()]
 
 
-def build_step(cfg: Config, plan: RunPlan, model, steps_per_epoch: int):
-    """Optimizer over the trainable parameters with the per-step lr table, and the train step; (step, lrs)."""
+def build_step(cfg: Config, plan: RunPlan, model, steps_per_epoch: int, teacher=None):
+    """Optimizer over the trainable parameters with the per-step lr table, and the train step (distilling from
+    `teacher` when given); (step, lrs)."""
     lr = scaled_lr(cfg.optim, plan.global_batch_size)
     if cfg.optim.lr_batch_size > 0:
         log.info("lr %.3e = base lr %.3e x global batch %d / %d", lr, cfg.optim.lr, plan.global_batch_size,
@@ -135,7 +138,7 @@ def build_step(cfg: Config, plan: RunPlan, model, steps_per_epoch: int):
         log.info("lr %.3e (optim.lr_batch_size=0: not scaled by the global batch %d)", lr, plan.global_batch_size)
     lrs = lr_schedule(cfg.optim, lr, cfg.train.epochs, steps_per_epoch)
     optimizer = build_optimizer(model, trainable_parameters(model, cfg.train.freeze_backbone), cfg.optim, lrs)
-    return build_train_step(model, optimizer, cfg, plan), lrs
+    return build_train_step(model, optimizer, cfg, plan, teacher), lrs
 
 
 def restore(train_step, model, resume: Resume) -> None:
@@ -278,7 +281,8 @@ def train_in(cfg: Config, plan: RunPlan, run_dir: Path, resume: Optional[str], c
         log.info("compile cache: %s", use_compile_cache(plan.compile_cache_dir, fingerprint))
     model = model_from_plan(plan)
     initial_weights(model, cfg, resumed, cache_dir)
-    train_step, lrs = build_step(cfg, plan, model, info.steps_per_epoch)
+    teacher = build_teacher(cfg, plan, cache_dir)  # distill.*: frozen, outside the optimizer and checkpoints
+    train_step, lrs = build_step(cfg, plan, model, info.steps_per_epoch, teacher)
     restore(train_step, model, resumed)
     rebase_steps(train_step, resumed, plan, info.steps_per_epoch)
     if train_step.ema is not None and resumed.params is not None:

@@ -25,12 +25,14 @@ def infer_architecture(state: State) -> dict:
             raise CheckpointError(f"the weights have no '{key}', so they are not a ViT this package can load")
     embed_dim, in_channels, patch_size, _ = state["patch_embed.proj.weight"].shape  # (D, C, P, P)
     depth = 1 + max(int(m.group(1)) for k in state for m in [re.match(r"blocks\.(\d+)\.", k)] if m)
-    grid = _square_grid(state["pos_embed"].shape[1] - 1)
+    distilled = "dist_token" in state  # DeiT's distilled ViT: class and distillation tokens before the patches
+    grid = _square_grid(state["pos_embed"].shape[1] - (2 if distilled else 1))
     arch = dict(patch_size=int(patch_size), embed_dim=int(embed_dim), depth=depth, in_channels=int(in_channels),
                 mlp_ratio=state["blocks.0.mlp.fc1.weight"].shape[0] / embed_dim, image_size=grid * int(patch_size),
                 num_classes=int(state["head.weight"].shape[0]) if "head.weight" in state else 0,
                 representation_size=(int(state["pre_logits.fc.weight"].shape[0])
                                      if "pre_logits.fc.weight" in state else None),
+                distilled=distilled,
                 fc_norm="fc_norm.weight" in state)  # timm/MAE: LayerNorm after the average pool (global_pool avg)
     arch["variant"] = next((name for name, v in VARIANTS.items()
                             if (v["patch_size"], v["embed_dim"], v["depth"]) == (patch_size, embed_dim, depth)), None)
@@ -98,22 +100,25 @@ def adapt_to_model(state: State, model_shapes: Shapes) -> Tuple[State, List[str]
     to re-initialise, a fresh fc_norm).
     """
     state, notes, reinit = dict(state), [], []
+    _match_distillation_token(state, model_shapes, notes)
     head, wanted = state.get("head.weight"), model_shapes.get("head.weight")
+    heads = ("head.weight", "head.bias") + (("head_dist.weight", "head_dist.bias") if "head_dist.weight" in model_shapes
+                                           else ())
     if head is not None and (wanted is None or wanted[0] != head.shape[0]):  # another number of classes
-        for key in ("head.weight", "head.bias"):
+        for key in ("head.weight", "head.bias", "head_dist.weight", "head_dist.bias"):
             state.pop(key, None)
         if wanted is None:
             notes.append(f"dropped the checkpoint's {head.shape[0]}-class head: the model has no head")
         else:
-            reinit = ["head.weight", "head.bias"]
+            reinit = list(heads)
             notes.append(f"dropped the checkpoint's {head.shape[0]}-class head; the model's {wanted[0]}-class "
-                         f"head is freshly initialised")
+                         f"head{'s are' if len(heads) > 2 else ' is'} freshly initialised")
         if "pre_logits.fc.weight" in state and "pre_logits.fc.weight" not in model_shapes:
             state.pop("pre_logits.fc.weight"), state.pop("pre_logits.fc.bias", None)
             notes.append("dropped the checkpoint's pre-logits layer with its head (model.representation_size "
                          "is unset), as timm does for fine-tuning")
     elif head is None and "head.weight" in model_shapes:
-        reinit = ["head.weight", "head.bias"]
+        reinit = list(heads)
         notes.append("the weights have no classifier head; the model's head is freshly initialised")
     if "fc_norm.weight" in model_shapes and "fc_norm.weight" not in state and "norm.weight" in state \
             and "norm.weight" not in model_shapes:  # MAE fine-tuning: the pre-training norm gives way to fc_norm
@@ -122,11 +127,35 @@ def adapt_to_model(state: State, model_shapes: Shapes) -> Tuple[State, List[str]
         notes.append("dropped the checkpoint's final norm; the model's fc_norm (after average pooling) starts "
                      "fresh, as MAE fine-tuning does")
     pos, wanted = state.get("pos_embed"), model_shapes.get("pos_embed")
-    if pos is not None and wanted is not None and pos.shape != wanted and pos.shape[2] == wanted[2]:
-        old, new = _square_grid(pos.shape[1] - 1), _square_grid(wanted[1] - 1)
-        state["pos_embed"] = resample_pos_embed(pos, (new, new))
+    prefix = 2 if "dist_token" in model_shapes else 1  # class (+ distillation) token rows
+    if pos is not None and wanted is not None and pos.shape != wanted and pos.shape[2] == wanted[2] \
+            and ("dist_token" in state) == (prefix == 2):  # a token mismatch is named by check_fit
+        old, new = _square_grid(pos.shape[1] - prefix), _square_grid(wanted[1] - prefix)
+        state["pos_embed"] = resample_pos_embed(pos, (new, new), num_prefix_tokens=prefix)
         notes.append(f"resampled the position embedding from a {old}x{old} to a {new}x{new} patch grid (bicubic)")
     return state, notes, reinit
+
+
+def _match_distillation_token(state: State, model_shapes: Shapes, notes: List[str]) -> None:
+    """Plain ViT weights into a distilled model: the distillation token, its position row and head_dist start as
+    copies of the class token's (DeiT distillation during fine-tuning); distilled weights into a plain model:
+    the distillation token, its position row and head_dist are dropped. In place."""
+    model_distilled, weights_distilled = "dist_token" in model_shapes, "dist_token" in state
+    pos = state.get("pos_embed")
+    if model_distilled == weights_distilled or pos is None or "cls_token" not in state:
+        return
+    if model_distilled:
+        state["dist_token"] = state["cls_token"].copy()
+        state["pos_embed"] = np.concatenate([pos[:, :1], pos], axis=1)  # (1, 2+N, D): class row twice
+        if "head.weight" in state:
+            state["head_dist.weight"], state["head_dist.bias"] = state["head.weight"].copy(), state["head.bias"].copy()
+        notes.append("the weights have no distillation token: dist_token, its position embedding and head_dist "
+                     "start as copies of the class token's")
+    else:
+        state.pop("dist_token"), state.pop("head_dist.weight", None), state.pop("head_dist.bias", None)
+        state["pos_embed"] = np.concatenate([pos[:, :1], pos[:, 2:]], axis=1)  # (1, 1+N, D)
+        notes.append("dropped the weights' distillation token, its position embedding and head_dist (the model "
+                     "is not distilled: set model.distilled=true to keep them)")
 
 
 def check_fit(model_params: Shapes, state: State, allow_missing: Iterable[str] = ()) -> None:
@@ -161,10 +190,10 @@ def _names(keys: List[str], limit: int = 10) -> str:
 def _grid_hint(given: Shapes, wanted: Shapes) -> str:
     """What a position-embedding mismatch asks for: another model.patch_size when the weights cover the model's
     image with other patches, else the image size the weights' grid means with this model's patch size."""
-    grid = math.isqrt(given["pos_embed"][1] - 1)
+    grid = math.isqrt(given["pos_embed"][1] - (2 if "dist_token" in given else 1))
     patch = wanted.get("patch_embed.proj.weight", (0, 0, 0))[2]
     weights_patch = given.get("patch_embed.proj.weight", (0, 0, patch))[2]
-    image = math.isqrt(wanted["pos_embed"][1] - 1) * patch  # the model's model.image_size
+    image = math.isqrt(wanted["pos_embed"][1] - (2 if "dist_token" in wanted else 1)) * patch  # the model's model.image_size
     if weights_patch != patch and grid * weights_patch == image:
         return (f"the weights cut the same {image} px image into {weights_patch}-pixel patches ({grid}x{grid}): set "
                 f"model.patch_size={weights_patch} (or pick the model.name with patch {weights_patch})")
@@ -187,7 +216,13 @@ def _hints(given: Shapes, wanted: Shapes, state: State, missing, unexpected, mis
     if "head.weight" in missing and "head.weight" not in given:
         hints.append("the weights have no classifier head: load them through model.pretrained (the head is "
                      "then initialised), or set model.num_classes to the head they were saved with")
-    if "pos_embed" in mismatched:
+    if "dist_token" in unexpected:
+        hints.append("the weights are DeiT's distilled ViT (a distillation token and head_dist): set "
+                     "model.distilled=true")
+    elif "dist_token" in missing:
+        hints.append("the weights have no distillation token: set model.distilled=false, or load them through "
+                     "model.pretrained to start a distilled model from a plain ViT")
+    if "pos_embed" in mismatched and not ({"dist_token"} & (set(missing) | set(unexpected))):
         hints.append(_grid_hint(given, wanted))
     if "pre_logits.fc.weight" in unexpected:
         hints.append(f"set model.representation_size={given['pre_logits.fc.weight'][0]} (the weights have a "
@@ -201,8 +236,8 @@ def _hints(given: Shapes, wanted: Shapes, state: State, missing, unexpected, mis
         hints.append("the weights have a final norm, not fc_norm: set model.fc_norm=false")
     if "pre_logits.fc.weight" in mismatched:
         hints.append(f"set model.representation_size={given['pre_logits.fc.weight'][0]}")
-    odd = [k for k in unexpected
-           if not k.startswith(("blocks.", "head.", "pre_logits.", "norm.", "fc_norm.", "patch_embed."))]
+    odd = [k for k in unexpected if k != "dist_token" and
+           not k.startswith(("blocks.", "head.", "head_dist.", "pre_logits.", "norm.", "fc_norm.", "patch_embed."))]
     if odd:
         hints.append(f"{_names(odd, 3)} are not parts of this ViT: if these are not our names, convert the "
                      f"weights first (python -m vit_ms.convert --from timm|npz|mindcv|tutorial)")

@@ -87,9 +87,10 @@ def _jax(path: str, model: str, image_size: int = 224, **kw) -> PretrainedWeight
     return PretrainedWeights(_GCS + path, "npz", model, kw.pop("num_classes", 1000), image_size, **kw)
 
 
-def _deit(timm_name: str, model: str) -> PretrainedWeights:
-    return PretrainedWeights(_HF.format(timm_name), "timm", model, 1000, 224, mean=tuple(IMAGENET_MEAN),
-                             std=tuple(IMAGENET_STD), crop_pct=0.875)
+def _deit(timm_name: str, model: str, image_size: int = 224, distilled: bool = False) -> PretrainedWeights:
+    return PretrainedWeights(_HF.format(timm_name), "timm", model, 1000, image_size, mean=tuple(IMAGENET_MEAN),
+                             std=tuple(IMAGENET_STD), crop_pct=0.875 if image_size == 224 else 1.0,
+                             model_overrides={"distilled": True} if distilled else {})
 
 
 def _mindspore(url: str, source_format: str, model: str, interpolation: str) -> PretrainedWeights:
@@ -120,6 +121,12 @@ PRETRAINED: Dict[str, PretrainedWeights] = {
     "vit_ti16.deit_in1k": _deit("deit_tiny_patch16_224.fb_in1k", "vit_ti16"),
     "vit_s16.deit_in1k": _deit("deit_small_patch16_224.fb_in1k", "vit_s16"),
     "vit_b16.deit_in1k": _deit("deit_base_patch16_224.fb_in1k", "vit_b16"),
+    # DeiT distilled (a RegNetY-16GF teacher, hard distillation): model.distilled=true, the two heads averaged
+    "vit_ti16.deit_distilled_in1k": _deit("deit_tiny_distilled_patch16_224.fb_in1k", "vit_ti16", distilled=True),
+    "vit_s16.deit_distilled_in1k": _deit("deit_small_distilled_patch16_224.fb_in1k", "vit_s16", distilled=True),
+    "vit_b16.deit_distilled_in1k": _deit("deit_base_distilled_patch16_224.fb_in1k", "vit_b16", distilled=True),
+    "vit_b16_384.deit_distilled_in1k": _deit("deit_base_distilled_patch16_384.fb_in1k", "vit_b16", 384,
+                                             distilled=True),
     # Google's original releases (google-research/vision_transformer, Flax .npz)
     "vit_ti16.augreg_in21k_ft_in1k_jax": _jax(_TI16 + _AUGREG_FT.format("0.03", 224), "vit_ti16"),
     "vit_s16.augreg_in21k_ft_in1k_jax": _jax(_S16 + _AUGREG_FT.format("0.03", 224), "vit_s16"),
@@ -152,7 +159,8 @@ def cache_dir_from_env(environ: Mapping[str, str]) -> Path:
 
 def resolve_pretrained(spec: str, cache_dir: Optional[PathLike] = None, *, sha256: str = "",
                        progress: bool = True) -> Path:
-    """A local file for `spec`: a path (returned as is), a URL or a PRETRAINED name (downloaded into the cache).
+    """A local file for `spec`: a path (returned as is; a folder's model.safetensors), a URL or a PRETRAINED name
+    (downloaded into the cache).
 
     `sha256` (hex) is checked for URLs; a table entry's own sha256 is used when it has one.
     """
@@ -166,6 +174,8 @@ def resolve_pretrained(spec: str, cache_dir: Optional[PathLike] = None, *, sha25
         tag = hashlib.sha256(spec.encode()).hexdigest()[:10]  # hub URLs all end in model.safetensors
         return _cached(spec, cache / f"{Path(name).stem}-{tag}{Path(name).suffix}", sha256.lower(), progress)
     path = Path(spec).expanduser()
+    if path.is_dir() and (path / "model.safetensors").is_file():  # a Hugging Face-style folder (--to timm writes one)
+        path = path / "model.safetensors"
     if path.is_file():
         if sha256:
             _verify(path, sha256.lower(), source=str(path), delete=False)

@@ -5,7 +5,8 @@ Keys a converter does not know pass through unchanged, so the strict check (`che
 
 | format   | where it comes from                                     | file                          |
 |----------|---------------------------------------------------------|-------------------------------|
-| timm     | timm / Hugging Face hub `vit_*_patch*_*` (and our own)  | model.safetensors             |
+| timm     | timm / Hugging Face hub `vit_*_patch*_*`, `deit_*` (and | model.safetensors             |
+|          | Facebook's DeiT, distilled too: the same names)         |                               |
 | npz      | Google's ViT / AugReg release (Flax)                    | *.npz                         |
 | mindcv   | mindcv 0.3 `mindcv.models.vit`                          | *.ckpt                        |
 | tutorial | MindSpore's ViT tutorial / mindvision `vit_b_16_224`    | *.ckpt                        |
@@ -91,7 +92,8 @@ def read_state(path: Path) -> Tuple[State, dict]:
         raise CheckpointError(f"'{path}' is a PyTorch pickle, which vit_ms does not read (unpickling can run "
                               f"code). Use the model.safetensors of the same weights from the Hugging Face hub "
                               f"(https://huggingface.co/timm/<model name>), or re-save it where torch is "
-                              f"installed: safetensors.torch.save_file(torch.load(f), 'model.safetensors')")
+                              f"installed: safetensors.torch.save_file(torch.load(f), 'model.safetensors') "
+                              f"(Facebook's DeiT files hold the weights under 'model': torch.load(f)['model'])")
     raise CheckpointError(f"'{path}' has an unknown file type '{suffix}'; expected .safetensors (timm / Hugging "
                           f"Face), .npz (Google ViT / AugReg) or .ckpt (MindSpore: mindcv, tutorial, vit_ms)")
 
@@ -130,7 +132,8 @@ def detect_format(keys: Iterable[str], suffix: str = "") -> str:
 
 
 def convert_timm(state: State) -> State:
-    """timm / Hugging Face names are ours already (`fc_norm.*` too: model.global_pool=avg, model.fc_norm=true)."""
+    """timm / Hugging Face names are ours already (`fc_norm.*` too: model.global_pool=avg, model.fc_norm=true;
+    DeiT's `dist_token` and `head_dist.*`, in timm's and Facebook's files alike: model.distilled=true)."""
     return dict(state)
 
 

@@ -7,6 +7,9 @@
 ~/.cache/vit_ms). The output loads into create_model(...) with no missing or unexpected keys; with another
 --num-classes the head is left out (and initialised when loaded), with another --image-size the position
 embedding is resampled. The model.* settings to train or evaluate with it are printed at the end.
+
+Weights out: `python -m vit_ms.convert --to timm CKPT OUT` writes one of our checkpoints as a Hugging Face-style
+folder for timm (vit_ms/inference/to_timm.py).
 """
 import argparse
 import os
@@ -61,6 +64,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     overrides["representation_size"] = arch["representation_size"] if keeps_head else None
     if arch["fc_norm"]:  # timm / MAE average-pool head
         overrides.update(global_pool="avg", fc_norm=True)
+    if arch["distilled"]:  # DeiT: distillation token and head_dist
+        overrides["distilled"] = True
     model = create_model(args.model, num_classes=num_classes, image_size=image_size, **overrides)
     shapes = model_param_shapes(model)
     state, notes, _ = fit_weights(weights.state, shapes)

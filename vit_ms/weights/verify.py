@@ -63,7 +63,7 @@ _BLOCK_SHAPES = {
     "attn.proj.bias": ("D",), "mlp.fc1.weight": ("H", "D"), "mlp.fc1.bias": ("H",),
     "mlp.fc2.weight": ("D", "H"), "mlp.fc2.bias": ("D",),
 }
-_TOP_SHAPES = {"cls_token": (1, 1, "D"), "pos_embed": (1, None, "D"), "norm.weight": ("D",), "norm.bias": ("D",)}
+_TOP_SHAPES = {"cls_token": (1, 1, "D"), "dist_token": (1, 1, "D"), "pos_embed": (1, None, "D"), "norm.weight": ("D",), "norm.bias": ("D",)}
 
 
 def _expected(spec: Tuple, width: int, hidden: Optional[int]) -> Tuple:

@@ -1,0 +1,46 @@
+"""A demo-sized distilled run: a tiny teacher trained by train.py, then a distilled student (with mixup, EMA and
+gradient accumulation) that trains, resumes into a second epoch and ends where an uninterrupted run ends."""
+import json
+
+import numpy as np
+import pytest
+from test_train import records, run, weights
+from tiny import tiny_overrides
+
+COMMON = ["train.batch_size=4", "data.num_parallel_workers=1", "train.log_interval=1", "data.scale=[1.0, 1.0]",
+          "data.ratio=[1.0, 1.0]", "train.deterministic=true"]
+
+
+def args(data_root, out, name, *sets):
+    flat = []
+    for item in [f"data.root={data_root}", f"output_dir={out}", f"run_name={name}", *COMMON, *sets]:
+        flat += ["--set", item]
+    return ["--config", "demo.yaml", *flat]
+
+
+@pytest.mark.slow
+def test_distilled_student_trains_from_a_trained_teacher_and_resumes(tiny_imagenet, tmp_path):
+    run("train.py", *args(tiny_imagenet, tmp_path, "teacher", *tiny_overrides(depth=1, num_classes=3),
+                          "train.epochs=2"))
+    teacher = tmp_path / "teacher" / "last.ckpt"
+    student = [*tiny_overrides(depth=1, num_classes=3, distilled="true"), "distill.type=hard",
+               f"distill.teacher={teacher}", "data.mixup=0.8", "train.ema=true", "train.ema_decay=0.9",
+               "train.accum_steps=2",
+               "optim.warmup_epochs=0", "optim.lr=2.0e-3", "optim.min_lr=2.0e-3"]  # lr independent of train.epochs
+    first = run("train.py", *args(tiny_imagenet, tmp_path, "student", *student, "train.epochs=1"))
+    assert f"distill.teacher: {teacher}" in first.stderr + first.stdout
+    resumed = run("train.py", *args(tiny_imagenet, tmp_path, "student", *student, "train.epochs=2"),
+                  "--resume", "auto")
+    assert "resumed from" in resumed.stderr + resumed.stdout
+    run("train.py", *args(tiny_imagenet, tmp_path, "straight", *student, "train.epochs=2"))
+
+    run_dir = tmp_path / "student"
+    assert [r["step"] for r in records(run_dir)] == [r["step"] for r in records(tmp_path / "straight")] == [3, 6]
+    saved, straight = weights(run_dir / "last.ckpt"), weights(tmp_path / "straight" / "last.ckpt")
+    assert {"dist_token", "head_dist.weight", "ema.head_dist.weight"} <= set(saved)
+    assert not any(k.startswith("distill_teacher.") for k in saved)  # the teacher's weights stay in its own file
+    model_keys = [k for k in straight if not k.startswith("vit_ms_")]
+    assert max(np.abs(saved[k] - straight[k]).max() for k in model_keys) <= 1e-5
+    assert "type: hard" in (run_dir / "config.yaml").read_text()
+    out = run("eval.py", "--ckpt", str(run_dir / "last.ckpt"))  # inference averages the two heads
+    assert json.loads(out.stdout.strip().splitlines()[-1])["num_images"] == 12
