@@ -19,6 +19,7 @@ its GeLU export is the tanh approximation. So for ONNX only, each exact GELU is 
 Softsign where it calls erf, and every Softsign node of the exported graph is then retyped to ONNX Erf (opset
 9+): the file computes the exact GELU and the model in vit_ms/models is unchanged.
 """
+import argparse
 import json
 import math
 import os
@@ -297,7 +298,7 @@ def export(ckpt: str, fmt: str, batch: Batch = 1, out: Optional[str] = None, che
     return out_path, sidecar
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = base_parser(__doc__.split("\n\n")[0], config_required=False, prog="python -m vit_ms.export")
     parser.add_argument("--ckpt", required=True, help="checkpoint to export (e.g. runs/<name>/best.ckpt)")
     parser.add_argument("--format", required=True, choices=list(FORMATS), help="mindir or onnx")
@@ -307,7 +308,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--no-check", dest="check", action="store_false",
                         help="skip running the exported file against the model")
     add_weights_argument(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     batch = parse_batch(args.batch)
     path, sidecar = export(args.ckpt, args.format, batch, args.out, args.check, config_path=args.config,
                            overrides=args.overrides, weights=args.weights)
