@@ -16,6 +16,7 @@ problems as strings `path:line: what is wrong`, so a failing test names the file
 - `check_words`: no text names a file outside the repository or speaks of how the project was made.
 """
 import argparse
+import ast
 import dataclasses
 import importlib
 import importlib.util
@@ -259,7 +260,8 @@ def check_yaml_block(block: Block, path: str) -> List[str]:
 # Commands: modules, scripts, flags, configs and --set overrides.
 
 
-def _module_main_source(name: str) -> Optional[str]:
+def _runnable(name: str) -> Optional[bool]:
+    """None when there is no such module; else whether `python -m name` runs something."""
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
@@ -267,8 +269,20 @@ def _module_main_source(name: str) -> Optional[str]:
     if spec is None:
         return None
     if spec.submodule_search_locations is not None:  # a package runs its __main__.py
-        return _module_main_source(f"{name}.__main__")
-    return Path(spec.origin).read_text(encoding="utf-8") if spec.origin else None
+        return importlib.util.find_spec(f"{name}.__main__") is not None
+    source = Path(spec.origin).read_text(encoding="utf-8") if spec.origin else ""
+    return bool(re.search(r"__name__ == ['\"]__main__['\"]", source))
+
+
+def _main_home(package: str) -> str:
+    """The module a package's __main__.py takes `main` from (`from .cli import main` -> package.cli), read from
+    its source without running it."""
+    origin = importlib.util.find_spec(f"{package}.__main__").origin
+    for node in ast.walk(ast.parse(Path(origin).read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and any(a.name in ("main", "build_parser") for a in node.names):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            return ".".join(base + ([node.module] if node.module else []))
+    return ""
 
 
 @lru_cache(maxsize=None)
@@ -281,6 +295,11 @@ def entry_parser(entry: str) -> Tuple[Optional[argparse.ArgumentParser], str]:
         spec = importlib.util.spec_from_file_location(f"_docs_entry_{Path(entry).stem}", ROOT / entry)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)  # defines functions only: main() runs under `if __name__ == "__main__"`
+    elif importlib.util.find_spec(entry).submodule_search_locations is not None:
+        home = _main_home(entry)  # a package's __main__.py runs when imported: read where its main comes from
+        if not home:
+            return None, f"{entry}/__main__.py imports no main() or build_parser() to check the docs' flags with"
+        module = importlib.import_module(home)
     else:
         module = importlib.import_module(entry)
     build = getattr(module, "build_parser", None)
@@ -321,11 +340,11 @@ def check_command(command: str, where: str) -> List[str]:
         if len(tokens) < 3 or not tokens[2].startswith("vit_ms"):
             return []
         entry, args = tokens[2], tokens[3:]
-        source = _module_main_source(entry)
-        if source is None:
+        runnable = _runnable(entry)
+        if runnable is None:
             return [f"{where}: `python -m {entry}`: no module {entry}"]
-        if '__name__ == "__main__"' not in source and "__name__ == '__main__'" not in source:
-            return [f"{where}: `python -m {entry}`: {entry} is not runnable (no __main__ block)"]
+        if not runnable:
+            return [f"{where}: `python -m {entry}`: {entry} is not runnable (no __main__ block or __main__.py)"]
     elif tokens[0] == "python" and tokens[1].endswith(".py"):
         entry, args = tokens[1], tokens[2:]
         if not (ROOT / entry).is_file():

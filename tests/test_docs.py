@@ -57,7 +57,7 @@ def test_every_config_loads_and_validates(path):
 def test_every_entry_point_exposes_its_parser():
     """So the docs' flags can be checked: every `python -m vit_ms...` module and entry script builds its parser."""
     runnable = [p for p in dc.repository_files() if p.startswith("vit_ms/") and p.endswith(".py")
-                and re.search(r"__name__ == ['\"]__main__['\"]", read(p))]
+                and (p.endswith("/__main__.py") or re.search(r"__name__ == ['\"]__main__['\"]", read(p)))]
     modules = [p[:-3].replace("/", ".").removesuffix(".__main__") for p in runnable]
     assert "vit_ms.convert" in modules
     missing = [why for entry in modules + list(dc.ENTRY_SCRIPTS) for parser, why in [dc.entry_parser(entry)]
@@ -167,3 +167,18 @@ def test_a_marked_code_block_is_not_checked():
     page = f"{dc.SKIP_MARK}\n```bash\npython train.py --set train.epoch=5\n```\n"
     assert dc.check_commands(page, "docs/x.md") == []
     assert dc.check_commands(page.replace(dc.SKIP_MARK, "text"), "docs/x.md") != []
+
+
+def test_a_package_entry_is_read_not_run(tmp_path, monkeypatch):
+    """`python -m pkg` runs pkg/__main__.py, often without a __name__ guard: its parser is found without running it."""
+    pkg = tmp_path / "docs_check_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text("from .cli import main\nraise SystemExit(main())\n")
+    (pkg / "cli.py").write_text("import argparse\n\n\ndef build_parser():\n    parser = argparse.ArgumentParser()\n"
+                                "    parser.add_argument('--port')\n    return parser\n\n\ndef main(argv=None):\n"
+                                "    return 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    parser, why = dc.entry_parser("docs_check_pkg")
+    assert parser is not None and "--port" in parser._option_string_actions, why
+    assert dc._runnable("docs_check_pkg") is True and dc._runnable("docs_check_pkg.nothing") is None
