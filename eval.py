@@ -27,6 +27,7 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # MindSpore takes seconds to import: loaded once the arguments are good, so --help and usage errors answer at once
     from vit_ms.inference.evaluate import run_evaluation
     from vit_ms.inference.per_class import describe, worst_classes
 

@@ -56,7 +56,11 @@ def text_line(path, top) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from vit_ms.inference import predict  # imported after the arguments are known to be good
+    # MindSpore takes seconds to import: loaded once the arguments are good, so --help and usage errors answer at once
+    from vit_ms.inference import predict
+    from vit_ms.inference.attention_maps import write_attention_maps
+    from vit_ms.inference.exported_runner import config_for_export
+    from vit_ms.inference.loader import load_for_inference
 
     images, notes = predict.collect_images(args.paths)
     for note in notes:
@@ -66,14 +70,10 @@ def main(argv=None) -> int:
                         f"only the logits, not the attention probabilities. Pass the checkpoint it was exported "
                         f"from with --ckpt (e.g. runs/<name>/best.ckpt)")
     if args.model:
-        from vit_ms.inference.exported import config_for_export
-
         cfg, sidecar = config_for_export(args.model, args.config, args.overrides)
         recorded, where = sidecar.get("class_names"), "the export's sidecar"
         predictor = predict.exported_predictor(args.model, cfg, sidecar)
     else:
-        from vit_ms.inference.loader import load_for_inference
-
         eager = ["train.mode=pynative"] if args.attention_maps else []  # maps read the blocks one by one
         loaded = load_for_inference(args.ckpt, args.config, args.overrides + eager, weights=args.weights)
         cfg, recorded, where = loaded.cfg, loaded.class_names, f"'{args.ckpt}'"
@@ -93,8 +93,6 @@ def main(argv=None) -> int:
     if not labelled:
         raise DataError(f"none of the {len(images)} image file(s) could be labelled (see the messages above)")
     if args.attention_maps:
-        from vit_ms.inference.attention_maps import write_attention_maps
-
         written = write_attention_maps(loaded.network, cfg, images, args.attention_maps, names,
                                        args.batch_size or predict.DEFAULT_BATCH_SIZE,
                                        on_skip=lambda *_: None)  # already reported by the labelling pass

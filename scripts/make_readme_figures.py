@@ -13,6 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from PIL import Image
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -25,7 +27,7 @@ DIGITS = ("3", "7")  # one validation image of each in the attention picture
 def ensure_run(run_dir: Path) -> None:
     if (run_dir / "best.ckpt").is_file():
         return
-    from vit_ms.config import load_config
+    from vit_ms.config import load_config  # MindSpore (seconds) loads only when the run must be trained
     from vit_ms.train.trainer import run_training
 
     print(f"no {run_dir / 'best.ckpt'}: training the demo first (a few minutes on a CPU)")
@@ -33,8 +35,6 @@ def ensure_run(run_dir: Path) -> None:
 
 
 def stack_vertically(parts, target: Path) -> None:
-    from PIL import Image
-
     images = [Image.open(p).convert("RGB") for p in parts]
     canvas = Image.new("RGB", (max(i.width for i in images), sum(i.height for i in images)), "white")
     top = 0
@@ -54,10 +54,11 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     ensure_run(run_dir)
 
+    # after the demo run exists (ensure_run may train it); MindSpore takes seconds to import
+    from vit_ms.figures.run_curves import plot_run
     from vit_ms.inference.attention_maps import write_attention_maps
     from vit_ms.inference.evaluate import run_evaluation
     from vit_ms.inference.loader import load_for_inference
-    from vit_ms.tools.plot import plot_run
 
     written = [plot_run(run_dir, out / "demo_curves.png")]
     ckpt = str(run_dir / "best.ckpt")

@@ -337,8 +337,8 @@ def check_command(command: str, where: str) -> List[str]:
         return []
     problems = []
     if tokens[0] == "python" and tokens[1] == "-m":
-        if len(tokens) < 3 or not tokens[2].startswith("vit_ms"):
-            return []
+        if len(tokens) < 3 or not tokens[2].startswith("vit_ms") or "<" in tokens[2]:
+            return []  # another tool's module, or a placeholder such as vit_ms.<command>
         entry, args = tokens[2], tokens[3:]
         runnable = _runnable(entry)
         if runnable is None:

@@ -8,12 +8,12 @@ from mindspore import Tensor, nn
 from tiny import tiny_model, tiny_overrides
 
 from vit_ms.config import load_config
-from vit_ms.data import create_dataset
+from vit_ms.data import Feed, create_dataset
 from vit_ms.errors import ConfigError
 from vit_ms.plan import resolve_plan
 from vit_ms.runtime import Runtime
 from vit_ms.train.accumulate import AccumulatingTrainStep
-from vit_ms.train.engine import TrainStep
+from vit_ms.train.step import TrainStep
 from vit_ms.train.loss import ClassificationLoss, WithLoss
 from vit_ms.train.optim import lr_schedule
 
@@ -89,7 +89,7 @@ def test_pipeline_stacks_micro_batches_and_the_lr_table_counts_optimizer_steps(t
     cfg = load_config(None, tiny_overrides(num_classes=3) + [f"data.root={tiny_imagenet}", "data.mixup=0.2",
                                                               "data.num_parallel_workers=1"])
     k, b, epochs = 3, 2, 2
-    dataset, info = create_dataset(cfg, "train", True, batch_size=b, accum_steps=k)
+    dataset, info = create_dataset(cfg.data, "train", Feed.of(cfg, b, accum_steps=k))
     assert info.steps_per_epoch == 24 // (b * k) == 4
     batches = list(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))
     assert len(batches) == 4
@@ -97,5 +97,5 @@ def test_pipeline_stacks_micro_batches_and_the_lr_table_counts_optimizer_steps(t
     assert images.shape == (k, b, 3, 32, 32) and labels.shape == (k, b, 3)  # mixed-up soft labels per micro-batch
     lrs = lr_schedule(cfg.optim, 1e-3, epochs, info.steps_per_epoch)
     assert len(lrs) == epochs * (24 // b) // k
-    resumed, _ = create_dataset(cfg, "train", True, batch_size=b, accum_steps=k, skip_steps=3)
+    resumed, _ = create_dataset(cfg.data, "train", Feed.of(cfg, b, accum_steps=k, skip_steps=3))
     assert len(list(resumed.create_tuple_iterator(num_epochs=1))) == 1

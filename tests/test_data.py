@@ -14,8 +14,11 @@ from PIL import Image
 
 from vit_ms.config import Config, DataConfig
 from vit_ms.data import (EpochSampler, build_augment, build_eval_transforms, build_mixup, build_train_transforms,
-                         create_dataset, load_image_rgb, preprocess_eval, scan_split)
+                         Feed, create_dataset, load_image_rgb, preprocess_eval, scan_split)
+from vit_ms.data.setup import prepare_data
 from vit_ms.errors import ConfigError, DataError
+from vit_ms.plan import resolve_plan
+from vit_ms.runtime import Runtime
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE = 32
@@ -194,18 +197,54 @@ def test_split_with_only_bad_files_raises(tiny_imagenet):
     assert str(tiny_imagenet / "val") in str(err.value)
 
 
+def test_a_runs_feed_is_what_its_plan_resolved():
+    """Rank 1 of 4, a global batch of 64 with at most 8 per device: 2 micro-batches of 8 per step; the val split
+    is read with the eval batch, no cap and no resume position."""
+    cfg = Config()
+    cfg.train.global_batch_size, cfg.train.batch_size, cfg.train.steps_per_epoch, cfg.eval.batch_size = 64, 8, 5, 12
+    plan = resolve_plan(cfg, Runtime("CPU", rank=1, world_size=4))
+    train = Feed.from_plan(cfg, plan, training=True, start_epoch=2, skip_steps=3)
+    assert (train.batch_size, train.accum_steps, train.num_shards, train.shard_id) == (8, 2, 4, 1)
+    assert (train.steps_per_epoch, train.start_epoch, train.skip_steps) == (5, 2, 3)
+    assert (train.image_size, train.seed, train.label_smoothing) == (224, cfg.train.seed, cfg.loss.label_smoothing)
+    val = Feed.from_plan(cfg, plan, training=False)
+    assert (val.batch_size, val.accum_steps, val.num_shards, val.shard_id) == (12, 1, 4, 1)
+    assert (val.steps_per_epoch, val.start_epoch, val.skip_steps) == (0, 0, 0)
+
+
+def test_only_the_run_setup_changes_the_dataset_engine(tiny_imagenet):
+    """create_dataset leaves MindSpore's process-wide dataset settings alone; prepare_data makes them."""
+    import mindspore.dataset as ds
+
+    cfg = make_cfg(tiny_imagenet, on_bad_image="skip")
+    cfg.train.deterministic, cfg.train.seed = True, 1234
+    before = ds.config.get_seed(), ds.config.get_error_samples_mode()
+    try:
+        ds.config.set_error_samples_mode(ds.config.ErrorSamplesMode.RETURN)
+        create_dataset(cfg.data, "train", Feed.of(cfg, 4))
+        assert ds.config.get_error_samples_mode() == ds.config.ErrorSamplesMode.RETURN
+        assert ds.config.get_seed() == before[0]
+        prepare_data(cfg.data, cfg.train.seed, cfg.train.deterministic)
+        assert ds.config.get_error_samples_mode() == ds.config.ErrorSamplesMode.REPLACE
+        assert ds.config.get_seed() == 1234
+    finally:
+        ds.config.set_seed(before[0])
+        ds.config.set_error_samples_mode(before[1])
+
+
 def test_create_dataset_config_errors(tiny_imagenet):
+    cfg = make_cfg(tiny_imagenet)
     with pytest.raises(DataError, match="data.root is empty"):
-        create_dataset(make_cfg(""), "train", True, batch_size=4)
+        create_dataset(make_cfg("").data, "train", Feed.of(cfg, 4))
     (tiny_imagenet / "val" / "extra_class").mkdir()
     with pytest.raises(DataError, match="extra_class"):
-        create_dataset(make_cfg(tiny_imagenet), "val", False, batch_size=4)
+        create_dataset(cfg.data, "val", Feed.of(cfg, 4))
     with pytest.raises(ConfigError, match="data.auto_augment"):
         build_augment(DataConfig(auto_augment="randaug-m9-bogus1"), SIZE)
     with pytest.raises(DataError, match="fewer than one batch"):
-        create_dataset(make_cfg(tiny_imagenet), "train", True, batch_size=64)
+        create_dataset(cfg.data, "train", Feed.of(cfg, 64))
     with pytest.raises(ValueError, match="start_epoch=3, skip_steps=0"):
-        create_dataset(make_cfg(tiny_imagenet), "train", True, batch_size=4, start_epoch=2, skip_steps=6)
+        create_dataset(cfg.data, "train", Feed.of(cfg, 4, start_epoch=2, skip_steps=6))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -214,7 +253,7 @@ def test_create_dataset_config_errors(tiny_imagenet):
 
 def test_train_batches_with_mixup_have_soft_labels(tiny_imagenet):
     cfg = make_cfg(tiny_imagenet)  # defaults: RandAugment, random erasing, mixup 0.8 / cutmix 1.0
-    dataset, info = create_dataset(cfg, "train", True, batch_size=4)
+    dataset, info = create_dataset(cfg.data, "train", Feed.of(cfg, 4))
     assert info.steps_per_epoch == dataset.get_dataset_size() == N_TRAIN // 4
     assert info.class_names == ["class_0", "class_1", "class_2"] and info.num_samples == N_TRAIN
     (epoch,) = batches(dataset)
@@ -228,7 +267,7 @@ def test_train_batches_with_mixup_have_soft_labels(tiny_imagenet):
 
 def test_train_without_mixup_has_int_labels_and_drops_remainder(tiny_imagenet):
     cfg = make_cfg(tiny_imagenet, mixup=0.0, cutmix=0.0, auto_augment="", color_jitter=0.4)
-    dataset, info = create_dataset(cfg, "train", True, batch_size=5)
+    dataset, info = create_dataset(cfg.data, "train", Feed.of(cfg, 5))
     (epoch,) = batches(dataset)
     assert info.steps_per_epoch == len(epoch) == N_TRAIN // 5
     for images, labels in epoch:
@@ -237,7 +276,8 @@ def test_train_without_mixup_has_int_labels_and_drops_remainder(tiny_imagenet):
 
 
 def test_val_batches_keep_order_and_remainder(tiny_imagenet):
-    dataset, info = create_dataset(make_cfg(tiny_imagenet), "val", False, batch_size=5)
+    cfg = make_cfg(tiny_imagenet)
+    dataset, info = create_dataset(cfg.data, "val", Feed.of(cfg, 5))
     (epoch,) = batches(dataset)
     assert info.steps_per_epoch == len(epoch) == 3
     assert [len(labels) for _, labels in epoch] == [5, 5, 2]
@@ -251,7 +291,7 @@ def test_bad_files_are_skipped_counted_and_warned(tiny_imagenet, caplog):
     odd = write_odd_modes(tiny_imagenet / "train" / "class_1")
     cfg = make_cfg(tiny_imagenet, max_image_pixels=10_000)
     with caplog.at_level(logging.WARNING, logger="vit_ms"):
-        dataset, info = create_dataset(cfg, "train", True, batch_size=4)
+        dataset, info = create_dataset(cfg.data, "train", Feed.of(cfg, 4))
     assert sorted(p for p, _ in info.bad_files) == bad
     assert info.num_samples == N_TRAIN + len(odd)
     warning = next(r.getMessage() for r in caplog.records if "skipped" in r.getMessage())
@@ -260,7 +300,7 @@ def test_bad_files_are_skipped_counted_and_warned(tiny_imagenet, caplog):
     assert len(epoch) == (N_TRAIN + len(odd)) // 4
     cfg.data.on_bad_image = "error"
     with pytest.raises(DataError, match=str(folder)):
-        create_dataset(cfg, "train", True, batch_size=4)
+        create_dataset(cfg.data, "train", Feed.of(cfg, 4))
 
 
 def test_files_found_bad_only_when_decoded(tiny_imagenet, caplog):
@@ -268,7 +308,7 @@ def test_files_found_bad_only_when_decoded(tiny_imagenet, caplog):
     with the next sample and names it, or raises. (The C++ reader: tests/test_native_source.py.)"""
     corrupt = write_bad(tiny_imagenet / "val" / "class_0", "corrupt_data")
     cfg = make_cfg(tiny_imagenet, reader="python")
-    dataset, info = create_dataset(cfg, "val", False, batch_size=4)
+    dataset, info = create_dataset(cfg.data, "val", Feed.of(cfg, 4))
     assert info.num_samples == N_VAL + 1 and not info.bad_files
     changed = tiny_imagenet / "val" / "class_1" / "0001.png"
     original = changed.read_bytes()
@@ -280,7 +320,7 @@ def test_files_found_bad_only_when_decoded(tiny_imagenet, caplog):
     assert str(corrupt) in messages and str(changed) in messages
     changed.write_bytes(original)
     cfg.data.on_bad_image = "error"
-    dataset, _ = create_dataset(cfg, "val", False, batch_size=4)
+    dataset, _ = create_dataset(cfg.data, "val", Feed.of(cfg, 4))
     with pytest.raises(RuntimeError, match="bad_corrupt_data.png"):
         batches(dataset)
 
@@ -308,7 +348,7 @@ def test_eval_transform_matches_pil_resize_center_crop_normalise(interpolation, 
 
 def test_preprocess_eval_equals_the_val_pipeline(tiny_imagenet):
     cfg = make_cfg(tiny_imagenet)
-    (epoch,) = batches(create_dataset(cfg, "val", False, batch_size=N_VAL)[0])
+    (epoch,) = batches(create_dataset(cfg.data, "val", Feed.of(cfg, N_VAL))[0])
     index = scan_split(tiny_imagenet, "val")
     eager = np.stack([preprocess_eval(load_image_rgb(p, 10**6), cfg.data, SIZE) for p, _ in index.samples])
     np.testing.assert_array_equal(epoch[0][0], eager)
@@ -338,12 +378,12 @@ def test_transform_lists():
 def test_epoch_order_is_reproducible_and_resumable(tiny_imagenet):
     cfg = no_random_aug(make_cfg(tiny_imagenet))
     cfg.data.shuffle = False
-    (in_file_order,) = [signatures(e) for e in batches(create_dataset(cfg, "train", True, batch_size=4)[0])]
+    (in_file_order,) = [signatures(e) for e in batches(create_dataset(cfg.data, "train", Feed.of(cfg, 4))[0])]
     assert len(set(in_file_order)) == N_TRAIN
     cfg.data.shuffle = True
 
     def epochs(num_epochs, **kwargs):
-        dataset, _ = create_dataset(cfg, "train", True, batch_size=4, **kwargs)
+        dataset, _ = create_dataset(cfg.data, "train", Feed.of(cfg, 4, **kwargs))
         return [signatures(e) for e in batches(dataset, num_epochs)]
 
     from_zero = epochs(3)
@@ -362,8 +402,8 @@ def test_epoch_order_is_reproducible_and_resumable(tiny_imagenet):
 def test_a_pipeline_resumed_mid_epoch_erases_and_mixes_as_the_uninterrupted_one(tiny_imagenet):
     cfg = no_random_aug(make_cfg(tiny_imagenet))
     cfg.data.re_prob, cfg.data.mixup, cfg.data.cutmix = 0.5, 0.8, 1.0  # per batch: seeded by (seed, epoch, batch)
-    full = batches(create_dataset(cfg, "train", True, batch_size=4)[0], num_epochs=2)
-    resumed = batches(create_dataset(cfg, "train", True, batch_size=4, start_epoch=0, skip_steps=2)[0], num_epochs=2)
+    full = batches(create_dataset(cfg.data, "train", Feed.of(cfg, 4))[0], num_epochs=2)
+    resumed = batches(create_dataset(cfg.data, "train", Feed.of(cfg, 4, start_epoch=0, skip_steps=2))[0], num_epochs=2)
     for (images, labels), (expected_images, expected_labels) in zip(resumed[0] + resumed[1], full[0][2:] + full[1]):
         np.testing.assert_array_equal(images, expected_images)
         np.testing.assert_array_equal(labels, expected_labels)
@@ -375,7 +415,7 @@ def test_train_shards_are_equal_and_disjoint(tiny_imagenet):
     for num_shards in (2, 5):
         shards = []
         for shard_id in range(num_shards):
-            dataset, info = create_dataset(cfg, "train", True, batch_size=2, num_shards=num_shards, shard_id=shard_id)
+            dataset, info = create_dataset(cfg.data, "train", Feed.of(cfg, 2, num_shards=num_shards, shard_id=shard_id))
             shards.append(signatures(batches(dataset)[0]))
             assert info.shard_samples == N_TRAIN // num_shards
         assert {len(s) for s in shards} == {N_TRAIN // num_shards // 2 * 2}
@@ -384,10 +424,10 @@ def test_train_shards_are_equal_and_disjoint(tiny_imagenet):
 
 def test_val_shards_cover_every_sample_exactly_once(tiny_imagenet):
     cfg = make_cfg(tiny_imagenet)
-    full = sorted(signatures(batches(create_dataset(cfg, "val", False, batch_size=4)[0])[0]))
+    full = sorted(signatures(batches(create_dataset(cfg.data, "val", Feed.of(cfg, 4))[0])[0]))
     sharded, counts = [], []
     for shard_id in range(5):
-        dataset, info = create_dataset(cfg, "val", False, batch_size=2, num_shards=5, shard_id=shard_id)
+        dataset, info = create_dataset(cfg.data, "val", Feed.of(cfg, 2, num_shards=5, shard_id=shard_id))
         (epoch,) = batches(dataset)
         sharded += signatures(epoch)
         counts.append(sum(len(labels) for _, labels in epoch))
@@ -411,10 +451,12 @@ def test_deterministic_augmentation_from_a_fresh_process(tiny_imagenet):
     script = textwrap.dedent(f"""
         import hashlib
         from vit_ms.config import Config
-        from vit_ms.data import create_dataset
+        from vit_ms.data import Feed, create_dataset
+        from vit_ms.data.setup import prepare_data
         cfg = Config()
         cfg.data.root, cfg.model.image_size, cfg.train.deterministic = {str(tiny_imagenet)!r}, {SIZE}, True
-        dataset, _ = create_dataset(cfg, "train", True, batch_size=4)
+        prepare_data(cfg.data, cfg.train.seed, cfg.train.deterministic)  # as a run's setup does
+        dataset, _ = create_dataset(cfg.data, "train", Feed.of(cfg, 4))
         digest = hashlib.md5()
         for batch in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
             digest.update(batch[0].tobytes()); digest.update(batch[1].tobytes())

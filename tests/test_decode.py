@@ -10,7 +10,7 @@ from PIL import Image
 
 from test_data import SIZE, batches, encoded, make_cfg, noise_image, write_bad, write_odd_modes
 from vit_ms.config import DataConfig
-from vit_ms.data import build_eval_transforms, build_train_transforms, create_dataset, load_image_rgb
+from vit_ms.data import Feed, build_eval_transforms, build_train_transforms, create_dataset, load_image_rgb
 from vit_ms.data.decode import cpp_frame, jpeg_frame, read_encoded
 from vit_ms.data.images import BadImage
 
@@ -93,7 +93,7 @@ def test_files_that_fail_after_the_scan_are_replaced_and_reported_in_both_paths(
     vanished = folder / "vanished.jpg"
     vanished.write_bytes(encoded(noise_image(40, seed=1), "JPEG"))
     cfg = make_cfg(tiny_imagenet, reader="python")  # the C++ reader: tests/test_native_source.py
-    dataset, info = create_dataset(cfg, split, training, batch_size=3)
+    dataset, info = create_dataset(cfg.data, split, Feed.of(cfg, 3))
     assert not info.bad_files
     data = bytearray(broken_jpeg.read_bytes())
     sof = data.index(b"\xff\xc0")

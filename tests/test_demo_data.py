@@ -1,5 +1,8 @@
 """vit_ms.data.demo: the digits folder (counts, classes, idempotent, atomic) and the synthetic folder."""
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,18 +99,35 @@ def test_generate_writes_a_missing_root_only_when_asked(tmp_path):
     assert list(mine.iterdir()) == []
 
 
-def test_create_dataset_writes_the_demo_set_and_other_configs_name_the_fix(tmp_path):
+def test_the_run_setup_writes_the_demo_set_and_other_configs_name_the_fix(tmp_path):
     from vit_ms.config import load_config
-    from vit_ms.data import create_dataset
+    from vit_ms.data import Feed, create_dataset
+    from vit_ms.data.setup import prepare_data
 
     root = tmp_path / "digits"
     cfg = load_config("demo.yaml", [f"data.root={root}"])
     assert cfg.data.generate == "digits" and load_config("vit_ti16.yaml").data.generate == ""
-    _, info = create_dataset(cfg, "val", False, batch_size=64)
+    with pytest.raises(DataError, match="does not exist"):  # building a dataset writes nothing
+        create_dataset(cfg.data, "val", Feed.of(cfg, 64))
+    prepare_data(cfg.data)
+    _, info = create_dataset(cfg.data, "val", Feed.of(cfg, 64))
     assert info.class_names == [str(d) for d in range(10)] and info.num_samples == 359
     cfg = load_config("demo.yaml", [f"data.root={tmp_path / 'elsewhere'}", "data.generate="])
+    prepare_data(cfg.data)
     with pytest.raises(DataError) as err:
-        create_dataset(cfg, "train", True, batch_size=8)
+        create_dataset(cfg.data, "train", Feed.of(cfg, 8))
     message = str(err.value)
     assert "elsewhere' does not exist" in message and "--set data.generate=digits" in message
     assert f"python -m vit_ms.data.demo --out {tmp_path / 'elsewhere'}" in message
+
+
+def test_the_demo_command_runs_without_a_double_import_warning(tmp_path):
+    """`python -m vit_ms.data.demo`: importing the vit_ms.data package must not load `demo` first (Python then
+    warns that the module runs twice)."""
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "vit_ms.data.demo", "--out",
+                           str(tmp_path / "s"), "--kind", "synthetic", "--num-classes", "2", "--train-per-class", "1",
+                           "--val-per-class", "1", "--image-size", "8"], cwd=repo, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "found in sys.modules" not in proc.stderr and (tmp_path / "s" / "val").is_dir()

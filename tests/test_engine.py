@@ -10,7 +10,8 @@ from mindspore import Parameter, Tensor, nn
 from vit_ms.train.callbacks import TrainProgress
 from vit_ms.train.checkpoint import TrainState
 from vit_ms.config import load_config
-from vit_ms.train.engine import ClassificationMetrics, TrainStep, build_train_step, loss_scale_sense
+from vit_ms.train.engine import ClassificationMetrics, build_train_step, loss_scale_sense
+from vit_ms.train.step import TrainStep
 from vit_ms.errors import NonFiniteLossError
 from vit_ms.train.loss import ClassificationLoss
 from vit_ms.models import create_model

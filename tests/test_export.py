@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from tiny_run import CLASSES, reference_logits, write_tiny_run
-from vit_ms.inference import export as export_mod
+from vit_ms.inference import to_mindir_onnx as export_mod
 from vit_ms.errors import UserError
-from vit_ms.inference.export import ExportError, check_request, export, resolve_out
-from vit_ms.inference.exported import open_exported_runner, read_sidecar, sidecar_path
+from vit_ms.inference.to_mindir_onnx import ExportError, check_request, export, resolve_out
+from vit_ms.inference.exported_runner import open_exported_runner, read_sidecar, sidecar_path
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL = 1e-4

@@ -8,7 +8,7 @@ import pytest
 
 import vit_ms.data.folder as folder
 from vit_ms.config import Config
-from vit_ms.data import create_dataset, scan_split
+from vit_ms.data import Feed, create_dataset, scan_split
 from vit_ms.data.index_cache import cache_file, resolve_cache_dir
 from vit_ms.errors import DataError
 
@@ -114,17 +114,17 @@ def test_create_dataset_uses_the_cache_and_data_rescan(tiny_imagenet, tmp_path, 
     cfg = Config()
     cfg.data.root, cfg.model.image_size, cfg.data.num_parallel_workers = str(tiny_imagenet), 32, 1
     cfg.data.index_cache_dir = str(tmp_path / "idx")
-    create_dataset(cfg, "train", True, batch_size=4)
+    create_dataset(cfg.data, "train", Feed.of(cfg, 4))
     assert len(counted) == N_TRAIN and len(os.listdir(tmp_path / "idx")) == 1
     counted.clear()
-    create_dataset(cfg, "train", True, batch_size=4)
+    create_dataset(cfg.data, "train", Feed.of(cfg, 4))
     assert counted == []
     cfg.data.rescan = True
-    create_dataset(cfg, "train", True, batch_size=4)
+    create_dataset(cfg.data, "train", Feed.of(cfg, 4))
     assert len(counted) == N_TRAIN
     cfg.data.rescan, cfg.data.index_cache_dir = False, "off"
     counted.clear()
-    create_dataset(cfg, "train", True, batch_size=4)
+    create_dataset(cfg.data, "train", Feed.of(cfg, 4))
     assert len(counted) == N_TRAIN
 
 

@@ -14,7 +14,7 @@ import pytest
 import vit_ms.data.mindrecord as mindrecord
 from test_data import batches, make_cfg, no_random_aug, write_bad
 from tiny import tiny_overrides
-from vit_ms.data import create_dataset, scan_split
+from vit_ms.data import Feed, create_dataset, scan_split
 from vit_ms.data.decode import read_encoded
 from vit_ms.data.mindrecord import convert_folder
 from vit_ms.errors import DataError
@@ -84,7 +84,7 @@ def test_conversion_resumes_after_an_interruption(tiny_imagenet, tmp_path, monke
     progress = json.loads((out / "train" / "progress.json").read_text())
     assert list(progress["shards"]) == ["0"] and not progress["complete"]
     with pytest.raises(DataError, match="not finished"):
-        create_dataset(mr_cfg(out), "train", True, batch_size=4)
+        create_dataset(mr_cfg(out).data, "train", Feed(image_size=32, batch_size=4))
     first_shard = out / "train" / "train-00000.mindrecord"
     stamp = first_shard.stat().st_mtime_ns
     monkeypatch.setattr(mindrecord, "_write_shard", lambda file, rows: (written.append(file), real(file, rows)))
@@ -102,8 +102,8 @@ def test_mindrecord_pipeline_matches_the_folder_pipeline(converted):
     for split, training in (("train", True), ("val", False)):
         cfg = no_random_aug(make_cfg(folder_root, shuffle=False))
         mcfg = no_random_aug(mr_cfg(out, shuffle=False))
-        (a,) = batches(create_dataset(cfg, split, training, batch_size=4)[0])
-        dataset, info = create_dataset(mcfg, split, training, batch_size=4)
+        (a,) = batches(create_dataset(cfg.data, split, Feed.of(cfg, 4))[0])
+        dataset, info = create_dataset(mcfg.data, split, Feed.of(mcfg, 4))
         (b,) = batches(dataset)
         assert info.num_samples == (N_TRAIN if training else N_VAL) and info.class_names == ["class_0", "class_1",
                                                                                              "class_2"]
@@ -114,10 +114,10 @@ def test_mindrecord_pipeline_matches_the_folder_pipeline(converted):
 def test_two_shards_read_disjoint_samples(converted):
     _, out = converted
     cfg = no_random_aug(mr_cfg(out))
-    train = [signatures(batches(create_dataset(cfg, "train", True, batch_size=4, num_shards=2, shard_id=r)[0])[0])
+    train = [signatures(batches(create_dataset(cfg.data, "train", Feed.of(cfg, 4, num_shards=2, shard_id=r))[0])[0])
              for r in range(2)]
     assert len(train[0]) == len(train[1]) == N_TRAIN // 2 and not set(train[0]) & set(train[1])
-    val = [signatures(batches(create_dataset(cfg, "val", False, batch_size=4, num_shards=5, shard_id=r)[0])[0])
+    val = [signatures(batches(create_dataset(cfg.data, "val", Feed.of(cfg, 4, num_shards=5, shard_id=r))[0])[0])
            for r in range(5)]
     assert [len(v) for v in val] == [3, 3, 2, 2, 2] and len(set(sum(val, []))) == N_VAL  # each once, no padding
 
@@ -125,18 +125,18 @@ def test_two_shards_read_disjoint_samples(converted):
 def test_shuffled_every_epoch_and_resumed_mid_epoch(converted):
     _, out = converted
     cfg = no_random_aug(mr_cfg(out))
-    full = [signatures(e) for e in batches(create_dataset(cfg, "train", True, batch_size=4)[0], num_epochs=3)]
+    full = [signatures(e) for e in batches(create_dataset(cfg.data, "train", Feed.of(cfg, 4))[0], num_epochs=3)]
     assert full[0] != full[1] and sorted(full[0]) == sorted(full[1])  # a new order, the same images
-    again = [signatures(e) for e in batches(create_dataset(cfg, "train", True, batch_size=4)[0], num_epochs=2)]
+    again = [signatures(e) for e in batches(create_dataset(cfg.data, "train", Feed.of(cfg, 4))[0], num_epochs=2)]
     assert again == full[:2]  # the order follows (train.seed, epoch)
-    dataset, info = create_dataset(cfg, "train", True, batch_size=4, start_epoch=1, skip_steps=2)
+    dataset, info = create_dataset(cfg.data, "train", Feed.of(cfg, 4, start_epoch=1, skip_steps=2))
     it = dataset.create_tuple_iterator(num_epochs=3, output_numpy=True)  # epochs counted from 0, as Model.train
     resumed = [signatures([(img, lab) for img, lab in it]) for _ in range(2)]
     assert resumed == [full[1][2 * 4:], full[2]]
     cfg.data.re_prob, cfg.data.mixup, cfg.data.cutmix = 0.5, 0.8, 1.0  # per-batch draws resume too
-    whole = list(create_dataset(cfg, "train", True, batch_size=4, start_epoch=1)[0].create_tuple_iterator(
+    whole = list(create_dataset(cfg.data, "train", Feed.of(cfg, 4, start_epoch=1))[0].create_tuple_iterator(
         num_epochs=2, output_numpy=True))  # epoch 1
-    dataset, _ = create_dataset(cfg, "train", True, batch_size=4, start_epoch=1, skip_steps=2)
+    dataset, _ = create_dataset(cfg.data, "train", Feed.of(cfg, 4, start_epoch=1, skip_steps=2))
     resumed = list(dataset.create_tuple_iterator(num_epochs=2, output_numpy=True))
     assert len(resumed) == len(whole) - 2 and len(whole) == 6
     for (images, labels), (expected_images, expected_labels) in zip(resumed, whole[2:]):
@@ -147,14 +147,14 @@ def test_shuffled_every_epoch_and_resumed_mid_epoch(converted):
 def test_wrong_root_and_checkpoint_classes(converted, tmp_path):
     folder_root, out = converted
     with pytest.raises(DataError, match="not a MindRecord conversion"):
-        create_dataset(mr_cfg(folder_root), "train", True, batch_size=4)
+        create_dataset(mr_cfg(folder_root).data, "train", Feed(image_size=32, batch_size=4))
     cfg = no_random_aug(mr_cfg(out, shuffle=False))
-    (plain,) = batches(create_dataset(cfg, "val", False, batch_size=12)[0])
+    (plain,) = batches(create_dataset(cfg.data, "val", Feed.of(cfg, 12))[0])
     reordered = ["class_2", "class_0", "class_1"]  # a checkpoint's list in another order: labels by name
-    (mapped,) = batches(create_dataset(cfg, "val", False, batch_size=12, classes=reordered, classes_source="ckpt")[0])
+    (mapped,) = batches(create_dataset(cfg.data, "val", Feed.of(cfg, 12), classes=reordered, classes_source="ckpt")[0])
     assert [reordered[i] for i in mapped[0][1]] == [f"class_{i}" for i in plain[0][1]]
     with pytest.raises(DataError, match="class_2"):
-        create_dataset(cfg, "val", False, batch_size=4, classes=["class_0", "class_1"], classes_source="ckpt")
+        create_dataset(cfg.data, "val", Feed.of(cfg, 4), classes=["class_0", "class_1"], classes_source="ckpt")
 
 
 @pytest.mark.slow

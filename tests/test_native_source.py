@@ -8,13 +8,14 @@ import pytest
 
 import vit_ms.data.native_source as native_source
 from test_data import N_VAL, SIZE, batches, encoded, make_cfg, no_random_aug, noise_image, write_bad
-from vit_ms.data import create_dataset, scan_split
+from vit_ms.data import Feed, create_dataset, scan_split
+from vit_ms.data.setup import prepare_data
 from vit_ms.data.native_source import removed_file_error, write_manifest
 from vit_ms.errors import DataError
 
 
-def epoch_of(cfg, split: str, training: bool, batch_size: int = 4, **kwargs):
-    dataset, info = create_dataset(cfg, split, training, batch_size=batch_size, **kwargs)
+def epoch_of(cfg, split: str, batch_size: int = 4, **kwargs):
+    dataset, info = create_dataset(cfg.data, split, Feed.of(cfg, batch_size, **kwargs))
     (epoch,) = batches(dataset)
     return np.concatenate([b[0] for b in epoch]), np.concatenate([b[1] for b in epoch]), info
 
@@ -33,7 +34,7 @@ def test_native_and_python_readers_give_the_same_batches(tiny_imagenet, caplog, 
         no_random_aug(cfg)  # whole-image crops, no flips: each image is a fixed function of its file
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="vit_ms"):
-            out[reader] = epoch_of(cfg, "train" if training else "val", training)
+            out[reader] = epoch_of(cfg, "train" if training else "val")
         assert reader_used(caplog) == reader
     (images, labels, info), (py_images, py_labels, _) = out["native"], out["python"]
     np.testing.assert_array_equal(images, py_images)  # same order, pixels, erasing and mixing
@@ -43,8 +44,8 @@ def test_native_and_python_readers_give_the_same_batches(tiny_imagenet, caplog, 
 
 def test_native_shards_read_disjoint_samples_that_cover_the_split(tiny_imagenet):
     cfg = make_cfg(tiny_imagenet, reader="native")
-    whole, whole_labels, _ = epoch_of(cfg, "val", False)
-    shards = [epoch_of(cfg, "val", False, num_shards=2, shard_id=r) for r in range(2)]
+    whole, whole_labels, _ = epoch_of(cfg, "val")
+    shards = [epoch_of(cfg, "val", num_shards=2, shard_id=r) for r in range(2)]
     sig = lambda images: {img.tobytes() for img in images}  # noqa: E731
     assert not sig(shards[0][0]) & sig(shards[1][0])
     assert sig(shards[0][0]) | sig(shards[1][0]) == sig(whole)
@@ -57,7 +58,8 @@ def test_auto_reads_with_python_when_many_files_need_pil(tiny_imagenet, caplog, 
     for reader, expected in (("auto", "python"), ("native", "native")):
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="vit_ms"):
-            create_dataset(make_cfg(tiny_imagenet, reader=reader), "val", False, batch_size=4)
+            cfg = make_cfg(tiny_imagenet, reader=reader)
+            create_dataset(cfg.data, "val", Feed.of(cfg, 4))
         assert reader_used(caplog) == expected
         if reader == "auto":
             assert "6 of 12 images need PIL" in caplog.text and "python -m vit_ms.data.mindrecord" in caplog.text
@@ -81,7 +83,8 @@ def test_a_jpeg_that_stops_decoding_is_replaced_and_named(tiny_imagenet, capfd, 
     broken.write_bytes(encoded(noise_image(40), "JPEG"))
     for on_bad_image in ("skip", "error"):
         cfg = make_cfg(tiny_imagenet, reader="native", on_bad_image=on_bad_image)
-        dataset, info = create_dataset(cfg, "val", False, batch_size=3)
+        prepare_data(cfg.data)  # the run's setup tells MindSpore to replace (skip) or raise (error)
+        dataset, info = create_dataset(cfg.data, "val", Feed.of(cfg, 3))
         data = bytearray(broken.read_bytes())
         sof = data.index(b"\xff\xc0")
         data[sof + 4:sof + 40] = bytes(36)
@@ -95,7 +98,9 @@ def test_a_jpeg_that_stops_decoding_is_replaced_and_named(tiny_imagenet, capfd, 
             with pytest.raises(RuntimeError, match="broken.jpg"):
                 batches(dataset)
         broken.write_bytes(encoded(noise_image(40), "JPEG"))
-    dataset, _ = create_dataset(make_cfg(tiny_imagenet, reader="native"), "val", False, batch_size=3)
+    cfg = make_cfg(tiny_imagenet, reader="native")
+    prepare_data(cfg.data)
+    dataset, _ = create_dataset(cfg.data, "val", Feed.of(cfg, 3))
     os.unlink(broken)
     with pytest.raises(RuntimeError, match="broken.jpg") as failure:
         batches(dataset)
@@ -110,7 +115,9 @@ def test_a_file_pil_cannot_copy_is_left_to_mindspore_and_replaced(tiny_imagenet,
     monkeypatch.chdir(tmp_path)
     corrupt = write_bad(tiny_imagenet / "val" / "class_0", "corrupt_data")
     with caplog.at_level(logging.WARNING, logger="vit_ms"):
-        dataset, info = create_dataset(make_cfg(tiny_imagenet, reader="native"), "val", False, batch_size=4)
+        cfg = make_cfg(tiny_imagenet, reader="native")
+        prepare_data(cfg.data)
+        dataset, info = create_dataset(cfg.data, "val", Feed.of(cfg, 4))
     assert f"PIL cannot decode image file '{corrupt}'" in caplog.text and info.num_samples == N_VAL + 1
     (epoch,) = batches(dataset)
     assert sum(len(labels) for _, labels in epoch) == N_VAL + 1

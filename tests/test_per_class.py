@@ -11,7 +11,7 @@ from PIL import Image
 from vit_ms.errors import UserError
 from vit_ms.inference.per_class import (ClassResult, eval_output_dir, per_class_results, worst_classes,
                                         write_per_class_csv)
-from vit_ms.tools.confusion import plot_confusion
+from vit_ms.figures.confusion import plot_confusion
 from vit_ms.train import engine
 from vit_ms.train.engine import ClassificationMetrics
 

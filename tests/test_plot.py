@@ -1,4 +1,4 @@
-"""Training curves: metrics.jsonl -> curves.png (vit_ms.tools.plot, python -m vit_ms.plot), and the trainer's
+"""Training curves: metrics.jsonl -> curves.png (vit_ms.figures.run_curves, python -m vit_ms.plot), and the trainer's
 CurvesWriter, which never lets a drawing failure reach the run."""
 import json
 import logging
@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from vit_ms.errors import UserError
-from vit_ms.tools import plot
+from vit_ms.figures import run_curves as plot
 from vit_ms.train.curves import CurvesWriter
 
 

@@ -13,8 +13,8 @@ import pytest
 from tiny_run import CLASSES, reference_logits, write_tiny_run
 from vit_ms.config import DataConfig
 from vit_ms.errors import DataError, UserError, run_cli
-from vit_ms.inference.export import export
-from vit_ms.inference.exported import config_for_export
+from vit_ms.inference.to_mindir_onnx import export
+from vit_ms.inference.exported_runner import config_for_export
 from vit_ms.inference.predict import Predictor, class_names_for, collect_images, softmax, top_k
 
 ROOT = Path(__file__).resolve().parent.parent

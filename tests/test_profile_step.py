@@ -7,7 +7,7 @@ import pytest
 from mindspore import nn, ops
 
 from vit_ms.errors import ConfigError
-from vit_ms.tools.benchmark import main as benchmark_main
+from vit_ms.tools.model_bench import main as benchmark_main
 from vit_ms.tools.profile_step import format_profile, profile_step
 
 
@@ -39,7 +39,7 @@ def test_profile_is_refused_with_data_only(tmp_path):
 def test_profile_is_refused_off_cpu(tmp_path, monkeypatch):
     from vit_ms.config import load_config
     from vit_ms.runtime import Runtime
-    from vit_ms.tools import benchmark
+    from vit_ms.tools import model_bench as benchmark
 
     monkeypatch.setattr(benchmark, "setup_runtime", lambda cfg: Runtime("GPU", 0, 1))
     with pytest.raises(ConfigError, match="--profile sums CPU op times; this run targets GPU"):

@@ -56,12 +56,12 @@ def test_pipeline_keeps_the_steps_per_epoch(tiny_imagenet):
     from tiny import tiny_overrides
 
     from vit_ms.config import load_config
-    from vit_ms.data import create_dataset
+    from vit_ms.data import Feed, create_dataset
 
     cfg = load_config(None, tiny_overrides(num_classes=3) + [f"data.root={tiny_imagenet}", "data.aug_repeats=3",
                                                               "data.num_parallel_workers=1", "data.mixup=0",
                                                               "data.cutmix=0"])
-    dataset, info = create_dataset(cfg, "train", True, batch_size=4)
+    dataset, info = create_dataset(cfg.data, "train", Feed.of(cfg, 4))
     assert info.steps_per_epoch == 24 // 4
     labels = np.concatenate([y for _, y in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)])
     assert len(labels) == 24 and all(labels[i] == labels[i + 1] == labels[i + 2] for i in range(0, 24, 3))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional
 
 import mindspore as ms
+from mindspore.communication import get_group_size, get_rank, init
 
 from .errors import ConfigError
 
@@ -63,8 +64,6 @@ def setup_runtime(cfg, environ: Optional[Mapping[str, str]] = None) -> Runtime:
                           "directly for a single device")
     rank, world_size = 0, 1
     if distributed:
-        from mindspore.communication import get_group_size, get_rank, init
-
         init()  # msrun's scheduler process serves the cluster in here and exits when the workers are done
         rank, world_size = get_rank(), get_group_size()
         ms.reset_auto_parallel_context()

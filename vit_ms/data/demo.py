@@ -45,7 +45,7 @@ def _digits_split(labels: np.ndarray, val_fraction: float, seed: int) -> np.ndar
 
 def write_digits_folder(root: Path, image_size: int = 32, val_fraction: float = 0.2, seed: int = 0) -> Path:
     """Write `<root>/{train,val}/<digit>/<n>.png`; returns root. Does nothing if the same folder is complete."""
-    from sklearn.datasets import load_digits  # imported here: only the demo needs scikit-learn
+    from sklearn.datasets import load_digits  # imported here: only the digits demo needs scikit-learn (a second)
 
     if image_size < 8:
         raise ValueError(f"image_size={image_size} must be at least 8 (the digits are 8x8)")

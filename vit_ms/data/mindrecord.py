@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+from mindspore.mindrecord import FileWriter
+
 from ..config import DataConfig
 from ..errors import DataError, run_cli
 from .decode import read_encoded
@@ -57,8 +59,6 @@ def _read_one(path: str, max_pixels: int) -> Tuple[Optional[bytes], Optional[str
 
 
 def _write_shard(file: Path, rows: List[dict]) -> None:
-    from mindspore.mindrecord import FileWriter
-
     for stale in (file, Path(f"{file}.db")):  # a shard interrupted before its commit
         if stale.exists():
             stale.unlink()

@@ -15,10 +15,14 @@ import logging
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
+import mindspore as ms
 import numpy as np
 from PIL import Image
 
+from ..data import load_image_rgb, preprocess_eval
 from ..errors import DataError
+from ..figures.attention import save_attention_figure
+from .predict import softmax
 
 log = logging.getLogger("vit_ms")
 
@@ -54,8 +58,6 @@ def to_image_size(grid_map: np.ndarray, size: int) -> np.ndarray:
 
 def maps_for_batch(network, x: np.ndarray, patch_size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Images (B, 3, S, S) -> rollout maps (B, S, S), last-layer maps (B, S, S), logits (B, classes)."""
-    import mindspore as ms
-
     tensor = ms.Tensor(x)
     probs = [p.asnumpy() for p in network.attention_probabilities(tensor)]
     logits = network(tensor).asnumpy()
@@ -88,10 +90,6 @@ def write_attention_maps(network, cfg, paths: Sequence[Path], out_dir: Path, cla
                          batch_size: int = 16,
                          on_skip: Optional[Callable[[Path, DataError], None]] = None) -> List[Path]:
     """Save one PNG per readable image in `out_dir`; returns the files written."""
-    from ..data import load_image_rgb, preprocess_eval
-    from ..tools.attention_figure import save_attention_figure
-    from .predict import softmax
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     readable: List[Tuple[Path, np.ndarray]] = []

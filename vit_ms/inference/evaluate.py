@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..data import create_dataset
+from ..data import Feed, create_dataset
+from ..data.setup import prepare_data
 from ..errors import DataError, UserError
+from ..figures.confusion import plot_confusion
+from ..logs import setup_logging
 from ..train.engine import mindspore_model
-from ..train.trainer import setup_logging
 from .loader import load_for_inference
 from .per_class import ClassResult, eval_output_dir, per_class_results, write_per_class_csv
 
@@ -54,8 +56,6 @@ class EvalReport:
 def write_per_class_files(out_dir: Path, confusion, class_names, results, title: str) -> Optional[Path]:
     """per_class.csv always; confusion.png unless drawing fails (logged: the numbers are in the CSV)."""
     write_per_class_csv(out_dir / "per_class.csv", results)
-    from ..tools.confusion import plot_confusion
-
     try:
         plot_confusion(confusion, class_names, out_dir / "confusion.png", title)
     except (UserError, OSError, ValueError, RuntimeError) as err:
@@ -73,9 +73,9 @@ def run_evaluation(weights: str, config_path: Optional[str] = None, overrides: S
     setup_logging(None, plan.rank)
     out_dir = eval_output_dir(weights, out) if plan.is_main else None  # before the long part: fail early
     source_name = f"the checkpoint '{weights}' (its recorded class list)"
-    val_ds, info = create_dataset(cfg, "val", False, batch_size=plan.eval_batch_size, num_shards=plan.world_size,
-                                  shard_id=plan.rank, classes=source.class_names,
-                                  classes_source=source_name if source.class_names else "")
+    prepare_data(cfg.data, cfg.train.seed, cfg.train.deterministic)
+    val_ds, info = create_dataset(cfg.data, "val", Feed.from_plan(cfg, plan, training=False), source.class_names,
+                                  source_name if source.class_names else "")
     label_dir = Path(cfg.data.root) / (cfg.data.val_split if source.class_names else cfg.data.train_split)
     check_head_fits_classes(weights, plan.arch.num_classes, info.class_names, label_dir, bool(source.class_names))
     start = time.time()

@@ -10,7 +10,7 @@
 
 A checkpoint written by train.py carries its config, plan and class names, so it is enough on its own;
 published weights (a vit_ms.weights.hub.PRETRAINED name, a URL, a .safetensors/.npz/.ckpt file) take their
-config from the weights table or from --config. Exported MindIR/ONNX files run through `exported.py`.
+config from the weights table or from --config. Exported MindIR/ONNX files run through `exported_runner.py`.
 """
 import copy
 import os
@@ -18,8 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import mindspore as ms
+
 from ..config import Config, apply_overrides, config_from_dict, load_config
+from ..data.folder import read_class_names
 from ..errors import CheckpointError, UserError
+from ..models import model_from_plan
+from ..plan import RunPlan, resolve_plan
+from ..runtime import setup_runtime
+from ..train.checkpoint import check_fit, model_weights, read_checkpoint, read_meta, train_state
+from ..train.ema import ema_weights, has_ema
+from ..train.engine import apply_amp
+from ..weights.hub import PRETRAINED
+from ..weights.load import load_pretrained
+from ..weights.sources import detect_format
 
 
 @dataclass
@@ -37,18 +49,11 @@ class WeightsSource:
 
 def open_weights(spec: str) -> WeightsSource:
     """Read `spec` when it is one of our training checkpoints (or a converted one); else published weights."""
-    from ..weights.hub import PRETRAINED
-
     path = Path(spec)
     if spec in PRETRAINED or path.suffix.lower() != ".ckpt":
         if path.is_dir() or (path.suffix.lower() in (".mindir", ".onnx")):
-            from ..train.checkpoint import read_checkpoint
-
             read_checkpoint(path)  # raises the message for a directory or an exported file
         return WeightsSource(spec)
-    from ..train.checkpoint import read_checkpoint, read_meta
-    from ..weights.sources import detect_format
-
     params = read_checkpoint(path)
     if detect_format([k for k, v in params.items() if not isinstance(v, str)], ".ckpt") != "vit_ms":
         return WeightsSource(spec)  # a mindcv / tutorial checkpoint: converted on load
@@ -56,8 +61,6 @@ def open_weights(spec: str) -> WeightsSource:
     names = meta.class_names
     beside = path.parent / "classes.txt"
     if names is None and beside.is_file():
-        from ..data.folder import read_class_names
-
         names = read_class_names(beside)
     return WeightsSource(spec, params, meta.config, names)
 
@@ -70,8 +73,6 @@ def inference_config(source: WeightsSource, config_path: Optional[str] = None,
         return load_config(config_path, overrides)
     if source.config is not None:
         return config_from_dict(apply_overrides(copy.deepcopy(source.config), list(overrides)))
-    from ..weights.hub import PRETRAINED
-
     if source.spec in PRETRAINED:
         return config_from_dict(apply_overrides({}, PRETRAINED[source.spec].config_overrides() + list(overrides)))
     raise UserError(f"'{source.spec}' records no config (a checkpoint written before vit_ms stored it, or weights "
@@ -83,9 +84,6 @@ WEIGHTS = ("raw", "ema")
 
 def checkpoint_weights(source: WeightsSource, weights: Optional[str] = None) -> Dict[str, object]:
     """The model weights of checkpoint `source`: raw, or their EMA (train.ema); None: the ones it records as best."""
-    from ..train.checkpoint import model_weights, train_state
-    from ..train.ema import ema_weights, has_ema
-
     if weights not in (None, *WEIGHTS):
         raise UserError(f"--weights must be one of {', '.join(WEIGHTS)}, got '{weights}'")
     chosen = weights or train_state(source.params).best_weights
@@ -102,12 +100,6 @@ def inference_network(plan, source: WeightsSource, cache_dir: Optional[os.PathLi
                       weights: Optional[str] = None):
     """The plan's model with `source`'s weights (strictly: a head that would need re-initialising is an error),
     in eval mode, cast to the plan's amp level; `weights` as in `checkpoint_weights`."""
-    import mindspore as ms
-
-    from ..models import model_from_plan
-    from ..train.checkpoint import check_fit
-    from ..train.engine import apply_amp
-
     model = model_from_plan(plan)
     if source.is_checkpoint:
         check_fit(model, source.params, source=f"checkpoint '{source.spec}'")
@@ -116,8 +108,6 @@ def inference_network(plan, source: WeightsSource, cache_dir: Optional[os.PathLi
         if weights == "ema":
             raise UserError(f"--weights ema needs one of our training checkpoints; '{source.spec}' is published "
                             f"weights: leave --weights out")
-        from ..weights.load import load_pretrained
-
         report = load_pretrained(model, source.spec, cache_dir=cache_dir)
         if report.head_reinitialised:
             raise CheckpointError(f"'{source.spec}' has no {plan.arch.num_classes}-class head for inference "
@@ -132,7 +122,7 @@ class InferenceModel:
     """A model ready for inference and what it was built from."""
     source: WeightsSource
     cfg: Config
-    plan: object  # vit_ms.plan.RunPlan
+    plan: RunPlan
     network: object  # mindspore.nn.Cell, eval mode
 
     @property
@@ -144,9 +134,6 @@ def load_for_inference(spec: str, config_path: Optional[str] = None, overrides: 
                        purpose: str = "inference", check=None, weights: Optional[str] = None) -> InferenceModel:
     """Weights, config, runtime, plan and network in one call; `check(cfg)` may reject the config before the
     network is built (the exporter's format checks); `weights`: "raw", "ema" or None (the checkpoint's best)."""
-    from ..plan import resolve_plan
-    from ..runtime import setup_runtime
-
     source = open_weights(spec)
     cfg = inference_config(source, config_path, overrides)
     if check is not None:

@@ -13,13 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+import mindspore as ms
 import numpy as np
 
 from ..config import Config, DataConfig
+from ..data import IMAGE_EXTENSIONS, load_image_rgb, preprocess_eval
 from ..data.folder import read_class_names
 from ..data.images import UnusableImage
 from ..errors import DataError, UserError
-from .exported import export_format, open_exported_runner
+from ..runtime import setup_runtime
+from .exported_runner import export_format, open_exported_runner
 
 DEFAULT_BATCH_SIZE = 16
 
@@ -33,8 +36,6 @@ def collect_images(paths: Sequence[str]) -> Tuple[List[Path], List[str]]:
 
     Returns the files and notes about folder entries left out. A path that does not exist raises DataError.
     """
-    from ..data import IMAGE_EXTENSIONS
-
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
         raise DataError(f"path not found: {', '.join(repr(p) for p in missing)}; give image files or folders "
@@ -114,8 +115,6 @@ class Predictor:
         return max(1, min(requested or DEFAULT_BATCH_SIZE, num_images))
 
     def preprocess(self, path: os.PathLike) -> np.ndarray:
-        from ..data import load_image_rgb, preprocess_eval
-
         image = load_image_rgb(path, self.data.max_image_pixels)
         return preprocess_eval(image, self.data, self.image_size)
 
@@ -154,8 +153,6 @@ class Predictor:
 
 def network_predictor(network, cfg: Config) -> Predictor:
     """Label with a built network (`loader.inference_network`); graph mode pads batches to one shape."""
-    import mindspore as ms
-
     run = lambda x: network(ms.Tensor(x)).asnumpy()  # noqa: E731
     return Predictor(run, cfg.data, cfg.model.image_size, cfg.model.num_classes, pad=cfg.train.mode == "graph")
 
@@ -165,8 +162,6 @@ def exported_predictor(model_path: str, cfg: Config, sidecar: dict) -> Predictor
     fmt = export_format(model_path)
     if sidecar["format"] != fmt:
         raise UserError(f"'{model_path}' is {fmt} but its sidecar says {sidecar['format']}; re-export the model")
-    from ..runtime import setup_runtime
-
     run = open_exported_runner(model_path, fmt, setup_runtime(cfg).device_target)  # ONNX on GPU: CUDA provider
     batch = None if sidecar["batch"] == "dynamic" else int(sidecar["batch"])
     return Predictor(run, cfg.data, sidecar["image_size"], sidecar["num_classes"], fixed_batch=batch,

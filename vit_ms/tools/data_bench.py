@@ -30,10 +30,12 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
+from mindcv.data import create_dataset as mindcv_dataset, create_loader, create_transforms
 from PIL import Image
 
 from ..config import Config
-from ..data import create_dataset
+from ..data import Feed, create_dataset
+from ..data.setup import prepare_data
 from ..data.mindrecord import convert_folder
 
 
@@ -61,8 +63,6 @@ def write_photo_folder(root: Path, classes: int, train_per_class: int, val_per_c
 
 def mindcv_pipeline(cfg: Config, root: str, split: str, training: bool, batch: int, workers: int, classes: int):
     """mindcv 0.3's loader with the config's augmentation (the same settings ours reads)."""
-    from mindcv.data import create_dataset as mindcv_dataset, create_loader, create_transforms
-
     d = cfg.data
     dataset = mindcv_dataset(name="imagenet", root=root, split=split, shuffle=training,
                              num_parallel_workers=workers)
@@ -112,15 +112,17 @@ def build_pipelines(cfg: Config, root: str, batch: int, workers: int, classes: i
     pcfg.data.reader = "python"
     mcfg = copy.deepcopy(dcfg)
     mcfg.data.root, mcfg.data.format = mindrecord, "mindrecord"
+    prepare_data(dcfg.data, cfg.train.seed, cfg.train.deterministic)  # the same settings for all three
+    feed = Feed.of(dcfg, batch)
     out = {}
     for split, training in (("train", True), ("val", False)):
         name = "train" if training else "eval"
-        out[("ours", name, "folder")] = create_dataset(dcfg, split, training, batch_size=batch)[0]
-        out[("ours", name, "folder-python")] = create_dataset(pcfg, split, training, batch_size=batch)[0]
+        out[("ours", name, "folder")] = create_dataset(dcfg.data, split, feed)[0]
+        out[("ours", name, "folder-python")] = create_dataset(pcfg.data, split, feed)[0]
         if compare:
             out[(compare, name, "folder")] = mindcv_pipeline(dcfg, root, split, training, batch, workers, classes)
         if mindrecord:
-            out[("ours", name, "mindrecord")] = create_dataset(mcfg, split, training, batch_size=batch)[0]
+            out[("ours", name, "mindrecord")] = create_dataset(mcfg.data, split, feed)[0]
     return out
 
 

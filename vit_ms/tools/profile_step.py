@@ -14,11 +14,11 @@ import glob
 import os
 from typing import Callable, List, Tuple
 
+from mindspore.profiler import ProfilerActivity, profile, tensorboard_trace_handler
+
 
 def profile_step(call: Callable[[], object], out_dir: str) -> Tuple[List[dict], str]:
     """Run `call` once under the CPU profiler; (rows by op type, largest first, with ms and share), trace folder."""
-    from mindspore.profiler import ProfilerActivity, profile, tensorboard_trace_handler
-
     os.makedirs(out_dir, exist_ok=True)
     before = set(glob.glob(os.path.join(out_dir, "*_ascend_ms")))
     with profile(activities=[ProfilerActivity.CPU], on_trace_ready=tensorboard_trace_handler(out_dir)) as prof:

@@ -10,7 +10,7 @@ and resume all count optimizer steps, and a checkpoint never falls inside an acc
 """
 from mindspore import ops
 
-from .engine import TrainStep
+from .step import TrainStep
 
 
 class AccumulatingTrainStep(TrainStep):

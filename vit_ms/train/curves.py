@@ -14,6 +14,8 @@ from typing import Optional
 
 from mindspore.train import Callback
 
+from ..figures.run_curves import plot_run
+
 log = logging.getLogger("vit_ms")
 
 
@@ -37,8 +39,6 @@ class CurvesWriter(Callback):
             return
         start = time.time()
         try:
-            from ..tools.plot import plot_run
-
             plot_run(self.run_dir)
         except Exception as err:  # noqa: BLE001 - a picture must never stop training; reported once
             self.failed = True

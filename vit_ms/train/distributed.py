@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Callable, List, Mapping, Optional, Sequence
 
 import numpy as np
+from mindspore import Tensor, ops
 
-from .checkpoint import TrainState, is_model_key
 from ..errors import CheckpointError
+from .checkpoint import TrainState, is_model_key
 
 log = logging.getLogger("vit_ms")
 
@@ -50,8 +51,6 @@ def digest_words(digest: str) -> List[int]:
 
 def all_gather_rows(row: Sequence[int], world_size: int) -> np.ndarray:
     """Every rank's `row` stacked in rank order: int32 (world_size, len(row)). All ranks must call it."""
-    from mindspore import Tensor, ops
-
     gathered = ops.AllGather()(Tensor(np.asarray([row], np.int32)))  # (world_size, len(row))
     return gathered.asnumpy().reshape(world_size, len(row))
 

@@ -28,6 +28,7 @@ from mindspore.train import Callback
 from ..errors import DivergenceError
 from .callbacks import SinkStepCounter
 from .checkpoint import find_resume_checkpoint
+from .distributed import all_gather_rows
 from .pending import PendingSaves
 
 log = logging.getLogger("vit_ms")
@@ -95,7 +96,7 @@ class DivergenceGuard(Callback):
             return reason
         gather = self.gather
         if gather is None:
-            from .distributed import all_gather_rows as gather
+            gather = all_gather_rows
         rows = np.asarray(gather([int(reason is not None)], self.world_size)).reshape(-1)
         if reason is None and rows.any():
             return f"rank {int(np.argmax(rows))} saw its loss diverge"

@@ -1,11 +1,9 @@
-"""The training step and evaluation metrics used with `mindspore.train.Model`.
+"""Building the train step from the plan, and the evaluation metrics used with `mindspore.train.Model`.
 
-`TrainStep` is MindSpore's loss-scaled train step plus gradient clipping after the data-parallel all-reduce.
-It returns (loss, overflow, loss_scale); an overflowed step leaves the weights unchanged. Under amp O0 there is
-nothing to unscale and float32 gradients of a finite loss do not overflow, so the step checks the loss alone
-(`check_loss_only`): a non-finite loss still skips the update and reports overflow.
-`ClassificationMetrics` accumulates top-1/top-5/loss as sums, all-reduced across ranks, so every rank
-reports the full validation set; with `per_class` also the confusion matrix, all-reduced the same way.
+`build_train_step` puts the plan's amp level, loss and loss scaling around the model and returns a `TrainStep`
+(`vit_ms.train.step`), or an `AccumulatingTrainStep` (`vit_ms.train.accumulate`) when a step takes several
+micro-batches. `ClassificationMetrics` accumulates top-1/top-5/loss as sums, all-reduced across ranks, so every
+rank reports the full validation set; with `per_class` also the confusion matrix, all-reduced the same way.
 """
 from typing import Optional
 
@@ -14,68 +12,10 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 from mindspore.train import Metric
 
+from .accumulate import AccumulatingTrainStep
 from .ema import WeightEma
 from .loss import ClassificationLoss, WithLoss
-
-
-_unscale = ops.MultitypeFuncGraph("unscale")
-
-
-@_unscale.register("Tensor", "Tensor")
-def _unscale_grad(scale, grad):
-    return grad * ops.reciprocal(scale).astype(grad.dtype)
-
-
-class TrainStep(nn.TrainOneStepWithLossScaleCell):
-    """One optimizer step: forward, scaled backward, all-reduce, overflow check, clip, update."""
-
-    def __init__(self, network: nn.Cell, optimizer: nn.Optimizer, scale_sense, clip_grad_norm: float = 0.0,
-                 float_status: bool = False, check_loss_only: bool = False, ema: Optional[nn.Cell] = None):
-        super().__init__(network, optimizer, scale_sense)
-        self.ema = ema  # vit_ms.train.ema.WeightEma: updated after each applied step, never after a skipped one
-        self.clip_grad_norm = clip_grad_norm
-        # Ascend reports overflow in float-status registers (MindSpore's base class reads them); CPU and GPU
-        # check the gradients for inf/nan instead, all-reduced across ranks.
-        self.infnan_check = not float_status
-        # Unit scale, float32 (amp O0 off Ascend): no unscaling, and one isfinite on the loss instead of all gradients.
-        self.check_loss_only = check_loss_only and self.infnan_check
-
-    def get_overflow_status(self, status, compute_output):
-        if not self.infnan_check:
-            return super().get_overflow_status(status, compute_output)
-        overflow = ops.logical_not(ms.amp.all_finite(compute_output)).astype(ms.float32)
-        if self.is_distributed:  # every rank must skip the same steps
-            overflow = self.allreduce(overflow)
-        return overflow > 0
-
-    def forward_backward(self, inputs, sens):
-        """The loss and the gradients of (loss x sens); `AccumulatingTrainStep` sums them over micro-batches."""
-        loss = self.network(*inputs)
-        grads = self.grad(self.network, self.weights)(*inputs, ops.ones_like(loss) * sens.astype(loss.dtype))
-        return loss, grads
-
-    def construct(self, *inputs):
-        scale = self.scale_sense * 1.0  # the scale this step used (the parameter may be updated below)
-        if self.check_loss_only:
-            loss, grads = self.forward_backward(inputs, ops.ones_like(scale))
-            grads = self.grad_reducer(grads)  # mean over data-parallel ranks
-            overflow = ops.logical_not(ops.isfinite(loss)).astype(ms.float32)
-            if self.is_distributed:  # every rank must skip the same steps
-                overflow = self.allreduce(overflow)
-            overflow = overflow > 0
-        else:
-            loss, grads = self.forward_backward(inputs, scale)
-            grads = self.hyper_map(ops.partial(_unscale, scale), grads)
-            grads = self.grad_reducer(grads)  # mean over data-parallel ranks
-            overflow = self.get_overflow_status(Tensor([0] * 8, ms.int32), grads)
-            overflow = self.process_loss_scale(overflow)  # adjusts a dynamic scale
-        if self.clip_grad_norm > 0:
-            grads = ops.clip_by_global_norm(grads, self.clip_grad_norm)
-        if not overflow:
-            loss = ops.depend(loss, self.optimizer(grads))
-            if self.ema is not None:
-                loss = ops.depend(loss, self.ema(self.weights))  # reads the weights the optimizer just wrote
-        return loss, overflow, scale
+from .step import TrainStep
 
 
 def loss_scale_sense(plan):
@@ -103,8 +43,6 @@ def build_train_step(model: nn.Cell, optimizer: nn.Optimizer, cfg, plan) -> Trai
     args = (net_with_loss, optimizer, loss_scale_sense(plan), cfg.optim.clip_grad_norm)
     kwargs = dict(float_status=plan.float_status_overflow, check_loss_only=plan.amp_level == "O0", ema=ema)
     if plan.accum_steps > 1:  # micro-batches stacked on the first axis of each input (vit_ms.train.accumulate)
-        from .accumulate import AccumulatingTrainStep
-
         return AccumulatingTrainStep(*args, accum_steps=plan.accum_steps, **kwargs)
     return TrainStep(*args, **kwargs)
 

@@ -27,6 +27,7 @@ import numpy as np
 from mindspore.train import Callback
 
 from ..errors import TrainingStopped
+from .distributed import all_gather_rows
 from .signals import StopSignals, exit_status
 
 log = logging.getLogger("vit_ms")
@@ -63,7 +64,7 @@ class GracefulStop(Callback):
             return mine or None
         gather = self.gather
         if gather is None:
-            from .distributed import all_gather_rows as gather
+            gather = all_gather_rows
         return first_signal(gather([mine], self.world_size))
 
     def on_train_step_end(self, run_context):

@@ -17,7 +17,7 @@ SKIPPED = ("epoch", "step", "skipped_steps", "val_images", "epoch_seconds")  # c
 def require_tensorboardx():
     """The tensorboardX module, or ConfigError naming the package and the setting."""
     try:
-        import tensorboardX
+        import tensorboardX  # optional package (requirements-test.txt): only train.tensorboard=true needs it
     except ImportError as err:
         raise ConfigError("train.tensorboard=true needs the tensorboardX package, which is not installed: "
                           "pip install tensorboardX (or set train.tensorboard=false)") from err

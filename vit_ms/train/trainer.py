@@ -14,13 +14,16 @@ from typing import List, Optional
 import mindspore as ms
 
 from ..config import Config, config_to_dict, save_config
-from ..data import create_dataset
+from ..data import Feed, create_dataset
+from ..data.setup import prepare_data
 from ..data.native_source import removed_file_error
 from ..errors import ConfigError, UserError
 from ..fs import prove_writable
+from ..logs import setup_logging
 from ..models import model_from_plan
 from ..plan import RunPlan, resolve_plan
 from ..runtime import setup_runtime
+from ..weights.load import load_pretrained
 from .callbacks import CheckpointAndMetrics, TrainProgress
 from .checkpoint import (CheckpointMeta, TrainState, check_fit, find_resume_checkpoint, network_params,
                          read_checkpoint, read_meta, remove_partial_files, train_state)
@@ -36,24 +39,6 @@ from .signals import StopSignals
 from .stopping import GracefulStop
 
 log = logging.getLogger("vit_ms")
-
-
-def setup_logging(run_dir: Optional[Path], rank: int) -> None:
-    """Console plus `<run_dir>/train.log` (rank 0) or `train_rank<N>.log`: every rank keeps its own log."""
-    logger = logging.getLogger("vit_ms")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    console = logging.StreamHandler()
-    console.setFormatter(fmt)
-    logger.addHandler(console)
-    if run_dir is not None:
-        name = "train.log" if rank == 0 else f"train_rank{rank}.log"
-        file_handler = logging.FileHandler(run_dir / name)
-        file_handler.setFormatter(fmt)
-        logger.addHandler(file_handler)
 
 
 def prepare_run_dir(cfg: Config, rank: int = 0) -> Path:
@@ -106,13 +91,11 @@ def build_datasets(cfg: Config, plan: RunPlan, resume: Resume):
     """The train split (this rank's shard, from the resume position) and the val split; their DatasetInfo."""
     classes = resume.meta.class_names
     source = f"the checkpoint '{resume.path}' (its recorded class list)" if classes else ""
-    train_ds, info = create_dataset(cfg, "train", True, batch_size=plan.batch_size, num_shards=plan.world_size,
-                                    shard_id=plan.rank, start_epoch=resume.state.epoch,
-                                    skip_steps=resume.state.step_in_epoch, steps_per_epoch=cfg.train.steps_per_epoch,
-                                    classes=classes, classes_source=source, accum_steps=plan.accum_steps)
-    val_ds, _ = create_dataset(cfg, "val", False, batch_size=plan.eval_batch_size, num_shards=plan.world_size,
-                               shard_id=plan.rank, classes=info.class_names,
-                               classes_source=source or "the training split")
+    train_feed = Feed.from_plan(cfg, plan, training=True, start_epoch=resume.state.epoch,
+                                skip_steps=resume.state.step_in_epoch)
+    train_ds, info = create_dataset(cfg.data, "train", train_feed, classes, source)
+    val_ds, _ = create_dataset(cfg.data, "val", Feed.from_plan(cfg, plan, training=False), info.class_names,
+                               source or "the training split")
     check_num_classes(plan.arch.num_classes, info.class_names, Path(cfg.data.root) / cfg.data.train_split)
     return train_ds, val_ds, info
 
@@ -120,8 +103,6 @@ def build_datasets(cfg: Config, plan: RunPlan, resume: Resume):
 def initial_weights(model, cfg: Config, resume: Resume, cache_dir: Optional[Path]) -> None:
     """Published weights for a fresh run that names them (a resumed run takes the checkpoint's)."""
     if cfg.model.pretrained and resume.params is None:
-        from ..weights.load import load_pretrained
-
         report = load_pretrained(model, cfg.model.pretrained, sha256=cfg.model.pretrained_sha256, cache_dir=cache_dir)
         log.info("pretrained weights: %s", report)
 
@@ -191,7 +172,8 @@ def picture_callbacks(cfg: Config, run_dir: Optional[Path], checkpoints: Checkpo
 
 
 def start_run(cfg: Config, plan: RunPlan, run_dir: Path, lock_warning: Optional[str]) -> None:
-    """Logging, the plan in the log, optional packages checked, partial files of an interrupted save removed."""
+    """Logging, the plan in the log, optional packages checked, partial files of an interrupted save removed,
+    the data's process-wide settings made (and the demo set written when data.generate asks)."""
     setup_logging(run_dir, plan.rank)
     if cfg.train.tensorboard and plan.is_main:
         require_tensorboardx()  # a missing optional package stops the run before any work
@@ -204,6 +186,7 @@ def start_run(cfg: Config, plan: RunPlan, run_dir: Path, lock_warning: Optional[
         log.info("plan: %s", note)
     if plan.is_main:
         remove_partial_files(run_dir)
+    prepare_data(cfg.data, cfg.train.seed, cfg.train.deterministic)
 
 
 def evaluator(model, train_step, val_ds, plan: RunPlan):

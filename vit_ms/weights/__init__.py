@@ -6,5 +6,6 @@ source, fitting to a model, and the converter's command line.
 
 Modules: `hub` (the PRETRAINED table, download cache), `sources` (read files, rename each source's keys),
 `fit` (architecture from shapes, position-embedding resampling, the strict key check), `load` (the pipeline
-into a model), `convert` (python -m vit_ms.convert). Our own training checkpoints are `vit_ms.train.checkpoint`.
+into a model), `to_checkpoint` (the code of python -m vit_ms.convert). Our own training checkpoints are
+`vit_ms.train.checkpoint`.
 """

@@ -203,7 +203,7 @@ def _fetch(url: str, dest: Path, progress: bool) -> None:
     if url.startswith("file:"):
         shutil.copyfile(urllib.request.url2pathname(urllib.parse.urlparse(url).path), dest)
         return
-    from download import download
+    from download import download  # its HTTP stack takes most of a second to load: only when fetching
 
     download(url, str(dest), progressbar=progress, replace=True, timeout=30.0, verbose=progress)
 

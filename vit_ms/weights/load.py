@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
+import mindspore as ms
 import numpy as np
+from mindspore.common.initializer import TruncatedNormal, initializer
 
 from ..errors import UserError
 from .fit import Shapes, adapt_to_model, check_fit
@@ -117,14 +119,10 @@ def load_pretrained(model, spec: str, *, sha256: str = "", source_format: str = 
 
 
 def _tensor(array: np.ndarray, dtype):
-    import mindspore as ms
-
     return ms.Tensor(np.ascontiguousarray(array), dtype=dtype)
 
 
 def _reinit_head(model) -> None:
     """The head's initialisation in vit_ms.models.layers.Linear: truncated normal (std 0.02), zero bias."""
-    from mindspore.common.initializer import TruncatedNormal, initializer
-
     model.head.weight.set_data(initializer(TruncatedNormal(0.02), model.head.weight.shape, model.head.weight.dtype))
     model.head.bias.set_data(initializer("zeros", model.head.bias.shape, model.head.bias.dtype))

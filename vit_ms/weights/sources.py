@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Dict, Iterable, Tuple
 
 import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file
 
 from ..errors import CheckpointError
 
@@ -71,12 +73,8 @@ def read_state(path: Path) -> Tuple[State, dict]:
     if not path.is_file():
         raise CheckpointError(f"weights file '{path}' does not exist")
     suffix = path.suffix.lower()
-    from safetensors import SafetensorError
-
     try:
         if suffix == ".safetensors":
-            from safetensors.numpy import load_file
-
             return _float32(load_file(str(path))), {}
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as npz:
@@ -97,7 +95,7 @@ def read_state(path: Path) -> Tuple[State, dict]:
 
 
 def _read_ckpt(path: Path) -> Tuple[State, dict]:
-    import mindspore as ms
+    import mindspore as ms  # seconds to import: python -m vit_ms.convert reads this module before parsing
 
     params = ms.load_checkpoint(str(path))
     state = {k: v.asnumpy() for k, v in params.items() if not isinstance(v, str)}
@@ -237,7 +235,7 @@ def convert_state(source_format: str, state: State) -> State:
 def save_state(state: State, path: Path, model_overrides: dict, order: Iterable[str] = ()) -> None:
     """Write `state` as a MindSpore checkpoint atomically (temp file, then rename), recording the
     `model_overrides` its source needs under METADATA_KEY."""
-    import mindspore as ms
+    import mindspore as ms  # as in _read_ckpt: loaded only when a .ckpt is read or written
 
     path = Path(path)
     if path.suffix != ".ckpt":

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import UserError
-from .figures import matplotlib_module, new_figure, save_figure
+from .canvas import matplotlib_module, new_figure, save_figure
 
 # (title, y label, column pattern, log scale); a column is plotted in the first panel whose pattern it matches
 PANELS = (

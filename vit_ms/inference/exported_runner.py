@@ -3,7 +3,7 @@
     run = open_exported_runner("best.onnx", "onnx")     # (B, 3, S, S) float32 -> (B, num_classes) logits
     sidecar = read_sidecar("best.onnx")                 # image size, mean/std, classes, batch mode
 
-`export.py` writes these files; inference reads them here (so prediction never depends on the exporter).
+`to_mindir_onnx.py` writes these files; inference reads them here (so prediction never depends on the exporter).
 """
 import json
 import os
@@ -82,6 +82,7 @@ def open_exported_runner(path: os.PathLike, fmt: str, device_target: str = "CPU"
     """A function (B, 3, S, S) float32 array -> (B, num_classes) logits array that runs an exported file:
     MindIR through `mindspore.load` + `nn.GraphCell` (on the current device), ONNX through onnxruntime."""
     if fmt == "mindir":
+        # MindSpore loads only for a MindIR file (seconds); the export command's parser reads FORMATS from here
         import mindspore as ms
         from mindspore import nn
 
@@ -91,7 +92,7 @@ def open_exported_runner(path: os.PathLike, fmt: str, device_target: str = "CPU"
             raise UserError(f"'{path}' is not a readable MindIR file ({err}); re-export it") from err
         return lambda x: cell(ms.Tensor(x)).asnumpy()
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional package (requirements-test.txt): only ONNX files need it
         from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
     except ImportError as err:
         raise UserError("running an ONNX file needs onnxruntime: pip install onnxruntime") from err

@@ -19,7 +19,6 @@ its GeLU export is the tanh approximation. So for ONNX only, each exact GELU is 
 Softsign where it calls erf, and every Softsign node of the exported graph is then retyped to ONNX Erf (opset
 9+): the file computes the exact GELU and the model in vit_ms/models is unchanged.
 """
-import argparse
 import json
 import math
 import os
@@ -28,13 +27,15 @@ import subprocess
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
+import mindspore as ms
 import numpy as np
+from mindspore import nn, ops
 
-from ..cli import add_weights_argument, base_parser
 from ..config import Config
 from ..errors import UserError
 from ..fs import prove_writable
-from .exported import FORMATS, INPUT_NAME, OUTPUT_NAME, open_exported_runner, sidecar_path
+from ..models.layers import GELU
+from .exported_runner import FORMATS, INPUT_NAME, OUTPUT_NAME, open_exported_runner, sidecar_path
 from .loader import load_for_inference
 
 ONNX_OPSET = 11  # what MindSpore 2.10 writes
@@ -107,8 +108,6 @@ def check_out_writable(out: Path) -> None:
 
 
 def _example_input(batch: Batch, image_size: int):
-    import mindspore as ms
-
     if batch == "dynamic":
         return ms.Tensor(shape=[None, 3, image_size, image_size], dtype=ms.float32)
     return ms.Tensor(np.zeros((batch, 3, image_size, image_size), np.float32))
@@ -116,8 +115,6 @@ def _example_input(batch: Batch, image_size: int):
 
 def _swap_erf_gelu(model) -> int:
     """Replace each exact (erf) GELU cell by `_softsign_gelu()`; returns how many were replaced."""
-    from ..models.layers import GELU
-
     swapped = 0
     for _, cell in model.cells_and_names():
         for name, child in list(cell.name_cells().items()):
@@ -129,8 +126,6 @@ def _swap_erf_gelu(model) -> int:
 
 def _softsign_gelu():
     """GELU with Softsign standing where erf belongs; export only (the ONNX file gets Erf back)."""
-    from mindspore import nn, ops
-
     class SoftsignGELU(nn.Cell):
         def construct(self, x):
             return 0.5 * x * (1.0 + ops.softsign(x * (1.0 / math.sqrt(2.0))))
@@ -149,7 +144,7 @@ def _rename_value(graph, old: str, new: str) -> None:
 
 def _finish_onnx(path: Path, erf_nodes: int) -> None:
     """Retype the Softsign placeholders to Erf, name the input and output, check and save the file."""
-    import onnx
+    import onnx  # optional package (requirements-test.txt): only ONNX exports need it, checked in export_network
 
     model = onnx.load(str(path))
     graph = model.graph
@@ -171,11 +166,9 @@ def _finish_onnx(path: Path, erf_nodes: int) -> None:
 def export_network(model, fmt: str, batch: Batch, image_size: int, out: Path) -> Path:
     """Write `model` as MindIR or ONNX to `out`. Export each freshly built network once: MindSpore 2.10
     fails to export the same network object to ONNX a second time."""
-    import mindspore as ms
-
     if fmt == "onnx":
         try:
-            import onnx  # noqa: F401  (needed to finish the file)
+            import onnx  # noqa: F401  optional package: checked before the export starts
         except ImportError as err:
             raise ExportError("ONNX export needs the onnx package: pip install onnx") from err
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -234,8 +227,6 @@ def _git_commit() -> Optional[str]:
 
 def build_sidecar(cfg: Config, patch_size: int, fmt: str, batch: Batch, out: Path, ckpt: str,
                   class_names: Optional[List[str]], parity: Optional[float]) -> dict:
-    import mindspore as ms
-
     m, d = cfg.model, cfg.data
     b = "batch" if batch == "dynamic" else batch
     sidecar = {
@@ -287,8 +278,6 @@ def export(ckpt: str, fmt: str, batch: Batch = 1, out: Optional[str] = None, che
     if class_names is not None and len(class_names) != cfg.model.num_classes:
         raise ExportError(f"the checkpoint records {len(class_names)} class names but model.num_classes="
                           f"{cfg.model.num_classes}; leave model.num_classes as trained")
-    import mindspore as ms
-
     inputs = parity_inputs(batch, plan.arch.image_size) if check else []
     expected = [model(ms.Tensor(x)).asnumpy() for x in inputs]  # before the ONNX export swaps the GELUs
     export_network(model, fmt, batch, plan.arch.image_size, out_path)
@@ -296,29 +285,3 @@ def export(ckpt: str, fmt: str, batch: Batch = 1, out: Optional[str] = None, che
     sidecar = build_sidecar(cfg, plan.arch.patch_size, fmt, batch, out_path, ckpt, class_names, parity)
     sidecar_path(out_path).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
     return out_path, sidecar
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = base_parser(__doc__.split("\n\n")[0], config_required=False, prog="python -m vit_ms.export")
-    parser.add_argument("--ckpt", required=True, help="checkpoint to export (e.g. runs/<name>/best.ckpt)")
-    parser.add_argument("--format", required=True, choices=list(FORMATS), help="mindir or onnx")
-    parser.add_argument("--batch", default="1", help="fixed batch size N (default 1) or 'dynamic' (MindIR only)")
-    parser.add_argument("--out", default=None, help="output file (default: the checkpoint's path with the "
-                                                     "format's suffix); the sidecar is <out>.json")
-    parser.add_argument("--no-check", dest="check", action="store_false",
-                        help="skip running the exported file against the model")
-    add_weights_argument(parser)
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    batch = parse_batch(args.batch)
-    path, sidecar = export(args.ckpt, args.format, batch, args.out, args.check, config_path=args.config,
-                           overrides=args.overrides, weights=args.weights)
-    parity = sidecar["parity_max_abs_diff"]
-    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB) and {sidecar_path(path)}; batch {sidecar['batch']}; "
-          + (f"max |logit difference| vs the checkpoint's model {parity:.2g}" if parity is not None
-             else "parity not checked (--no-check)"))
-    return 0
-

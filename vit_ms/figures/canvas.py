@@ -13,7 +13,7 @@ from ..errors import UserError
 
 def matplotlib_module():
     try:
-        import matplotlib
+        import matplotlib  # optional at import time: a missing package becomes the UserError below
     except ImportError as err:
         raise UserError("drawing pictures (curves.png, confusion.png, attention maps) needs the matplotlib "
                         "package: pip install matplotlib (it is in requirements.txt)") from err
@@ -22,7 +22,7 @@ def matplotlib_module():
 
 def new_figure(**kwargs):
     """A `matplotlib.figure.Figure` on the Agg canvas (kwargs: figsize, ...)."""
-    matplotlib_module()
+    matplotlib_module()  # the clear error first; then matplotlib's pieces, loaded only when a figure is drawn
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -39,11 +39,13 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import mindspore as ms
 import numpy as np
+from mindcv.models.vit import VisionTransformer
 from mindspore import nn
 
 from ..cli import base_parser, config_from_args
 from ..config import Config, config_from_dict, config_to_dict
-from ..data import create_dataset
+from ..data import Feed, create_dataset
+from ..data.setup import prepare_data
 from ..data.demo import write_synthetic_folder
 from ..errors import ConfigError
 from ..models import model_from_plan
@@ -110,8 +112,6 @@ class _DecayNames:
 
 def mindcv_vit(arch):
     """mindcv's VisionTransformer with the architecture, GELU, LayerNorm eps and dropout of `arch`."""
-    from mindcv.models.vit import VisionTransformer
-
     if arch.representation_size:
         raise ConfigError("--compare mindcv: mindcv's ViT has no pre-logits layer; use model.representation_size=null")
     return VisionTransformer(
@@ -143,7 +143,8 @@ def data_throughput(cfg, batch: int, image_size: int, batches: int) -> dict:
         write_synthetic_folder(root, classes, -(-batches * batch // classes), 1, image_size, seed=0)
         dcfg = copy.deepcopy(cfg)
         dcfg.data.root, dcfg.model.num_classes = root, classes
-        dataset, _ = create_dataset(dcfg, "train", True, batch_size=batch, steps_per_epoch=batches)
+        prepare_data(dcfg.data, cfg.train.seed, cfg.train.deterministic)  # the temporary folder: nothing to write
+        dataset, _ = create_dataset(dcfg.data, "train", Feed.of(dcfg, batch, steps_per_epoch=batches))
         start = time.perf_counter()
         count = sum(len(images) for images, _ in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))
         elapsed = time.perf_counter() - start

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .figures import matplotlib_module, new_figure, save_figure
+from .canvas import matplotlib_module, new_figure, save_figure
 
 LABELLED_MAX = 30  # classes drawn with names and counts in every cell
 NAMED_WORST = 10  # rows named on a large sorted heat map
@@ -43,7 +43,7 @@ def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], path: os.P
         order = np.argsort(top1, kind="stable")  # worst first
         fig = new_figure(figsize=(9, 9))
         ax = fig.subplots()
-        from matplotlib.colors import LogNorm
+        from matplotlib.colors import LogNorm  # matplotlib loads when drawing, after matplotlib_module's check
 
         sorted_shares = np.ma.masked_equal(shares[np.ix_(order, order)], 0)  # zero cells drawn white
         floor = 1.0 / max(int(confusion.sum(axis=1).max()), 1)  # the smallest non-zero share

@@ -45,6 +45,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.num_classes is not None and args.num_classes < 0:
         raise UserError(f"--num-classes={args.num_classes} must be >= 0 (0: no head)")
+    # MindSpore takes seconds to import: loaded once the arguments are good, so --help and usage errors answer at once
     from ..models import create_model
     from .load import fit_weights, model_param_shapes, read_weights
 

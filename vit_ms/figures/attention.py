@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from .figures import new_figure, save_figure
+from .canvas import new_figure, save_figure
 
 
 def save_attention_figure(image: np.ndarray, rollout: np.ndarray, last: np.ndarray, path: os.PathLike,
