@@ -74,7 +74,9 @@ def main(argv=None) -> int:
         recorded, where = sidecar.get("class_names"), "the export's sidecar"
         predictor = predict.exported_predictor(args.model, cfg, sidecar)
     else:
-        eager = ["train.mode=pynative"] if args.attention_maps else []  # maps read the blocks one by one
+        # maps read the blocks one by one, in float32: amp O1's rewritten blocks lack the probabilities method
+        eager = ["train.mode=pynative", "amp.level=O0", "amp.dtype=auto", "amp.norms=auto"] if args.attention_maps \
+            else []
         loaded = load_for_inference(args.ckpt, args.config, args.overrides + eager, weights=args.weights)
         cfg, recorded, where = loaded.cfg, loaded.class_names, f"'{args.ckpt}'"
         predictor = predict.network_predictor(loaded.network, cfg)

@@ -42,3 +42,25 @@ show_command() {
     printf -v out '%q ' "$@"
     echo "${out% }"
 }
+
+# export_hccl_timeouts: HCCL's timeouts sized for ViT-L, overridable from the environment. Every rank waits at its
+# first collective until the slowest rank has built its graph (tens of minutes for ViT-L on a busy node; CANN's
+# default link timeout is 120 s), and at the next collective while rank 0 writes a checkpoint (ViT-L with AdamW
+# state is about 3.6 GB) and evaluates. Ranges: CANN's, the intersection over Atlas training, A2 and A3.
+export_hccl_timeouts() {
+    HCCL_CONNECT_TIMEOUT=${HCCL_CONNECT_TIMEOUT:-1800}
+    HCCL_EXEC_TIMEOUT=${HCCL_EXEC_TIMEOUT:-3672}  # 54 x 68 s: the first-generation 910 rounds down to 68 s steps
+    require_int HCCL_CONNECT_TIMEOUT "$HCCL_CONNECT_TIMEOUT" 120 7200
+    require_int HCCL_EXEC_TIMEOUT "$HCCL_EXEC_TIMEOUT" 1 17340
+    export HCCL_CONNECT_TIMEOUT=$((10#$HCCL_CONNECT_TIMEOUT)) HCCL_EXEC_TIMEOUT=$((10#$HCCL_EXEC_TIMEOUT))
+}
+
+# require_bind_numa VALUE [FILE_OK]: BIND_NUMA is 0, 1 (or, with FILE_OK, an msrun binding file); anything but 0
+# needs numactl, except for a dry run.
+require_bind_numa() {
+    local value=$1 file_ok=${2:-0}
+    [[ $value == 0 || $value == 1 || ($file_ok == 1 && -f $value) ]] ||
+        die "BIND_NUMA must be 0 or 1$( ((file_ok)) && echo " or an existing msrun NUMA binding file (JSON)"), got '$value'"
+    [[ $value == 0 || ${DRY_RUN:-0} == 1 ]] || require_command numactl \
+        "NUMA binding runs each process under numactl: install it (e.g. apt-get install numactl) or set BIND_NUMA=0"
+}

@@ -3,8 +3,10 @@
     python scripts/rank_table.py <rank_table.json> [server_id]
 
 Prints RANK_SIZE (all devices in the table) on the first line, then one line per device of this node:
-`<device_id> <rank_id> <cpus>`, where <cpus> is the node's share of CPU cores for that device in taskset's
-syntax ("0-23", "0,2,4") or "-" when there are fewer cores than devices. This node is the server whose
+`<device_id> <rank_id> <cpus> <numa>`, where <cpus> is the node's share of CPU cores for that device in taskset's
+syntax ("0-23", "0,2,4") or "-" when there are fewer cores than devices, and <numa> the NUMA node the device's
+process is bound to with BIND_NUMA=1: the host's NUMA nodes dealt out in order, an equal run of devices to each
+(8 devices on 2 nodes: 0 0 0 0 1 1 1 1), or "-" when the host reports none. This node is the server whose
 server_id is the given one, else the only server, else the one whose server_id is an IP address of this host.
 Standard library only.
 """
@@ -54,9 +56,25 @@ def split_cpus(cpus: Sequence[int], num_devices: int) -> List[Optional[str]]:
     return [cpu_ranges(cpus[i * per:(i + 1) * per]) for i in range(num_devices)]
 
 
-def plan(table: Dict, server_id: str, addresses: Sequence[str], cpus: Sequence[int]
-         ) -> Tuple[int, List[Tuple[str, str, Optional[str]]]]:
-    """(RANK_SIZE, [(device_id, rank_id, cpus), ...] for this node's devices)."""
+def numa_nodes(root: str = "/sys/devices/system/node") -> List[int]:
+    """The host's NUMA node ids, from sysfs ([] when it has none to show)."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return []
+    return sorted(int(name[4:]) for name in names if name.startswith("node") and name[4:].isdigit())
+
+
+def split_numa(nodes: Sequence[int], num_devices: int) -> List[Optional[int]]:
+    """Device i of n gets node nodes[i * len(nodes) // n]: equal runs of devices per node, in order."""
+    if not nodes:
+        return [None] * num_devices
+    return [nodes[i * len(nodes) // num_devices] for i in range(num_devices)]
+
+
+def plan(table: Dict, server_id: str, addresses: Sequence[str], cpus: Sequence[int],
+         nodes: Sequence[int] = ()) -> Tuple[int, List[Tuple[str, str, Optional[str], Optional[int]]]]:
+    """(RANK_SIZE, [(device_id, rank_id, cpus, numa node), ...] for this node's devices)."""
     try:
         servers = table["server_list"]
         rank_size = sum(len(server["device"]) for server in servers)
@@ -77,9 +95,10 @@ def plan(table: Dict, server_id: str, addresses: Sequence[str], cpus: Sequence[i
     devices = chosen[0]["device"]
     if not devices:
         raise RankTableError("this node's server has no devices")
-    shares = split_cpus(cpus, len(devices))
+    shares, numas = split_cpus(cpus, len(devices)), split_numa(nodes, len(devices))
     try:
-        return rank_size, [(str(d["device_id"]), str(d["rank_id"]), share) for d, share in zip(devices, shares)]
+        return rank_size, [(str(d["device_id"]), str(d["rank_id"]), share, numa)
+                           for d, share, numa in zip(devices, shares, numas)]
     except (KeyError, TypeError) as err:
         raise RankTableError(f"a device entry lacks device_id or rank_id ({err!r})") from err
 
@@ -92,13 +111,14 @@ def main(argv: Sequence[str]) -> int:
     try:
         with open(path, encoding="utf-8") as f:
             table = json.load(f)
-        rank_size, devices = plan(table, server_id, local_addresses(), sorted(os.sched_getaffinity(0)))
+        rank_size, devices = plan(table, server_id, local_addresses(), sorted(os.sched_getaffinity(0)),
+                                  numa_nodes())
     except (OSError, ValueError, RankTableError) as err:
         print(f"error: rank table '{path}': {err}", file=sys.stderr)
         return 2
     print(rank_size)
-    for device_id, rank_id, cpus in devices:
-        print(device_id, rank_id, cpus or "-")
+    for device_id, rank_id, cpus, numa in devices:
+        print(device_id, rank_id, cpus or "-", "-" if numa is None else numa)
     return 0
 
 

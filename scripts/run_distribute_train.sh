@@ -24,7 +24,14 @@ each node's own NODE_RANK. Environment (cluster layout only):
   MASTER_PORT       port of the scheduler on node 0; must be free there (default 8118)
   LOG_DIR           msrun's log folder on this node: scheduler.log, worker_<rank>.log (default msrun_log)
   CLUSTER_TIME_OUT  seconds to wait for all processes of all nodes to join (default 600)
-  DRY_RUN=1         print the msrun command instead of running it
+  BIND_NUMA         1: msrun binds each process to the NUMA node of its device (--bind_numa=True, needs numactl);
+                    a JSON file: msrun's own binding file; 0: no binding (default)
+  DRY_RUN=1         print the environment and the msrun command instead of running them
+Exported to every process (Ascend; overridable):
+  HCCL_CONNECT_TIMEOUT  seconds a rank waits for the others to link up, which they do after building their
+                        graphs (default 1800, CANN's 120 is too short for ViT-L; 120..7200)
+  HCCL_EXEC_TIMEOUT     seconds a collective waits for a late rank, e.g. while rank 0 writes a checkpoint
+                        (default 3672; 1..17340)
 
 Runs msrun and 'python' from PATH: activate the environment that has MindSpore first.
 Exit status: 0 when every process finished cleanly, else non-zero (msrun then stops the other processes).
@@ -49,6 +56,7 @@ MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 MASTER_PORT=${MASTER_PORT:-8118}
 LOG_DIR=${LOG_DIR:-msrun_log}
 CLUSTER_TIME_OUT=${CLUSTER_TIME_OUT:-600}
+BIND_NUMA=${BIND_NUMA:-0}
 
 require_int "<workers_per_node> (first argument)" "$WORKERS" 1
 require_config "$CONFIG"
@@ -58,15 +66,23 @@ require_int MASTER_PORT "$MASTER_PORT" 1024 65535
 require_int CLUSTER_TIME_OUT "$CLUSTER_TIME_OUT" 1
 [[ -n $MASTER_ADDR ]] || die "MASTER_ADDR is empty; set it to the IP address of node 0"
 [[ -n $LOG_DIR ]] || die "LOG_DIR is empty; set it to a folder for msrun's logs"
+export_hccl_timeouts
+require_bind_numa "$BIND_NUMA" 1
 
 WORKERS=$((10#$WORKERS))
 TOTAL=$((10#$NUM_NODES * WORKERS))
 cmd=(msrun "--worker_num=$TOTAL" "--local_worker_num=$WORKERS" "--master_addr=$MASTER_ADDR"
      "--master_port=$MASTER_PORT" "--node_rank=$NODE_RANK" "--log_dir=$LOG_DIR" --join=True
-     "--cluster_time_out=$CLUSTER_TIME_OUT" "$REPO_ROOT/train.py" --config "$CONFIG" "$@")
+     "--cluster_time_out=$CLUSTER_TIME_OUT")
+if [[ $BIND_NUMA == 1 ]]; then
+    cmd+=(--bind_numa=True)
+elif [[ $BIND_NUMA != 0 ]]; then
+    cmd+=("--bind_numa=$(cd "$(dirname "$BIND_NUMA")" && pwd)/$(basename "$BIND_NUMA")")
+fi
+cmd+=("$REPO_ROOT/train.py" --config "$CONFIG" "$@")
 
 if [[ ${DRY_RUN:-0} == 1 ]]; then
-    show_command "${cmd[@]}"
+    show_command "HCCL_CONNECT_TIMEOUT=$HCCL_CONNECT_TIMEOUT" "HCCL_EXEC_TIMEOUT=$HCCL_EXEC_TIMEOUT" "${cmd[@]}"
     exit 0
 fi
 require_command msrun "it comes with MindSpore 2.3 or newer: activate the environment that has MindSpore"

@@ -25,7 +25,14 @@ Environment:
               (default ranktable_log)
   BIND_CORES  1: bind each process with taskset to an equal contiguous share of this node's cores (default);
               0: no binding
+  BIND_NUMA   1: run each process under numactl on one NUMA node (CPUs and memory), the nodes dealt out to
+              the devices in equal runs (replaces BIND_CORES; needs numactl); 0: no NUMA binding (default)
   DRY_RUN=1   print each rank's command instead of running it
+Exported to every process (overridable):
+  HCCL_CONNECT_TIMEOUT  seconds a rank waits for the others to link up, which they do after building their
+                        graphs (default 1800, CANN's 120 is too short for ViT-L; 120..7200)
+  HCCL_EXEC_TIMEOUT     seconds a collective waits for a late rank, e.g. while rank 0 writes a checkpoint
+                        (default 3672; 1..17340)
 
 Runs 'python' from PATH: activate the environment that has MindSpore and the Ascend toolkit first.
 EOF
@@ -44,13 +51,16 @@ CONFIG=$2
 shift 2
 LOG_DIR=${LOG_DIR:-ranktable_log}
 BIND_CORES=${BIND_CORES:-1}
+BIND_NUMA=${BIND_NUMA:-0}
 
 [[ -f $TABLE ]] || die "rank table '$TABLE' not found; pass the cluster's rank table JSON (e.g. made with hccl_tools.py)"
 require_config "$CONFIG"
 [[ $BIND_CORES == 0 || $BIND_CORES == 1 ]] || die "BIND_CORES must be 0 or 1, got '$BIND_CORES'"
 [[ -n $LOG_DIR ]] || die "LOG_DIR is empty; set it to a folder for the per-rank logs"
+export_hccl_timeouts
+require_bind_numa "$BIND_NUMA"
 require_command python "each process runs the 'python' on PATH: activate the environment first"
-if [[ $BIND_CORES == 1 ]]; then
+if [[ $BIND_CORES == 1 && $BIND_NUMA == 0 ]]; then
     require_command taskset "install util-linux, or set BIND_CORES=0"
 fi
 TABLE=$(cd "$(dirname "$TABLE")" && pwd)/$(basename "$TABLE")  # absolute: every process reads it
@@ -76,11 +86,19 @@ trap 'echo "interrupted: stopping all ranks" >&2; stop_all; exit 130' INT TERM
 
 unbound=0
 for line in "${devices[@]}"; do
-    read -r device_id rank_id cpus <<<"$line"
+    read -r device_id rank_id cpus numa <<<"$line"
+    where=""
     rank_dir="$LOG_DIR/rank_$rank_id"
-    cmd=(env "RANK_TABLE_FILE=$TABLE" "RANK_SIZE=$RANK_SIZE" "RANK_ID=$rank_id" "DEVICE_ID=$device_id")
-    if [[ $BIND_CORES == 1 && $cpus != - ]]; then
+    cmd=(env "RANK_TABLE_FILE=$TABLE" "RANK_SIZE=$RANK_SIZE" "RANK_ID=$rank_id" "DEVICE_ID=$device_id"
+         "HCCL_CONNECT_TIMEOUT=$HCCL_CONNECT_TIMEOUT" "HCCL_EXEC_TIMEOUT=$HCCL_EXEC_TIMEOUT")
+    if [[ $BIND_NUMA == 1 && $numa != - ]]; then
+        cmd+=(numactl "--cpunodebind=$numa" "--membind=$numa")
+        where=" (numa node $numa)"
+    elif [[ $BIND_NUMA == 1 ]]; then
+        unbound=1
+    elif [[ $BIND_CORES == 1 && $cpus != - ]]; then
         cmd+=(taskset -c "$cpus")
+        where=" (cpus $cpus)"
     elif [[ $BIND_CORES == 1 ]]; then
         unbound=1
     fi
@@ -92,10 +110,11 @@ for line in "${devices[@]}"; do
     mkdir -p "$rank_dir"
     "${cmd[@]}" >"$rank_dir/worker.log" 2>&1 &
     pids+=($!) ranks+=("$rank_id") logs+=("$rank_dir/worker.log")
-    echo "rank $rank_id on device $device_id${cpus:+ (cpus $cpus)}: pid $!, log $rank_dir/worker.log"
+    echo "rank $rank_id on device $device_id$where: pid $!, log $rank_dir/worker.log"
 done
 if ((unbound)); then
-    echo "warning: this node has fewer CPU cores than devices; the processes are not bound to cores" >&2
+    echo "warning: this node has fewer CPU cores than devices, or reports no NUMA nodes; the processes are not" \
+         "bound" >&2
 fi
 if [[ ${DRY_RUN:-0} == 1 ]]; then
     exit 0

@@ -25,12 +25,14 @@ import shlex
 import subprocess
 import tempfile
 import typing
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
 import yaml
 
+from vit_ms import config as vit_config
 from vit_ms.config import Config, load_config, resolve_config_path
 from vit_ms.errors import ConfigError
 
@@ -45,6 +47,7 @@ FILE_SUFFIXES = ("py", "yaml", "yml", "json", "jsonl", "md", "log", "ckpt", "png
 OUTSIDE_PATHS = [r"\bshared/", r"/work/", r"CPU_PROFILE\.md", r"GPU_H100_PROFILE"]
 PROCESS_WORDS = [r"\b(this|previous|last|next) round\b", r"\bthis session\b", r"\bthe issue\b",
                  r"\bhelper session\b", r"\bbefore this work\b", r"\bcommit before this\b"]
+RENAMED_KEYS = getattr(vit_config, "RENAMED_KEYS", {})  # old spellings the loader still takes, with a warning
 SKIP_MARK = "<!-- docs-check: skip -->"  # before a code block that shows a mistake on purpose
 
 
@@ -184,16 +187,19 @@ def _sections() -> dict:
 
 
 def key_exists(key: str) -> bool:
+    """A key of the config, or an old spelling the loader still takes (vit_ms.config.RENAMED_KEYS)."""
     section, _, name = key.partition(".")
     sections = _sections()
-    return section in sections and name in typing.get_type_hints(sections[section])
+    return (section in sections and name in typing.get_type_hints(sections[section])) or key in RENAMED_KEYS
 
 
 def validate_settings(config: Optional[str], overrides: List[str]) -> Optional[str]:
     """None when `config` (a path, a configs/ name, or None for the defaults) with `overrides` loads and validates,
     else the project's own error message."""
     try:
-        load_config(config, overrides)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # an old key's warning: it still loads
+            load_config(config, overrides)
     except ConfigError as err:
         return str(err)
     return None
@@ -202,8 +208,9 @@ def validate_settings(config: Optional[str], overrides: List[str]) -> Optional[s
 _SETTING = re.compile(r"^([a-z_]+)\.([A-Za-z_][A-Za-z0-9_]*)(?:(=|:\s)(.*))?$", re.S)
 
 
-def setting_span(text: str) -> Optional[List[Tuple[str, Optional[str]]]]:
-    """A span made only of config settings, as [(key, 'key=value' or None)]; None when it is something else."""
+def setting_span(text: str) -> Optional[List[Tuple[str, List[str]]]]:
+    """A span made only of config settings, as [(key, ['key=value', ...])]: no value for a bare key, several for
+    alternatives (`amp.norms: auto | half | float32`, `auto|on|off`, `auto / on / off`); None for anything else."""
     tokens = text.split() if "=" in text or ":" not in text else [text]
     settings = []
     for token in tokens:
@@ -211,11 +218,8 @@ def setting_span(text: str) -> Optional[List[Tuple[str, Optional[str]]]]:
         if not m or m.group(1) not in _sections() or m.group(2) in FILE_SUFFIXES:
             return None
         key = f"{m.group(1)}.{m.group(2)}"
-        if m.group(3) is None:
-            settings.append((key, None))
-        else:
-            value = m.group(4).strip()
-            settings.append((key, f"{key}={value}"))
+        values = [] if m.group(3) is None else re.split(r"\s*\|\s*|\s+/\s+", m.group(4).strip())
+        settings.append((key, [f"{key}={value}" for value in values]))
     return settings
 
 
@@ -230,11 +234,16 @@ def check_config_keys(text: str, path: str) -> List[str]:
         for key in unknown:
             problems.append(f"{path}:{span.line}: config key '{key}' (in `{span.text}`) does not exist in "
                             f"vit_ms/config.py")
-        overrides = [o for _, o in settings if o is not None]
-        if overrides and not unknown:
+        if unknown:
+            continue
+        first = [values[0] for _, values in settings if values]
+        trials = [first] + [first[:i] + [alt] + first[i + 1:] for i, values in enumerate(v for _, v in settings if v)
+                            for alt in values[1:]]  # all together, then each alternative in turn
+        for overrides in trials if first else []:
             error = validate_settings(None, overrides)
             if error:
                 problems.append(f"{path}:{span.line}: `{span.text}` is not a valid setting: {error}")
+                break
     for block in blocks:
         if block.lang in ("yaml", "yml"):
             problems.extend(check_yaml_block(block, path))

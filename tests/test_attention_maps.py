@@ -122,10 +122,12 @@ def infer_main():
     return module.main
 
 
-def test_infer_writes_one_picture_per_readable_image(tmp_path, capsys):
+@pytest.mark.parametrize("amp", [[], ["--set", "amp.level=O1"]])
+def test_infer_writes_one_picture_per_readable_image(tmp_path, capsys, monkeypatch, amp):
+    monkeypatch.chdir(tmp_path)  # MindSpore's O1 rewrite writes its generated source under ./rewritten_network
     run = write_tiny_run(tmp_path)
     out = tmp_path / "maps"
-    assert run_cli(infer_main(), ["--ckpt", str(run.ckpt_a), str(run.images), "--attention-maps", str(out)]) == 0
+    assert run_cli(infer_main(), ["--ckpt", str(run.ckpt_a), str(run.images), "--attention-maps", str(out), *amp]) == 0
     err = capsys.readouterr().err
     assert "skipped" in err and f"wrote 4 attention map(s) to {out}" in err
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png", "d.png"]

@@ -36,7 +36,7 @@ def test_types_and_overrides(tmp_path):
     assert cfg.distributed is True
     assert load_config(None, ["optim.lr=1e-4"]).optim.lr == 1e-4  # YAML 1.1 reads 1e-4 as a string
     assert load_config(None, ["train.sink_mode=on"]).train.sink_mode == "on"  # ... and on/off as booleans
-    assert load_config(None, ["model.fused_attention=off"]).model.fused_attention == "off"
+    assert load_config(None, ["model.attention=standard"]).model.attention == "standard"
     assert cfg.run_name == "run"
 
 

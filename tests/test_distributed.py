@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -35,7 +36,7 @@ TINY = [*tiny_overrides(depth=1, num_classes=3), "train.batch_size=4", "data.num
         "train.log_interval=1", "data.scale=[0.9, 1.0]"]  # a value with a space: forwarded as one argument
 LAUNCH_VARS = ("MS_ROLE", "MS_WORKER_NUM", "MS_SCHED_HOST", "MS_SCHED_PORT", "RANK_TABLE_FILE", "RANK_SIZE",
                "RANK_ID", "DEVICE_ID", "NUM_NODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "LOG_DIR",
-               "SERVER_ID", "BIND_CORES", "DRY_RUN")
+               "SERVER_ID", "BIND_CORES", "BIND_NUMA", "HCCL_CONNECT_TIMEOUT", "HCCL_EXEC_TIMEOUT", "DRY_RUN")
 
 
 def script_env(**extra) -> dict:
@@ -70,14 +71,14 @@ def test_msrun_script_builds_the_multi_node_command():
                DRY_RUN=1, NUM_NODES=2, NODE_RANK=1, MASTER_ADDR="10.1.2.3", MASTER_PORT=29500, LOG_DIR="/logs/x")
     assert out.returncode == 0, out.stderr
     assert shlex.split(out.stdout) == [
-        "msrun", "--worker_num=16", "--local_worker_num=8", "--master_addr=10.1.2.3", "--master_port=29500",
+        "HCCL_CONNECT_TIMEOUT=1800", "HCCL_EXEC_TIMEOUT=3672", "msrun", "--worker_num=16", "--local_worker_num=8", "--master_addr=10.1.2.3", "--master_port=29500",
         "--node_rank=1", "--log_dir=/logs/x", "--join=True", "--cluster_time_out=600", str(ROOT / "train.py"),
         "--config", "configs/vit_b16.yaml", "--set", "data.root=/data/my imagenet", "--resume", "auto"]
 
 
 def test_msrun_script_defaults_to_one_local_node():
     out = bash(MSRUN_SCRIPT, 2, "demo", DRY_RUN=1)
-    assert shlex.split(out.stdout)[:9] == [
+    assert shlex.split(out.stdout)[2:11] == [
         "msrun", "--worker_num=2", "--local_worker_num=2", "--master_addr=127.0.0.1", "--master_port=8118",
         "--node_rank=0", "--log_dir=msrun_log", "--join=True", "--cluster_time_out=600"]
 
@@ -96,6 +97,60 @@ def test_msrun_script_rejects_bad_arguments(args, env, message):
     out = bash(MSRUN_SCRIPT, *args, DRY_RUN=1, **env)
     assert out.returncode == 2 and message in out.stderr, out.stderr
     assert out.stdout == ""
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"HCCL_CONNECT_TIMEOUT": 60}, "HCCL_CONNECT_TIMEOUT must be an integer in 120..7200, got 60"),
+    ({"HCCL_EXEC_TIMEOUT": "1h"}, "HCCL_EXEC_TIMEOUT must be an integer in 1..17340, got '1h'"),
+    ({"BIND_NUMA": "yes"}, "BIND_NUMA must be 0 or 1 or an existing msrun NUMA binding file (JSON), got 'yes'"),
+])
+def test_launch_settings_out_of_range_are_refused_by_both_scripts(env, message, tmp_path):
+    table = rank_table(tmp_path / "hccl.json", [("10.0.0.1", [(0, 0)])])
+    out = bash(MSRUN_SCRIPT, 2, "demo.yaml", DRY_RUN=1, **env)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    out = bash(RANKTABLE_SCRIPT, table, "demo.yaml", DRY_RUN=1, **env)
+    assert out.returncode == 2 and message.split(" or an existing")[0] in out.stderr, out.stderr
+
+
+def test_msrun_script_exports_overridable_hccl_timeouts_and_offers_numa_binding(tmp_path):
+    out = bash(MSRUN_SCRIPT, 2, "demo.yaml", DRY_RUN=1, HCCL_CONNECT_TIMEOUT=7200, HCCL_EXEC_TIMEOUT="0900",
+               BIND_NUMA=1)
+    assert out.returncode == 0, out.stderr
+    words = shlex.split(out.stdout)
+    assert words[:3] == ["HCCL_CONNECT_TIMEOUT=7200", "HCCL_EXEC_TIMEOUT=900", "msrun"]
+    assert "--bind_numa=True" in words and words.index("--bind_numa=True") < words.index(str(ROOT / "train.py"))
+    binding = tmp_path / "numa.json"
+    binding.write_text('{"bind_config": {"bind_cpu_mode": "numa"}}')
+    out = bash(MSRUN_SCRIPT, 2, "demo.yaml", DRY_RUN=1, BIND_NUMA=binding)
+    assert f"--bind_numa={binding}" in shlex.split(out.stdout)
+    assert not any(w.startswith("--bind_numa") for w in shlex.split(bash(MSRUN_SCRIPT, 2, "demo", DRY_RUN=1).stdout))
+
+
+@pytest.mark.skipif(shutil.which("numactl") is not None, reason="numactl is installed here")
+def test_numa_binding_without_numactl_says_how_to_fix_it(tmp_path):
+    table = rank_table(tmp_path / "hccl.json", [("10.0.0.1", [(0, 0)])])
+    for args in ((MSRUN_SCRIPT, 2, "demo.yaml"), (RANKTABLE_SCRIPT, table, "demo.yaml")):
+        out = bash(*args, BIND_NUMA=1)
+        assert out.returncode == 2 and "'numactl' is not on PATH" in out.stderr and "BIND_NUMA=0" in out.stderr
+
+
+def test_ranktable_numa_binding_deals_the_nodes_out_to_the_devices(tmp_path):
+    rt = load_rank_table_module()
+    assert rt.split_numa([0, 1], 8) == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert rt.split_numa([0, 1, 2, 3], 2) == [0, 2] and rt.split_numa([], 2) == [None, None]
+    nodes = tmp_path / "node"
+    for name in ("node1", "node0", "possible", "has_cpu"):
+        (nodes / name).mkdir(parents=True)
+    assert rt.numa_nodes(str(nodes)) == [0, 1] and rt.numa_nodes(str(tmp_path / "none")) == []
+    table = rank_table(tmp_path / "hccl.json", [("10.0.0.1", [(0, 0), (1, 1)])])
+    out = bash(RANKTABLE_SCRIPT, table, "demo.yaml", DRY_RUN=1, BIND_NUMA=1)
+    assert out.returncode == 0, out.stderr
+    host_nodes = rt.split_numa(rt.numa_nodes(), 2)
+    for line, node in zip(out.stdout.splitlines(), host_nodes):
+        words = shlex.split(line)
+        assert "taskset" not in words
+        if node is not None:
+            assert words[7:10] == ["numactl", f"--cpunodebind={node}", f"--membind={node}"]
 
 
 def test_msrun_script_help_names_the_python_it_uses():
@@ -158,7 +213,7 @@ def test_ranktable_dry_run_prints_each_ranks_command(tmp_path):
         words = shlex.split(line)
         binding = ["taskset", "-c", share] if share else []
         assert words == ["env", f"RANK_TABLE_FILE={table}", "RANK_SIZE=4", f"RANK_ID={rank}", f"DEVICE_ID={device}",
-                         *binding, "python", str(ROOT / "train.py"), "--config", "demo.yaml",
+                         "HCCL_CONNECT_TIMEOUT=1800", "HCCL_EXEC_TIMEOUT=3672", *binding, "python", str(ROOT / "train.py"), "--config", "demo.yaml",
                          "--set", "data.root=/data/my imagenet", "--resume", "auto",
                          ">", f"rt logs/rank_{rank}/worker.log", "2>&1", "&"]
 
@@ -193,6 +248,7 @@ FAKE_PYTHON = """#!/usr/bin/env bash
 case "$1" in *rank_table.py) exec {python} "$@";; esac
 printf '%s\\n' "$@" > "$FAKE_OUT/rank_$RANK_ID.args"
 echo "RANK_TABLE_FILE=$RANK_TABLE_FILE RANK_SIZE=$RANK_SIZE RANK_ID=$RANK_ID DEVICE_ID=$DEVICE_ID" > "$FAKE_OUT/rank_$RANK_ID.env"
+echo "HCCL_CONNECT_TIMEOUT=$HCCL_CONNECT_TIMEOUT HCCL_EXEC_TIMEOUT=$HCCL_EXEC_TIMEOUT" > "$FAKE_OUT/rank_$RANK_ID.hccl"
 {python} -c 'import os; print(sorted(os.sched_getaffinity(0)))' > "$FAKE_OUT/rank_$RANK_ID.cpus"
 echo "rank $RANK_ID says hello"
 if [ "$RANK_ID" = "$FAIL_RANK" ]; then exit 3; fi
@@ -238,6 +294,13 @@ def test_ranktable_starts_every_rank_and_waits_for_all(tmp_path, fake_python):
             first, _, last = cpus[rank].partition("-")
             assert json.loads((out / f"rank_{rank}.cpus").read_text()) == list(range(int(first), int(last or first) + 1))
         assert (tmp_path / "logs" / f"rank_{rank}" / "worker.log").read_text() == f"rank {rank} says hello\n"
+
+
+def test_ranktable_processes_get_the_hccl_timeouts_as_overridden(tmp_path, fake_python):
+    proc, out, _, _ = run_fake_ranks(tmp_path, fake_python, FAIL_RANK="none", SLEEP=0, HCCL_CONNECT_TIMEOUT=600)
+    assert proc.returncode == 0, proc.stderr
+    for rank in (0, 1):
+        assert (out / f"rank_{rank}.hccl").read_text().split() == ["HCCL_CONNECT_TIMEOUT=600", "HCCL_EXEC_TIMEOUT=3672"]
 
 
 def test_ranktable_stops_the_other_ranks_when_one_fails(tmp_path, fake_python):

@@ -83,7 +83,8 @@ GOOD = """# Title
 
 See [training](docs/training.md#resuming), [here](#a-section), ![curves](docs/demo_curves.png) and
 [the paper](https://arxiv.org/abs/2010.11929). `optim.name: sgd`, `model.gelu=tanh model.norm_eps=1.0e-07`,
-`train.ema_decay`, `vit_ms/config.py`, `vit_ms.config.load_config`, `train.py`.
+`train.ema_decay`, `vit_ms/config.py`, `vit_ms.config.load_config`, `train.py`, `amp.level: auto | O0 | O2`,
+`train.mode: graph / pynative`, `loss.label_smoothing=0.1 optim.lr=1e-3`.
 
 ```bash
 python train.py --config vit_b16.yaml --set train.epochs=5 --set data.root=/data/x   # a comment
@@ -123,7 +124,8 @@ def test_a_broken_link_a_missing_image_and_a_missing_anchor_are_found():
 def test_an_unknown_key_and_a_bad_value_are_found_in_commands_spans_and_yaml():
     page = ("text\n\n```bash\npython train.py --config vit_b16.yaml --set train.epoch=5\n"
             "python eval.py --ckpt x.ckpt --set optim.lr=-1\n```\n\n"
-            "Set `train.epoch` or `optim.name: adam-x` or `--set model.image_size=225`.\n\n"
+            "Set `train.epoch` or `optim.name: adam-x` or `--set model.image_size=225`.\n"
+            "Or `train.mode: graph | eager` or `model.norm_eps=1e-6 model.gelu=tanh|exact`.\n\n"
             "```yaml\ntrain:\n  epoch: 3\n```\n")
     commands = dc.check_commands(page, "docs/x.md")
     assert any(p.startswith("docs/x.md:4:") and "train.epoch" in p for p in commands), commands
@@ -132,7 +134,10 @@ def test_an_unknown_key_and_a_bad_value_are_found_in_commands_spans_and_yaml():
     keys = dc.check_config_keys(page, "docs/x.md")
     assert any(p.startswith("docs/x.md:8:") and "'train.epoch'" in p for p in keys), keys
     assert any(p.startswith("docs/x.md:8:") and "optim.name" in p for p in keys), keys
-    assert any(p.startswith("docs/x.md:11:") and "train.epoch" in p for p in keys), keys
+    assert any(p.startswith("docs/x.md:9:") and "'eager'" in p for p in keys), keys  # one bad alternative
+    assert any(p.startswith("docs/x.md:9:") and "model.gelu" in p for p in keys), keys
+    assert any(p.startswith("docs/x.md:12:") and "train.epoch" in p for p in keys), keys
+    assert len(keys) == 5, keys
 
 
 def test_an_unknown_flag_a_missing_module_script_or_config_are_found():

@@ -186,3 +186,33 @@ def test_progress_line_says_how_long_until_the_end_of_the_run(caplog, monkeypatc
     assert "epoch 2 step 4/10" in caplog.text and "eta 6s  run eta 0:00:16" in caplog.text
     assert progress.run_eta(8.0 / 3600) == "  run eta 16:00:00"
     assert TrainProgress(state, 10, 8, [1e-3], 4, False).run_eta(8.0) == ""  # total unknown: epoch eta only
+
+
+def test_amp_o1_really_casts_the_matmuls_and_trains_the_models_own_parameters(tmp_path, monkeypatch):
+    """O1: auto_mixed_precision returns a new network (float16 matmuls, the rest float32) sharing the model's
+    parameters; the train step computes with the network it returns (MindSpore 2.10's rewrite also swaps the
+    model's sub-cells in place, but not the top-level cell), and the optimizer updates those parameters."""
+    from vit_ms.models import model_from_plan
+
+    monkeypatch.chdir(tmp_path)  # MindSpore's O1 rewrite writes its generated source under ./rewritten_network
+    cfg = load_config("demo", ["amp.level=O1", "amp.loss_scale=fixed", "amp.loss_scale_value=1", "model.depth=1",
+                               "data.mixup=0", "data.cutmix=0"])
+    plan = cpu_plan(cfg)
+    assert (plan.amp_level, plan.amp_dtype) == ("O1", "float16")
+    ms.set_seed(0)
+    model = model_from_plan(plan)
+    x = Tensor(np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    y = Tensor(np.array([0, 1], np.int32))
+    float32_logits = model(x).asnumpy()
+    step = build_train_step(model, nn.SGD(model.trainable_params(), 0.1), cfg, plan)
+    amp_net = step.network.network
+    assert amp_net is not model
+    o1_logits = amp_net(x).asnumpy()
+    diff = np.abs(o1_logits - float32_logits).max()
+    assert 1e-6 < diff < 1e-2 * np.abs(float32_logits).max()  # float16 rounding, not float32's exact result
+    assert {id(p) for p in amp_net.get_parameters()} == {id(p) for p in model.get_parameters()}
+    assert [p.name for p in amp_net.get_parameters()] == [p.name for p in model.get_parameters()]  # same checkpoint
+    before = model.head.weight.asnumpy().copy()
+    loss, overflow, _ = step(x, y)
+    assert not bool(overflow.asnumpy()) and np.isfinite(float(loss.asnumpy()))
+    assert not np.array_equal(model.head.weight.asnumpy(), before)

@@ -1,6 +1,7 @@
 """vit_ms.plan: every 'auto' resolved once, per device, with the errors for combinations that cannot run."""
 import json
 
+import mindspore as ms
 import pytest
 
 from vit_ms.config import load_config
@@ -12,8 +13,12 @@ from vit_ms.plan import batch_and_accumulation, resolve_plan
 from vit_ms.runtime import Runtime
 
 
-def plan_for(device, *overrides, purpose="train", world_size=1):
-    return resolve_plan(load_config("demo", list(overrides)), Runtime(device, 0, world_size), purpose)
+CHIPS = {"CPU": "", "GPU": "sm_90", "Ascend": "ascend910b"}  # the chip each device gets unless a test names one
+
+
+def plan_for(device, *overrides, purpose="train", world_size=1, chip=None):
+    runtime = Runtime(device, 0, world_size, CHIPS[device] if chip is None else chip)
+    return resolve_plan(load_config("demo", list(overrides)), runtime, purpose)
 
 
 def test_each_device_gets_its_formulation_amp_and_sink_mode():
@@ -22,7 +27,7 @@ def test_each_device_gets_its_formulation_amp_and_sink_mode():
     assert (cpu.formulation.patch_embed, cpu.formulation.attention, cpu.formulation.backward) == \
         ("matmul", "standard", "handwritten")
     assert (gpu.amp_level, gpu.formulation.backward, gpu.formulation.attention) == ("O0", "autodiff", "standard")
-    assert (ascend.amp_level, ascend.loss_scale, ascend.sink_mode) == ("O2", "dynamic", True)
+    assert (ascend.amp_level, ascend.amp_dtype, ascend.loss_scale, ascend.sink_mode) == ("O2", "bfloat16", "none", True)
     assert (ascend.formulation.patch_embed, ascend.formulation.attention) == ("conv", "fused")
     assert any("model.backward=auto -> handwritten" in note for note in cpu.notes)
 
@@ -32,7 +37,7 @@ def test_the_model_is_built_as_the_plan_says():
     assert isinstance(cpu.blocks[0].mlp.act, HandwrittenErfGELU)
     assert isinstance(cpu.blocks[0].attn.attend, DotProductAttention)
     assert isinstance(cpu.blocks[0].attn.attend.softmax, HandwrittenSoftmax)
-    ascend = model_from_plan(plan_for("Ascend"))  # built only: the flash-attention kernel runs on Ascend
+    ascend = model_from_plan(plan_for("Ascend"))  # built only: the flash-attention kernel runs on Ascend 910B/C
     assert all(isinstance(block.attn.attend, FlashAttention) for block in ascend.blocks)
     assert ascend.patch_embed.use_conv and not isinstance(ascend.blocks[0].mlp.act, HandwrittenErfGELU)
     assert [p.name for p in cpu.get_parameters()] == [p.name for p in ascend.get_parameters()]
@@ -42,10 +47,10 @@ def test_explicit_settings_force_any_formulation_and_impossible_ones_are_refused
     forced = plan_for("CPU", "model.patch_embed=conv", "model.backward=autodiff")
     assert (forced.formulation.patch_embed, forced.formulation.backward) == ("conv", "autodiff")
     assert plan_for("GPU", "model.backward=handwritten").formulation.backward == "handwritten"
-    with pytest.raises(ConfigError, match="runs on Ascend only"):
-        plan_for("CPU", "model.fused_attention=on")
+    with pytest.raises(ConfigError, match="exists on Ascend 910B/910C .* this run is on CPU"):
+        plan_for("CPU", "model.attention=fused")
     with pytest.raises(ConfigError, match="attn_drop_rate=0.1"):
-        plan_for("Ascend", "model.fused_attention=on", "model.attn_drop_rate=0.1")
+        plan_for("Ascend", "model.attention=fused", "model.attn_drop_rate=0.1")
     assert plan_for("Ascend", "model.attn_drop_rate=0.1").formulation.attention == "standard"
     with pytest.raises(ConfigError, match="model.backward=handwritten .* O2"):
         plan_for("CPU", "model.backward=handwritten", "amp.level=O2")
@@ -117,7 +122,7 @@ def test_global_batch_is_split_over_devices_or_rejected():
         batch_and_accumulation(cfg, 3)
 
 
-def test_half_norms_auto_is_on_for_gpu_under_o2_or_o3_only():
+def test_norms_auto_is_half_for_gpu_under_o2_or_o3_only():
     for device, overrides, norms in [("GPU", ["amp.level=O2"], "half"), ("GPU", ["amp.level=O3"], "half"),
                                      ("GPU", [], "float32"),  # amp auto: O0 on GPU
                                      ("GPU", ["amp.level=O1"], "float32"), ("CPU", ["amp.level=O2"], "float32"),
@@ -125,39 +130,39 @@ def test_half_norms_auto_is_on_for_gpu_under_o2_or_o3_only():
                                      ("GPU", ["amp.level=O2", "model.attn_drop_rate=0.1"], "float32")]:
         plan = plan_for(device, *overrides)
         assert plan.formulation.norms == norms, (device, overrides)
-        assert any(note.startswith(f"amp.half_norms=auto -> {norms} (") for note in plan.notes), plan.notes
+        assert any(note.startswith(f"amp.norms=auto -> {norms} (") for note in plan.notes), plan.notes
     gpu = plan_for("GPU", "amp.level=O2")
-    assert "H100" in next(note for note in gpu.notes if note.startswith("amp.half_norms"))
+    assert "H100" in next(note for note in gpu.notes if note.startswith("amp.norms"))
     assert json.loads(json.dumps(gpu.to_dict()))["formulation"]["norms"] == "half" and "norms half" in gpu.describe()
 
 
-def test_half_norms_can_be_forced_under_o2_or_o3_and_are_refused_without_float16():
-    cpu = plan_for("CPU", "amp.level=O2", "amp.half_norms=on")
-    assert cpu.formulation.norms == "half" and not any(n.startswith("amp.half_norms") for n in cpu.notes)
-    assert plan_for("GPU", "amp.level=O2", "amp.half_norms=off").formulation.norms == "float32"
-    assert plan_for("Ascend", "amp.half_norms=on").formulation.norms == "half"
-    assert plan_for("CPU", "amp.half_norms=off").formulation.norms == "float32"
+def test_norms_can_be_forced_under_o2_or_o3_and_are_refused_without_a_half_type():
+    cpu = plan_for("CPU", "amp.level=O2", "amp.norms=half")
+    assert cpu.formulation.norms == "half" and not any(n.startswith("amp.norms") for n in cpu.notes)
+    assert plan_for("GPU", "amp.level=O2", "amp.norms=float32").formulation.norms == "float32"
+    assert plan_for("Ascend", "amp.norms=half").formulation.norms == "half"
+    assert plan_for("CPU", "amp.norms=float32").formulation.norms == "float32"
     for level in ("O0", "O1"):
-        with pytest.raises(ConfigError, match=rf"amp.half_norms=on .* amp.level resolves to {level}.*amp.level=O2 or O3"):
-            plan_for("CPU", f"amp.level={level}", "amp.half_norms=on")
-    with pytest.raises(ConfigError, match=r"amp.half_norms=on .* resolves to O0"):
-        plan_for("GPU", "amp.half_norms=on")  # amp auto: O0 on GPU
-    with pytest.raises(ConfigError, match=r"'amp.half_norms' must be 'auto' or 'on' or 'off', got 'half'"):
-        plan_for("GPU", "amp.half_norms=half")
+        with pytest.raises(ConfigError, match=rf"amp.norms=half .* amp.level resolves to {level}.*amp.level=O2 or O3"):
+            plan_for("CPU", f"amp.level={level}", "amp.norms=half")
+    with pytest.raises(ConfigError, match=r"amp.norms=half .* resolves to O0"):
+        plan_for("GPU", "amp.norms=half")  # amp auto: O0 on GPU
+    with pytest.raises(ConfigError, match=r"'amp.norms' must be 'auto' or 'half' or 'float32', got 'fp16'"):
+        plan_for("GPU", "amp.norms=fp16")
 
 
 def test_the_plans_norms_reach_every_layer_norm_and_softmax():
     from vit_ms.models.layers import Float32UnderAmp
 
     for norms in ("half", "float32"):
-        model = model_from_plan(plan_for("CPU", "amp.level=O2", f"amp.half_norms={'on' if norms == 'half' else 'off'}"))
+        model = model_from_plan(plan_for("CPU", "amp.level=O2", f"amp.norms={norms}"))
         layers = [c for _, c in model.cells_and_names() if isinstance(c, Float32UnderAmp)]
         assert len(layers) == 2 * 4 + 1 + 4  # norm1, norm2 per block, the final norm, a softmax per block
         assert all(layer.half == (norms == "half") for layer in layers)
 
 
-@pytest.mark.parametrize("half_norms", ["off", "on"])
-def test_an_o2_train_step_runs_in_graph_mode_with_either_norms(half_norms):
+@pytest.mark.parametrize("norms", ["float32", "half"])
+def test_an_o2_train_step_runs_in_graph_mode_with_either_norms(norms):
     import mindspore as ms
     import numpy as np
 
@@ -167,7 +172,7 @@ def test_an_o2_train_step_runs_in_graph_mode_with_either_norms(half_norms):
     mode = ms.get_context("mode")
     ms.set_context(mode=ms.GRAPH_MODE)
     try:
-        cfg = load_config("demo", ["amp.level=O2", f"amp.half_norms={half_norms}", "amp.loss_scale=fixed",
+        cfg = load_config("demo", ["amp.level=O2", f"amp.norms={norms}", "amp.loss_scale=fixed",
                                    "amp.loss_scale_value=1024", "model.depth=2", "data.mixup=0", "data.cutmix=0"])
         plan = resolve_plan(cfg, Runtime("CPU"))
         ms.set_seed(0)
@@ -182,3 +187,120 @@ def test_an_o2_train_step_runs_in_graph_mode_with_either_norms(half_norms):
     assert all(not bool(overflow.asnumpy()) for _, overflow, _ in losses)
     assert all(np.isfinite(float(loss.asnumpy())) for loss, _, _ in losses)
     assert float(losses[-1][0].asnumpy()) < float(losses[0][0].asnumpy())  # it trains
+
+
+# ---- the chip in the plan: attention, amp dtype, loss scale -------------------------------------------------------
+
+
+def test_fused_attention_only_where_the_kernel_exists():
+    for chip in ("ascend910b", "ascend910_93"):  # Atlas A2, A3
+        plan = plan_for("Ascend", chip=chip)
+        assert plan.formulation.attention == "fused" and plan.chip == chip
+        assert any(n.startswith("model.attention=auto -> fused (FlashAttentionScore on Ascend 910") for n in plan.notes)
+    for device, chip in (("Ascend", "ascend910"), ("Ascend", ""), ("GPU", "sm_90"), ("CPU", "")):
+        assert plan_for(device, chip=chip).formulation.attention == "standard", (device, chip)
+    first_gen = plan_for("Ascend", chip="ascend910")
+    assert "no FlashAttentionScore kernel on Ascend 910A" in " ".join(first_gen.notes)
+    assert "Ascend 910A (Atlas training series, first generation)" in first_gen.describe()
+
+
+def test_fused_attention_forced_elsewhere_is_refused_naming_the_chip():
+    for device, chip, named in (("Ascend", "ascend910", "Ascend 910A"), ("GPU", "sm_90", "GPU sm_90"),
+                                ("CPU", "", "CPU"), ("Ascend", "", r"Ascend \(chip not reported")):
+        with pytest.raises(ConfigError, match=f"model.attention=fused .* 910B/910C .* this run is on {named}"):
+            plan_for(device, "model.attention=fused", chip=chip)
+    assert plan_for("Ascend", "model.attention=fused", purpose="export", chip="ascend910").formulation.attention \
+        == "standard"  # exports never carry the kernel
+
+
+def test_head_dim_outside_the_kernels_limits_gets_standard_attention_or_an_error():
+    odd = ("model.embed_dim=72", "model.num_heads=4")  # head dim 18: not a multiple of 16
+    plan = plan_for("Ascend", *odd)
+    assert plan.formulation.attention == "standard"
+    assert any("head dim 18" in n and n.startswith("model.attention=auto -> standard") for n in plan.notes)
+    with pytest.raises(ConfigError, match="head dim 18 .* multiple of 16 up to 512"):
+        plan_for("Ascend", "model.attention=fused", *odd)
+    assert plan_for("Ascend", "model.embed_dim=64", "model.num_heads=2").formulation.attention == "fused"  # dim 32
+
+
+def test_amp_o0_on_ascend_keeps_standard_attention_or_notes_the_float16_kernel():
+    auto = plan_for("Ascend", "amp.level=O0")
+    assert auto.formulation.attention == "standard" and auto.amp_dtype == "float32" and auto.loss_scale == "none"
+    assert any("would compute attention in float16" in n for n in auto.notes)
+    forced = plan_for("Ascend", "amp.level=O0", "model.attention=fused")
+    assert forced.formulation.attention == "fused"
+    assert any("kernel takes float16 only, so attention computes in float16" in n for n in forced.notes)
+
+
+def test_amp_dtype_auto_is_bfloat16_on_910b_and_910c_float16_elsewhere_with_its_loss_scale():
+    for device, chip, level, dtype, scale in (("Ascend", "ascend910b", "auto", "bfloat16", "none"),
+                                              ("Ascend", "ascend910_93", "O3", "bfloat16", "none"),
+                                              ("Ascend", "ascend910", "auto", "float16", "dynamic"),
+                                              ("GPU", "sm_90", "O2", "float16", "dynamic"),
+                                              ("CPU", "", "O1", "float16", "dynamic"),
+                                              ("CPU", "", "auto", "float32", "none")):  # O0: nothing cast
+        plan = plan_for(device, f"amp.level={level}", chip=chip)
+        assert (plan.amp_dtype, plan.loss_scale) == (dtype, scale), (device, chip, level)
+    bf16 = plan_for("Ascend", chip="ascend910b")
+    assert "amp.loss_scale=auto -> none (bfloat16 has float32's exponent range" in " ".join(bf16.notes)
+    assert "amp O2 bfloat16, loss scale none" in bf16.describe()
+    assert plan_for("Ascend", "amp.dtype=float16", chip="ascend910b").loss_scale == "dynamic"
+    assert plan_for("Ascend", "amp.loss_scale=fixed", chip="ascend910b").loss_scale == "fixed"  # asked for
+
+
+def test_bfloat16_is_refused_where_the_device_cannot_run_it():
+    for device, chip, named in (("CPU", "", "CPU"), ("Ascend", "ascend910", "Ascend 910A"), ("GPU", "sm_90", "GPU")):
+        with pytest.raises(ConfigError, match=f"amp.dtype=bfloat16 .* 910B/910C .* this run is on {named}.*"
+                                              f"amp.dtype=float16 or auto"):
+            plan_for(device, "amp.level=O2", "amp.dtype=bfloat16", chip=chip)
+    with pytest.raises(ConfigError, match="amp.dtype=bfloat16 casts nothing at amp.level O0"):
+        plan_for("Ascend", "amp.level=O0", "amp.dtype=bfloat16")
+
+
+def test_bfloat16_o2_keeps_norms_softmax_and_parameters_in_float32():
+    from vit_ms.models.layers import Float32UnderAmp
+    from vit_ms.train.engine import apply_amp
+
+    plan = plan_for("Ascend", chip="ascend910b")  # built, not run: CPU has no bfloat16 matmul
+    model = model_from_plan(plan)
+    net = apply_amp(model, plan)
+    cells = dict(model.cells_and_names())
+    kept = [c for c in cells.values() if isinstance(c, Float32UnderAmp)]
+    assert kept and all(c.get_flags().get("fp32") and not c.get_flags().get("bf16") for c in kept)
+    assert cells["blocks.0.mlp.fc1"].get_flags().get("bf16") and cells["head"].get_flags().get("bf16")
+    assert {p.dtype for p in net.get_parameters()} == {ms.float32}  # checkpoints stay float32
+
+
+def test_old_spellings_still_load_with_a_warning_naming_the_new_key(tmp_path):
+    with pytest.warns(FutureWarning, match="'model.fused_attention: on' is now 'model.attention: fused'"):
+        cfg = load_config("demo", ["model.fused_attention=on"])
+    assert cfg.model.attention == "fused"
+    path = tmp_path / "old.yaml"
+    path.write_text("amp:\n  half_norms: off\n", encoding="utf-8")  # YAML 1.1 reads off as false
+    with pytest.warns(FutureWarning, match="'amp.half_norms: off' is now 'amp.norms: float32'"):
+        assert load_config(str(path)).amp.norms == "float32"
+    with pytest.raises(ConfigError, match="both 'amp.half_norms' and its new name 'amp.norms'; keep only amp.norms"):
+        load_config(None, ["amp.half_norms=on", "amp.norms=half"])
+    with pytest.raises(ConfigError, match="'model.fused_attention' \\(now 'model.attention'\\) must be one of"):
+        load_config(None, ["model.fused_attention=yes please"])
+
+
+# ---- compile level, compile cache, memory pool -------------------------------------------------------------------
+
+
+def test_compile_and_memory_settings_are_resolved_and_noted():
+    default = plan_for("CPU")
+    assert (default.jit_level, default.compile_cache_dir, default.memory) == ("", "", {})
+    assert "train.jit_level=auto -> MindSpore's default" in default.notes
+    assert "jit level default, compile cache off" in default.describe()
+    plan = plan_for("CPU", "train.jit_level=O1", "train.compile_cache=true", "output_dir=/tmp/r", "run_name=x",
+                    "memory.max_size=20GB", "memory.optimize_level=O1")
+    assert plan.jit_level == "O1" and plan.compile_cache_dir == "/tmp/r/x/compile_cache"
+    assert plan.memory == {"max_size": "20GB", "optimize_level": "O1"}
+    assert "compile cache /tmp/r/x/compile_cache, memory {'max_size': '20GB'" in plan.describe()
+    assert plan_for("CPU", "train.compile_cache=true", purpose="inference").compile_cache_dir == ""
+    assert plan_for("Ascend", "train.jit_level=O2").jit_level == "O2"
+    with pytest.raises(ConfigError, match="train.jit_level=O2 .* Ascend in graph mode only; this run is CPU"):
+        plan_for("CPU", "train.jit_level=O2")
+    with pytest.raises(ConfigError, match="memory.init_size='2G' must be a size in GB .* e.g. \"32GB\""):
+        plan_for("CPU", "memory.init_size=2G")

@@ -4,16 +4,16 @@ Settings flow config -> variants/runtime -> plan, and everything else reads the 
 layers that only point down: a module imports from its own package (or file) and from the layers below it,
 never from a layer above, nor from a neighbour on its own layer. From the top down:
 
-    commands   export convert benchmark plot   python -m vit_ms.<name>: parse the arguments, call below
-    tools      tools                           benchmarks, FLOP count, profiling: built on training
-    inference  inference                       loading trained weights, evaluation, prediction, export
-    train      train                           the train step, callbacks, checkpoints, the training run
-    sources    data weights                    images into batches; published weights into our names
-    plan       plan cli                        the resolved run plan; the shared command-line arguments
-    parts      models figures                  the ViT cells; pictures drawn with matplotlib
-    config     config                          YAML -> typed dataclasses
-    setting    variants runtime                the architecture table; MindSpore's context and ranks
-    ground     errors fs logs                  user-facing errors, file checks, logging setup
+    commands   export convert benchmark plot doctor  python -m vit_ms.<name>: parse the arguments, call below
+    tools      tools                                 benchmarks, FLOP count, profiling: built on training
+    inference  inference                             loading trained weights, evaluation, prediction, export
+    train      train                                 the train step, callbacks, checkpoints, the training run
+    sources    data weights                          images into batches; published weights into our names
+    plan       plan cli                              the resolved run plan; the shared command-line arguments
+    parts      models figures                        the ViT cells; pictures drawn with matplotlib
+    config     config                                YAML -> typed dataclasses
+    setting    variants runtime chips                the architecture table; MindSpore's context, ranks; chip facts
+    ground     errors fs logs                        user-facing errors, file checks, logging setup
 
 The scripts train.py, eval.py and infer.py stand above all of them. tests/test_layers.py reads this table
 and fails on an import that points up or sideways, on an import circle, and on a function-local import

@@ -7,7 +7,9 @@ range raise with the value and the fix. `save_config` writes the resolved config
 """
 import dataclasses
 import os
+import re
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Literal, Optional, Sequence, Union
@@ -48,7 +50,9 @@ class ModelConfig:
     norm_eps: float = 1e-6
     # Formulations: the same function computed another way (see vit_ms/models/formulations.py); auto: the run
     # plan picks per device (vit_ms/plan.py).
-    fused_attention: Literal["auto", "on", "off"] = "auto"  # MindSpore's flash attention (Ascend)
+    # fused: MindSpore's flash attention (FlashAttentionScore, Ascend 910B/910C only); standard: written out;
+    # auto: fused where the kernel exists and nothing needs the attention probabilities (vit_ms/plan.py)
+    attention: Literal["auto", "fused", "standard"] = "auto"
     patch_embed: Literal["auto", "conv", "matmul"] = "auto"  # matmul is faster on CPU
     backward: Literal["auto", "autodiff", "handwritten"] = "auto"  # handwritten: GELU/softmax gradients, faster on CPU (float32)
     bias_grad: Literal["auto", "reduce", "gemm"] = "auto"  # gemm: bias gradients as matrix products (GPU)
@@ -119,6 +123,12 @@ class TrainConfig:
     ema: bool = False  # keep a float32 exponential moving average of the weights (evaluated and saved too)
     ema_decay: float = 0.9999  # per optimizer step; DeiT uses 0.99996
     ema_warmup: bool = False  # timm ModelEmaV3 warm-up: decay min(ema_decay, 1 - (1 + n)^(-2/3)) at update n
+    # MindSpore's graph compile cache in <run_dir>/compile_cache: a relaunched or resumed run with the same code and
+    # settings loads its graphs instead of building them again
+    compile_cache: bool = False
+    # MindSpore's graph compile level: O0 kernel by kernel, O1 with operator fusion, O2 whole-graph sink through
+    # CANN's graph engine (Ascend graph mode only; deprecated by MindSpore 2.9); auto: MindSpore's own choice
+    jit_level: Literal["auto", "O0", "O1", "O2"] = "auto"
 
 
 @dataclass
@@ -146,12 +156,26 @@ class LossConfig:
 @dataclass
 class AmpConfig:
     level: Literal["auto", "O0", "O1", "O2", "O3"] = "auto"  # auto: O2 on Ascend, O0 on GPU/CPU
-    loss_scale: Literal["dynamic", "fixed", "none"] = "dynamic"  # used when level is not O0
+    # used when level is not O0; auto: dynamic for float16, none for bfloat16 (float32's exponent range)
+    loss_scale: Literal["auto", "dynamic", "fixed", "none"] = "auto"
     loss_scale_value: float = 65536.0
     scale_window: int = 2000
-    # LayerNorm and the attention softmax in float16 under O2/O3 (on) or cast up to float32 (off); auto: on for GPU
-    # at O2/O3 without attention dropout, off elsewhere (vit_ms/plan.py); on needs amp.level O2 or O3
-    half_norms: Literal["auto", "on", "off"] = "auto"
+    # the low-precision type amp casts to; auto: bfloat16 on Ascend 910B/910C, float16 elsewhere (bfloat16 needs
+    # no loss scale; CPU, GPU and the first-generation Ascend 910 have no bfloat16 kernels for it)
+    dtype: Literal["auto", "float16", "bfloat16"] = "auto"
+    # LayerNorm and the attention softmax in the amp dtype under O2/O3 (half) or cast up to float32; auto: half on
+    # GPU at O2/O3 without attention dropout, float32 elsewhere (vit_ms/plan.py); half needs amp.level O2 or O3
+    norms: Literal["auto", "half", "float32"] = "auto"
+
+
+@dataclass
+class MemoryConfig:
+    """The device memory pool, as `mindspore.runtime.set_memory` takes it; "" / auto keep MindSpore's default."""
+    max_size: str = ""  # e.g. "56GB": the most the pool may take (default: all device memory)
+    init_size: str = ""  # e.g. "2GB": taken at start (default 2GB)
+    increase_size: str = ""  # e.g. "2GB": each growth of the pool (default 2GB)
+    optimize_level: Literal["auto", "O0", "O1"] = "auto"  # O1: reuse memory more aggressively (default O0)
+    huge_page_reserve_size: str = ""  # e.g. "1GB" kept out of huge-page memory (default 0GB)
 
 
 @dataclass
@@ -175,6 +199,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     amp: AmpConfig = field(default_factory=AmpConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output_dir: str = "runs"
@@ -253,11 +278,42 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+# Keys renamed so that a setting has one spelling from YAML to plan to log: old key -> (new key, old value ->
+# new value). Configs and checkpoints that use an old key still load, with a FutureWarning naming the new one.
+RENAMED_KEYS = {
+    "model.fused_attention": ("model.attention", {"auto": "auto", "on": "fused", "off": "standard"}),
+    "amp.half_norms": ("amp.norms", {"auto": "auto", "on": "half", "off": "float32"}),
+}
+
+
+def _rename_old_keys(values: dict) -> dict:
+    """`values` with each key of RENAMED_KEYS moved to its new name and value (a copy when anything moved)."""
+    for old, (new, mapping) in RENAMED_KEYS.items():
+        section, old_key = old.split(".")
+        node = values.get(section)
+        if not isinstance(node, dict) or old_key not in node:
+            continue
+        raw = node[old_key]
+        value = {True: "on", False: "off"}.get(raw, raw) if isinstance(raw, bool) else raw  # YAML 1.1 on/off
+        if value not in mapping:
+            raise ConfigError(f"config key '{old}' (now '{new}') must be one of {', '.join(mapping)}, got {raw!r}; "
+                              f"write {new}: {' or '.join(sorted(set(mapping.values())))} instead")
+        new_key = new.split(".")[1]
+        if new_key in node:
+            raise ConfigError(f"config sets both '{old}' and its new name '{new}'; keep only {new}")
+        warnings.warn(f"config key '{old}: {value}' is now '{new}: {mapping[value]}'; the old key will stop "
+                      f"loading in a later version", FutureWarning, stacklevel=3)
+        node = {k: v for k, v in node.items() if k != old_key}
+        node[new_key] = mapping[value]
+        values = {**values, section: node}
+    return values
+
+
 def config_from_dict(values: dict) -> Config:
     """Build a `Config` from nested plain values (as read from YAML); missing keys keep their defaults."""
     if not isinstance(values, dict):
         raise ConfigError(f"a config must be a mapping of sections, got {type(values).__name__}")
-    cfg = _build(Config, values)
+    cfg = _build(Config, _rename_old_keys(values))
     validate(cfg)
     return cfg
 
@@ -363,6 +419,17 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+_MEMORY_SIZE = re.compile(r"([1-9][0-9]*(\.[0-9]*)?|0\.[0-9]*[1-9][0-9]*)GB")  # set_memory's format, above 0
+
+
+def _check_memory(mem: "MemoryConfig") -> None:
+    for key in ("max_size", "init_size", "increase_size", "huge_page_reserve_size"):
+        value = getattr(mem, key)
+        ok = value == "" or _MEMORY_SIZE.fullmatch(value) or (key == "huge_page_reserve_size" and value == "0GB")
+        _check(bool(ok), f"memory.{key}={value!r} must be a size in GB as mindspore.runtime.set_memory takes it, "
+                         f"e.g. \"32GB\" or \"0.5GB\" (\"\" keeps MindSpore's default)")
+
+
 def validate(cfg: Config) -> None:
     m, d, t, o = cfg.model, cfg.data, cfg.train, cfg.optim
     _check(m.num_classes > 0, f"model.num_classes={m.num_classes} must be positive")
@@ -405,5 +472,6 @@ def validate(cfg: Config) -> None:
            f"data.aug_repeats={d.aug_repeats} (repeated augmentation) needs data.format=folder: MindRecord files are "
            f"read by MindDataset's own sampler; set data.aug_repeats=1 or train from the image folder")
     _check(d.max_image_pixels > 0, f"data.max_image_pixels={d.max_image_pixels} must be positive")
+    _check_memory(cfg.memory)
     _check(cfg.checkpoint.keep_last >= 0, f"checkpoint.keep_last={cfg.checkpoint.keep_last} must be >= 0")
     _check(cfg.eval.batch_size >= 0, f"eval.batch_size={cfg.eval.batch_size} must be >= 0 (0: train.batch_size)")

@@ -1,7 +1,7 @@
 """The run plan: every setting that says `auto`, and every derived choice, resolved once into a frozen record.
 
-    runtime = setup_runtime(cfg)          # MindSpore context, device, rank: the only place that reads them
-    plan = resolve_plan(cfg, runtime)     # architecture, formulation, amp, loss scale, sink mode, batches
+    runtime = setup_runtime(cfg)          # MindSpore context, device and chip, rank: the only place that reads them
+    plan = resolve_plan(cfg, runtime)     # architecture, formulation, amp, loss scale, sink mode, batches, compile
     model = model_from_plan(plan)
 
 The model, the train step, the data and the logs take their decisions from `plan`; nothing else reads
@@ -9,13 +9,14 @@ MindSpore's global context or the environment for them. The plan is logged once 
 `<run_dir>/plan.json` and stored in every checkpoint beside the config.
 """
 from dataclasses import asdict, dataclass, field
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
+from .chips import chip_label, flash_attention_limit, has_bfloat16, has_flash_attention
 from .config import Config
 from .errors import ConfigError
 from .models.formulations import Formulation
 from .variants import Architecture, resolve_architecture
-from .runtime import Runtime
+from .runtime import Runtime, compile_settings
 
 PURPOSES = ("train", "inference", "export")
 
@@ -27,7 +28,7 @@ class RunPlan:
     device_target: str  # "CPU", "GPU" or "Ascend"
     mode: str  # "graph" or "pynative"
     amp_level: str  # "O0".."O3"
-    loss_scale: str  # "none" (amp O0), "fixed" or "dynamic"
+    loss_scale: str  # "none" (amp O0, bfloat16), "fixed" or "dynamic"
     loss_scale_value: float
     scale_window: int
     sink_mode: bool  # dataset sink mode for Model.train
@@ -38,6 +39,11 @@ class RunPlan:
     global_batch_size: int  # batch_size x world_size x accum_steps: one optimizer step
     eval_batch_size: int  # per device
     accum_steps: int = 1  # micro-batches of batch_size per optimizer step (gradient accumulation)
+    chip: str = ""  # vit_ms.chips: "ascend910b", "sm_90", "" on CPU
+    amp_dtype: str = "float32"  # what amp casts to: "float16" or "bfloat16"; "float32" under O0 (nothing cast)
+    jit_level: str = ""  # MindSpore's compile level; "": its default
+    compile_cache_dir: str = ""  # MindSpore's compile cache; "": off
+    memory: Dict[str, str] = field(default_factory=dict)  # mindspore.runtime.set_memory settings; {}: defaults
     notes: List[str] = field(default_factory=list, compare=False)  # why each 'auto' became what it is
 
     @property
@@ -61,12 +67,15 @@ class RunPlan:
         """One line for the log."""
         a, f = self.arch, self.formulation
         return (f"{a.name} (patch {a.patch_size}, width {a.embed_dim}, depth {a.depth}, heads {a.num_heads}, "
-                f"{a.image_size} px, {a.num_classes} classes) on {self.device_target} x{self.world_size} "
-                f"(rank {self.rank}), {self.mode} mode, amp {self.amp_level}, loss scale {self.loss_scale}, "
+                f"{a.image_size} px, {a.num_classes} classes) on {chip_label(self.device_target, self.chip)} "
+                f"x{self.world_size} (rank {self.rank}), {self.mode} mode, amp {self.amp_level}"
+                + (f" {self.amp_dtype}" if self.amp_level != "O0" else "") + f", loss scale {self.loss_scale}, "
                 f"sink {'on' if self.sink_mode else 'off'}, recompute {'blocks' if self.recompute_blocks else 'none'}; "
                 f"{f.describe()}; batch {self.batch_size} per device"
                 + (f" x {self.accum_steps} accumulated" if self.accum_steps > 1 else "")
-                + f", {self.global_batch_size} global")
+                + f", {self.global_batch_size} global; jit level {self.jit_level or 'default'}, compile cache "
+                + (self.compile_cache_dir or "off")
+                + (f", memory {self.memory}" if self.memory else ""))
 
 
 def _choose(key: str, setting: str, auto_value: str, on_value: str, off_value: str, notes: List[str],
@@ -113,21 +122,50 @@ def resolve_amp_level(level: str, device_target: str) -> str:
     return "O2" if device_target == "Ascend" else "O0"
 
 
-def _formulation(cfg: Config, device: str, amp_level: str, purpose: str, notes: List[str]) -> Formulation:
-    m = cfg.model
+def _attention(cfg: Config, runtime: Runtime, amp_level: str, purpose: str, notes: List[str]) -> str:
+    """model.attention: 'fused' (FlashAttentionScore) only where CANN has the kernel and the shape fits it."""
+    m, device, arch = cfg.model, runtime.device_target, resolve_architecture(cfg.model)
+    chip = chip_label(device, runtime.chip)
+    head_dim = arch.embed_dim // arch.num_heads
+    shape_limit = flash_attention_limit(head_dim, arch.num_heads)
+    if m.attention == "fused" and purpose != "export":
+        if not has_flash_attention(device, runtime.chip):
+            raise ConfigError(f"model.attention=fused needs CANN's FlashAttentionScore kernel, which exists on Ascend "
+                              f"910B/910C (Atlas A2/A3) only; this run is on {chip}: use model.attention=auto or "
+                              f"standard")
+        if shape_limit:
+            raise ConfigError(f"model.attention=fused cannot run this model: {shape_limit}; use model.attention=auto "
+                              f"or standard")
+        if m.attn_drop_rate > 0:
+            raise ConfigError(f"model.attention=fused cannot apply model.attn_drop_rate={m.attn_drop_rate} (the fused "
+                              f"kernel is used without its dropout mask); set model.attn_drop_rate=0 or "
+                              f"model.attention=auto")
+        if amp_level == "O0":
+            notes.append("model.attention=fused at amp O0: the kernel takes float16 only, so attention computes in "
+                         "float16 while the rest of the model is float32")
+        return "fused"
+    if m.attention != "auto":
+        return "standard" if purpose == "export" and m.attention == "fused" else m.attention
+    if purpose == "export":
+        why, fused = "exports stay portable", False
+    elif not has_flash_attention(device, runtime.chip):
+        why, fused = f"no FlashAttentionScore kernel on {chip}", False
+    elif shape_limit:
+        why, fused = f"FlashAttentionScore cannot take it: {shape_limit}", False
+    elif m.attn_drop_rate > 0:
+        why, fused = f"model.attn_drop_rate={m.attn_drop_rate} needs the written-out attention", False
+    elif amp_level == "O0":
+        why, fused = "amp O0 keeps float32; the fused kernel would compute attention in float16", False
+    else:
+        why, fused = f"FlashAttentionScore on {chip}", True
+    return _choose("model.attention", "auto", "fused" if fused else "standard", "", "", notes, why)
+
+
+def _formulation(cfg: Config, runtime: Runtime, amp_level: str, purpose: str, notes: List[str]) -> Formulation:
+    m, device = cfg.model, runtime.device_target
     patch = _choose("model.patch_embed", m.patch_embed, "conv" if device == "Ascend" else "matmul", "", "", notes,
                     f"{device}")
-    if m.fused_attention == "on" and device != "Ascend" and purpose != "export":
-        raise ConfigError(f"model.fused_attention=on needs MindSpore's flash attention, which runs on Ascend only; "
-                          f"this run targets {device}: use model.fused_attention=auto")
-    if m.fused_attention == "on" and m.attn_drop_rate > 0:
-        raise ConfigError(f"model.fused_attention=on cannot apply model.attn_drop_rate={m.attn_drop_rate} (the "
-                          f"fused kernel is used without its dropout mask); set model.attn_drop_rate=0 or "
-                          f"model.fused_attention=auto")
-    fused_auto = device == "Ascend" and m.attn_drop_rate == 0 and purpose != "export"
-    attention = _choose("model.fused_attention", m.fused_attention, "fused" if fused_auto else "standard", "fused",
-                        "standard", notes, "Ascend flash attention when there is no attention dropout; exports "
-                        "stay portable" if device == "Ascend" or purpose == "export" else device)
+    attention = _attention(cfg, runtime, amp_level, purpose, notes)
     if m.backward == "handwritten" and amp_level != "O0":
         raise ConfigError(f"model.backward=handwritten computes float32 gradients only, but amp.level resolves to "
                           f"{amp_level}; use model.backward=auto or amp.level=O0")
@@ -141,12 +179,12 @@ def _formulation(cfg: Config, device: str, amp_level: str, purpose: str, notes: 
 
 
 def _norms(cfg: Config, device: str, amp_level: str, notes: List[str]) -> str:
-    """amp.half_norms: LayerNorm and the attention softmax in the amp dtype ('half') or in float32."""
+    """amp.norms: LayerNorm and the attention softmax in the amp dtype ('half') or in float32."""
     half_amp = amp_level in ("O2", "O3")  # O0 runs in float32; O1 gives these layers float32 inputs
-    if cfg.amp.half_norms == "on" and not half_amp:
-        raise ConfigError(f"amp.half_norms=on computes LayerNorm and softmax in float16, but amp.level resolves to "
-                          f"{amp_level}, where they get float32 inputs; use amp.level=O2 or O3, or "
-                          f"amp.half_norms=auto")
+    if cfg.amp.norms == "half" and not half_amp:
+        raise ConfigError(f"amp.norms=half computes LayerNorm and softmax in the amp dtype, but amp.level resolves "
+                          f"to {amp_level}, where they get float32 inputs; use amp.level=O2 or O3, or "
+                          f"amp.norms=auto")
     if not half_amp:
         why = f"amp {amp_level}: LayerNorm and softmax get float32 inputs"
     elif device != "GPU":
@@ -156,8 +194,37 @@ def _norms(cfg: Config, device: str, amp_level: str, notes: List[str]) -> str:
     else:
         why = "float16 LayerNorm and softmax measured faster on an H100 under O2"
     half_auto = device == "GPU" and half_amp and cfg.model.attn_drop_rate == 0
-    return _choose("amp.half_norms", cfg.amp.half_norms, "half" if half_auto else "float32", "half", "float32",
-                   notes, why)
+    return _choose("amp.norms", cfg.amp.norms, "half" if half_auto else "float32", "", "", notes, why)
+
+
+def resolve_amp_dtype(cfg: Config, runtime: Runtime, amp_level: str, notes: List[str]) -> str:
+    """amp.dtype: bfloat16 where the chip has it (Ascend 910B/910C) when auto; float32 under O0 (nothing cast)."""
+    device, dtype = runtime.device_target, cfg.amp.dtype
+    chip = chip_label(device, runtime.chip)
+    if dtype == "bfloat16" and not has_bfloat16(device, runtime.chip):
+        raise ConfigError(f"amp.dtype=bfloat16 needs bfloat16 matmul kernels, which MindSpore has on Ascend "
+                          f"910B/910C (Atlas A2/A3) only; this run is on {chip}: use amp.dtype=float16 or auto")
+    if amp_level == "O0":
+        if dtype == "bfloat16":
+            raise ConfigError("amp.dtype=bfloat16 casts nothing at amp.level O0 (float32 throughout); set "
+                              "amp.level=O1, O2 or O3 with it, or leave amp.dtype=auto")
+        return "float32"
+    bf16 = has_bfloat16(device, runtime.chip)
+    return _choose("amp.dtype", dtype, "bfloat16" if bf16 else "float16", "", "", notes,
+                   f"{chip} has bfloat16" if bf16 else f"no bfloat16 kernels on {chip}")
+
+
+def resolve_loss_scale(cfg: Config, amp_level: str, amp_dtype: str, notes: List[str]) -> str:
+    """No loss scale in float32 (O0); auto: none for bfloat16 (float32's exponent range), dynamic for float16."""
+    if amp_level == "O0":
+        return "none"
+    if cfg.amp.loss_scale != "auto":
+        return cfg.amp.loss_scale
+    scale = "none" if amp_dtype == "bfloat16" else "dynamic"
+    notes.append(f"amp.loss_scale=auto -> {scale} ("
+                 + ("bfloat16 has float32's exponent range: gradients do not underflow" if scale == "none"
+                    else "float16 gradients underflow without it") + ")")
+    return scale
 
 
 def resolve_plan(cfg: Config, runtime: Runtime, purpose: str = "train") -> RunPlan:
@@ -169,15 +236,22 @@ def resolve_plan(cfg: Config, runtime: Runtime, purpose: str = "train") -> RunPl
     amp_level = resolve_amp_level(cfg.amp.level, device)
     if cfg.amp.level == "auto":
         notes.append(f"amp.level=auto -> {amp_level} (O2 on Ascend, O0 elsewhere)")
-    loss_scale = "none" if amp_level == "O0" else cfg.amp.loss_scale
+    amp_dtype = resolve_amp_dtype(cfg, runtime, amp_level, notes)
+    loss_scale = resolve_loss_scale(cfg, amp_level, amp_dtype, notes)
+    compile_ = compile_settings(cfg, device)
+    if cfg.train.jit_level == "auto":
+        notes.append("train.jit_level=auto -> MindSpore's default")
     sink = _choose("train.sink_mode", cfg.train.sink_mode, "on" if device == "Ascend" else "off", "on", "off",
                    notes, device) == "on"
     batch, accum = batch_and_accumulation(cfg, runtime.world_size, notes)
     return RunPlan(arch=resolve_architecture(cfg.model),
-                   formulation=_formulation(cfg, device, amp_level, purpose, notes),
+                   formulation=_formulation(cfg, runtime, amp_level, purpose, notes),
                    device_target=device, mode=cfg.train.mode, amp_level=amp_level, loss_scale=loss_scale,
                    loss_scale_value=cfg.amp.loss_scale_value, scale_window=cfg.amp.scale_window, sink_mode=sink,
                    recompute_blocks=cfg.train.recompute == "blocks" and purpose == "train",
                    rank=runtime.rank, world_size=runtime.world_size, batch_size=batch,
                    global_batch_size=batch * runtime.world_size * accum,
-                   eval_batch_size=cfg.eval.batch_size or batch, accum_steps=accum, notes=notes)
+                   eval_batch_size=cfg.eval.batch_size or batch, accum_steps=accum, chip=runtime.chip,
+                   amp_dtype=amp_dtype, jit_level=compile_.jit_level,
+                   compile_cache_dir=compile_.compile_cache_dir if purpose == "train" else "",
+                   memory=compile_.memory, notes=notes)

@@ -1,13 +1,20 @@
-"""Where a run executes: MindSpore context, device target and the data-parallel group.
+"""Where a run executes: MindSpore context, device target and chip, compile and memory settings, and the
+data-parallel group.
 
 `setup_runtime` is the one place that reads the environment (launcher variables, DEVICE_ID) and MindSpore's
 context; `vit_ms.plan.resolve_plan` turns its `Runtime` and the config into the run plan everything else reads.
+What MindSpore must know before the device starts (memory pool, compile level, compile cache) is applied here,
+from the config as `compile_settings` reads it; the plan records the same settings.
 """
+import hashlib
+import json
 import os
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Tuple
 
 import mindspore as ms
+from mindspore._c_expression import MSContext
 from mindspore.communication import get_group_size, get_rank, init
 
 from .errors import ConfigError
@@ -22,6 +29,89 @@ class Runtime:
     device_target: str  # "CPU", "GPU" or "Ascend"
     rank: int = 0
     world_size: int = 1
+    chip: str = ""  # Ascend: MindSpore's SoC version ("ascend910b"); GPU: "sm_90"; CPU: "" (see vit_ms.chips)
+    device_name: str = ""  # "Ascend910B3", "NVIDIA H100 80GB HBM3"; "" where MindSpore cannot tell
+
+
+@dataclass(frozen=True)
+class CompileSettings:
+    """Settings MindSpore reads before it builds a graph or starts the device, as the config gives them."""
+    jit_level: str  # "" (MindSpore's default), "O0", "O1" or "O2"
+    compile_cache_dir: str  # "" (off) or the folder MindSpore keeps compiled graphs in
+    memory: Dict[str, str]  # keyword arguments of mindspore.runtime.set_memory that the config sets
+
+
+def run_dir_of(cfg) -> Path:
+    """Where a run writes everything: <output_dir>/<run_name>."""
+    return Path(cfg.output_dir) / (cfg.run_name or "run")
+
+
+def compile_settings(cfg, device_target: str) -> CompileSettings:
+    """The config's compile level, compile cache and memory pool; refuses a compile level the target lacks."""
+    jit_level = "" if cfg.train.jit_level == "auto" else cfg.train.jit_level
+    if jit_level == "O2" and (device_target != "Ascend" or cfg.train.mode != "graph"):
+        raise ConfigError(f"train.jit_level=O2 (whole-graph sink through CANN's graph engine) runs on Ascend in graph "
+                          f"mode only; this run is {device_target} in {cfg.train.mode} mode: use train.jit_level=O0, "
+                          f"O1 or auto")
+    cache = str(run_dir_of(cfg) / "compile_cache") if cfg.train.compile_cache else ""
+    mem = cfg.memory
+    memory = {key: getattr(mem, key) for key in ("init_size", "increase_size", "max_size", "huge_page_reserve_size")
+              if getattr(mem, key)}
+    if mem.optimize_level != "auto":
+        memory["optimize_level"] = mem.optimize_level
+    return CompileSettings(jit_level, cache, memory)
+
+
+_memory_applied: Dict[str, str] = {}  # MindSpore takes set_memory once per process
+_once = {"deterministic": False}
+
+
+def apply_compile_settings(settings: CompileSettings, environ=None) -> None:
+    """Hand the settings to MindSpore: before the device starts (memory) and before any graph is built."""
+    environ = os.environ if environ is None else environ
+    if settings.memory and settings.memory != _memory_applied:
+        if _memory_applied:
+            raise ConfigError(f"memory.* was already set to {_memory_applied} in this process and MindSpore takes "
+                              f"the memory pool's settings once; start a new process for {settings.memory}")
+        ms.runtime.set_memory(**settings.memory)
+        _memory_applied.update(settings.memory)
+    if settings.jit_level:
+        ms.set_context(jit_config={"jit_level": settings.jit_level})
+
+
+def use_compile_cache(base_dir: str, fingerprint: dict, environ=None) -> Path:
+    """Turn on MindSpore's compile cache in a folder of `base_dir` named by a digest of `fingerprint`; returns it.
+
+    MindSpore 2.10 checks that the Python sources are unchanged but not the shapes of the parameters: a graph
+    cached for 3 learning rates (1 epoch of 3 steps) was loaded for 6 and failed in its Gather. So the cache is
+    kept per fingerprint (the resolved config and plan, the steps per epoch): a run relaunched or resumed with
+    the same settings finds its graphs, any other gets a folder of its own. Set before the first graph is built.
+    """
+    environ = os.environ if environ is None else environ
+    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+    folder = Path(base_dir) / digest
+    folder.mkdir(parents=True, exist_ok=True)
+    environ["MS_COMPILER_CACHE_ENABLE"] = "1"  # read at each graph build (set_context's are deprecated in 2.10)
+    environ["MS_COMPILER_CACHE_PATH"] = str(folder)
+    return folder
+
+
+def read_chip(device_target: str, device_id: int) -> Tuple[str, str]:
+    """(chip, device name) as MindSpore reports them: the Ascend SoC version or the GPU's compute capability."""
+    if device_target == "Ascend":
+        # MindSpore's own query (mindspore.train.Model checks 'ascend910' through it); it asks CANN once per process
+        return MSContext.get_instance().get_ascend_soc_version(), _device_name(device_id, device_target)
+    if device_target == "GPU":
+        major, minor = ms.hal.get_device_capability(device_id, "GPU")
+        return f"sm_{major}{minor}", _device_name(device_id, device_target)
+    return "", ""
+
+
+def _device_name(device_id: int, device_target: str) -> str:
+    try:
+        return str(ms.hal.get_device_name(device_id, device_target))
+    except (RuntimeError, ValueError):  # the name is for reports only; the chip above decides
+        return ""
 
 
 def launched_distributed(environ: Mapping[str, str]) -> bool:
@@ -46,16 +136,20 @@ def setup_runtime(cfg, environ: Optional[Mapping[str, str]] = None) -> Runtime:
     """Set MindSpore's context for `cfg` and join the data-parallel group when launched for it."""
     environ = os.environ if environ is None else environ
     device_target = resolve_device_target(cfg.train.device_target)
+    settings = compile_settings(cfg, device_target)
     mode = ms.GRAPH_MODE if cfg.train.mode == "graph" else ms.PYNATIVE_MODE
     ms.set_context(mode=mode)
+    device_id = int(environ.get("DEVICE_ID", cfg.train.device_id))  # rank-table launches set DEVICE_ID per process
     if device_target == "CPU":
         if ms.get_context("device_target") != "CPU":  # a GPU/Ascend build asked to run on its CPU
             ms.set_device("CPU")
-    else:  # rank-table launches give each process its device in DEVICE_ID
-        ms.set_device(device_target, int(environ.get("DEVICE_ID", cfg.train.device_id)))
+    else:
+        ms.set_device(device_target, device_id)
+    apply_compile_settings(settings, environ)
     ms.set_seed(cfg.train.seed)
-    if cfg.train.deterministic:
+    if cfg.train.deterministic and not _once["deterministic"]:  # MindSpore takes it once per process
         ms.set_deterministic(True)
+        _once["deterministic"] = True
 
     distributed = launched_distributed(environ) if cfg.distributed == "auto" else bool(cfg.distributed)
     if not distributed and any(var in environ for var in MSRUN_VARS):
@@ -70,4 +164,4 @@ def setup_runtime(cfg, environ: Optional[Mapping[str, str]] = None) -> Runtime:
         if world_size > 1:
             ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
                                          device_num=world_size)
-    return Runtime(device_target, rank, world_size)
+    return Runtime(device_target, rank, world_size, *read_chip(device_target, device_id))

@@ -56,7 +56,7 @@ def parse_batch(text: str) -> Batch:
     raise ExportError(f"--batch must be a positive integer or 'dynamic', got '{text}'")
 
 
-def check_request(fmt: str, batch: Batch, fused_attention: str) -> None:
+def check_request(fmt: str, batch: Batch, attention: str) -> None:
     """Reject what cannot be exported before anything is built."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format '{fmt}'; choose one of: {', '.join(FORMATS)}")
@@ -65,9 +65,9 @@ def check_request(fmt: str, batch: Batch, fused_attention: str) -> None:
                           "shapes only (the batch size is written into the graph's Reshape constants). Export a "
                           "fixed batch, e.g. --batch 8 (infer.py --model pads the last batch), or use "
                           "--format mindir --batch dynamic")
-    if fmt == "onnx" and fused_attention == "on":
-        raise ExportError("model.fused_attention=on (Ascend flash attention) cannot be exported to ONNX; use "
-                          "model.fused_attention=auto, which exports the standard attention (same weights and math)")
+    if fmt == "onnx" and attention == "fused":
+        raise ExportError("model.attention=fused (Ascend flash attention) cannot be exported to ONNX; use "
+                          "model.attention=auto, which exports the standard attention (same weights and math)")
 
 
 def default_out(ckpt: os.PathLike, fmt: str) -> Path:
@@ -268,11 +268,11 @@ def export(ckpt: str, fmt: str, batch: Batch = 1, out: Optional[str] = None, che
     picks a checkpoint's "raw" or "ema" weights (None: the ones it records as best).
     Returns the exported file's path and the sidecar's contents.
     """
-    check_request(fmt, batch, "off")
+    check_request(fmt, batch, "standard")
     out_path = resolve_out(out, ckpt, fmt)
     check_out_writable(out_path)
     loaded = load_for_inference(ckpt, config_path, overrides, purpose="export",
-                                check=lambda cfg: check_request(fmt, batch, cfg.model.fused_attention),
+                                check=lambda cfg: check_request(fmt, batch, cfg.model.attention),
                                 weights=weights)
     cfg, plan, model, class_names = loaded.cfg, loaded.plan, loaded.network, loaded.class_names
     if class_names is not None and len(class_names) != cfg.model.num_classes:

@@ -1,7 +1,7 @@
 """Scaled dot-product attention over a fused qkv projection: (B, N, 3D) -> (B, N, D), as two formulations.
 
 - `DotProductAttention`: softmax(q k^T / sqrt(Dh)) v per head, written out (any device).
-- `FlashAttention`: MindSpore's fused `flash_attention_score` kernel (Ascend only), same function.
+- `FlashAttention`: MindSpore's fused `flash_attention_score` kernel (Ascend 910B/910C only, `vit_ms.chips`), same function.
 `formulations.Formulation.attention` picks one; neither holds parameters. Both also give the attention
 probabilities on their own (`probabilities`, for attention maps: not used by the forward pass).
 """

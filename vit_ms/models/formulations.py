@@ -4,10 +4,10 @@ checkpoint moves between them (and between devices) unchanged; only speed and me
     f = Formulation(patch_embed="matmul", attention="standard", backward="handwritten", bias_grad="reduce")  # CPU
     model = VisionTransformer(arch, f)
 
-The run plan (`vit_ms.plan`) picks the formulation for the device; `model.patch_embed`, `model.fused_attention`,
-`model.backward`, `model.bias_grad` and `amp.half_norms` in the config force any of them on any device.
+The run plan (`vit_ms.plan`) picks the formulation for the device; `model.patch_embed`, `model.attention`,
+`model.backward`, `model.bias_grad` and `amp.norms` in the config force any of them on any device.
 `norms` matters under amp O2/O3 alone: LayerNorm and the attention softmax in float32 with float32 parameters
-(`layers.Float32UnderAmp`) or in amp's float16; under O0 everything is float32 either way.
+(`layers.Float32UnderAmp`) or in amp's float16 or bfloat16; under O0 everything is float32 either way.
 """
 from dataclasses import dataclass
 
@@ -18,7 +18,7 @@ from .handwritten import BiasGemmLinear, HandwrittenErfGELU, HandwrittenSoftmax
 from .layers import GELU, LayerNorm, Linear, Softmax
 
 PATCH_EMBEDS = ("matmul", "conv")  # reshape + matmul (fast on CPU) or the stride-P convolution
-ATTENTIONS = ("standard", "fused")  # written out, or Ascend's flash-attention kernel
+ATTENTIONS = ("standard", "fused")  # written out, or Ascend 910B/910C's flash-attention kernel
 BACKWARDS = ("autodiff", "handwritten")  # handwritten: erf GELU and softmax gradients (float32)
 BIAS_GRADS = ("reduce", "gemm")  # a Linear's bias gradient: autodiff's row reduction, or ones(1, M) @ dy
 NORMS = ("float32", "half")  # LayerNorm and softmax under amp O2/O3: kept in float32, or in amp's float16

@@ -64,7 +64,7 @@ class Float32UnderAmp(nn.Cell):
     mode: the op still ran in float16). These layers take the float32 mark instead, as amp does for MindSpore's own
     nn.LayerNorm (its AMP_BLACK_LIST): float16 inputs are cast up, the parameters stay float32, and the next cell
     casts the float32 output back.
-    With `half` (`amp.half_norms`, resolved by the run plan) they keep amp's float16 or bfloat16.
+    With `half` (`amp.norms: half`, resolved by the run plan) they keep amp's float16 or bfloat16.
     """
 
     def __init__(self, half: bool = False):

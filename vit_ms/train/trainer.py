@@ -22,7 +22,7 @@ from ..fs import prove_writable
 from ..logs import setup_logging
 from ..models import model_from_plan
 from ..plan import RunPlan, resolve_plan
-from ..runtime import setup_runtime
+from ..runtime import run_dir_of, setup_runtime, use_compile_cache
 from ..weights.load import load_pretrained
 from .callbacks import CheckpointAndMetrics, TrainProgress
 from .checkpoint import (CheckpointMeta, TrainState, check_fit, find_resume_checkpoint, network_params,
@@ -43,7 +43,7 @@ log = logging.getLogger("vit_ms")
 
 def prepare_run_dir(cfg: Config, rank: int = 0) -> Path:
     """Create the run directory and prove it is writable before any training starts."""
-    run_dir = Path(cfg.output_dir) / (cfg.run_name or "run")
+    run_dir = run_dir_of(cfg)
     try:
         prove_writable(run_dir, f".write_test_rank{rank}")  # per rank: all ranks probe the same directory at once
     except OSError as err:
@@ -228,6 +228,10 @@ def train_in(cfg: Config, plan: RunPlan, run_dir: Path, resume: Optional[str], c
     if plan.distributed and resume:
         check_same_resume(resumed.path, resumed.params, resumed.state, plan.rank, plan.world_size, run_dir)
     train_ds, val_ds, info = build_datasets(cfg, plan, resumed)
+    if plan.compile_cache_dir:  # the graphs' shapes follow the config, the plan and the steps per epoch
+        fingerprint = {"config": config_to_dict(cfg), "plan": {**plan.to_dict(), "notes": []},
+                       "steps_per_epoch": info.steps_per_epoch}
+        log.info("compile cache: %s", use_compile_cache(plan.compile_cache_dir, fingerprint))
     model = model_from_plan(plan)
     initial_weights(model, cfg, resumed, cache_dir)
     train_step, lrs = build_step(cfg, plan, model, info.steps_per_epoch)
