@@ -5,6 +5,7 @@ layers that only point down: a module imports from its own package (or file) and
 never from a layer above, nor from a neighbour on its own layer. From the top down:
 
     commands   export convert benchmark plot doctor  python -m vit_ms.<name>: parse the arguments, call below
+    serving    serve                                 python -m vit_ms.serve: a page and a JSON API for one model
     tools      tools                                 benchmarks, FLOP count, profiling: built on training
     inference  inference                             loading trained weights, evaluation, prediction, export
     train      train                                 the train step, callbacks, checkpoints, the training run

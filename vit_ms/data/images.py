@@ -6,6 +6,7 @@ Two levels of checking:
   JPEG / PNG whether the file ends the way a complete file does. Only files whose ending looks wrong are
   decoded in full, so scanning ImageNet reads headers and tails, not 1.28M images.
 """
+import io
 import os
 import struct
 from typing import Optional
@@ -50,10 +51,11 @@ def is_image_file(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _open(path: str, max_pixels: int) -> Image.Image:
-    """Open lazily (header only) and check the pixel count; raises BadImage."""
+def _open(path, max_pixels: int) -> Image.Image:
+    """Open a file path or an in-memory io.BytesIO lazily (header only) and check the pixel count; raises BadImage."""
     try:
-        if os.path.getsize(path) == 0:
+        size = path.getbuffer().nbytes if isinstance(path, io.BytesIO) else os.path.getsize(path)
+        if size == 0:
             raise BadImage("zero bytes (empty file)")
         img = Image.open(path)
     except Image.DecompressionBombError as err:
@@ -85,8 +87,8 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.array(img.convert("RGB"), dtype=np.uint8)  # (H, W, 3), a writable copy
 
 
-def decode_image(path: str, max_pixels: int) -> np.ndarray:
-    """Open, check and fully decode; raises BadImage."""
+def decode_image(path, max_pixels: int) -> np.ndarray:
+    """Open, check and fully decode a file path or an io.BytesIO; raises BadImage."""
     with _open(path, max_pixels) as img:
         try:
             img.load()  # full decode; truncated data raises here
@@ -106,6 +108,12 @@ def load_image_rgb(path, max_pixels: int) -> np.ndarray:
         return decode_image(str(path), max_pixels)
     except BadImage as err:
         raise bad_image_error(str(path), str(err)) from err
+
+
+def decode_image_bytes(data: bytes, max_pixels: int) -> np.ndarray:
+    """Decode an image held in memory (an upload, never written to disk) to (H, W, 3) uint8 RGB; raises BadImage
+    with the reason, as for a file."""
+    return decode_image(io.BytesIO(data), max_pixels)
 
 
 def _tail_looks_complete(path: str, fmt: Optional[str]) -> bool:

@@ -61,12 +61,16 @@ def maps_for_batch(network, x: np.ndarray, patch_size: int) -> Tuple[np.ndarray,
     tensor = ms.Tensor(x)
     probs = [p.asnumpy() for p in network.attention_probabilities(tensor)]
     logits = network(tensor).asnumpy()
-    size = x.shape[-1]
-    grid = (x.shape[-2] // patch_size, x.shape[-1] // patch_size)
+    return maps_from_probabilities(probs, x.shape[-1], patch_size) + (logits,)
+
+
+def maps_from_probabilities(probs: Sequence[np.ndarray], size: int, patch_size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """depth x (B, H, N+1, N+1) attention probabilities of (B, 3, size, size) images -> rollout maps (B, S, S) and
+    last-layer maps (B, S, S), each in [0, 1]."""
+    grid = (size // patch_size, size // patch_size)
     rollout = class_token_map(attention_rollout(probs), grid)
     last = last_layer_map(probs[-1], grid)
-    return (np.stack([to_image_size(m, size) for m in rollout]), np.stack([to_image_size(m, size) for m in last]),
-            logits)
+    return np.stack([to_image_size(m, size) for m in rollout]), np.stack([to_image_size(m, size) for m in last])
 
 
 def displayable(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
