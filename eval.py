@@ -15,14 +15,18 @@ from vit_ms.errors import run_cli
 WORST_SHOWN = 5
 
 
-def main(argv=None) -> int:
+def build_parser():
     parser = base_parser(__doc__, config_required=False)
     parser.add_argument("--ckpt", required=True, help="checkpoint (e.g. runs/<name>/best.ckpt), or published weights "
                                                        "(a vit_ms.weights.hub.PRETRAINED name, a file or a URL)")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="folder for per_class.csv and confusion.png (default: eval/<name>/ beside the checkpoint)")
     add_weights_argument(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     # MindSpore takes seconds to import: loaded once the arguments are good, so --help and usage errors answer at once
     from vit_ms.inference.evaluate import run_evaluation
     from vit_ms.inference.per_class import describe, worst_classes

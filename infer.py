@@ -20,7 +20,7 @@ from vit_ms.cli import add_weights_argument, base_parser
 from vit_ms.errors import DataError, UserError, run_cli
 
 
-def parse_args(argv) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = base_parser(__doc__, config_required=False, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
     parser.add_argument("--ckpt", help="checkpoint whose weights label the images (e.g. runs/<name>/best.ckpt)")
@@ -33,6 +33,11 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--attention-maps", metavar="DIR",
                         help="also save per image a PNG of where the class token attends (needs --ckpt)")
     add_weights_argument(parser)
+    return parser
+
+
+def parse_args(argv) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.model and args.weights:
         parser.error("--weights applies to --ckpt; an exported file holds one set of weights")

@@ -7,12 +7,16 @@ from vit_ms.errors import run_cli
 from vit_ms.train.signals import watch_stop_signals
 
 
-def main(argv=None) -> int:
-    watch_stop_signals()  # before MindSpore starts threads: SIGTERM/SIGINT stop training gracefully (143/130)
+def build_parser():
     parser = base_parser(__doc__)
     parser.add_argument("--resume", default=None, metavar="CKPT",
                         help="continue from a checkpoint, or 'auto' for the newest complete one in the run directory")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    watch_stop_signals()  # before MindSpore starts threads: SIGTERM/SIGINT stop training gracefully (143/130)
+    args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
     from vit_ms.train.trainer import run_training  # imports MindSpore: after the config is known to be good
     from vit_ms.weights.hub import cache_dir_from_env

@@ -32,11 +32,15 @@ def table(checks: List[Check]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def build_parser():
     parser = base_parser(__doc__.split("\n\n")[0], config_required=False, prog="python -m vit_ms.doctor")
     parser.add_argument("--out", default=None, help="keep the tiny run's data, runs, export and doctor.log in this "
                                                     "folder (default: a temporary folder, removed afterwards)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     cfg = load_config(args.config, args.overrides)  # a config that does not load stops here (exit 2)
     with tempfile.TemporaryDirectory(prefix="vit_ms_doctor_") as tmp:
         work = Path(args.out) if args.out else Path(tmp)

@@ -12,7 +12,7 @@ from .errors import run_cli
 from .inference.exported_runner import FORMATS, sidecar_path
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def build_parser():
     parser = base_parser(__doc__.split("\n\n")[0], config_required=False, prog="python -m vit_ms.export")
     parser.add_argument("--ckpt", required=True, help="checkpoint to export (e.g. runs/<name>/best.ckpt)")
     parser.add_argument("--format", required=True, choices=list(FORMATS), help="mindir or onnx")
@@ -22,7 +22,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--no-check", dest="check", action="store_false",
                         help="skip running the exported file against the model")
     add_weights_argument(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     # MindSpore takes seconds to import: loaded once the arguments parse, so --help and usage errors answer at once
     from .inference.to_mindir_onnx import export, parse_batch
 

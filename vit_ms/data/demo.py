@@ -137,7 +137,7 @@ def write_synthetic_folder(root: Path, num_classes: int = 3, train_per_class: in
     return root
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Write a small ImageNet-style demo dataset (no download).")
     parser.add_argument("--out", required=True, help="folder to write <out>/train/<class>/ and <out>/val/<class>/")
     parser.add_argument("--kind", choices=["digits", "synthetic"], default="digits")
@@ -148,7 +148,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--train-per-class", type=int, default=20, help="synthetic only")
     parser.add_argument("--val-per-class", type=int, default=5, help="synthetic only")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.kind == "digits":
         root = write_digits_folder(Path(args.out), args.image_size, args.val_fraction, args.seed)
         counts = _read_marker(root)["counts"]

@@ -192,7 +192,7 @@ def convert_folder(root: Path, out: Path, splits: Sequence[str] = ("train", "val
             for i, split in enumerate(splits)}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Convert an ImageNet-style folder to MindRecord shards.")
     parser.add_argument("--root", required=True, help="folder holding <root>/<split>/<class>/<image>")
     parser.add_argument("--out", required=True, help="output folder (<out>/<split>/...); resumable")
@@ -204,7 +204,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--index-cache-dir", default="", help="as data.index_cache_dir ('off': no cache)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     results = convert_folder(Path(args.root), Path(args.out), args.splits, args.samples_per_shard,
                              args.max_image_pixels, not args.quiet, resolve_cache_dir(args.index_cache_dir))
     for split, progress in results.items():

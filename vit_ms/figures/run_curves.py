@@ -119,14 +119,18 @@ def run_labels(run_dirs: Sequence[str]) -> List[str]:
     return [name if names.count(name) == 1 else str(d) for name, d in zip(names, run_dirs)]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Plot training curves of one or more runs from their "
                                                  "metrics.jsonl (overlaid, labelled by run name).")
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (runs/<run_name>)")
     parser.add_argument("--out", default="curves.png", help="PNG to write (default: curves.png)")
     parser.add_argument("--title", default="", help="figure title (default: the run names)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     runs = {label: read_records(d) for label, d in zip(run_labels(args.run_dirs), args.run_dirs)}
     empty = [label for label, records in runs.items() if not records]
     if empty:

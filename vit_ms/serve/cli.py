@@ -18,7 +18,7 @@ from ..errors import UserError
 log = logging.getLogger("vit_ms")
 
 
-def parse_args(argv) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = base_parser(__doc__, config_required=False, prog="python -m vit_ms.serve",
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, help="checkpoint (runs/<name>/best.ckpt), published weights name "
@@ -35,6 +35,11 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--max-images", type=int, default=16, help="most images in one request (default 16)")
     parser.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body in MiB (default 20)")
     parser.add_argument("--decode-threads", type=int, default=2, help="threads decoding uploads (default 2)")
+    return parser
+
+
+def parse_args(argv) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     for flag in ("batch_size", "max_images", "decode_threads"):
         if getattr(args, flag) < 1:

@@ -87,7 +87,7 @@ def image_payloads(folder: Path, limit: int = 64) -> List[Tuple[bytes, str]]:
     return [(f.read_bytes(), kinds.get(f.suffix.lower(), "application/octet-stream")) for f in files]
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vit_ms.serve.loadgen", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", nargs="+", default=["http://127.0.0.1:8000"],
@@ -100,7 +100,11 @@ def main(argv=None) -> int:
                         help="rounds over every server and client count, interleaved; with more than one the "
                              "medians are printed at the end (a shared machine's load moves between runs)")
     parser.add_argument("--token", help="the servers' --token, if they have one")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     payloads = image_payloads(Path(args.images))
     if not payloads:
         print(f"error: no image files under '{args.images}'", file=sys.stderr)

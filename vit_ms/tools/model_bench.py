@@ -25,6 +25,7 @@ with the same optimizer, loss and amp, and times both in one process, alternatin
 Output: a table, then one JSON object per line per measurement; with --compare the last line holds
 ours_images_per_sec, mindcv_images_per_sec and ratio.
 """
+import argparse
 import copy
 import dataclasses
 import functools
@@ -319,7 +320,7 @@ def format_table(records: List[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = base_parser("Measure training, evaluation and data-pipeline speed of a config.")
     parser.add_argument("--batch", type=int, default=0, help="batch size (default: train.batch_size)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per model (default 10)")
@@ -346,7 +347,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--device-rate", type=float, default=1500.0,
                         help="--data-only: images/s one device trains, for the host cores it needs (default 1500, "
                              "ViT-B/16 on one Ascend 910 / A100)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.batch < 0 or args.data_batches < 1:
         raise ConfigError("--steps and --data-batches must be >= 1, --warmup and --batch >= 0")
     if args.data_images < 1 or args.data_rounds < 1 or args.device_rate <= 0:
