@@ -35,15 +35,20 @@ FILES = ("model.safetensors", "config.json")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vit_ms.convert --to timm", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--to", required=True, choices=("timm",), help="the layout to write (timm / Hugging Face)")
+    add_options(p)
     p.add_argument("ckpt", help="one of our checkpoints (train.py's, or vit_ms.convert's with --config)")
     p.add_argument("out", help="output folder (created); gets model.safetensors and config.json")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return p
+
+
+def add_options(p) -> None:
+    """The weights-out options, on this command's parser or on a group of python -m vit_ms.convert's help."""
+    p.add_argument("--to", required=True, choices=("timm",), help="the layout to write (timm / Hugging Face)")
     p.add_argument("--weights", choices=WEIGHTS, default=None,
                    help="raw or EMA weights of a train.ema checkpoint (default: the ones it records as best)")
     p.add_argument("--config", default=None, help="config for a checkpoint that records none (vit_ms.convert's)")
     p.add_argument("--force", action="store_true", help="replace model.safetensors / config.json already in OUT")
-    p.add_argument("--debug", action="store_true", help="show full tracebacks")
-    return p
 
 
 def export_timm(ckpt: str, out: os.PathLike, weights: Optional[str] = None, config_path: Optional[str] = None,

@@ -9,6 +9,7 @@ worker_<i>.log, whose MindSpore lines carry it ("DISTRIBUTED(4121,..."; a proces
 logged anything: the log with train.py's "error: ..." line), and worker i of node n is rank
 n * workers_per_node + i (msrun numbers ranks by node when --node_rank is given).
 """
+import argparse
 import re
 import signal
 import sys
@@ -49,12 +50,18 @@ def report(log_dir: Path, node_rank: int, workers: int) -> Optional[str]:
     return f"{who} {_how(code)}"
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m vit_ms.tools.launch_report",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("log_dir", type=Path, help="msrun's --log_dir (holds msrun.err and worker_<i>.log)")
+    parser.add_argument("node_rank", type=int, help="this node's rank (0 on one machine)")
+    parser.add_argument("workers", type=int, help="worker processes per node")
+    return parser
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 3:
-        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
-        return 2
-    line = report(Path(args[0]), int(args[1]), int(args[2]))
+    args = build_parser().parse_args(argv)
+    line = report(args.log_dir, args.node_rank, args.workers)
     if line:
         print(f"error: {line}", file=sys.stderr)
     return 0

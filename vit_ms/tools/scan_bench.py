@@ -64,13 +64,18 @@ def _timed(fn) -> tuple:
     return out, time.perf_counter() - wall, _cpu() - cpu
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=100_000)
-    parser.add_argument("--distinct", type=int, default=500)
-    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "vit_ms_scan_bench"))
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m vit_ms.tools.scan_bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=100_000, help="files in the split (hard links)")
+    parser.add_argument("--distinct", type=int, default=500, help="distinct JPEGs written")
+    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "vit_ms_scan_bench"),
+                        help="folder for the split and its index cache")
     parser.add_argument("--keep", action="store_true", help="leave the files for another run")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     work = Path(args.work)
     root = write_split(work, args.files, args.distinct)
     cores = len(os.sched_getaffinity(0))
