@@ -27,12 +27,15 @@ def pytest_configure(config):
                                        "default run (deselect with -m 'not slow')")
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def keep_mindspore_mode():
-    """Restore MindSpore's execution mode after a test that switches it (infer and export use graph mode)."""
-    mode = ms.get_context("mode")
+    """Restore MindSpore's execution mode and the dataset engine's bad-sample mode after every test: training,
+    infer and export switch to graph mode, where a later test's cell with a custom bprop would be compiled as a
+    graph, and a run with data.on_bad_image=skip would make a later test's damaged file pass unnoticed."""
+    mode, bad_samples = ms.get_context("mode"), ms.dataset.config.get_error_samples_mode()
     yield
     ms.set_context(mode=mode)
+    ms.dataset.config.set_error_samples_mode(bad_samples)  # data.on_bad_image's setting, made by prepare_data
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,7 @@ from test_data import (N_VAL, SIZE, batches, encoded, make_cfg, no_random_aug, n
 from vit_ms.data import Feed, create_dataset, scan_split
 from vit_ms.data.native_source import removed_file_error, write_manifest
 from vit_ms.data.reading import SampleReader
+from vit_ms.data.setup import prepare_data
 from vit_ms.errors import DataError
 
 
@@ -129,6 +130,7 @@ def test_on_bad_image_error_stops_at_a_file_damaged_after_the_scan(tiny_imagenet
     zeroed = tiny_imagenet / "val" / "class_0" / "zeroed.jpg"
     zeroed.write_bytes(small_jpeg())
     cfg = make_cfg(tiny_imagenet, reader="native", on_bad_image="error")
+    prepare_data(cfg.data)  # the run's setup: data.on_bad_image reaches the dataset engine
     dataset, _ = create_dataset(cfg.data, "val", Feed.of(cfg, 3))
     damage(zeroed, "zeroed")
     with pytest.raises(RuntimeError, match="zeroed.jpg' is unusable"):

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a == "--to" or a.startswith("--to=") for a in argv):
-        from .inference.to_timm import main as convert_out
+        from .inference.to_timm import main as convert_out  # MindSpore's checkpoint reader: only for --to
 
         return convert_out(argv)
     if any(a in ("-h", "--help") for a in argv):
