@@ -30,6 +30,9 @@ def test_each_device_gets_its_formulation_amp_and_sink_mode():
     assert (ascend.amp_level, ascend.amp_dtype, ascend.loss_scale, ascend.sink_mode) == ("O2", "bfloat16", "none", True)
     assert (ascend.formulation.patch_embed, ascend.formulation.attention) == ("conv", "fused")
     assert any("model.backward=auto -> handwritten" in note for note in cpu.notes)
+    asked = plan_for("CPU", "train.sink_mode=on")  # MindSpore's CPU backend never sinks: planned as it runs
+    assert not asked.sink_mode and any("train.sink_mode=on -> off on CPU" in note for note in asked.notes)
+    assert plan_for("GPU", "train.sink_mode=on").sink_mode
 
 
 def test_the_model_is_built_as_the_plan_says():

@@ -243,6 +243,10 @@ def resolve_plan(cfg: Config, runtime: Runtime, purpose: str = "train") -> RunPl
         notes.append("train.jit_level=auto -> MindSpore's default")
     sink = _choose("train.sink_mode", cfg.train.sink_mode, "on" if device == "Ascend" else "off", "on", "off",
                    notes, device) == "on"
+    if sink and device == "CPU":
+        notes.append("train.sink_mode=on -> off on CPU: MindSpore's CPU backend trains step by step whatever it is "
+                     "told, so the run is planned unsunk")
+        sink = False
     batch, accum = batch_and_accumulation(cfg, runtime.world_size, notes)
     return RunPlan(arch=resolve_architecture(cfg.model),
                    formulation=_formulation(cfg, runtime, amp_level, purpose, notes),

@@ -18,7 +18,7 @@ an "epoch"; left to itself it takes the dataset's length as the chunk. So:
   full epochs sunk from a dataset that starts at the next epoch; sinking the shortened epoch would make its
   length the chunk of the whole run and every later epoch short.
 
-MindSpore on CPU never sinks (it trains step by step whatever it is told), so there the plan is one unsunk leg.
+MindSpore on CPU never sinks (it trains step by step whatever it is told), so the run plan turns sink mode off there.
 """
 from dataclasses import dataclass
 from typing import List, Optional

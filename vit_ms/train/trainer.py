@@ -235,9 +235,8 @@ def build_loop(cfg: Config, plan: RunPlan, state: TrainState, info, train_step, 
 def run_legs(cfg: Config, plan: RunPlan, resumed: Resume, train_ds, steps_per_epoch: int, trainer: ms.train.Model,
              loop: TrainLoop) -> None:
     """`Model.train` with the loop as its callback, once per leg (`vit_ms.train.sink`) until the run ends or stops."""
-    sink = plan.sink_mode and plan.device_target != "CPU"  # MindSpore on CPU trains unsunk whatever it is told
-    legs = plan_legs(resumed.state, cfg.train.epochs, steps_per_epoch, sink, cfg.train.log_interval)
-    if sink:
+    legs = plan_legs(resumed.state, cfg.train.epochs, steps_per_epoch, plan.sink_mode, cfg.train.log_interval)
+    if plan.sink_mode:
         log.info("dataset sink mode: %s", describe_legs(legs, steps_per_epoch))
         advice = chunk_advice(steps_per_epoch, cfg.train.log_interval)
         if advice:
