@@ -123,3 +123,17 @@ def test_cli_in_a_process_prints_the_timm_call(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "vit_ms.convert", "--to", "timm", str(tmp_path / "missing.ckpt"),
                           str(tmp_path / "x")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_help_shows_weights_in_and_out(capsys):
+    """`python -m vit_ms.convert -h` is one page for both directions; `--to timm -h` is the weights-out page."""
+    with pytest.raises(SystemExit) as done:
+        convert_main(["-h"])
+    page = capsys.readouterr().out
+    assert done.value.code == 0
+    assert "--src SRC" in page and "--model MODEL" in page  # weights in
+    assert "weights out (--to timm CKPT OUT" in page and "--to {timm}" in page and "--weights {raw,ema}" in page
+    with pytest.raises(SystemExit):
+        convert_main(["--to", "timm", "-h"])
+    out_page = capsys.readouterr().out
+    assert "ckpt" in out_page and "--src" not in out_page
