@@ -39,3 +39,16 @@ def test_data_only_benchmark_against_mindcv(tmp_path):
                                                 / rows[("mindcv", "train", "folder")]["images_per_sec"])
     assert last["eval_cpu_ratio"] == pytest.approx(rows[("ours", "eval", "folder")]["images_per_cpu_second"]
                                                    / rows[("mindcv", "eval", "folder")]["images_per_cpu_second"])
+
+
+def test_scan_bench_prints_the_reference_the_first_scan_and_a_later_start(tmp_path, capsys):
+    from vit_ms.tools.scan_bench import main as scan_bench
+
+    work = tmp_path / "bench"
+    assert scan_bench(["--files", "20", "--distinct", "4", "--work", str(work), "--keep"]) == 0
+    out = capsys.readouterr().out
+    assert "reference, one thread, 4 JPEGs 500x375" in out and "PIL full decode" in out
+    assert "first scan: 20 files in" in out and "later start, split unchanged:" in out
+    assert len(list((work / "distinct").iterdir())) == 4  # --keep leaves the files for another run
+    scan_bench(["--files", "20", "--distinct", "4", "--work", str(work)])
+    assert not work.exists()  # removed without --keep
