@@ -9,6 +9,7 @@ problems as strings `path:line: what is wrong`, so a failing test names the file
   command in a code block or an inline code span names a module or script that exists, and only flags its
   argparse parser knows (built by the entry point's `build_parser()`, nothing is run), with the config and the
   `--set` overrides it shows loading and validating through `vit_ms.config.load_config`;
+- `check_flag_tables`: a table row that starts with a flag names a flag of the command shown above the table;
 - `check_config_keys`: inline spans that are config settings (`train.ema_decay`, `optim.name: sgd`,
   `model.gelu=tanh model.norm_eps=1.0e-07`) and ```yaml config snippets name existing keys with valid values;
 - `check_code_refs`: inline spans that name a repository path (`vit_ms/plan.py`) or a Python object
@@ -416,6 +417,57 @@ def check_commands(text: str, path: str) -> List[str]:
                 error = validate_settings(None, [value])
                 if error:
                     problems.append(f"{path}:{span.line}: `--set {value}` does not validate: {error}")
+    return problems
+
+
+_FLAG_ROW = re.compile(r"^\|\s*`(--[a-z][a-z0-9-]*)")
+_TABLE_RULE = re.compile(r"^\|[\s:|-]+\|\s*$")
+
+
+def command_entry(command: str) -> Optional[str]:
+    """The entry point a shell command runs ('train.py', 'vit_ms.export'; a launch script runs train.py), or
+    None for another command."""
+    try:
+        tokens = shlex.split(command, comments=True)
+    except ValueError:
+        return None
+    while tokens and re.match(r"^[A-Z_][A-Z0-9_]*=", tokens[0]):
+        tokens.pop(0)
+    if len(tokens) >= 3 and tokens[:2] == ["python", "-m"] and tokens[2].startswith("vit_ms") and _runnable(tokens[2]):
+        return tokens[2]
+    if len(tokens) >= 2 and tokens[0] == "python" and tokens[1] in ENTRY_SCRIPTS:
+        return tokens[1]
+    if len(tokens) >= 2 and tokens[0] == "bash" and tokens[1] in LAUNCHERS:
+        return "train.py"
+    return None
+
+
+def check_flag_tables(text: str, path: str) -> List[str]:
+    """Every table row that starts with a flag (`| `--topk K` | ...`) names a flag of the command shown last
+    before the table in a code block."""
+    blocks, paragraphs = split_markdown(text)
+    events = sorted([(b.line, b.text, True) for b in blocks if b.lang in COMMAND_LANGS]
+                    + [(line, para, False) for line, para in paragraphs])
+    entry, problems = None, []
+    for line, body, is_block in events:
+        if is_block:
+            for _, command in command_lines(body):
+                entry = command_entry(command) or entry
+            continue
+        rows = body.split("\n")
+        for offset, row in enumerate(rows):
+            found = _FLAG_ROW.match(row)
+            if found is None or (offset + 1 < len(rows) and _TABLE_RULE.match(rows[offset + 1])):
+                continue  # not a flag row, or the table's header
+            flag, where = found.group(1), f"{path}:{line + offset}"
+            if entry is None:
+                problems.append(f"{where}: the table row of {flag} follows no command to check it against")
+                continue
+            parser, why = entry_parser(entry)
+            if parser is None:
+                problems.append(f"{where}: {why}")
+            elif flag not in parser._option_string_actions:
+                problems.append(f"{where}: the table lists {flag}, which {entry} (the command above it) does not have")
     return problems
 
 

@@ -56,7 +56,7 @@ def test_probabilities_are_the_models_and_rollout_matches_numpy(pynative):
     reference = []
     logits = timm_forward(state, x, HEADS, attention=reference)
     assert len(probs) == DEPTH and probs[0].shape == (2, HEADS, 17, 17)
-    for ours, theirs in zip(probs, reference):  # the probabilities of the model's own forward pass
+    for ours, theirs in zip(probs, reference, strict=True):  # the probabilities of the model's own forward pass
         np.testing.assert_allclose(ours, theirs, atol=2e-5)
     assert probs[0].std() > 0.01  # not uniform: the weights make the test meaningful
     np.testing.assert_allclose(model(ms.Tensor(x)).asnumpy(), logits, atol=1e-3)  # unchanged forward

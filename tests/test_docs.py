@@ -32,6 +32,7 @@ def test_the_docs_exist_and_the_readme_is_a_front_door():
 @pytest.mark.parametrize("check", [
     dc.check_links,        # links and images resolve
     dc.check_commands,     # commands name real modules, scripts, flags and settings
+    dc.check_flag_tables,  # the flags a table lists are the flags of the command above it
     dc.check_config_keys,  # config keys and YAML snippets exist and validate
     dc.check_code_refs,    # code paths and Python names exist
 ], ids=lambda check: check.__name__)
@@ -145,6 +146,17 @@ def test_an_unknown_flag_a_missing_module_script_or_config_are_found():
     for line, item in expected:
         assert any(p.startswith(f"docs/x.md:{line}:") and item in p for p in problems), (line, item, problems)
     assert len(problems) == len(expected), problems
+
+
+def test_a_flag_table_row_the_command_above_does_not_have_is_found():
+    page = ("```bash\npython infer.py --ckpt a.ckpt photos/\n```\n\n| flag | meaning |\n|---|---|\n"
+            "| `--topk K` | shown |\n| `--top-k K` | misspelt |\n| `PATH` | not a flag |\n\n"
+            "```bash\npython -m vit_ms.export --ckpt a.ckpt --format onnx\n```\n\n| `--format` | header |\n"
+            "|---|---|\n| `--batch N` | exported batch |\n| `--topk K` | infer's, not export's |\n")
+    problems = dc.check_flag_tables(page, "docs/x.md")
+    assert [p.split(":")[1] for p in problems] == ["8", "18"], problems
+    assert "--top-k" in problems[0] and "infer.py" in problems[0] and "vit_ms.export" in problems[1], problems
+    assert "follows no command" in dc.check_flag_tables("| a | b |\n|---|---|\n| `--x` | y |\n", "x.md")[0]
 
 
 def test_a_missing_path_or_python_name_is_found():

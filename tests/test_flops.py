@@ -9,21 +9,31 @@ from vit_ms.tools.flops import TRAIN_FACTOR, model_flops, vit_flops
 from vit_ms.variants import resolve_architecture
 
 
-def independent_flops(model, tokens: int) -> int:
-    """2 x multiply-adds, read off the built model's weight shapes: each Linear on every token (the head on one),
-    the patch projection on every patch, and q @ k^T plus attn @ v in every block."""
-    total = 0
+def matrix_products(model, tokens: int) -> list:
+    """(M, K, N) of every matrix product of one image's forward pass, read off the built model's weight shapes:
+    each Linear on every token (the head on one), the patch projection on every patch, and q @ k^T plus attn @ v
+    in every block."""
+    products = []
     for name, p in model.parameters_and_names():
         if not name.endswith("weight") or p.ndim < 2:
             continue
-        if name.startswith("patch_embed"):
-            total += 2 * (tokens - 1) * int(np.prod(p.shape))
-        elif name.startswith("head") or name.startswith("pre_logits"):
-            total += 2 * int(np.prod(p.shape))
-        else:
-            total += 2 * tokens * int(np.prod(p.shape))
+        out_features, in_features = p.shape[0], int(np.prod(p.shape[1:]))
+        rows = tokens - 1 if name.startswith("patch_embed") else 1 if name.startswith(("head", "pre_logits")) \
+            else tokens
+        products.append((rows, in_features, out_features))
     dim = model.arch.embed_dim
-    return total + len(model.blocks) * 2 * 2 * tokens * tokens * dim
+    return products + [(tokens, dim, tokens), (tokens, tokens, dim)] * len(model.blocks)
+
+
+def independent_flops(model, tokens: int) -> int:
+    """2 x multiply-adds of the forward pass."""
+    return sum(2 * m * k * n for m, k, n in matrix_products(model, tokens))
+
+
+def independent_train_flops(model, tokens: int) -> int:
+    """A training step's products: for each forward A (M, K) @ B (K, N), the gradient of A is dY (M, N) @ B^T
+    (N, K) and that of B is A^T (K, M) @ dY (M, N)."""
+    return sum(2 * m * k * n + 2 * m * n * k + 2 * k * m * n for m, k, n in matrix_products(model, tokens))
 
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(representation_size=24, mlp_ratio=2.0, num_classes=7)])
@@ -33,7 +43,9 @@ def test_flop_count_matches_an_independent_count(kwargs):
     counted = vit_flops(args["image_size"], args["patch_size"], args["embed_dim"], args["depth"],
                         args.get("mlp_ratio", 4.0), args["num_classes"],
                         representation_size=args.get("representation_size"))
-    assert counted["total"] == independent_flops(model, tokens=(32 // 8) ** 2 + 1)
+    tokens = (32 // 8) ** 2 + 1
+    assert counted["total"] == independent_flops(model, tokens)
+    assert TRAIN_FACTOR * counted["total"] == independent_train_flops(model, tokens)
 
 
 def test_flops_of_published_sizes():
@@ -44,4 +56,3 @@ def test_flops_of_published_sizes():
     assert gmacs("vit_b16") == pytest.approx(17.56, abs=0.01)
     assert gmacs("vit_s16") == pytest.approx(4.60, abs=0.01)
     assert gmacs("vit_ti16") == pytest.approx(1.25, abs=0.01)
-    assert TRAIN_FACTOR == 3
