@@ -8,6 +8,35 @@ die() {
     exit 2
 }
 
+# parse_launch_args FIRST_NAME "$@": both scripts take <FIRST_NAME> <config.yaml> [train.py options ...]. -h/--help
+# prints the script's usage (its `usage` function) and exits 0; fewer than two arguments print it and fail. Sets
+# FIRST_ARG and CONFIG (checked to exist); the caller then runs `shift 2` and forwards "$@" to train.py.
+parse_launch_args() {
+    local first_name=$1
+    shift
+    if [[ $# -ge 1 && ( $1 == -h || $1 == --help ) ]]; then
+        usage
+        exit 0
+    fi
+    if [[ $# -lt 2 ]]; then
+        usage >&2
+        die "expected $first_name and <config.yaml>, got $# argument(s)"
+    fi
+    FIRST_ARG=$1
+    CONFIG=$2
+    require_config "$CONFIG"
+}
+
+# require_nonempty NAME VALUE WHAT: an environment setting that must not be empty.
+require_nonempty() {
+    [[ -n $2 ]] || die "$1 is empty; set it to $3"
+}
+
+# repo_python ARGS...: the 'python' on PATH with this repository importable (scripts/rank_table.py uses vit_ms).
+repo_python() {
+    PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}" python "$@"
+}
+
 # require_int NAME VALUE MIN [MAX]: VALUE is a decimal integer in [MIN, MAX].
 require_int() {
     local name=$1 value=$2 min=$3 max=${4:-}

@@ -8,13 +8,15 @@ syntax ("0-23", "0,2,4") or "-" when there are fewer cores than devices, and <nu
 process is bound to with BIND_NUMA=1: the host's NUMA nodes dealt out in order, an equal run of devices to each
 (8 devices on 2 nodes: 0 0 0 0 1 1 1 1), or "-" when the host reports none. This node is the server whose
 server_id is the given one, else the only server, else the one whose server_id is an IP address of this host.
-Standard library only.
+Needs the repository on the module path (the launch script sets PYTHONPATH) for `vit_ms`'s range writer.
 """
 import json
 import os
 import socket
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
+
+from vit_ms.train.distributed import index_ranges
 
 
 class RankTableError(Exception):
@@ -37,23 +39,13 @@ def local_addresses() -> List[str]:
     return sorted(addresses)
 
 
-def cpu_ranges(cpus: Sequence[int]) -> str:
-    """[0, 1, 2, 5] -> '0-2,5' (taskset -c syntax)."""
-    parts, start = [], cpus[0]
-    for prev, cur in zip(cpus, list(cpus[1:]) + [None]):
-        if cur != prev + 1:
-            parts.append(f"{start}" if start == prev else f"{start}-{prev}")
-            start = cur
-    return ",".join(parts)
-
-
 def split_cpus(cpus: Sequence[int], num_devices: int) -> List[Optional[str]]:
     """Contiguous equal shares of `cpus`, one per device (None for all when there are fewer cpus than devices)."""
     per = len(cpus) // num_devices
     if per == 0:
         return [None] * num_devices
     cpus = sorted(cpus)
-    return [cpu_ranges(cpus[i * per:(i + 1) * per]) for i in range(num_devices)]
+    return [index_ranges(cpus[i * per:(i + 1) * per]) for i in range(num_devices)]
 
 
 def numa_nodes(root: str = "/sys/devices/system/node") -> List[int]:

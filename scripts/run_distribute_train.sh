@@ -38,16 +38,8 @@ Exit status: 0 when every process finished cleanly, else non-zero (msrun then st
 EOF
 }
 
-if [[ $# -ge 1 && ( $1 == -h || $1 == --help ) ]]; then
-    usage
-    exit 0
-fi
-if [[ $# -lt 2 ]]; then
-    usage >&2
-    die "expected <workers_per_node> and <config.yaml>, got $# argument(s)"
-fi
-WORKERS=$1
-CONFIG=$2
+parse_launch_args "<workers_per_node>" "$@"
+WORKERS=$FIRST_ARG
 shift 2
 
 NUM_NODES=${NUM_NODES:-1}
@@ -59,13 +51,12 @@ CLUSTER_TIME_OUT=${CLUSTER_TIME_OUT:-600}
 BIND_NUMA=${BIND_NUMA:-0}
 
 require_int "<workers_per_node> (first argument)" "$WORKERS" 1
-require_config "$CONFIG"
 require_int NUM_NODES "$NUM_NODES" 1
 require_int NODE_RANK "$NODE_RANK" 0 $((10#$NUM_NODES - 1))
 require_int MASTER_PORT "$MASTER_PORT" 1024 65535
 require_int CLUSTER_TIME_OUT "$CLUSTER_TIME_OUT" 1
-[[ -n $MASTER_ADDR ]] || die "MASTER_ADDR is empty; set it to the IP address of node 0"
-[[ -n $LOG_DIR ]] || die "LOG_DIR is empty; set it to a folder for msrun's logs"
+require_nonempty MASTER_ADDR "$MASTER_ADDR" "the IP address of node 0"
+require_nonempty LOG_DIR "$LOG_DIR" "a folder for msrun's logs"
 export_hccl_timeouts
 require_bind_numa "$BIND_NUMA" 1
 
@@ -95,8 +86,7 @@ status=0
 "${cmd[@]}" 2> >(tee "$LOG_DIR/msrun.err" >&2) || status=$?
 if ((status != 0)); then
     # which rank failed, and how (a signal, an exit status), from msrun's output and worker logs
-    PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}" python -m vit_ms.tools.launch_report "$LOG_DIR" "$NODE_RANK" \
-        "$WORKERS" || true
+    python "$REPO_ROOT/scripts/launch_report.py" "$LOG_DIR" "$NODE_RANK" "$WORKERS" || true
     echo "error: distributed training failed (msrun exit status $status); see $LOG_DIR/worker_*.log and" \
          "$LOG_DIR/scheduler.log, and train_rank<N>.log in the run directory" >&2
     exit "$status"

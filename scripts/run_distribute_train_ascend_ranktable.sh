@@ -38,25 +38,16 @@ Runs 'python' from PATH: activate the environment that has MindSpore and the Asc
 EOF
 }
 
-if [[ $# -ge 1 && ( $1 == -h || $1 == --help ) ]]; then
-    usage
-    exit 0
-fi
-if [[ $# -lt 2 ]]; then
-    usage >&2
-    die "expected <rank_table.json> and <config.yaml>, got $# argument(s)"
-fi
-TABLE=$1
-CONFIG=$2
+parse_launch_args "<rank_table.json>" "$@"
+TABLE=$FIRST_ARG
 shift 2
 LOG_DIR=${LOG_DIR:-ranktable_log}
 BIND_CORES=${BIND_CORES:-1}
 BIND_NUMA=${BIND_NUMA:-0}
 
 [[ -f $TABLE ]] || die "rank table '$TABLE' not found; pass the cluster's rank table JSON (e.g. made with hccl_tools.py)"
-require_config "$CONFIG"
 [[ $BIND_CORES == 0 || $BIND_CORES == 1 ]] || die "BIND_CORES must be 0 or 1, got '$BIND_CORES'"
-[[ -n $LOG_DIR ]] || die "LOG_DIR is empty; set it to a folder for the per-rank logs"
+require_nonempty LOG_DIR "$LOG_DIR" "a folder for the per-rank logs"
 export_hccl_timeouts
 require_bind_numa "$BIND_NUMA"
 require_command python "each process runs the 'python' on PATH: activate the environment first"
@@ -65,7 +56,7 @@ if [[ $BIND_CORES == 1 && $BIND_NUMA == 0 ]]; then
 fi
 TABLE=$(cd "$(dirname "$TABLE")" && pwd)/$(basename "$TABLE")  # absolute: every process reads it
 
-plan=$(python "$REPO_ROOT/scripts/rank_table.py" "$TABLE" "${SERVER_ID:-}") || exit $?
+plan=$(repo_python "$REPO_ROOT/scripts/rank_table.py" "$TABLE" "${SERVER_ID:-}") || exit $?
 RANK_SIZE=$(head -n 1 <<<"$plan")
 mapfile -t devices < <(tail -n +2 <<<"$plan")
 

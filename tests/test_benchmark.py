@@ -61,3 +61,17 @@ def test_benchmark_smoke_with_mindcv_comparison(tmp_path):
     assert last["ours_images_per_sec"] > 0 and last["mindcv_images_per_sec"] > 0
     assert last["ratio"] == pytest.approx(last["ours_images_per_sec"] / last["mindcv_images_per_sec"])
     assert lines[-1].startswith("{") and json.loads(lines[-1]) == last
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "--config is required"),
+    (["--scan", "--config", "demo.yaml"], "it cannot go with --config"),
+    (["--scan", "--data-only", "--compare", "mindcv"], "it cannot go with --data-only, --compare"),
+    (["--scan", "--scan-files", "0"], "--scan-files and --scan-distinct must be >= 1"),
+])
+def test_usage_errors_name_the_flags(argv, message):
+    from vit_ms.benchmark import main
+    from vit_ms.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        main(argv)

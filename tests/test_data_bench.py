@@ -42,13 +42,14 @@ def test_data_only_benchmark_against_mindcv(tmp_path):
 
 
 def test_scan_bench_prints_the_reference_the_first_scan_and_a_later_start(tmp_path, capsys):
-    from vit_ms.tools.scan_bench import main as scan_bench
+    from vit_ms.benchmark import main as benchmark_main
 
     work = tmp_path / "bench"
-    assert scan_bench(["--files", "20", "--distinct", "4", "--work", str(work), "--keep"]) == 0
+    assert benchmark_main(["--scan", "--scan-files", "20", "--scan-distinct", "4", "--scan-dir", str(work),
+                           "--scan-keep"]) == 0
     out = capsys.readouterr().out
     assert "reference, one thread, 4 JPEGs 500x375" in out and "PIL full decode" in out
     assert "first scan: 20 files in" in out and "later start, split unchanged:" in out
-    assert len(list((work / "distinct").iterdir())) == 4  # --keep leaves the files for another run
-    scan_bench(["--files", "20", "--distinct", "4", "--work", str(work)])
-    assert not work.exists()  # removed without --keep
+    assert len(list((work / "distinct").iterdir())) == 4  # --scan-keep leaves the files for another run
+    benchmark_main(["--scan", "--scan-files", "20", "--scan-distinct", "4", "--scan-dir", str(work)])
+    assert not work.exists()  # removed without --scan-keep

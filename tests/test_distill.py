@@ -183,7 +183,7 @@ def test_mindcv_teacher_names_and_weights(tmp_path):
 def test_benchmark_times_a_distilled_step_against_student_plus_teacher():
     """`python -m vit_ms.benchmark --distill`, as a user runs it (its own process: MindSpore 2.10 keeps graphs of
     a mindcv teacher's step that make a later graph with the attention maps fail to compile in the same process)."""
-    from vit_ms.tools.model_bench import main as benchmark_main
+    from vit_ms.benchmark import main as benchmark_main
 
     with pytest.raises(ConfigError, match="--distill times distillation, but distill.type=none"):
         benchmark_main(["--config", "demo.yaml", "--distill"])

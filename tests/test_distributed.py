@@ -29,7 +29,6 @@ from vit_ms.train.distributed import (check_replicas, check_same_resume, digest_
                                 weights_digest)
 from vit_ms.errors import CheckpointError
 from vit_ms.runtime import launched_distributed
-from vit_ms.tools.launch_report import report
 
 ROOT = Path(__file__).resolve().parent.parent
 MSRUN_SCRIPT = ROOT / "scripts" / "run_distribute_train.sh"
@@ -175,6 +174,7 @@ def test_launch_report_names_the_rank_of_the_failed_pid(tmp_path):
     (tmp_path / "msrun.err").write_text("[ERROR] ... Worker process 4242 exit with exception. Error code: -9.\n")
     (tmp_path / "worker_0.log").write_text("[WARNING] DISTRIBUTED(4241,7f,python): ...\n")
     (tmp_path / "worker_1.log").write_text("[WARNING] DISTRIBUTED(4242,7f,python): ...\n")
+    report = load_script_module("launch_report").report
     line = report(tmp_path, node_rank=1, workers=2)
     assert line.startswith("rank 3 (worker 1 of node 1, pid 4242") and "killed by SIGKILL (signal 9" in line
     assert "--resume auto" in line
@@ -199,11 +199,16 @@ def rank_table(path: Path, servers) -> Path:
 TWO_NODES = [("10.0.0.1", [(0, 0), (1, 1)]), ("10.0.0.2", [(0, 2), (1, 3)])]
 
 
-def load_rank_table_module():
-    spec = importlib.util.spec_from_file_location("rank_table", ROOT / "scripts" / "rank_table.py")
+def load_script_module(name: str):
+    """scripts/<name>.py, imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_rank_table_module():
+    return load_script_module("rank_table")
 
 
 def test_rank_table_core_shares():
@@ -251,6 +256,7 @@ def test_ranktable_errors_say_what_to_do(tmp_path):
              ((tmp_path / "broken.json", "demo.yaml"), {}, "broken.json'"),
              ((tmp_path / "missing.json", "demo.yaml"), {}, "rank table"),
              ((table, "nope.yaml"), {}, "config file 'nope.yaml' not found"),
+             ((table,), {}, "expected <rank_table.json> and <config.yaml>, got 1 argument(s)"),
              ((table, "demo.yaml"), {"BIND_CORES": "yes", "SERVER_ID": "10.0.0.1"}, "BIND_CORES must be 0 or 1")]
     for args, env, message in cases:
         out = bash(RANKTABLE_SCRIPT, *args, DRY_RUN=1, **env)

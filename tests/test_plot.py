@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from vit_ms.errors import UserError
-from vit_ms.figures import run_curves as plot
+from vit_ms import plot
+from vit_ms.figures import run_curves
 from vit_ms.train.curves import CurvesWriter
 
 
@@ -37,16 +38,16 @@ def assert_drawn_png(path, min_size=(600, 400)):
 
 def test_records_keep_the_last_line_of_each_epoch_in_order(tmp_path):
     run = write_metrics(tmp_path / "r", epochs=3, extra_lines=[json.dumps({"epoch": 2, "step": 20, "lr": 5.0})])
-    records = plot.read_records(run)
+    records = run_curves.read_records(run)
     assert [r["epoch"] for r in records] == [1, 2, 3] and records[1] == {"epoch": 2, "step": 20, "lr": 5.0}
 
 
 def test_one_run_draws_all_panels_with_ema_columns(tmp_path, monkeypatch):
     run = write_metrics(tmp_path / "r", ema=True)
     drawn = []
-    original = plot._series
-    monkeypatch.setattr(plot, "_series", lambda records, key: drawn.append(key) or original(records, key))
-    path = plot.plot_run(run)
+    original = run_curves._series
+    monkeypatch.setattr(run_curves, "_series", lambda records, key: drawn.append(key) or original(records, key))
+    path = run_curves.plot_run(run)
     assert path == run / "curves.png"
     assert_drawn_png(path)
     assert sorted(drawn) == ["ema_val_top1", "images_per_sec", "lr", "train_loss", "val_loss", "val_top1",
@@ -60,7 +61,7 @@ def test_cli_overlays_runs_labelled_by_name(tmp_path, capsys):
     assert plot.main([str(a), str(b), "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {out}"
     assert_drawn_png(out)
-    assert plot.run_labels([str(a), str(tmp_path / "x" / "a"), str(b)]) == [str(a), str(tmp_path / "x" / "a"), "b"]
+    assert run_curves.run_labels([str(a), str(tmp_path / "x" / "a"), str(b)]) == [str(a), str(tmp_path / "x" / "a"), "b"]
 
 
 def test_cli_errors_name_the_file_and_the_fix(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from mindspore import nn, ops
 
 from vit_ms.errors import ConfigError
-from vit_ms.tools.model_bench import main as benchmark_main
+from vit_ms.benchmark import main as benchmark_main
 from vit_ms.tools.profile_step import format_profile, profile_step
 
 

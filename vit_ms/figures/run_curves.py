@@ -1,14 +1,11 @@
-"""Training curves from `metrics.jsonl`: one run's `curves.png`, or several runs overlaid for comparison.
-
-    python -m vit_ms.plot runs/demo                          # -> curves.png in the current folder
-    python -m vit_ms.plot runs/a runs/b --out cmp.png         # overlaid, labelled by run name
+"""Training curves from `metrics.jsonl`: one run's `curves.png`, or several runs overlaid for comparison (the
+command line: `python -m vit_ms.plot`, vit_ms/plot.py).
 
 Four panels against the epoch: loss (train, val), validation accuracy (top-1, top-5, and the EMA model's
 columns when a run records them), learning rate, and throughput (images/s). A single run's loss panel also
 carries the optimizer step on its top axis. The trainer writes `curves.png` into the run directory at every epoch
 end (`vit_ms.train.curves`).
 """
-import argparse
 import json
 import os
 import re
@@ -117,24 +114,3 @@ def run_labels(run_dirs: Sequence[str]) -> List[str]:
     """Each run's folder name; the path as given where two names collide."""
     names = [Path(d).resolve().name for d in run_dirs]
     return [name if names.count(name) == 1 else str(d) for name, d in zip(names, run_dirs)]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Plot training curves of one or more runs from their "
-                                                 "metrics.jsonl (overlaid, labelled by run name).")
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (runs/<run_name>)")
-    parser.add_argument("--out", default="curves.png", help="PNG to write (default: curves.png)")
-    parser.add_argument("--title", default="", help="figure title (default: the run names)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    runs = {label: read_records(d) for label, d in zip(run_labels(args.run_dirs), args.run_dirs)}
-    empty = [label for label, records in runs.items() if not records]
-    if empty:
-        raise UserError(f"no epoch records yet in {', '.join(empty)} (metrics.jsonl is empty): plot after the "
-                        f"first epoch has finished")
-    print(f"wrote {plot_runs(runs, args.out, args.title)}")
-    return 0

@@ -1,2 +1,4 @@
-"""Tools around the recipe: the benchmark (`python -m vit_ms.benchmark`), the FLOP count and the machine's matmul
-rate it reports, the data-pipeline benchmark and the one-step profile."""
+"""Libraries of the measuring commands, not entry points: the benchmark's measurements (`model_bench`,
+`data_bench`, `scan_bench`, `distill_bench`, `profile_step`; run as `python -m vit_ms.benchmark`), the FLOP count
+and the machine's matmul rate it reports (`flops`, `machine`, `timing`), and the doctor's checks (`selfcheck`;
+`python -m vit_ms.doctor`)."""

@@ -1,8 +1,7 @@
 """How fast a config trains, evaluates and feeds data on this machine; optionally against mindcv's ViT.
 
-    python -m vit_ms.benchmark --config vit_ti16.yaml --batch 16 --compare mindcv
-    python -m vit_ms.benchmark --config vit_s16.yaml --set data.num_parallel_workers=2 --batch 16 --steps 20
-    python -m vit_ms.benchmark --config vit_b16.yaml --data-only --compare mindcv   (vit_ms/tools/data_bench.py)
+The measurements of `python -m vit_ms.benchmark` (its command line: vit_ms/benchmark.py); the data pipelines
+alone (--data-only) are vit_ms/tools/data_bench.py's, the folder scan (--scan) vit_ms/tools/scan_bench.py's.
 
 Train step: the config's model, loss, optimizer, amp level and loss scaling, built by the functions train.py
 uses (resolve_plan, model_from_plan, build_optimizer, build_train_step), fed one synthetic batch (random images;
@@ -25,24 +24,20 @@ with the same optimizer, loss and amp, and times both in one process, alternatin
 Output: a table, then one JSON object per line per measurement; with --compare the last line holds
 ours_images_per_sec, mindcv_images_per_sec and ratio.
 """
-import argparse
 import copy
 import dataclasses
 import functools
-import json
 import multiprocessing
 import os
-import sys
 import tempfile
 import time
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional
 
 import mindspore as ms
 import numpy as np
 from mindcv.models.vit import VisionTransformer
 from mindspore import nn
 
-from ..cli import base_parser, config_from_args
 from ..config import Config, config_from_dict, config_to_dict
 from ..data import Feed, create_dataset
 from ..data.setup import prepare_data
@@ -53,8 +48,7 @@ from ..plan import RunPlan, resolve_plan
 from ..runtime import setup_runtime
 from ..train.engine import build_train_step
 from ..train.optim import build_optimizer, lr_schedule, scaled_lr
-from .data_bench import data_benchmark, format_data_table
-from .distill_bench import check_distill_config, distill_record, format_distill
+from .distill_bench import distill_record, format_distill
 from .flops import TRAIN_FACTOR, model_flops
 from .machine import matmul_rates, peak_memory
 from .profile_step import format_profile, profile_step
@@ -318,64 +312,3 @@ def format_table(records: List[dict]) -> str:
             lines.append(f"one train step of ours under the profiler (trace: {r['trace']}):\n"
                          + format_profile(r["op_types"]))
     return "\n".join(lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = base_parser("Measure training, evaluation and data-pipeline speed of a config.")
-    parser.add_argument("--batch", type=int, default=0, help="batch size (default: train.batch_size)")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per model (default 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps after the first (default 2)")
-    parser.add_argument("--mode", choices=["graph", "pynative"], default=None, help="default: train.mode")
-    parser.add_argument("--compare", choices=["mindcv"], default=None, help="also time mindcv's ViT of this size")
-    parser.add_argument("--distill", action="store_true",
-                        help="also time a distilled train step (distill.* of the config) against the student's step "
-                             "plus the teacher's forward pass (vit_ms/tools/distill_bench.py)")
-    parser.add_argument("--skip-data", action="store_true", help="do not time the data pipeline")
-    parser.add_argument("--data-image-size", type=int, default=0,
-                        help="side of the images written for the data pipeline (default: 9/7 of model.image_size, "
-                             "288 px at 224, as photos are larger than the crop); --data-only: width, height 3/4 "
-                             "of it (default 500x375)")
-    parser.add_argument("--data-batches", type=int, default=20, help="batches timed through the data pipeline")
-    parser.add_argument("--profile", metavar="DIR", default=None,
-                        help="CPU: after the timed steps, profile one more train step of ours with mindspore.profiler, "
-                             "write the trace into DIR and print the time per op type (vit_ms/tools/profile_step.py)")
-    parser.add_argument("--data-only", action="store_true",
-                        help="time only the data pipelines (train and eval; against mindcv's loader with --compare "
-                             "mindcv) on photo-sized JPEGs; see vit_ms/tools/data_bench.py")
-    parser.add_argument("--data-images", type=int, default=512, help="--data-only: JPEGs per split (default 512)")
-    parser.add_argument("--data-rounds", type=int, default=5, help="--data-only: alternating rounds (default 5)")
-    parser.add_argument("--device-rate", type=float, default=1500.0,
-                        help="--data-only: images/s one device trains, for the host cores it needs (default 1500, "
-                             "ViT-B/16 on one Ascend 910 / A100)")
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.steps < 1 or args.warmup < 0 or args.batch < 0 or args.data_batches < 1:
-        raise ConfigError("--steps and --data-batches must be >= 1, --warmup and --batch >= 0")
-    if args.data_images < 1 or args.data_rounds < 1 or args.device_rate <= 0:
-        raise ConfigError("--data-images and --data-rounds must be >= 1, --device-rate > 0")
-    if args.profile and args.data_only:
-        raise ConfigError("--profile profiles a train step; it cannot go with --data-only")
-    cfg = config_from_args(args)
-    if args.distill:
-        check_distill_config(cfg)
-    if args.data_only:
-        batch = args.batch or min(cfg.train.batch_size, 64)
-        size = (args.data_image_size, args.data_image_size * 3 // 4) if args.data_image_size else (500, 375)
-        records = data_benchmark(cfg, batch, args.data_images, args.data_rounds, args.compare, args.device_rate,
-                                 *size)
-        print(format_data_table(records, cfg.run_name))
-        for record in records:
-            print(json.dumps(record))
-        return 0
-    cfg = bench_config(cfg, args.batch or cfg.train.batch_size, args.mode)
-    records = benchmark(cfg, args.steps, args.warmup, args.compare, not args.skip_data, args.data_image_size,
-                        args.data_batches, args.profile, args.distill)
-    print(format_table(records))
-    for record in records:
-        print(json.dumps(record))
-    sys.stdout.flush()
-    return 0
-

@@ -1,9 +1,9 @@
 """The folder scan's cost: the first, checked scan of a split and a later start on the unchanged split.
 
-    python -m vit_ms.tools.scan_bench --files 100000 --distinct 500 [--work <folder>] [--keep]
+    python -m vit_ms.benchmark --scan --scan-files 100000 --scan-distinct 500 [--scan-dir <folder>] [--scan-keep]
 
-Writes `--distinct` photo-sized JPEGs (500x375, `data_bench.photo`, quality 90) once and hard-links them into a
-split of `--files` files (100 class folders), so the disk holds only the distinct ones: the page cache holds them
+Writes `--scan-distinct` photo-sized JPEGs (500x375, `data_bench.photo`, quality 90) once and hard-links them into a
+split of `--scan-files` files (100 class folders), so the disk holds only the distinct ones: the page cache holds them
 too, so this measures the scan's CPU cost, not the storage's read rate. Then, side by side, in one process:
 
 - reference: the same JPEGs decoded in one thread by PIL in full (`Image.open().load()`, no draft mode), and by
@@ -13,14 +13,12 @@ too, so this measures the scan's CPU cost, not the storage's read rate. Then, si
   threads): files/s, files/s per core, files per CPU-second;
 - a later start (`scan_split` again, every class folder unchanged): seconds, and its share of the first scan.
 """
-import argparse
 import os
 import resource
 import shutil
-import tempfile
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List
 
 import numpy as np
 from PIL import Image
@@ -64,41 +62,27 @@ def _timed(fn) -> tuple:
     return out, time.perf_counter() - wall, _cpu() - cpu
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m vit_ms.tools.scan_bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=100_000, help="files in the split (hard links)")
-    parser.add_argument("--distinct", type=int, default=500, help="distinct JPEGs written")
-    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "vit_ms_scan_bench"),
-                        help="folder for the split and its index cache")
-    parser.add_argument("--keep", action="store_true", help="leave the files for another run")
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    work = Path(args.work)
-    root = write_split(work, args.files, args.distinct)
+def scan_benchmark(work: Path, files: int, distinct: int, keep: bool = False) -> List[str]:
+    """The report's lines: the reference decode rates, the first scan and a later start (see the module
+    docstring), over a split of `files` links to `distinct` JPEGs in `work`, removed afterwards unless `keep`."""
+    root = write_split(work, files, distinct)
     cores = len(os.sched_getaffinity(0))
     originals = sorted((work / "distinct").iterdir())
     _, full, full_cpu = _timed(lambda: [Image.open(p).load() for p in originals])
     _, checked, checked_cpu = _timed(lambda: [check_file(str(p), 10**9) for p in originals])
     size = sum(p.stat().st_size for p in originals) / len(originals) / 1e3
-    print(f"reference, one thread, {len(originals)} JPEGs 500x375 ({size:.0f} KB "
-          f"average): PIL full decode {len(originals) / full:.0f} files/s ({len(originals) / full_cpu:.0f} per "
-          f"CPU-second); the scan's check (read, CRC-32, draft decode) {len(originals) / checked:.0f} files/s "
-          f"({len(originals) / checked_cpu:.0f} per CPU-second)")
+    lines = [f"reference, one thread, {len(originals)} JPEGs 500x375 ({size:.0f} KB "
+             f"average): PIL full decode {len(originals) / full:.0f} files/s ({len(originals) / full_cpu:.0f} per "
+             f"CPU-second); the scan's check (read, CRC-32, draft decode) {len(originals) / checked:.0f} files/s "
+             f"({len(originals) / checked_cpu:.0f} per CPU-second)"]
     cache = work / "index"
     shutil.rmtree(cache, ignore_errors=True)
     index, wall, cpu = _timed(lambda: scan_split(root, "train", cache_dir=cache))
     n = len(index.samples)
-    print(f"first scan: {n} files in {wall:.1f} s with {SCAN_THREADS} threads on {cores} cores: {n / wall:.0f} "
-          f"files/s, {n / wall / cores:.0f} files/s per core, {n / cpu:.0f} files per CPU-second")
+    lines.append(f"first scan: {n} files in {wall:.1f} s with {SCAN_THREADS} threads on {cores} cores: "
+                 f"{n / wall:.0f} files/s, {n / wall / cores:.0f} files/s per core, {n / cpu:.0f} files per CPU-second")
     _, later, _ = _timed(lambda: scan_split(root, "train", cache_dir=cache))
-    print(f"later start, split unchanged: {later:.2f} s = {100 * later / wall:.1f}% of the first scan")
-    if not args.keep:
+    lines.append(f"later start, split unchanged: {later:.2f} s = {100 * later / wall:.1f}% of the first scan")
+    if not keep:
         shutil.rmtree(work, ignore_errors=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return lines

@@ -55,14 +55,20 @@ def all_gather_rows(row: Sequence[int], world_size: int) -> np.ndarray:
     return gathered.asnumpy().reshape(world_size, len(row))
 
 
-def _rank_ranges(ranks: Sequence[int]) -> str:
-    """[0, 1, 2, 5] -> 'ranks 0-2, 5'."""
-    parts, start = [], ranks[0]
-    for prev, cur in zip(ranks, list(ranks[1:]) + [None]):
+def index_ranges(values: Sequence[int], sep: str = ",") -> str:
+    """Sorted integers as runs: [0, 1, 2, 5] -> '0-2,5' (taskset's CPU list syntax; scripts/rank_table.py uses it
+    for the cores of each device)."""
+    parts, start = [], values[0]
+    for prev, cur in zip(values, list(values[1:]) + [None]):
         if cur != prev + 1:
             parts.append(f"{start}" if start == prev else f"{start}-{prev}")
             start = cur
-    return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(parts)
+    return sep.join(parts)
+
+
+def _rank_ranges(ranks: Sequence[int]) -> str:
+    """[0, 1, 2, 5] -> 'ranks 0-2, 5'."""
+    return ("rank " if len(ranks) == 1 else "ranks ") + index_ranges(ranks, ", ")
 
 
 def _describe_resume_row(row: np.ndarray) -> str:

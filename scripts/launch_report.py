@@ -1,13 +1,13 @@
-"""Which rank ended an msrun job, and how: the line scripts/run_distribute_train.sh prints when msrun fails.
+"""Which rank ended an msrun job, and how: the line run_distribute_train.sh prints when msrun fails.
 
-    python -m vit_ms.tools.launch_report <log_dir> <node_rank> <workers_per_node>
+    python scripts/launch_report.py <log_dir> <node_rank> <workers_per_node>
 
 msrun stops every process once one exits with an error, then reports it by process id only ("Worker process 4121
 exit with exception. Error code: -9", in the stderr the script keeps as <log_dir>/msrun.err), and its scheduler
 may name another worker ("worker 0 is the first one timed out"). The process id is matched to msrun's
 worker_<i>.log, whose MindSpore lines carry it ("DISTRIBUTED(4121,..."; a process that stopped before MindSpore
 logged anything: the log with train.py's "error: ..." line), and worker i of node n is rank
-n * workers_per_node + i (msrun numbers ranks by node when --node_rank is given).
+n * workers_per_node + i (msrun numbers ranks by node when --node_rank is given). Standard library only.
 """
 import argparse
 import re
@@ -51,7 +51,7 @@ def report(log_dir: Path, node_rank: int, workers: int) -> Optional[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m vit_ms.tools.launch_report",
+    parser = argparse.ArgumentParser(prog="python scripts/launch_report.py",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("log_dir", type=Path, help="msrun's --log_dir (holds msrun.err and worker_<i>.log)")
     parser.add_argument("node_rank", type=int, help="this node's rank (0 on one machine)")
