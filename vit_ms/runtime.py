@@ -83,7 +83,7 @@ def use_compile_cache(base_dir: str, fingerprint: dict, environ=None) -> Path:
     """Turn on MindSpore's compile cache in a folder of `base_dir` named by a digest of `fingerprint`; returns it.
 
     MindSpore 2.10 checks that the Python sources are unchanged but not the shapes of the parameters: a graph
-    cached for 3 learning rates (1 epoch of 3 steps) was loaded for 6 and failed in its Gather. So the cache is
+    cached for a learning-rate table of another length is loaded and fails in its Gather. So the cache is
     kept per fingerprint (the resolved config and plan, the steps per epoch): a run relaunched or resumed with
     the same settings finds its graphs, any other gets a folder of its own. Set before the first graph is built.
     """

@@ -4,8 +4,8 @@ The erf kernel in GELU's gradient and a ReduceSum over the softmax rows are slow
 same backward without them. Each is a parameter-free cell with a `bprop`, the form MindSpore 2.10 accepts in graph
 mode; an outer cell keeps any parameters and their names, so checkpoints move between formulations unchanged.
 The GELU and softmax cells are float32 only: the run plan uses them under amp O0 alone.
-A written-out LayerNorm backward was tried and left out: 30 ms/step faster on ViT-Ti but 2.9 GB more memory for
-ViT-S/16 at batch 16 (MindSpore keeps its temporaries); LayerNorm keeps the primitive's LayerNormGrad.
+LayerNorm keeps the primitive's LayerNormGrad: written out, its backward is faster but MindSpore keeps its
+temporaries (docs/performance.md, memory on CPU).
 Chosen by `formulations.Formulation(backward="handwritten")`, the default on CPU; `BiasGemmLinear` by
 `Formulation(bias_grad="gemm")`, the default on GPU.
 """
