@@ -18,7 +18,7 @@ import mindspore as ms
 from ..config import Config, config_to_dict, save_config
 from ..data import Feed, create_dataset
 from ..data.setup import prepare_data
-from ..data.native_source import removed_file_error
+from ..data.reading import reader_error
 from ..errors import ConfigError, UserError
 from ..fs import prove_writable
 from ..logs import setup_logging
@@ -246,7 +246,7 @@ def run_legs(cfg: Config, plan: RunPlan, resumed: Resume, train_ds, steps_per_ep
         try:
             trainer.train(train_dataset=data, callbacks=[loop], **leg.train_kwargs(steps_per_epoch))
         except RuntimeError as err:
-            raise removed_file_error(err) or err
+            raise reader_error(err) or err
         if loop.stopped:
             return
 
