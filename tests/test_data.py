@@ -477,7 +477,8 @@ def test_a_pipeline_resumed_mid_epoch_erases_and_mixes_as_the_uninterrupted_one(
     full = batches(create_dataset(cfg.data, "train", Feed.of(cfg, 4))[0], num_epochs=2)
     resumed = batches(create_dataset(cfg.data, "train", Feed.of(cfg, 4, start_epoch=0, skip_steps=2))[0], num_epochs=2)
     assert_resumed_equal(resumed[0] + resumed[1], full[0][2:] + full[1])
-    assert resumed[0][0][1].shape == (4, 3) and not np.array_equal(full[0][0][1], full[1][0][1])  # soft labels, new draws
+    soft_labels = resumed[0][0][1]
+    assert soft_labels.shape == (4, 3) and not np.array_equal(full[0][0][1], full[1][0][1])  # soft, new draws
 
 
 def real_augmentation(cfg: Config) -> Config:

@@ -61,7 +61,8 @@ def test_cli_overlays_runs_labelled_by_name(tmp_path, capsys):
     assert plot.main([str(a), str(b), "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {out}"
     assert_drawn_png(out)
-    assert run_curves.run_labels([str(a), str(tmp_path / "x" / "a"), str(b)]) == [str(a), str(tmp_path / "x" / "a"), "b"]
+    other = str(tmp_path / "x" / "a")
+    assert run_curves.run_labels([str(a), other, str(b)]) == [str(a), other, "b"]
 
 
 def test_cli_errors_name_the_file_and_the_fix(tmp_path):
