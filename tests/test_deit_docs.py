@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vit_ms.config import apply_overrides, config_from_dict
+from vit_ms.config_loader import apply_overrides, config_from_dict
 from vit_ms.inference.to_timm import build_parser as to_timm_parser
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vit_ms.config import load_config
+from vit_ms.config_loader import load_config
 from vit_ms.doctor import table
 from vit_ms.tools.selfcheck import Check, cann_version, checkpoint_gb, cuda_version
 

@@ -44,7 +44,8 @@ def assert_user_error(proc, *fragments):
 
 @pytest.mark.parametrize("item, fragments", [
     ("model.embed_dim=33", ["model.embed_dim=33 is not divisible by model.num_heads=2", "e.g. 32"]),
-    ("model.in_channels=1", ["model.in_channels=1", "only 3 (RGB)"]),
+    ("model.in_channels=1", ["unknown config key 'model.in_channels'", "was removed", "RGB"]),
+    ("optim.lr=inf", ["config key 'optim.lr' is inf", "finite number"]),
     ("data.ratio=[1.333, 0.75]", ["data.ratio=[1.333, 0.75]", "0 < min <= max"]),
     ("data.hflip=5", ["data.hflip=5.0 is a probability", "[0, 1]"]),
     ("data.re_prob=-3", ["data.re_prob=-3.0 is a probability", "[0, 1]"]),

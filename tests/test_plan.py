@@ -4,7 +4,7 @@ import json
 import mindspore as ms
 import pytest
 
-from vit_ms.config import load_config
+from vit_ms.config_loader import load_config
 from vit_ms.errors import ConfigError
 from vit_ms.models import model_from_plan
 from vit_ms.models.attention import DotProductAttention, FlashAttention
@@ -272,20 +272,6 @@ def test_bfloat16_o2_keeps_norms_softmax_and_parameters_in_float32():
     assert kept and all(c.get_flags().get("fp32") and not c.get_flags().get("bf16") for c in kept)
     assert cells["blocks.0.mlp.fc1"].get_flags().get("bf16") and cells["head"].get_flags().get("bf16")
     assert {p.dtype for p in net.get_parameters()} == {ms.float32}  # checkpoints stay float32
-
-
-def test_old_spellings_still_load_with_a_warning_naming_the_new_key(tmp_path):
-    with pytest.warns(FutureWarning, match="'model.fused_attention: on' is now 'model.attention: fused'"):
-        cfg = load_config("demo", ["model.fused_attention=on"])
-    assert cfg.model.attention == "fused"
-    path = tmp_path / "old.yaml"
-    path.write_text("amp:\n  half_norms: off\n", encoding="utf-8")  # YAML 1.1 reads off as false
-    with pytest.warns(FutureWarning, match="'amp.half_norms: off' is now 'amp.norms: float32'"):
-        assert load_config(str(path)).amp.norms == "float32"
-    with pytest.raises(ConfigError, match="both 'amp.half_norms' and its new name 'amp.norms'; keep only amp.norms"):
-        load_config(None, ["amp.half_norms=on", "amp.norms=half"])
-    with pytest.raises(ConfigError, match="'model.fused_attention' \\(now 'model.attention'\\) must be one of"):
-        load_config(None, ["model.fused_attention=yes please"])
 
 
 # ---- compile level, compile cache, memory pool -------------------------------------------------------------------

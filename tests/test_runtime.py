@@ -5,7 +5,7 @@ import mindspore as ms
 import pytest
 
 import vit_ms.runtime as runtime
-from vit_ms.config import load_config
+from vit_ms.config_loader import load_config
 from vit_ms.errors import ConfigError
 from vit_ms.runtime import (Runtime, apply_compile_settings, compile_settings, read_chip, setup_runtime,
                             use_compile_cache)

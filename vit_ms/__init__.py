@@ -12,7 +12,8 @@ never from a layer above, nor from a neighbour on its own layer. From the top do
     sources    data weights                          images into batches; published weights into our names
     plan       plan cli                              the resolved run plan; the shared command-line arguments
     parts      models figures                        the ViT cells; pictures drawn with matplotlib
-    config     config                                YAML -> typed dataclasses
+    loader     config_loader                         YAML files and --set overrides -> a checked Config
+    config     config                                the config's sections, keys and legal values
     setting    variants runtime chips                the architecture table; MindSpore's context, ranks; chip facts
     ground     errors fs logs                        user-facing errors, file checks, logging setup
 

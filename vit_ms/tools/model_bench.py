@@ -43,7 +43,8 @@ from mindcv.models.vit import VisionTransformer
 from mindspore import nn
 
 from ..cli import base_parser, config_from_args
-from ..config import Config, config_from_dict, config_to_dict
+from ..config import Config, config_to_dict
+from ..config_loader import config_from_dict
 from ..data import Feed, create_dataset
 from ..data.setup import prepare_data
 from ..data.demo import write_synthetic_folder
@@ -53,6 +54,7 @@ from ..plan import RunPlan, resolve_plan
 from ..runtime import setup_runtime
 from ..train.engine import build_train_step
 from ..train.optim import build_optimizer, lr_schedule, scaled_lr
+from ..variants import IN_CHANNELS
 from .data_bench import data_benchmark, format_data_table
 from .distill_bench import check_distill_config, distill_record, format_distill
 from .flops import TRAIN_FACTOR, model_flops
@@ -65,7 +67,7 @@ def synthetic_batch(cfg, batch: int, seed: int = 0):
     """Random normalised images and the labels the config's loss gets: soft (B, K) with mixup/cutmix, else (B,)."""
     rng = np.random.default_rng(seed)
     size, classes = cfg.model.image_size, cfg.model.num_classes
-    images = rng.standard_normal((batch, cfg.model.in_channels, size, size)).astype(np.float32)
+    images = rng.standard_normal((batch, IN_CHANNELS, size, size)).astype(np.float32)
     if cfg.data.mixup > 0 or cfg.data.cutmix > 0:
         labels = rng.dirichlet(np.full(classes, 0.1), batch).astype(np.float32)
     else:

@@ -25,7 +25,8 @@ import mindspore as ms
 import numpy as np
 
 from ..chips import chip_label
-from ..config import Config, load_config, save_config
+from ..config import Config
+from ..config_loader import load_config, save_config
 from ..data.demo import write_synthetic_folder
 from ..errors import UserError
 from ..inference.evaluate import run_evaluation

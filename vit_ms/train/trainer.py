@@ -15,7 +15,8 @@ from typing import List, Optional
 
 import mindspore as ms
 
-from ..config import Config, config_to_dict, save_config
+from ..config import Config, config_to_dict
+from ..config_loader import save_config
 from ..data import Feed, create_dataset
 from ..data.setup import prepare_data
 from ..data.native_source import removed_file_error
