@@ -293,3 +293,37 @@ def test_compile_and_memory_settings_are_resolved_and_noted():
         plan_for("CPU", "train.jit_level=O2")
     with pytest.raises(ConfigError, match="memory.init_size='2G' must be a size in GB .* e.g. \"32GB\""):
         plan_for("CPU", "memory.init_size=2G")
+
+
+# ---- decided in the plan: the step's overflow check, input sizes, the warmup ------------------------------------
+
+
+def test_the_overflow_check_reads_the_loss_alone_only_in_float32_off_ascend():
+    cpu, gpu_o2, ascend_o0 = plan_for("CPU"), plan_for("GPU", "amp.level=O2"), plan_for("Ascend", "amp.level=O0")
+    assert (cpu.check_loss_only, gpu_o2.check_loss_only, ascend_o0.check_loss_only) == (True, False, False)
+    assert "overflow check: the loss alone (amp O0, float32 gradients of a finite loss stay finite)" in cpu.notes
+    assert "overflow check: every gradient (amp O2)" in gpu_o2.notes
+    assert "overflow check: Ascend's float-status registers" in ascend_o0.notes
+    assert plan_for("GPU").check_loss_only  # amp auto: O0 on GPU
+
+
+def test_an_image_size_no_device_holds_is_refused_with_the_estimate_before_anything_is_built():
+    with pytest.raises(ConfigError, match=r"model.image_size=100000 at patch 16 is 39,062,501 tokens per image .*"
+                                          r"position embedding takes .* GiB and the attention probabilities .* GiB "
+                                          r".*more than any one device holds .*lower model.image_size"):
+        plan_for("CPU", "model.image_size=100000", "model.patch_size=16")
+    with pytest.raises(ConfigError, match="4,097 tokens .* more than any one device holds"):  # 12 blocks x 256
+        plan_for("CPU", "model.image_size=1024", "model.patch_size=16", "train.batch_size=256")
+
+
+def test_many_tokens_are_noted_with_the_estimate():
+    plan = plan_for("CPU", "model.image_size=4096", "model.patch_size=16", "train.batch_size=1", purpose="inference")
+    note = next(n for n in plan.notes if n.startswith("model.image_size=4096"))
+    assert "65,537 tokens per image" in note and "1 block(s) x batch 1" in note, note
+    assert not any(n.startswith("model.image_size=") for n in plan_for("CPU").notes)
+
+
+def test_a_warmup_as_long_as_the_run_is_noted():
+    plan = plan_for("CPU", "train.epochs=3", "optim.warmup_epochs=5")
+    assert any(n.startswith("optim.warmup_epochs=5 is not shorter than train.epochs=3") for n in plan.notes)
+    assert not any(n.startswith("optim.warmup_epochs") for n in plan_for("CPU", "train.epochs=6").notes)

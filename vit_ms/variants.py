@@ -65,6 +65,11 @@ class Architecture:
         return 2 if self.distilled else 1
 
     @property
+    def tokens(self) -> int:
+        """Sequence length: the patches and the prefix tokens."""
+        return self.num_patches + self.num_prefix_tokens
+
+    @property
     def head_dim(self) -> int:
         return self.embed_dim // self.num_heads
 
