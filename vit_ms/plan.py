@@ -292,7 +292,8 @@ def resolve_plan(cfg: Config, runtime: Runtime, purpose: str = "train") -> RunPl
         notes.append(f"optim.warmup_epochs={cfg.optim.warmup_epochs} is not shorter than train.epochs="
                      f"{cfg.train.epochs}: the schedule shortens the warmup to leave at least one epoch of cosine "
                      f"decay (none at all for one epoch), so the lr never follows the warmup you set")
-    return RunPlan(arch=arch, formulation=formulation, device_target=device, mode=cfg.train.mode, amp_level=amp_level, loss_scale=loss_scale,
+    return RunPlan(arch=arch, formulation=formulation, device_target=device, mode=cfg.train.mode,
+                   amp_level=amp_level, loss_scale=loss_scale,
                    loss_scale_value=cfg.amp.loss_scale_value, scale_window=cfg.amp.scale_window, sink_mode=sink,
                    recompute_blocks=recompute, rank=runtime.rank, world_size=runtime.world_size, batch_size=batch,
                    global_batch_size=batch * runtime.world_size * accum,
