@@ -47,7 +47,8 @@ FILE_SUFFIXES = ("py", "yaml", "yml", "json", "jsonl", "md", "log", "ckpt", "png
 # What the project's files never name: a relative path that climbs out of the repository, or one machine's home.
 RELATIVE_PATH = re.compile(r"(?<![\w.])(?:\.\./)+[\w.-][\w./-]*")
 HOME_PATH = re.compile(r"(?<![\w.])/(?:home|Users)/[\w.-]+/")
-RENAMED_KEYS = getattr(vit_config, "RENAMED_KEYS", {})  # old spellings checkpoints record (users get today's name)
+# old spellings checkpoints may record (a user's config with one is refused, naming today's)
+RENAMED_KEYS = {**getattr(vit_config, "RENAMED_KEYS", {}), **getattr(vit_config, "REMOVED_KEYS", {})}
 SKIP_MARK = "<!-- docs-check: skip -->"  # before a code block that shows a mistake on purpose
 
 

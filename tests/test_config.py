@@ -207,3 +207,12 @@ def test_a_key_written_twice_is_refused_with_both_lines_in_every_file_of_a_base_
     child.write_text("base: base.yaml\nx: &a {lr: 0.1}\n", encoding="utf-8")  # anchors still read
     with pytest.raises(ConfigError, match="unknown config key 'x'"):
         load_config(str(child))
+
+
+@pytest.mark.parametrize("key", ["patch_embed", "backward", "bias_grad"])
+def test_layer_implementations_are_the_benchmarks_not_the_configs(key):
+    with pytest.raises(ConfigError, match=rf"'model.{key}' was removed: .*--formulation {key}=\.\.\., so delete"):
+        load_config(None, [f"model.{key}=auto"])
+    recorded = config_to_dict(Config())
+    recorded["model"] = {**recorded["model"], key: "auto"}
+    assert config_from_dict(recorded, recorded=True) == Config()  # a checkpoint that recorded one still loads

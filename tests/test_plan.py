@@ -9,16 +9,16 @@ from vit_ms.errors import ConfigError
 from vit_ms.models import model_from_plan
 from vit_ms.models.attention import DotProductAttention, FlashAttention
 from vit_ms.models.handwritten import HandwrittenErfGELU, HandwrittenSoftmax
-from vit_ms.plan import batch_and_accumulation, resolve_plan
+from vit_ms.plan import batch_and_accumulation, parse_formulation, resolve_plan
 from vit_ms.runtime import Runtime
 
 
 CHIPS = {"CPU": "", "GPU": "sm_90", "Ascend": "ascend910b"}  # the chip each device gets unless a test names one
 
 
-def plan_for(device, *overrides, purpose="train", world_size=1, chip=None):
+def plan_for(device, *overrides, purpose="train", world_size=1, chip=None, formulation=()):
     runtime = Runtime(device, 0, world_size, CHIPS[device] if chip is None else chip)
-    return resolve_plan(load_config("demo", list(overrides)), runtime, purpose)
+    return resolve_plan(load_config("demo", list(overrides)), runtime, purpose, parse_formulation(formulation))
 
 
 def test_each_device_gets_its_formulation_amp_and_sink_mode():
@@ -29,7 +29,7 @@ def test_each_device_gets_its_formulation_amp_and_sink_mode():
     assert (gpu.amp_level, gpu.formulation.backward, gpu.formulation.attention) == ("O0", "autodiff", "standard")
     assert (ascend.amp_level, ascend.amp_dtype, ascend.loss_scale, ascend.sink_mode) == ("O2", "bfloat16", "none", True)
     assert (ascend.formulation.patch_embed, ascend.formulation.attention) == ("conv", "fused")
-    assert any("model.backward=auto -> handwritten" in note for note in cpu.notes)
+    assert any("backward=auto -> handwritten" in note for note in cpu.notes)
     asked = plan_for("CPU", "train.sink_mode=on")  # MindSpore's CPU backend never sinks: planned as it runs
     assert not asked.sink_mode and any("train.sink_mode=on -> off on CPU" in note for note in asked.notes)
     assert plan_for("GPU", "train.sink_mode=on").sink_mode
@@ -46,17 +46,20 @@ def test_the_model_is_built_as_the_plan_says():
     assert [p.name for p in cpu.get_parameters()] == [p.name for p in ascend.get_parameters()]
 
 
-def test_explicit_settings_force_any_formulation_and_impossible_ones_are_refused():
-    forced = plan_for("CPU", "model.patch_embed=conv", "model.backward=autodiff")
+def test_the_benchmarks_formulation_forces_any_layer_and_impossible_settings_are_refused():
+    forced = plan_for("CPU", formulation=["patch_embed=conv", "backward=autodiff"])
     assert (forced.formulation.patch_embed, forced.formulation.backward) == ("conv", "autodiff")
-    assert plan_for("GPU", "model.backward=handwritten").formulation.backward == "handwritten"
+    assert plan_for("GPU", formulation=["backward=handwritten"]).formulation.backward == "handwritten"
+    for bad in (["backward"], ["backward=fast"], ["norms=half"]):
+        with pytest.raises(ConfigError, match=r"--formulation .* must be one of patch_embed=matmul or conv; backward="):
+            parse_formulation(bad)
     with pytest.raises(ConfigError, match="exists on Ascend 910B/910C .* this run is on CPU"):
         plan_for("CPU", "model.attention=fused")
     with pytest.raises(ConfigError, match="attn_drop_rate=0.1"):
         plan_for("Ascend", "model.attention=fused", "model.attn_drop_rate=0.1")
     assert plan_for("Ascend", "model.attn_drop_rate=0.1").formulation.attention == "standard"
-    with pytest.raises(ConfigError, match="model.backward=handwritten .* O2"):
-        plan_for("CPU", "model.backward=handwritten", "amp.level=O2")
+    with pytest.raises(ConfigError, match="--formulation backward=handwritten .* O2"):
+        plan_for("CPU", "amp.level=O2", formulation=["backward=handwritten"])
     assert plan_for("CPU", "amp.level=O2").formulation.backward == "autodiff"
 
 
@@ -80,7 +83,7 @@ def test_gpu_gets_bias_gradients_as_gemms_and_any_device_can_force_them():
     assert plan_for("GPU").formulation.bias_grad == "gemm"
     assert plan_for("GPU", "amp.level=O2").formulation.bias_grad == "gemm"
     assert plan_for("CPU").formulation.bias_grad == "reduce" and plan_for("Ascend").formulation.bias_grad == "reduce"
-    assert plan_for("CPU", "model.bias_grad=gemm").formulation.bias_grad == "gemm"
+    assert plan_for("CPU", formulation=["bias_grad=gemm"]).formulation.bias_grad == "gemm"
     from vit_ms.models.handwritten import BiasGemmLinear
 
     gpu = model_from_plan(plan_for("GPU"))

@@ -45,14 +45,11 @@ class ModelConfig:
     # DeiT's distilled ViT: a distillation token and a second head (head_dist) trained against a teacher
     # (distill.*); inference averages the two heads' logits, as DeiT does
     distilled: bool = False
-    # Formulations: the same function computed another way (see vit_ms/models/formulations.py); auto: the run
-    # plan picks per device (vit_ms/plan.py).
-    # fused: MindSpore's flash attention (FlashAttentionScore, Ascend 910B/910C only); standard: written out;
-    # auto: fused where the kernel exists and nothing needs the attention probabilities (vit_ms/plan.py)
+    # fused: MindSpore's flash attention (FlashAttentionScore, Ascend 910B/910C only: float16, no attention dropout,
+    # no attention maps); standard: written out; auto: fused where the kernel exists and nothing needs the attention
+    # probabilities (vit_ms/plan.py). The other layers' implementations are the plan's per device (the benchmark's
+    # --formulation times another).
     attention: Literal["auto", "fused", "standard"] = "auto"
-    patch_embed: Literal["auto", "conv", "matmul"] = "auto"  # matmul is faster on CPU
-    backward: Literal["auto", "autodiff", "handwritten"] = "auto"  # handwritten: GELU/softmax gradients, faster on CPU (float32)
-    bias_grad: Literal["auto", "reduce", "gemm"] = "auto"  # gemm: bias gradients as matrix products (GPU)
     pretrained: str = ""  # path, URL or name in vit_ms.weights.hub.PRETRAINED
     pretrained_sha256: str = ""  # checked when `pretrained` is a URL
 
@@ -226,14 +223,19 @@ def config_to_dict(cfg: Config) -> dict:
 # ----------------------------------------------------------------------------------------------------------
 # Names of earlier versions, as checkpoints record them.
 
-# old key -> (today's key, old value -> today's value); today's key None: the key is gone and the recorded value
-# must be the one value it could still have meant.
-RENAMED_KEYS: Dict[str, Tuple[Optional[str], Dict[Any, Any]]] = {
+# old key -> (today's key, old value -> today's value)
+RENAMED_KEYS: Dict[str, Tuple[str, Dict[Any, str]]] = {
     "model.fused_attention": ("model.attention", {"auto": "auto", "on": "fused", "off": "standard",
                                                   True: "fused", False: "standard"}),
     "amp.half_norms": ("amp.norms", {"auto": "auto", "on": "half", "off": "float32", True: "half",
                                      False: "float32"}),
-    "model.in_channels": (None, {3: None}),  # every model takes RGB: the pipeline decodes every image to RGB
+}
+# old key -> (the values a recorded config may hold, None: any; why the key is gone)
+REMOVED_KEYS: Dict[str, Tuple[Optional[Tuple[Any, ...]], str]] = {
+    "model.in_channels": ((3,), "every model takes RGB images (3 channels), as the pipeline decodes them"),
+    **{f"model.{key}": (None, f"how a layer is computed is the run plan's choice per device; the benchmark times "
+                              f"another with python -m vit_ms.benchmark --formulation {key}=...")
+       for key in ("patch_embed", "backward", "bias_grad")},
 }
 
 
@@ -243,15 +245,17 @@ def upgrade_recorded_config(values: dict) -> dict:
     Raises ConfigError for a recorded value that today's model cannot take (a 1-channel model).
     """
     values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
-    for old, (new, mapping) in RENAMED_KEYS.items():
+    for old in (*RENAMED_KEYS, *REMOVED_KEYS):
         section, old_key = old.split(".")
         node = values.get(section)
         if not isinstance(node, dict) or old_key not in node:
             continue
         value = node.pop(old_key)
-        if value not in mapping:
+        new, mapping = RENAMED_KEYS.get(old, (None, None))
+        legal = mapping if mapping is not None else REMOVED_KEYS[old][0]
+        if legal is not None and value not in legal:
             raise ConfigError(f"the recorded config sets {old}={value!r}, which this version cannot build "
-                              f"(it takes {', '.join(repr(v) for v in mapping)})")
+                              f"(it takes {', '.join(repr(v) for v in legal)})")
         if new is not None:
             node.setdefault(new.split(".")[1], mapping[value])
     return values
@@ -259,17 +263,13 @@ def upgrade_recorded_config(values: dict) -> dict:
 
 def renamed_key_hint(key: str) -> str:
     """For a user's config that uses an old name: what to write instead ('' for a key that never existed)."""
+    if key in REMOVED_KEYS:
+        return f"; '{key}' was removed: {REMOVED_KEYS[key][1]}, so delete the key"
     if key not in RENAMED_KEYS:
         return ""
     new, mapping = RENAMED_KEYS[key]
-    if new is None:
-        return f"; '{key}' was removed: every model takes RGB images (3 channels), so delete the key"
     spelled = ", ".join(f"{k} -> {v}" for k, v in mapping.items() if isinstance(k, str))
     return f"; '{key}' is now '{new}' ({spelled}): rename it"
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Range checks: each names the key, the value and the fix.
 
 
 def _check(ok: bool, message: str) -> None:

@@ -9,16 +9,17 @@ MindSpore's global context or the environment for them. The plan is logged once 
 `<run_dir>/plan.json` and stored in every checkpoint beside the config.
 """
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .chips import chip_label, flash_attention_limit, has_bfloat16, has_flash_attention
 from .config import Config
 from .errors import ConfigError
-from .models.formulations import Formulation
+from .models.formulations import BACKWARDS, BIAS_GRADS, PATCH_EMBEDS, Formulation
 from .variants import Architecture, resolve_architecture
 from .runtime import Runtime, compile_settings
 
 PURPOSES = ("train", "inference", "export")
+FORCEABLE = {"patch_embed": PATCH_EMBEDS, "backward": BACKWARDS, "bias_grad": BIAS_GRADS}  # speed alone differs
 NOTED_TOKENS = 16_384  # tokens per image above which the plan says how many (2048 px at patch 16; 224 px: 197)
 REFUSED_BYTES = 256 * 2 ** 30  # more than any one device holds (H200: 141 GB): refused before anything is built
 
@@ -161,19 +162,33 @@ def _attention(cfg: Config, runtime: Runtime, amp_level: str, purpose: str, note
     return "fused"
 
 
-def _formulation(cfg: Config, runtime: Runtime, amp_level: str, purpose: str, notes: List[str]) -> Formulation:
-    m, device = cfg.model, runtime.device_target
-    patch = _choose("model.patch_embed", m.patch_embed, "conv" if device == "Ascend" else "matmul", "", "", notes,
-                    f"{device}")
+def parse_formulation(items: Sequence[str]) -> Dict[str, str]:
+    """["backward=autodiff", ...] (the benchmark's --formulation) -> {"backward": "autodiff"}, checked."""
+    forced = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in FORCEABLE or value not in FORCEABLE[key]:
+            choices = "; ".join(f"{k}={' or '.join(v)}" for k, v in FORCEABLE.items())
+            raise ConfigError(f"--formulation {item!r} must be one of {choices}")
+        forced[key] = value
+    return forced
+
+
+def _formulation(cfg: Config, runtime: Runtime, amp_level: str, purpose: str, notes: List[str],
+                 forced: Mapping[str, str]) -> Formulation:
+    """How each layer is computed: per device, or as `forced` (the benchmark's --formulation) says."""
+    device = runtime.device_target
+    patch = _choose("patch_embed", forced.get("patch_embed", "auto"), "conv" if device == "Ascend" else "matmul", "",
+                    "", notes, f"{device}")
     attention = _attention(cfg, runtime, amp_level, purpose, notes)
-    if m.backward == "handwritten" and amp_level != "O0":
-        raise ConfigError(f"model.backward=handwritten computes float32 gradients only, but amp.level resolves to "
-                          f"{amp_level}; use model.backward=auto or amp.level=O0")
+    if forced.get("backward") == "handwritten" and amp_level != "O0":
+        raise ConfigError(f"--formulation backward=handwritten computes float32 gradients only, but amp.level "
+                          f"resolves to {amp_level}; leave it out or set amp.level=O0")
     handwritten_auto = device == "CPU" and amp_level == "O0" and purpose == "train"
-    backward = _choose("model.backward", m.backward, "handwritten" if handwritten_auto else "autodiff", "", "",
-                       notes, "written-out GELU/softmax gradients are faster on CPU in float32")
-    bias_grad = _choose("model.bias_grad", m.bias_grad, "gemm" if device == "GPU" else "reduce", "", "", notes,
-                        "bias gradients as ones(1, M) @ dy run on GPU tensor cores; a reduction elsewhere")
+    backward = _choose("backward", forced.get("backward", "auto"), "handwritten" if handwritten_auto else "autodiff",
+                       "", "", notes, "written-out GELU/softmax gradients are faster on CPU in float32")
+    bias_grad = _choose("bias_grad", forced.get("bias_grad", "auto"), "gemm" if device == "GPU" else "reduce", "", "",
+                        notes, "bias gradients as ones(1, M) @ dy run on GPU tensor cores; a reduction elsewhere")
     return Formulation(patch_embed=patch, attention=attention, backward=backward, bias_grad=bias_grad,
                        norms=_norms(cfg, device, amp_level, notes))
 
@@ -261,8 +276,13 @@ def resolve_check_loss_only(device: str, amp_level: str, notes: List[str]) -> bo
     return loss_only
 
 
-def resolve_plan(cfg: Config, runtime: Runtime, purpose: str = "train") -> RunPlan:
-    """The frozen plan for `cfg` on `runtime`; `purpose` 'export' keeps the formulation portable."""
+def resolve_plan(cfg: Config, runtime: Runtime, purpose: str = "train",
+                 formulation: Optional[Mapping[str, str]] = None) -> RunPlan:
+    """The frozen plan for `cfg` on `runtime`; `purpose` 'export' keeps the formulation portable.
+
+    formulation: layer implementations to force instead of the device's choice (`parse_formulation`; only the
+    benchmark times them: they compute the same function, so a run has no reason to pick them itself).
+    """
     if purpose not in PURPOSES:
         raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
     notes: List[str] = []
@@ -282,17 +302,18 @@ def resolve_plan(cfg: Config, runtime: Runtime, purpose: str = "train") -> RunPl
                      "told, so the run is planned unsunk")
         sink = False
     batch, accum = batch_and_accumulation(cfg, runtime.world_size, notes)
-    arch, formulation = resolve_architecture(cfg.model), _formulation(cfg, runtime, amp_level, purpose, notes)
+    arch = resolve_architecture(cfg.model)
+    chosen = _formulation(cfg, runtime, amp_level, purpose, notes, formulation or {})
     training = purpose == "train"
     recompute = cfg.train.recompute == "blocks" and training
     # a train step holds every block's attention probabilities for its backward pass (one at a time with recompute)
     check_input_size(arch, batch if training else cfg.eval.batch_size or batch,
-                     arch.depth if training and not recompute else 1, formulation.attention == "fused", notes)
+                     arch.depth if training and not recompute else 1, chosen.attention == "fused", notes)
     if training and cfg.optim.warmup_epochs >= cfg.train.epochs:
         notes.append(f"optim.warmup_epochs={cfg.optim.warmup_epochs} is not shorter than train.epochs="
                      f"{cfg.train.epochs}: the schedule shortens the warmup to leave at least one epoch of cosine "
                      f"decay (none at all for one epoch), so the lr never follows the warmup you set")
-    return RunPlan(arch=arch, formulation=formulation, device_target=device, mode=cfg.train.mode,
+    return RunPlan(arch=arch, formulation=chosen, device_target=device, mode=cfg.train.mode,
                    amp_level=amp_level, loss_scale=loss_scale,
                    loss_scale_value=cfg.amp.loss_scale_value, scale_window=cfg.amp.scale_window, sink_mode=sink,
                    recompute_blocks=recompute, rank=runtime.rank, world_size=runtime.world_size, batch_size=batch,

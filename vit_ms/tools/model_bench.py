@@ -50,7 +50,7 @@ from ..data.setup import prepare_data
 from ..data.demo import write_synthetic_folder
 from ..errors import ConfigError
 from ..models import model_from_plan
-from ..plan import RunPlan, resolve_plan
+from ..plan import RunPlan, parse_formulation, resolve_plan
 from ..runtime import setup_runtime
 from ..train.engine import build_train_step
 from ..train.optim import build_optimizer, lr_schedule, scaled_lr
@@ -160,14 +160,14 @@ def train_batch(cfg: Config, plan: RunPlan):
     return batch if k == 1 else tuple(ms.Tensor(np.stack([x.asnumpy()] * k)) for x in batch)
 
 
-def first_step_growth(cfg_values: dict, name: str) -> int:
+def first_step_growth(cfg_values: dict, name: str, formulation: dict) -> int:
     """Bytes of peak memory one model's first train step (compile + activations) adds, in a fresh process.
 
     Run through `isolated_growth`: a second model in the benchmark's own process reuses the buffers the first
     one's step freed, so its growth there hides what it needs alone.
     """
     cfg = config_from_dict(cfg_values)
-    plan = resolve_plan(cfg, setup_runtime(cfg))
+    plan = resolve_plan(cfg, setup_runtime(cfg), formulation=formulation)
     model = mindcv_vit(plan.arch) if name == "mindcv" else model_from_plan(plan)
     step = build_training(cfg, plan, model, 2, _DecayNames(model) if name == "mindcv" else None)
     images, labels = train_batch(cfg, plan)
@@ -178,13 +178,13 @@ def first_step_growth(cfg_values: dict, name: str) -> int:
     return peak_memory(plan.device_target)["peak_bytes"] - before
 
 
-def isolated_growth(cfg: Config, name: str) -> int:
+def isolated_growth(cfg: Config, name: str, formulation: dict) -> int:
     """`first_step_growth` of model `name` ("ours" or "mindcv") in a spawned process."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(first_step_growth, (config_to_dict(cfg), name))
+        return pool.apply(first_step_growth, (config_to_dict(cfg), name, formulation))
 
 
-def time_training(cfg: Config, plan: RunPlan, models: dict, batch, steps: int, warmup: int):
+def time_training(cfg: Config, plan: RunPlan, models: dict, batch, steps: int, warmup: int, formulation: dict):
     """Build each model's train step and time it: (interleaved timings, first call per model, memory per model,
     the step calls)."""
     images, labels = batch
@@ -196,7 +196,7 @@ def time_training(cfg: Config, plan: RunPlan, models: dict, batch, steps: int, w
         if plan.device_target != "CPU":
             ms.runtime.reset_peak_memory_stats()
         first[name] = first_call(train_calls[name])
-        memory[name] = dict(peak_memory(plan.device_target), growth_bytes=isolated_growth(cfg, name),
+        memory[name] = dict(peak_memory(plan.device_target), growth_bytes=isolated_growth(cfg, name, formulation),
                             growth_source="first train step of the model alone, in a fresh process")
     return run_interleaved(train_calls, steps, warmup), first, memory, train_calls
 
@@ -240,11 +240,14 @@ def comparison_record(records: List[dict], compare: str) -> dict:
 
 
 def benchmark(cfg: Config, steps: int, warmup: int, compare: Optional[str], data: bool, data_image_size: int,
-              data_batches: int, profile_dir: Optional[str] = None, distill: bool = False) -> List[dict]:
+              data_batches: int, profile_dir: Optional[str] = None, distill: bool = False,
+              formulation: Optional[dict] = None) -> List[dict]:
     """Run every measurement for `cfg` (see `bench_config`); returns the records (see the module docstring).
     With `profile_dir`, one more train step of our model runs under the CPU profiler (`profile_step`); with
-    `distill`, the distilled step against the student's step and the teacher's forward (`distill_bench`)."""
-    plan = resolve_plan(cfg, setup_runtime(cfg))
+    `distill`, the distilled step against the student's step and the teacher's forward (`distill_bench`);
+    `formulation` forces layer implementations instead of the device's (vit_ms.plan.parse_formulation)."""
+    formulation = formulation or {}
+    plan = resolve_plan(cfg, setup_runtime(cfg), formulation=formulation)
     if profile_dir and plan.device_target != "CPU":
         raise ConfigError(f"--profile sums CPU op times; this run targets {plan.device_target}: use "
                           f"mindspore.profiler there (see vit_ms/tools/profile_step.py)")
@@ -252,7 +255,8 @@ def benchmark(cfg: Config, steps: int, warmup: int, compare: Optional[str], data
     models = {"ours": model_from_plan(plan)}
     if compare:
         models[compare] = mindcv_vit(plan.arch)
-    train, first, memory, train_calls = time_training(cfg, plan, models, train_batch(cfg, plan), steps, warmup)
+    train, first, memory, train_calls = time_training(cfg, plan, models, train_batch(cfg, plan), steps, warmup,
+                                                        formulation)
     if profile_dir:  # before the eval timing switches the models to inference mode
         rows, trace = profile_step(train_calls["ours"], profile_dir)
         records.append({"measurement": "profile", "model": "ours", "trace": trace, "op_types": rows,
@@ -332,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--distill", action="store_true",
                         help="also time a distilled train step (distill.* of the config) against the student's step "
                              "plus the teacher's forward pass (vit_ms/tools/distill_bench.py)")
+    parser.add_argument("--formulation", action="append", default=[], metavar="LAYER=WAY",
+                        help="time our model with a layer computed another way than the device's choice "
+                             "(repeatable): patch_embed=conv|matmul, backward=autodiff|handwritten, "
+                             "bias_grad=reduce|gemm; the function and the weights stay the same")
     parser.add_argument("--skip-data", action="store_true", help="do not time the data pipeline")
     parser.add_argument("--data-image-size", type=int, default=0,
                         help="side of the images written for the data pipeline (default: 9/7 of model.image_size, "
@@ -360,6 +368,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise ConfigError("--data-images and --data-rounds must be >= 1, --device-rate > 0")
     if args.profile and args.data_only:
         raise ConfigError("--profile profiles a train step; it cannot go with --data-only")
+    formulation = parse_formulation(args.formulation)
     cfg = config_from_args(args)
     if args.distill:
         check_distill_config(cfg)
@@ -374,7 +383,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     cfg = bench_config(cfg, args.batch or cfg.train.batch_size, args.mode)
     records = benchmark(cfg, args.steps, args.warmup, args.compare, not args.skip_data, args.data_image_size,
-                        args.data_batches, args.profile, args.distill)
+                        args.data_batches, args.profile, args.distill, formulation)
     print(format_table(records))
     for record in records:
         print(json.dumps(record))

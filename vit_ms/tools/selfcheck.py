@@ -237,9 +237,9 @@ TINY = ["model.name=vit_ti16", "model.num_classes=3", "model.image_size=32", "mo
 def plan_choices(plan: RunPlan) -> List[str]:
     """The plan's decisions the tiny run must share, as overrides."""
     f = plan.formulation
+    # the other layers' implementations follow the device and amp level, which the tiny run shares
     choices = [f"train.device_target={plan.device_target}", f"train.mode={plan.mode}", f"amp.level={plan.amp_level}",
-               f"model.attention={f.attention}", f"model.patch_embed={f.patch_embed}", f"model.backward={f.backward}",
-               f"model.bias_grad={f.bias_grad}", f"train.sink_mode={'on' if plan.sink_mode else 'off'}",
+               f"model.attention={f.attention}", f"train.sink_mode={'on' if plan.sink_mode else 'off'}",
                f"train.recompute={'blocks' if plan.recompute_blocks else 'none'}"]
     if plan.amp_level != "O0":
         choices += [f"amp.dtype={plan.amp_dtype}", f"amp.loss_scale={plan.loss_scale}", f"amp.norms={f.norms}"]
