@@ -92,7 +92,7 @@ def test_a_compile_cache_folder_that_cannot_be_written_means_an_uncached_run_wit
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder", encoding="utf-8")
     for base in (blocker / "compile_cache", "/proc/vit_ms_compile_cache"):  # read-only for root too
-        env = {}
+        env = {"MS_COMPILER_CACHE_ENABLE": "1", "MS_COMPILER_CACHE_PATH": "/an/earlier/runs/cache"}
         with caplog.at_level("WARNING", logger="vit_ms"):
             assert use_compile_cache(str(base), {"steps_per_epoch": 3}, env) is None
         assert env == {}

@@ -123,6 +123,8 @@ def use_compile_cache(base_dir: str, fingerprint: dict, environ=None) -> Optiona
     except OSError as err:
         log.warning("compile cache: cannot write %s (%s); this run compiles its graphs without the cache", folder,
                     err.strerror or err)
+        for name in ("MS_COMPILER_CACHE_ENABLE", "MS_COMPILER_CACHE_PATH"):  # an earlier run's in this process
+            environ.pop(name, None)
         return None
     environ["MS_COMPILER_CACHE_ENABLE"] = "1"  # read at each graph build (set_context's are deprecated in 2.10)
     environ["MS_COMPILER_CACHE_PATH"] = str(folder)
