@@ -135,6 +135,7 @@ def test_malformed_launcher_numbers_are_one_paragraph_naming_the_variable(name, 
     ({"GLOG_logtostderr": "0", "GLOG_log_dir": "/proc/vit_ms_logs"}, "GLOG_log_dir='/proc/vit_ms_logs' cannot be"),
     ({"GLOG_logtostderr": "0", "GLOG_log_dir": "/tmp/my logs"}, "GLOG_log_dir='/tmp/my logs' holds characters"),
     ({"GLOG_logtostderr": "0", "GLOG_log_dir": "/tmp", "logger_maxBytes": "5MB"}, "logger_maxBytes='5MB' must be"),
+    ({"logger_backupCount": "ten"}, "logger_backupCount='ten' must be a whole number"),
 ])
 def test_what_mindspores_import_fails_on_is_found_before_it_is_imported(env, message):
     problems = mindspore_environment_problems(env)

@@ -50,10 +50,11 @@ def mindspore_environment_problems(environ: Mapping[str, str]) -> List[str]:
             except OSError as err:
                 problems.append(f"GLOG_log_dir={log_dir!r} cannot be created ({err.strerror}); give a writable "
                                 f"folder")
-        for name in ("logger_maxBytes", "logger_backupCount"):
-            value = environ.get(name)
-            if value and not value.strip().isdigit():
-                problems.append(f"{name}={value!r} must be a whole number")
+    for name, meaning in (("logger_maxBytes", "the size in bytes a log file rotates at"),
+                          ("logger_backupCount", "how many rotated log files are kept")):
+        value = environ.get(name)  # read with int() whether or not the log goes to files
+        if value and not value.strip().isdigit():
+            problems.append(f"{name}={value!r} must be a whole number ({meaning})")
     return problems
 
 
