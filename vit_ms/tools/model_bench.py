@@ -17,6 +17,10 @@ model reuses buffers the first one freed, which hides its need.
 The data pipeline is timed alone: the config's train transforms (and mixup) over JPEG/PNG files that
 vit_ms.data.demo writes to a temporary folder.
 
+--formulation LAYER=WAY (repeatable: patch_embed=conv|matmul, backward=autodiff|handwritten, bias_grad=reduce|gemm)
+times our model with a layer computed another way than the run plan's choice for the device; the function and
+the weights are the same, only speed and memory differ, so this is the one place that chooses them.
+
 --profile DIR (CPU) runs one more train step of our model under mindspore.profiler after the timed steps, keeps the
 trace in DIR and prints the time per op type (vit_ms/tools/profile_step.py).
 
