@@ -1,5 +1,5 @@
 """The one thing pyproject.toml cannot say: configs/ stays at the top of the checkout (python train.py --config
-configs/vit_b16.yaml) and is installed as the package data vit_ms/configs, where vit_ms.config finds it."""
+configs/vit_b16.yaml) and is installed as the package data vit_ms/configs, where vit_ms.config_loader finds it."""
 from setuptools import find_packages, setup
 
 setup(packages=find_packages(include=["vit_ms", "vit_ms.*"]) + ["vit_ms.configs"],

@@ -27,7 +27,7 @@ DIGITS = ("3", "7")  # one validation image of each in the attention picture
 def ensure_run(run_dir: Path) -> None:
     if (run_dir / "best.ckpt").is_file():
         return
-    from vit_ms.config import load_config  # MindSpore (seconds) loads only when the run must be trained
+    from vit_ms.config_loader import load_config  # MindSpore (seconds) loads only when the run must be trained
     from vit_ms.train.trainer import run_training
 
     print(f"no {run_dir / 'best.ckpt'}: training the demo first (a few minutes on a CPU)")

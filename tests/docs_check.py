@@ -8,7 +8,7 @@ problems as strings `path:line: what is wrong`, so a failing test names the file
 - `check_commands`: every `python train.py|eval.py|infer.py ...`, `python -m vit_ms....` and launch-script
   command in a code block or an inline code span names a module or script that exists, and only flags its
   argparse parser knows (built by the entry point's `build_parser()`, nothing is run), with the config and the
-  `--set` overrides it shows loading and validating through `vit_ms.config.load_config`;
+  `--set` overrides it shows loading and validating through `vit_ms.config_loader.load_config`;
 - `check_flag_tables`: a table row that starts with a flag names a flag of the command shown above the table;
 - `check_config_keys`: inline spans that are config settings (`train.ema_decay`, `optim.name: sgd`,
   `model.gelu=tanh model.norm_eps=1.0e-07`) and ```yaml config snippets name existing keys with valid values;
@@ -34,7 +34,8 @@ from typing import Iterator, List, Optional, Tuple
 import yaml
 
 from vit_ms import config as vit_config
-from vit_ms.config import Config, load_config, resolve_config_path
+from vit_ms.config import Config
+from vit_ms.config_loader import load_config, resolve_config_path
 from vit_ms.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +48,8 @@ FILE_SUFFIXES = ("py", "yaml", "yml", "json", "jsonl", "md", "log", "ckpt", "png
 # What the project's files never name: a relative path that climbs out of the repository, or one machine's home.
 RELATIVE_PATH = re.compile(r"(?<![\w.])(?:\.\./)+[\w.-][\w./-]*")
 HOME_PATH = re.compile(r"(?<![\w.])/(?:home|Users)/[\w.-]+/")
-RENAMED_KEYS = getattr(vit_config, "RENAMED_KEYS", {})  # old spellings the loader still takes, with a warning
+# old spellings checkpoints may record (a user's config with one is refused, naming today's)
+RENAMED_KEYS = {**getattr(vit_config, "RENAMED_KEYS", {}), **getattr(vit_config, "REMOVED_KEYS", {})}
 SKIP_MARK = "<!-- docs-check: skip -->"  # before a code block that shows a mistake on purpose
 
 
@@ -187,7 +189,7 @@ def _sections() -> dict:
 
 
 def key_exists(key: str) -> bool:
-    """A key of the config, or an old spelling the loader still takes (vit_ms.config.RENAMED_KEYS)."""
+    """A key of the config, or an old spelling a checkpoint may record (vit_ms.config.RENAMED_KEYS)."""
     section, _, name = key.partition(".")
     sections = _sections()
     return (section in sections and name in typing.get_type_hints(sections[section])) or key in RENAMED_KEYS

@@ -7,7 +7,7 @@ import pytest
 from mindspore import Tensor, nn
 from tiny import tiny_model, tiny_overrides
 
-from vit_ms.config import load_config
+from vit_ms.config_loader import load_config
 from vit_ms.data import Feed, create_dataset
 from vit_ms.errors import ConfigError
 from vit_ms.plan import resolve_plan

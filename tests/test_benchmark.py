@@ -17,7 +17,7 @@ TINY = tiny_overrides(num_classes=5) + ["data.mixup=0.8", "data.cutmix=1.0", "da
 def test_benchmark_smoke_with_mindcv_comparison(tmp_path):
     cmd = [sys.executable, "-m", "vit_ms.benchmark", "--config", "demo.yaml", "--batch", "2", "--steps", "2",
            "--warmup", "1", "--mode", "graph", "--compare", "mindcv", "--data-batches", "3",
-           "--profile", str(tmp_path / "prof")]
+           "--profile", str(tmp_path / "prof"), "--formulation", "bias_grad=gemm"]
     for item in TINY:
         cmd += ["--set", item]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -32,6 +32,7 @@ def test_benchmark_smoke_with_mindcv_comparison(tmp_path):
                             "data", "profile"}
     setting = by_kind["setting"][0]
     assert setting["formulation"]["norms"] == "float32" and setting["formulation"]["backward"] == "handwritten"
+    assert setting["formulation"]["bias_grad"] == "gemm"  # --formulation: CPU's own choice is reduce
     assert f"formulation (ours): {setting['formulation_text']}" in proc.stdout and "norms float32" in proc.stdout
     profile = by_kind["profile"][0]  # one train step of ours: the dense layers' MatMul is there
     assert profile["model"] == "ours" and "MatMul" in {r["op_type"] for r in profile["op_types"]}

@@ -17,7 +17,7 @@ from vit_ms.data.demo import write_synthetic_folder
 from vit_ms.errors import run_cli
 from vit_ms.inference.evaluate import run_evaluation
 from vit_ms.models import VisionTransformer, resolve_architecture
-from vit_ms.config import config_from_dict
+from vit_ms.config_loader import config_from_dict
 from vit_ms.train.checkpoint import CheckpointMeta, TrainState, model_weights, read_checkpoint, read_meta, \
     save_checkpoint
 

@@ -2,7 +2,8 @@
 import pytest
 import yaml
 
-from vit_ms.config import Config, load_config, resolve_config_path, save_config
+from vit_ms.config import Config, config_to_dict, upgrade_recorded_config
+from vit_ms.config_loader import config_from_dict, load_config, resolve_config_path, save_config
 from vit_ms.errors import ConfigError
 
 
@@ -140,3 +141,78 @@ def test_deit_distilled_config_is_the_papers_hard_distillation_on_the_deit_recip
     assert k.teacher_weights.endswith("regnet_y_16gf-c30a856f.ckpt")
     assert (cfg.optim, cfg.data, cfg.train) == (base.optim, base.data, base.train)
     assert base.distill.type == "none" and not base.model.distilled
+
+
+def test_old_key_names_in_a_users_config_are_refused_naming_todays(tmp_path):
+    with pytest.raises(ConfigError, match="'model.fused_attention' is now 'model.attention' .*on -> fused"):
+        load_config("demo", ["model.fused_attention=on"])
+    path = tmp_path / "old.yaml"
+    path.write_text("amp:\n  half_norms: off\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="'amp.half_norms' is now 'amp.norms'"):
+        load_config(str(path))
+    with pytest.raises(ConfigError, match="'model.in_channels' was removed: every model takes RGB"):
+        load_config(None, ["model.in_channels=3"])
+
+
+def test_a_recorded_config_with_old_names_is_upgraded_once_where_checkpoints_are_read():
+    recorded = config_to_dict(Config())
+    recorded["model"] = {**recorded["model"], "in_channels": 3, "fused_attention": "off"}
+    del recorded["model"]["attention"]
+    recorded["amp"] = {**recorded["amp"], "half_norms": True}
+    del recorded["amp"]["norms"]
+    upgraded = upgrade_recorded_config(recorded)
+    assert "in_channels" not in upgraded["model"] and "in_channels" in recorded["model"]  # a copy
+    cfg = config_from_dict(recorded, recorded=True)
+    assert (cfg.model.attention, cfg.amp.norms) == ("standard", "half")
+    with pytest.raises(ConfigError, match="unknown config key 'model.in_channels'"):
+        config_from_dict(recorded)  # a user's dict is not upgraded
+    grey = {**recorded, "model": {**recorded["model"], "in_channels": 1}}
+    with pytest.raises(ConfigError, match="model.in_channels=1, which this version cannot build"):
+        config_from_dict(grey, recorded=True)
+
+
+@pytest.mark.parametrize("override", ["optim.lr=inf", "optim.lr=.nan", "optim.weight_decay=-.inf",
+                                      "data.mean=[1.0, .inf, 2.0]", "model.mlp_ratio=.inf", "distill.tau=.inf"])
+def test_every_float_key_must_be_finite(override):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"config key '{key}(\[1\])?' is -?(inf|nan), which no run can mean"):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("checkpoint.interval_epochs=0", "checkpoint.interval_epochs=0 must be >= 1"),
+    ("eval.interval_epochs=0", "eval.interval_epochs=0 must be >= 1"),
+    ("train.log_interval=0", "train.log_interval=0 must be >= 1"),
+    ("train.seed=-1", r"train.seed=-1 must be in \[0, 2\^32\)"),
+    ("amp.scale_window=0", "amp.scale_window=0 must be >= 1"),
+    ("amp.loss_scale_value=0.5", "amp.loss_scale_value=0.5 must be >= 1"),
+    ("optim.eps=0", "optim.eps=0.0 must be positive"),
+])
+def test_integers_and_floats_out_of_range_are_refused(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_a_key_written_twice_is_refused_with_both_lines_in_every_file_of_a_base_chain(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("train:\n  epochs: 1\n  batch_size: 8\n  epochs: 7\n", encoding="utf-8")
+    child = tmp_path / "child.yaml"
+    child.write_text("base: base.yaml\noptim:\n  lr: 0.1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"'{base}' sets 'epochs' twice in one mapping, at lines 2 and 4"):
+        load_config(str(child))
+    base.write_text("train:\n  epochs: 1\n", encoding="utf-8")
+    child.write_text("base: base.yaml\noptim: {lr: 0.1}\noptim:\n  lr: 0.2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"'{child}' sets 'optim' twice in one mapping, at lines 2 and 3"):
+        load_config(str(child))
+    child.write_text("base: base.yaml\nx: &a {lr: 0.1}\n", encoding="utf-8")  # anchors still read
+    with pytest.raises(ConfigError, match="unknown config key 'x'"):
+        load_config(str(child))
+
+
+@pytest.mark.parametrize("key", ["patch_embed", "backward", "bias_grad"])
+def test_layer_implementations_are_the_benchmarks_not_the_configs(key):
+    with pytest.raises(ConfigError, match=rf"'model.{key}' was removed: .*--formulation {key}=\.\.\., so delete"):
+        load_config(None, [f"model.{key}=auto"])
+    recorded = config_to_dict(Config())
+    recorded["model"] = {**recorded["model"], key: "auto"}
+    assert config_from_dict(recorded, recorded=True) == Config()  # a checkpoint that recorded one still loads

@@ -10,7 +10,7 @@ from numpy_vit import random_timm_state, timm_forward
 from safetensors.numpy import save_file
 
 import tiny
-from vit_ms.config import apply_overrides, config_from_dict
+from vit_ms.config_loader import apply_overrides, config_from_dict
 from vit_ms.errors import CheckpointError
 from vit_ms.weights.to_checkpoint import main as convert_main
 from vit_ms.weights.fit import check_fit, infer_architecture

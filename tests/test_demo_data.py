@@ -100,7 +100,7 @@ def test_generate_writes_a_missing_root_only_when_asked(tmp_path):
 
 
 def test_the_run_setup_writes_the_demo_set_and_other_configs_name_the_fix(tmp_path):
-    from vit_ms.config import load_config
+    from vit_ms.config_loader import load_config
     from vit_ms.data import Feed, create_dataset
     from vit_ms.data.setup import prepare_data
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import tiny
-from vit_ms.config import load_config
+from vit_ms.config_loader import load_config
 from vit_ms.errors import ConfigError
 from vit_ms.train.checkpoint import CheckpointMeta, TrainState, read_checkpoint, save_checkpoint
 from vit_ms.train.distill import TEACHER_PREFIX, DistillationWithLoss, FrozenTeacher, loss_network

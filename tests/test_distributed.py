@@ -475,7 +475,8 @@ def test_two_msrun_workers_train_resume_and_match_single_process_eval(tmp_path):
 def test_two_msrun_workers_eval_gives_the_single_process_confusion_matrix(tmp_path):
     import mindspore as ms
 
-    from vit_ms.config import config_to_dict, load_config
+    from vit_ms.config import config_to_dict
+    from vit_ms.config_loader import load_config
     from vit_ms.models import VisionTransformer, resolve_architecture
     from vit_ms.train.checkpoint import CheckpointMeta, save_checkpoint
 

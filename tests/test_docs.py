@@ -75,7 +75,7 @@ GOOD = """# Title
 
 See [training](docs/training.md#resuming), [here](#a-section), ![curves](docs/demo_curves.png) and
 [the paper](https://arxiv.org/abs/2010.11929). `optim.name: sgd`, `model.gelu=tanh model.norm_eps=1.0e-07`,
-`train.ema_decay`, `vit_ms/config.py`, `vit_ms.config.load_config`, `train.py`, `amp.level: auto | O0 | O2`,
+`train.ema_decay`, `vit_ms/config.py`, `vit_ms.config_loader.load_config`, `train.py`, `amp.level: auto | O0 | O2`,
 `train.mode: graph / pynative`, `loss.label_smoothing=0.1 optim.lr=1e-3`.
 
 ```bash

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from vit_ms.config import load_config
+from vit_ms.config_loader import load_config
 from vit_ms.doctor import table
+from vit_ms.errors import UserError
 from vit_ms.tools.selfcheck import Check, cann_version, checkpoint_gb, cuda_version
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,3 +85,23 @@ def test_the_table_shows_each_fix_under_its_check():
     text = table([Check("disk", "warn", "1.0 GB free", "free space"), Check("train", "skipped", "needs plan")])
     assert text.splitlines()[1].split()[:2] == ["disk", "WARN"] and "fix: free space" in text.splitlines()[2]
     assert text.splitlines()[3].split()[:2] == ["train", "-"]
+
+
+def test_the_machine_checks_fail_where_train_py_refuses_in_its_words(tmp_path):
+    from vit_ms.runtime import prepare_run_dir
+    from vit_ms.tools.selfcheck import machine_checks
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("", encoding="utf-8")
+    for output_dir in ("/proc/vit_ms_runs", str(blocker / "runs")):
+        cfg = load_config("demo", [f"output_dir={output_dir}"])
+        checks = {c.name: c for c in machine_checks(cfg, {"DEVICE_ID": "abc"})}
+        with pytest.raises(UserError) as refused:
+            prepare_run_dir(cfg)
+        assert (checks["run directory"].status, checks["run directory"].detail) == ("fail", str(refused.value))
+        assert checks["launcher"].status == "fail" and checks["launcher"].detail.startswith(
+            "environment variable DEVICE_ID='abc' must be a whole number")
+        assert "driver" not in checks["launcher"].detail + checks["launcher"].fix
+    fine = load_config("demo", [f"output_dir={tmp_path / 'out'}"])
+    assert {c.name: c.status for c in machine_checks(fine, {})}["run directory"] == "ok"
+    assert not (tmp_path / "out").exists()  # the probe leaves no folder behind

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from mindspore import Parameter, Tensor, nn
 
-from vit_ms.config import load_config
+from vit_ms.config_loader import load_config
 from vit_ms.plan import resolve_plan
 from vit_ms.runtime import Runtime
 from vit_ms.train.checkpoint import TrainState, network_params, read_checkpoint, save_checkpoint

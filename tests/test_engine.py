@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from mindspore import Parameter, Tensor, nn
 
-from vit_ms.config import load_config
+from vit_ms.config_loader import load_config
 from vit_ms.train.engine import ClassificationMetrics, build_train_step, loss_scale_sense
 from vit_ms.train.step import TrainStep
 from vit_ms.train.loss import ClassificationLoss

@@ -44,7 +44,8 @@ def assert_user_error(proc, *fragments):
 
 @pytest.mark.parametrize("item, fragments", [
     ("model.embed_dim=33", ["model.embed_dim=33 is not divisible by model.num_heads=2", "e.g. 32"]),
-    ("model.in_channels=1", ["model.in_channels=1", "only 3 (RGB)"]),
+    ("model.in_channels=1", ["unknown config key 'model.in_channels'", "was removed", "RGB"]),
+    ("optim.lr=inf", ["config key 'optim.lr' is inf", "finite number"]),
     ("data.ratio=[1.333, 0.75]", ["data.ratio=[1.333, 0.75]", "0 < min <= max"]),
     ("data.hflip=5", ["data.hflip=5.0 is a probability", "[0, 1]"]),
     ("data.re_prob=-3", ["data.re_prob=-3.0 is a probability", "[0, 1]"]),
@@ -61,6 +62,20 @@ def test_non_utf8_yaml_names_the_file_and_the_byte(tmp_path):
     config.write_bytes("train:\n  epochs: 1  # caf\u00e9\n".encode("latin-1"))
     proc = run("train.py", "--config", config, *settings(f"output_dir={tmp_path}"))
     assert_user_error(proc, f"config file '{config}' is not UTF-8 text", "byte 0xe9", "save it as UTF-8")
+
+
+@pytest.mark.parametrize("env, items, fragments", [
+    ({"DEVICE_ID": "abc"}, [], ["environment variable DEVICE_ID='abc' must be a whole number", "unset it"]),
+    ({"RANK_TABLE_FILE": "/x.json", "RANK_SIZE": "two"}, [], ["RANK_SIZE='two' must be a whole number"]),
+    ({}, ["model.image_size=100000", "model.patch_size=16"],
+     ["100000 at patch 16 is 39,062,501 tokens", "GiB", "more than any one device holds"]),
+])
+def test_environment_and_sizes_no_run_can_take_are_refused_before_a_model_is_built(tmp_path, env, items, fragments):
+    proc = subprocess.run([sys.executable, "train.py", "--config", "demo.yaml",
+                           *settings(f"output_dir={tmp_path}", *TINY, *items)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "GLOG_v": "3", **env})
+    assert_user_error(proc, *fragments)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ published figures."""
 import numpy as np
 import pytest
 
-from vit_ms.config import load_config
+from vit_ms.config_loader import load_config
 from vit_ms.models import create_model
 from vit_ms.tools.flops import TRAIN_FACTOR, model_flops, vit_flops
 from vit_ms.variants import resolve_architecture

@@ -11,7 +11,7 @@ from loop_helpers import make_loop
 from mindspore import Tensor
 from tiny import tiny_model
 
-from vit_ms.config import load_config
+from vit_ms.config_loader import load_config
 from vit_ms.errors import DivergenceError
 from vit_ms.plan import resolve_plan
 from vit_ms.runtime import Runtime

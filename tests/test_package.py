@@ -17,7 +17,7 @@ USE = """
 import json, sys
 import numpy as np
 import vit_ms
-from vit_ms.config import CONFIG_DIR, load_config
+from vit_ms.config_loader import CONFIG_DIR, load_config
 from vit_ms.models import create_model
 import mindspore as ms
 cfg = load_config("deit_b16_distilled.yaml")                 # a bare name: the packaged configs

@@ -4,21 +4,21 @@ import json
 import mindspore as ms
 import pytest
 
-from vit_ms.config import load_config
+from vit_ms.config_loader import load_config
 from vit_ms.errors import ConfigError
 from vit_ms.models import model_from_plan
 from vit_ms.models.attention import DotProductAttention, FlashAttention
 from vit_ms.models.handwritten import HandwrittenErfGELU, HandwrittenSoftmax
-from vit_ms.plan import batch_and_accumulation, resolve_plan
+from vit_ms.plan import batch_and_accumulation, parse_formulation, resolve_plan
 from vit_ms.runtime import Runtime
 
 
 CHIPS = {"CPU": "", "GPU": "sm_90", "Ascend": "ascend910b"}  # the chip each device gets unless a test names one
 
 
-def plan_for(device, *overrides, purpose="train", world_size=1, chip=None):
+def plan_for(device, *overrides, purpose="train", world_size=1, chip=None, formulation=()):
     runtime = Runtime(device, 0, world_size, CHIPS[device] if chip is None else chip)
-    return resolve_plan(load_config("demo", list(overrides)), runtime, purpose)
+    return resolve_plan(load_config("demo", list(overrides)), runtime, purpose, parse_formulation(formulation))
 
 
 def test_each_device_gets_its_formulation_amp_and_sink_mode():
@@ -29,7 +29,7 @@ def test_each_device_gets_its_formulation_amp_and_sink_mode():
     assert (gpu.amp_level, gpu.formulation.backward, gpu.formulation.attention) == ("O0", "autodiff", "standard")
     assert (ascend.amp_level, ascend.amp_dtype, ascend.loss_scale, ascend.sink_mode) == ("O2", "bfloat16", "none", True)
     assert (ascend.formulation.patch_embed, ascend.formulation.attention) == ("conv", "fused")
-    assert any("model.backward=auto -> handwritten" in note for note in cpu.notes)
+    assert any("backward=auto -> handwritten" in note for note in cpu.notes)
     asked = plan_for("CPU", "train.sink_mode=on")  # MindSpore's CPU backend never sinks: planned as it runs
     assert not asked.sink_mode and any("train.sink_mode=on -> off on CPU" in note for note in asked.notes)
     assert plan_for("GPU", "train.sink_mode=on").sink_mode
@@ -46,17 +46,20 @@ def test_the_model_is_built_as_the_plan_says():
     assert [p.name for p in cpu.get_parameters()] == [p.name for p in ascend.get_parameters()]
 
 
-def test_explicit_settings_force_any_formulation_and_impossible_ones_are_refused():
-    forced = plan_for("CPU", "model.patch_embed=conv", "model.backward=autodiff")
+def test_the_benchmarks_formulation_forces_any_layer_and_impossible_settings_are_refused():
+    forced = plan_for("CPU", formulation=["patch_embed=conv", "backward=autodiff"])
     assert (forced.formulation.patch_embed, forced.formulation.backward) == ("conv", "autodiff")
-    assert plan_for("GPU", "model.backward=handwritten").formulation.backward == "handwritten"
+    assert plan_for("GPU", formulation=["backward=handwritten"]).formulation.backward == "handwritten"
+    for bad in (["backward"], ["backward=fast"], ["norms=half"]):
+        with pytest.raises(ConfigError, match=r"--formulation .* must be one of patch_embed=matmul or conv; backward="):
+            parse_formulation(bad)
     with pytest.raises(ConfigError, match="exists on Ascend 910B/910C .* this run is on CPU"):
         plan_for("CPU", "model.attention=fused")
     with pytest.raises(ConfigError, match="attn_drop_rate=0.1"):
         plan_for("Ascend", "model.attention=fused", "model.attn_drop_rate=0.1")
     assert plan_for("Ascend", "model.attn_drop_rate=0.1").formulation.attention == "standard"
-    with pytest.raises(ConfigError, match="model.backward=handwritten .* O2"):
-        plan_for("CPU", "model.backward=handwritten", "amp.level=O2")
+    with pytest.raises(ConfigError, match="--formulation backward=handwritten .* O2"):
+        plan_for("CPU", "amp.level=O2", formulation=["backward=handwritten"])
     assert plan_for("CPU", "amp.level=O2").formulation.backward == "autodiff"
 
 
@@ -80,7 +83,7 @@ def test_gpu_gets_bias_gradients_as_gemms_and_any_device_can_force_them():
     assert plan_for("GPU").formulation.bias_grad == "gemm"
     assert plan_for("GPU", "amp.level=O2").formulation.bias_grad == "gemm"
     assert plan_for("CPU").formulation.bias_grad == "reduce" and plan_for("Ascend").formulation.bias_grad == "reduce"
-    assert plan_for("CPU", "model.bias_grad=gemm").formulation.bias_grad == "gemm"
+    assert plan_for("CPU", formulation=["bias_grad=gemm"]).formulation.bias_grad == "gemm"
     from vit_ms.models.handwritten import BiasGemmLinear
 
     gpu = model_from_plan(plan_for("GPU"))
@@ -274,20 +277,6 @@ def test_bfloat16_o2_keeps_norms_softmax_and_parameters_in_float32():
     assert {p.dtype for p in net.get_parameters()} == {ms.float32}  # checkpoints stay float32
 
 
-def test_old_spellings_still_load_with_a_warning_naming_the_new_key(tmp_path):
-    with pytest.warns(FutureWarning, match="'model.fused_attention: on' is now 'model.attention: fused'"):
-        cfg = load_config("demo", ["model.fused_attention=on"])
-    assert cfg.model.attention == "fused"
-    path = tmp_path / "old.yaml"
-    path.write_text("amp:\n  half_norms: off\n", encoding="utf-8")  # YAML 1.1 reads off as false
-    with pytest.warns(FutureWarning, match="'amp.half_norms: off' is now 'amp.norms: float32'"):
-        assert load_config(str(path)).amp.norms == "float32"
-    with pytest.raises(ConfigError, match="both 'amp.half_norms' and its new name 'amp.norms'; keep only amp.norms"):
-        load_config(None, ["amp.half_norms=on", "amp.norms=half"])
-    with pytest.raises(ConfigError, match="'model.fused_attention' \\(now 'model.attention'\\) must be one of"):
-        load_config(None, ["model.fused_attention=yes please"])
-
-
 # ---- compile level, compile cache, memory pool -------------------------------------------------------------------
 
 
@@ -307,3 +296,37 @@ def test_compile_and_memory_settings_are_resolved_and_noted():
         plan_for("CPU", "train.jit_level=O2")
     with pytest.raises(ConfigError, match="memory.init_size='2G' must be a size in GB .* e.g. \"32GB\""):
         plan_for("CPU", "memory.init_size=2G")
+
+
+# ---- decided in the plan: the step's overflow check, input sizes, the warmup ------------------------------------
+
+
+def test_the_overflow_check_reads_the_loss_alone_only_in_float32_off_ascend():
+    cpu, gpu_o2, ascend_o0 = plan_for("CPU"), plan_for("GPU", "amp.level=O2"), plan_for("Ascend", "amp.level=O0")
+    assert (cpu.check_loss_only, gpu_o2.check_loss_only, ascend_o0.check_loss_only) == (True, False, False)
+    assert "overflow check: the loss alone (amp O0, float32 gradients of a finite loss stay finite)" in cpu.notes
+    assert "overflow check: every gradient (amp O2)" in gpu_o2.notes
+    assert "overflow check: Ascend's float-status registers" in ascend_o0.notes
+    assert plan_for("GPU").check_loss_only  # amp auto: O0 on GPU
+
+
+def test_an_image_size_no_device_holds_is_refused_with_the_estimate_before_anything_is_built():
+    with pytest.raises(ConfigError, match=r"model.image_size=100000 at patch 16 is 39,062,501 tokens per image .*"
+                                          r"position embedding takes .* GiB and the attention probabilities .* GiB "
+                                          r".*more than any one device holds .*lower model.image_size"):
+        plan_for("CPU", "model.image_size=100000", "model.patch_size=16")
+    with pytest.raises(ConfigError, match="4,097 tokens .* more than any one device holds"):  # 12 blocks x 256
+        plan_for("CPU", "model.image_size=1024", "model.patch_size=16", "train.batch_size=256")
+
+
+def test_many_tokens_are_noted_with_the_estimate():
+    plan = plan_for("CPU", "model.image_size=4096", "model.patch_size=16", "train.batch_size=1", purpose="inference")
+    note = next(n for n in plan.notes if n.startswith("model.image_size=4096"))
+    assert "65,537 tokens per image" in note and "1 block(s) x batch 1" in note, note
+    assert not any(n.startswith("model.image_size=") for n in plan_for("CPU").notes)
+
+
+def test_a_warmup_as_long_as_the_run_is_noted():
+    plan = plan_for("CPU", "train.epochs=3", "optim.warmup_epochs=5")
+    assert any(n.startswith("optim.warmup_epochs=5 is not shorter than train.epochs=3") for n in plan.notes)
+    assert not any(n.startswith("optim.warmup_epochs") for n in plan_for("CPU", "train.epochs=6").notes)

@@ -18,7 +18,7 @@ import pytest
 from numpy_vit import random_timm_state
 from safetensors.numpy import save_file
 
-from vit_ms.config import apply_overrides, config_from_dict
+from vit_ms.config_loader import apply_overrides, config_from_dict
 from vit_ms.weights.sources import SOURCE_FORMATS, OPTIMIZER_STATE_KEYS, save_state
 from vit_ms.errors import CheckpointError, UserError
 import tiny

@@ -37,7 +37,7 @@ def test_profile_is_refused_with_data_only(tmp_path):
 
 
 def test_profile_is_refused_off_cpu(tmp_path, monkeypatch):
-    from vit_ms.config import load_config
+    from vit_ms.config_loader import load_config
     from vit_ms.runtime import Runtime
     from vit_ms.tools import model_bench as benchmark
 

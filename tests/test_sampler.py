@@ -55,7 +55,7 @@ def test_deterministic_per_epoch_and_resumable_mid_epoch():
 def test_pipeline_keeps_the_steps_per_epoch(tiny_imagenet):
     from tiny import tiny_overrides
 
-    from vit_ms.config import load_config
+    from vit_ms.config_loader import load_config
     from vit_ms.data import Feed, create_dataset
 
     cfg = load_config(None, tiny_overrides(num_classes=3) + [f"data.root={tiny_imagenet}", "data.aug_repeats=3",

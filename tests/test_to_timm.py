@@ -12,7 +12,8 @@ from numpy_vit import timm_forward
 from safetensors.numpy import load_file
 
 import tiny
-from vit_ms.config import config_to_dict, load_config
+from vit_ms.config import config_to_dict
+from vit_ms.config_loader import load_config
 from vit_ms.convert import main as convert_main
 from vit_ms.errors import UserError
 from vit_ms.inference.to_timm import export_timm

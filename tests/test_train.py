@@ -327,7 +327,7 @@ def test_accumulated_run_counts_optimizer_steps(tiny_imagenet, tmp_path):
 
 
 def test_another_batch_size_resumes_at_an_epoch_boundary_and_is_refused_mid_epoch(tiny_imagenet, tmp_path):
-    from vit_ms.config import load_config
+    from vit_ms.config_loader import load_config
     from vit_ms.errors import ConfigError
     from vit_ms.plan import resolve_plan
     from vit_ms.runtime import Runtime

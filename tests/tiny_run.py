@@ -15,7 +15,8 @@ import numpy as np
 from PIL import Image
 
 from tiny import tiny_overrides
-from vit_ms.config import Config, config_to_dict, load_config, save_config
+from vit_ms.config import Config, config_to_dict
+from vit_ms.config_loader import load_config, save_config
 from vit_ms.models import resolve_architecture, VisionTransformer
 from vit_ms.train.checkpoint import CheckpointMeta, TrainState, save_checkpoint
 

@@ -12,8 +12,10 @@ never from a layer above, nor from a neighbour on its own layer. From the top do
     sources    data weights                          images into batches; published weights into our names
     plan       plan cli                              the resolved run plan; the shared command-line arguments
     parts      models figures                        the ViT cells; pictures drawn with matplotlib
-    config     config                                YAML -> typed dataclasses
+    loader     config_loader                         YAML files and --set overrides -> a checked Config
+    config     config                                the config's sections, keys and legal values
     setting    variants runtime chips                the architecture table; MindSpore's context, ranks; chip facts
+    launch     environment                           the environment variables read, checked before MindSpore loads
     ground     errors fs logs                        user-facing errors, file checks, logging setup
 
 The scripts train.py, eval.py and infer.py stand above all of them. tests/test_layers.py reads this table
@@ -21,3 +23,6 @@ and fails on an import that points up or sideways, on an import circle, and on a
 without its reason beside it (allowed only for an optional package, or to keep MindSpore's seconds-long
 import out of a command's --help).
 """
+from .environment import refuse_bad_mindspore_environment
+
+refuse_bad_mindspore_environment()  # first: MindSpore's own import fails on a malformed GLOG_v with a traceback

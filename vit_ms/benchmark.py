@@ -31,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--distill", action="store_true",
                         help="also time a distilled train step (distill.* of the config) against the student's step "
                              "plus the teacher's forward pass (vit_ms/tools/distill_bench.py)")
+    parser.add_argument("--formulation", action="append", default=[], metavar="LAYER=WAY",
+                        help="time our model with a layer computed another way than the device's choice "
+                             "(repeatable): patch_embed=conv|matmul, backward=autodiff|handwritten, "
+                             "bias_grad=reduce|gemm; the function and the weights stay the same")
     parser.add_argument("--skip-data", action="store_true", help="do not time the data pipeline")
     parser.add_argument("--data-image-size", type=int, default=0,
                         help="side of the images written for the data pipeline (default: 9/7 of model.image_size, "
@@ -96,6 +100,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .tools.data_bench import data_benchmark, format_data_table
     from .tools.distill_bench import check_distill_config  # (the same reason)
     from .tools.model_bench import bench_config, benchmark, format_table  # (the same reason)
+    from .plan import parse_formulation  # (the same reason)
 
     cfg = config_from_args(args)
     if args.distill:
@@ -109,7 +114,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         cfg = bench_config(cfg, args.batch or cfg.train.batch_size, args.mode)
         records = benchmark(cfg, args.steps, args.warmup, args.compare, not args.skip_data, args.data_image_size,
-                            args.data_batches, args.profile, args.distill)
+                            args.data_batches, args.profile, args.distill, parse_formulation(args.formulation))
         print(format_table(records))
     for record in records:
         print(json.dumps(record))

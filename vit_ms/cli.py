@@ -1,7 +1,8 @@
 """Arguments shared by the entry scripts: --config, repeatable --set, --debug."""
 import argparse
 
-from .config import Config, load_config
+from .config import Config
+from .config_loader import load_config
 
 
 def base_parser(description: str, config_required: bool = True, **kwargs) -> argparse.ArgumentParser:

@@ -1,31 +1,20 @@
-"""Run configuration: one YAML file becomes typed, nested dataclasses.
+"""The run configuration's schema: every section and key as a typed, nested dataclass, and the values it may take.
 
-    cfg = load_config("configs/vit_b16.yaml", overrides=["train.epochs=5", "data.root=/data/imagenet"])
+    cfg = load_config("configs/vit_b16.yaml", ["train.epochs=5"])   # vit_ms/config_loader.py: YAML -> Config
+    validate(cfg)                                                   # ranges and consistency, one message each
 
-Unknown keys and wrong types raise `ConfigError` naming the key and the closest valid one; values out of
-range raise with the value and the fix. `save_config` writes the resolved config back as YAML.
+`validate` names the key, the value and the fix: every number is finite (one rule for all float keys) and in
+range, and keys that depend on each other agree. A checkpoint records its config with the names of the version
+that wrote it; `upgrade_recorded_config` brings a recorded one to today's names, once, where checkpoints are read.
 """
 import dataclasses
-import os
+import math
 import re
-import typing
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, List, Literal, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Literal, Optional, Tuple, Union
 
-import yaml
-
-from .errors import ConfigError, suggest
+from .errors import ConfigError
 from .variants import resolve_architecture
-
-def _config_dir() -> Path:
-    """The YAML recipes: vit_ms/configs in an installed package (pip install .), else configs/ of the checkout."""
-    here = Path(__file__).resolve().parent
-    return here / "configs" if (here / "configs").is_dir() else here.parent / "configs"
-
-
-CONFIG_DIR = _config_dir()
 
 IMAGENET_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 IMAGENET_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
@@ -41,7 +30,6 @@ class ModelConfig:
     depth: Optional[int] = None
     num_heads: Optional[int] = None
     mlp_ratio: Optional[float] = None
-    in_channels: int = 3  # RGB only: the pipeline decodes every image to RGB
     qkv_bias: bool = True
     drop_rate: float = 0.0  # dropout after position embedding and in MLP / projections
     attn_drop_rate: float = 0.0
@@ -57,14 +45,11 @@ class ModelConfig:
     # DeiT's distilled ViT: a distillation token and a second head (head_dist) trained against a teacher
     # (distill.*); inference averages the two heads' logits, as DeiT does
     distilled: bool = False
-    # Formulations: the same function computed another way (see vit_ms/models/formulations.py); auto: the run
-    # plan picks per device (vit_ms/plan.py).
-    # fused: MindSpore's flash attention (FlashAttentionScore, Ascend 910B/910C only); standard: written out;
-    # auto: fused where the kernel exists and nothing needs the attention probabilities (vit_ms/plan.py)
+    # fused: MindSpore's flash attention (FlashAttentionScore, Ascend 910B/910C only: float16, no attention dropout,
+    # no attention maps); standard: written out; auto: fused where the kernel exists and nothing needs the attention
+    # probabilities (vit_ms/plan.py). The other layers' implementations are the plan's per device (the benchmark's
+    # --formulation times another).
     attention: Literal["auto", "fused", "standard"] = "auto"
-    patch_embed: Literal["auto", "conv", "matmul"] = "auto"  # matmul is faster on CPU
-    backward: Literal["auto", "autodiff", "handwritten"] = "auto"  # handwritten: GELU/softmax gradients, faster on CPU (float32)
-    bias_grad: Literal["auto", "reduce", "gemm"] = "auto"  # gemm: bias gradients as matrix products (GPU)
     pretrained: str = ""  # path, URL or name in vit_ms.weights.hub.PRETRAINED
     pretrained_sha256: str = ""  # checked when `pretrained` is a URL
 
@@ -227,234 +212,61 @@ class Config:
     distributed: Union[bool, Literal["auto"]] = "auto"  # auto: on when launched by msrun / rank table
 
 
+def config_to_dict(cfg: Config) -> dict:
+    """Nested plain values, as a checkpoint and <run_dir>/config.yaml record them."""
+    return dataclasses.asdict(cfg)
+
+
 # ----------------------------------------------------------------------------------------------------------
-# Typed conversion of plain YAML values into the dataclasses above.
+# Names of earlier versions, as checkpoints record them.
 
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " or ".join(repr(a) for a in typing.get_args(tp))
-    if origin is Union:
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin in (list, List):
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Return `value` as type `tp`, or raise ConfigError naming `key`."""
-    origin = typing.get_origin(tp)
-    if origin is Union:
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError:
-                continue
-    elif origin is Literal:
-        if isinstance(value, bool) and {"on", "off"} <= set(typing.get_args(tp)):  # YAML 1.1 reads on/off as bools
-            value = "on" if value else "off"
-        if value in typing.get_args(tp) and type(value) is type(typing.get_args(tp)[0]):
-            return value
-    elif origin in (list, List):
-        if isinstance(value, (list, tuple)):
-            return [_coerce(v, typing.get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    elif tp is type(None):
-        if value is None:
-            return None
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, bool):  # YAML 1.1 reads off / on / yes / no unquoted as booleans
-            raise ConfigError(f"config key '{key}' must be text, but YAML read the unquoted word as {value!r}; "
-                              f"quote it, e.g. {key.rsplit('.', 1)[-1]}: 'off'")
-    elif dataclasses.is_dataclass(tp):
-        if isinstance(value, dict):
-            return _build(tp, value, prefix=f"{key}.")
-    raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-
-
-def _build(cls: type, values: dict, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in values.items():
-        if key not in hints:
-            raise ConfigError(f"unknown config key '{prefix}{key}'{suggest(str(key), hints, prefix)} "
-                              f"(valid keys in '{prefix.rstrip('.') or 'top level'}': {', '.join(hints)})")
-        kwargs[key] = _coerce(value, hints[key], prefix + key)
-    return cls(**kwargs)
-
-
-# Keys renamed so that a setting has one spelling from YAML to plan to log: old key -> (new key, old value ->
-# new value). Configs and checkpoints that use an old key still load, with a FutureWarning naming the new one.
-RENAMED_KEYS = {
-    "model.fused_attention": ("model.attention", {"auto": "auto", "on": "fused", "off": "standard"}),
-    "amp.half_norms": ("amp.norms", {"auto": "auto", "on": "half", "off": "float32"}),
+# old key -> (today's key, old value -> today's value)
+RENAMED_KEYS: Dict[str, Tuple[str, Dict[Any, str]]] = {
+    "model.fused_attention": ("model.attention", {"auto": "auto", "on": "fused", "off": "standard",
+                                                  True: "fused", False: "standard"}),
+    "amp.half_norms": ("amp.norms", {"auto": "auto", "on": "half", "off": "float32", True: "half",
+                                     False: "float32"}),
+}
+# old key -> (the values a recorded config may hold, None: any; why the key is gone)
+REMOVED_KEYS: Dict[str, Tuple[Optional[Tuple[Any, ...]], str]] = {
+    "model.in_channels": ((3,), "every model takes RGB images (3 channels), as the pipeline decodes them"),
+    **{f"model.{key}": (None, f"how a layer is computed is the run plan's choice per device; the benchmark times "
+                              f"another with python -m vit_ms.benchmark --formulation {key}=...")
+       for key in ("patch_embed", "backward", "bias_grad")},
 }
 
 
-def _rename_old_keys(values: dict) -> dict:
-    """`values` with each key of RENAMED_KEYS moved to its new name and value (a copy when anything moved)."""
-    for old, (new, mapping) in RENAMED_KEYS.items():
+def upgrade_recorded_config(values: dict) -> dict:
+    """A config recorded by an earlier version (a checkpoint's) in today's names: a copy, `values` is unchanged.
+
+    Raises ConfigError for a recorded value that today's model cannot take (a 1-channel model).
+    """
+    values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    for old in (*RENAMED_KEYS, *REMOVED_KEYS):
         section, old_key = old.split(".")
         node = values.get(section)
         if not isinstance(node, dict) or old_key not in node:
             continue
-        raw = node[old_key]
-        value = {True: "on", False: "off"}.get(raw, raw) if isinstance(raw, bool) else raw  # YAML 1.1 on/off
-        if value not in mapping:
-            raise ConfigError(f"config key '{old}' (now '{new}') must be one of {', '.join(mapping)}, got {raw!r}; "
-                              f"write {new}: {' or '.join(sorted(set(mapping.values())))} instead")
-        new_key = new.split(".")[1]
-        if new_key in node:
-            raise ConfigError(f"config sets both '{old}' and its new name '{new}'; keep only {new}")
-        warnings.warn(f"config key '{old}: {value}' is now '{new}: {mapping[value]}'; the old key will stop "
-                      f"loading in a later version", FutureWarning, stacklevel=3)
-        node = {k: v for k, v in node.items() if k != old_key}
-        node[new_key] = mapping[value]
-        values = {**values, section: node}
+        value = node.pop(old_key)
+        new, mapping = RENAMED_KEYS.get(old, (None, None))
+        legal = mapping if mapping is not None else REMOVED_KEYS[old][0]
+        if legal is not None and value not in legal:
+            raise ConfigError(f"the recorded config sets {old}={value!r}, which this version cannot build "
+                              f"(it takes {', '.join(repr(v) for v in legal)})")
+        if new is not None:
+            node.setdefault(new.split(".")[1], mapping[value])
     return values
 
 
-def config_from_dict(values: dict) -> Config:
-    """Build a `Config` from nested plain values (as read from YAML); missing keys keep their defaults."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"a config must be a mapping of sections, got {type(values).__name__}")
-    cfg = _build(Config, _rename_old_keys(values))
-    validate(cfg)
-    return cfg
-
-
-def config_to_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
-
-
-def _field_type(parts: Sequence[str]) -> Any:
-    """The declared type of the dotted key `parts` in Config, or None when there is no such key."""
-    tp: Any = Config
-    for part in parts:
-        hints = typing.get_type_hints(tp) if dataclasses.is_dataclass(tp) else {}
-        if part not in hints:
-            return None
-        tp = hints[part]
-    return tp
-
-
-def _parse_override(text: str) -> tuple:
-    if "=" not in text:
-        raise ConfigError(f"override '{text}' must look like section.key=value, e.g. train.epochs=5")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if _field_type(key.split(".")) is str and raw.strip() and raw.strip()[0] not in "'\"[{!&*":
-        return key, raw.strip()  # a text key takes the text as written: off, yes, 1e3 stay strings
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as err:  # also tags (!!python/object ...): the safe loader constructs none of them
-        problem = " ".join(str(getattr(err, "problem", None) or err).split())
-        raise ConfigError(f"override '{text}': the value is not plain YAML ({problem}); write a number, true/false, "
-                          f"a list like [0.08, 1.0], or text (quote it, e.g. {key}='a: b', when it holds YAML "
-                          f"characters; tags such as !!python/... are never read)") from None
-    return key, value
-
-
-def apply_overrides(values: dict, overrides: Sequence[str]) -> dict:
-    """Set dotted keys in nested plain values: ["train.epochs=5"] -> values["train"]["epochs"] = 5."""
-    for text in overrides:
-        key, value = _parse_override(text)
-        node = values
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override '{text}': '{part}' is not a section")
-        node[parts[-1]] = value
-    return values
-
-
-def resolve_config_path(path: str) -> Path:
-    """Find a config: the path as given, else the same name inside configs/ (with or without .yaml)."""
-    candidates = [Path(path), CONFIG_DIR / path, CONFIG_DIR / f"{path}.yaml"]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    known = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
-    raise ConfigError(f"config file '{path}' not found (looked in the current folder and {CONFIG_DIR})"
-                      f"{suggest(Path(path).name, known)}; available configs: {', '.join(known)}")
-
-
-def _merge(base: dict, update: dict) -> dict:
-    """Nested dict merge: sections merge key by key, other values replace."""
-    merged = dict(base)
-    for key, value in update.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
-            else value
-    return merged
-
-
-def read_yaml(path: Path, seen: tuple = ()) -> dict:
-    """Read one config file (safe loader); a top-level `base: other.yaml` is read first and updated by this file."""
-    if path in seen:
-        raise ConfigError(f"config file '{path}' includes itself through 'base'")
-    try:
-        with open(path, encoding="utf-8") as f:
-            values = yaml.safe_load(f) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from err
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
-                          f"{err.start}); save it as UTF-8, e.g. iconv -f latin1 -t utf-8 old.yaml > new.yaml") from err
-    except OSError as err:
-        raise ConfigError(f"cannot read config file '{path}' ({err.strerror}); give a readable YAML file") from err
-    if not isinstance(values, dict):
-        raise ConfigError(f"config file '{path}' must hold a mapping of sections")
-    base = values.pop("base", None)
-    if base is None:
-        return values
-    if not isinstance(base, str):
-        raise ConfigError(f"'base' in '{path}' must be a config file name, got {base!r}")
-    sibling = path.parent / base
-    return _merge(read_yaml(sibling if sibling.is_file() else resolve_config_path(base), seen + (path,)), values)
-
-
-def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
-    """Read a YAML config, apply `section.key=value` overrides, check and return it.
-
-    `path` may name a file in configs/ ("vit_b16.yaml" or "vit_b16"); the run is named after the file.
-    """
-    values: dict = {}
-    if path:
-        resolved = resolve_config_path(path)
-        values = read_yaml(resolved)
-        values.setdefault("run_name", resolved.stem)
-    return config_from_dict(apply_overrides(values, overrides))
-
-
-def save_config(cfg: Config, path: os.PathLike) -> None:
-    """Write the resolved config as YAML (atomically)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
-    os.replace(tmp, path)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Range checks: each names the key, the value and the fix.
+def renamed_key_hint(key: str) -> str:
+    """For a user's config that uses an old name: what to write instead ('' for a key that never existed)."""
+    if key in REMOVED_KEYS:
+        return f"; '{key}' was removed: {REMOVED_KEYS[key][1]}, so delete the key"
+    if key not in RENAMED_KEYS:
+        return ""
+    new, mapping = RENAMED_KEYS[key]
+    spelled = ", ".join(f"{k} -> {v}" for k, v in mapping.items() if isinstance(k, str))
+    return f"; '{key}' is now '{new}' ({spelled}): rename it"
 
 
 def _check(ok: bool, message: str) -> None:
@@ -473,8 +285,22 @@ def _check_memory(mem: "MemoryConfig") -> None:
                          f"e.g. \"32GB\" or \"0.5GB\" (\"\" keeps MindSpore's default)")
 
 
+def _numbers(node: Any, key: str) -> Iterator[Tuple[str, float]]:
+    """(dotted key, value) of every float in the config, list items included."""
+    if dataclasses.is_dataclass(node):
+        for f in dataclasses.fields(node):
+            yield from _numbers(getattr(node, f.name), f"{key}{f.name}" if not key else f"{key}.{f.name}")
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _numbers(item, f"{key}[{i}]")
+    elif isinstance(node, float):
+        yield key, node
+
+
 def validate(cfg: Config) -> None:
-    m, d, t, o = cfg.model, cfg.data, cfg.train, cfg.optim
+    for key, value in _numbers(cfg, ""):  # one rule for every float key: a run cannot mean inf or nan
+        _check(math.isfinite(value), f"config key '{key}' is {value}, which no run can mean; give a finite number")
+    m, d, t, o, a = cfg.model, cfg.data, cfg.train, cfg.optim, cfg.amp
     _check(m.num_classes > 0, f"model.num_classes={m.num_classes} must be positive")
     resolve_architecture(m)  # the variant merged with the model.* keys: divisibility, widths, rates
     _check(t.epochs > 0, f"train.epochs={t.epochs} must be positive")
@@ -482,6 +308,9 @@ def validate(cfg: Config) -> None:
     _check(t.global_batch_size >= 0, f"train.global_batch_size={t.global_batch_size} must be >= 0 (0: off)")
     _check(t.accum_steps >= 0, f"train.accum_steps={t.accum_steps} must be >= 0 (0: auto, 1: no accumulation)")
     _check(t.steps_per_epoch >= 0, f"train.steps_per_epoch={t.steps_per_epoch} must be >= 0 (0: whole dataset)")
+    _check(0 <= t.seed < 2 ** 32, f"train.seed={t.seed} must be in [0, 2^32), as MindSpore and numpy take it")
+    _check(t.device_id >= 0, f"train.device_id={t.device_id} must be >= 0 (the device's index on this host)")
+    _check(t.log_interval >= 1, f"train.log_interval={t.log_interval} must be >= 1 (steps between progress lines)")
     _check(t.divergence_factor == 0 or t.divergence_factor > 1,
            f"train.divergence_factor={t.divergence_factor} must be > 1 (e.g. 1e4), or 0 to stop only on a "
            f"non-finite loss")
@@ -489,6 +318,9 @@ def validate(cfg: Config) -> None:
     _check(o.lr > 0, f"optim.lr={o.lr} must be positive")
     _check(0 <= o.min_lr <= o.lr, f"optim.min_lr={o.min_lr} must be in [0, optim.lr={o.lr}]")
     _check(o.warmup_epochs >= 0, f"optim.warmup_epochs={o.warmup_epochs} must be >= 0")
+    _check(o.warmup_lr >= 0, f"optim.warmup_lr={o.warmup_lr} must be >= 0 (the lr the warmup starts from)")
+    _check(o.lr_batch_size >= 0, f"optim.lr_batch_size={o.lr_batch_size} must be >= 0 (0: lr not scaled)")
+    _check(o.eps > 0, f"optim.eps={o.eps} must be positive (e.g. 1e-8)")
     _check(o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} must be >= 0")
     _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
            f"optim.betas={o.betas} must be two numbers in [0, 1)")
@@ -518,9 +350,16 @@ def validate(cfg: Config) -> None:
            f"data.aug_repeats={d.aug_repeats} (repeated augmentation) needs data.format=folder: MindRecord files are "
            f"read by MindDataset's own sampler; set data.aug_repeats=1 or train from the image folder")
     _check(d.max_image_pixels > 0, f"data.max_image_pixels={d.max_image_pixels} must be positive")
+    _check(d.color_jitter >= 0, f"data.color_jitter={d.color_jitter} must be >= 0 (0: off)")
+    _check(a.loss_scale_value >= 1, f"amp.loss_scale_value={a.loss_scale_value} must be >= 1 (e.g. 65536)")
+    _check(a.scale_window >= 1, f"amp.scale_window={a.scale_window} must be >= 1 (steps between loss scale growths)")
     _check_memory(cfg.memory)
-    _check(cfg.checkpoint.keep_last >= 0, f"checkpoint.keep_last={cfg.checkpoint.keep_last} must be >= 0")
+    c = cfg.checkpoint
+    _check(c.keep_last >= 0, f"checkpoint.keep_last={c.keep_last} must be >= 0")
+    _check(c.interval_epochs >= 1, f"checkpoint.interval_epochs={c.interval_epochs} must be >= 1")
+    _check(c.interval_steps >= 0, f"checkpoint.interval_steps={c.interval_steps} must be >= 0 (0: at epoch ends)")
     _check(cfg.eval.batch_size >= 0, f"eval.batch_size={cfg.eval.batch_size} must be >= 0 (0: train.batch_size)")
+    _check(cfg.eval.interval_epochs >= 1, f"eval.interval_epochs={cfg.eval.interval_epochs} must be >= 1")
 
 
 def validate_distill(k: DistillConfig) -> None:

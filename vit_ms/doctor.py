@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from .cli import base_parser
-from .config import load_config
+from .config_loader import load_config
 from .errors import UserError, run_cli
 from .tools.selfcheck import Check, machine_checks, run_checks
 

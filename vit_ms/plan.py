@@ -9,16 +9,19 @@ MindSpore's global context or the environment for them. The plan is logged once 
 `<run_dir>/plan.json` and stored in every checkpoint beside the config.
 """
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .chips import chip_label, flash_attention_limit, has_bfloat16, has_flash_attention
 from .config import Config
 from .errors import ConfigError
-from .models.formulations import Formulation
+from .models.formulations import BACKWARDS, BIAS_GRADS, PATCH_EMBEDS, Formulation
 from .variants import Architecture, resolve_architecture
 from .runtime import Runtime, compile_settings
 
 PURPOSES = ("train", "inference", "export")
+FORCEABLE = {"patch_embed": PATCH_EMBEDS, "backward": BACKWARDS, "bias_grad": BIAS_GRADS}  # speed alone differs
+NOTED_TOKENS = 16_384  # tokens per image above which the plan says how many (2048 px at patch 16; 224 px: 197)
+REFUSED_BYTES = 256 * 2 ** 30  # more than any one device holds (H200: 141 GB): refused before anything is built
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class RunPlan:
     jit_level: str = ""  # MindSpore's compile level; "": its default
     compile_cache_dir: str = ""  # MindSpore's compile cache; "": off
     memory: Dict[str, str] = field(default_factory=dict)  # mindspore.runtime.set_memory settings; {}: defaults
+    # the train step's overflow check reads the loss alone (a non-finite loss skips the step), not every gradient
+    check_loss_only: bool = False
     notes: List[str] = field(default_factory=list, compare=False)  # why each 'auto' became what it is
 
     @property
@@ -126,54 +131,64 @@ def _attention(cfg: Config, runtime: Runtime, amp_level: str, purpose: str, note
     """model.attention: 'fused' (FlashAttentionScore) only where CANN has the kernel and the shape fits it."""
     m, device, arch = cfg.model, runtime.device_target, resolve_architecture(cfg.model)
     chip = chip_label(device, runtime.chip)
-    head_dim = arch.embed_dim // arch.num_heads
-    shape_limit = flash_attention_limit(head_dim, arch.num_heads)
-    if m.attention == "fused" and purpose != "export":
-        if not has_flash_attention(device, runtime.chip):
-            raise ConfigError(f"model.attention=fused needs CANN's FlashAttentionScore kernel, which exists on Ascend "
-                              f"910B/910C (Atlas A2/A3) only; this run is on {chip}: use model.attention=auto or "
-                              f"standard")
-        if shape_limit:
-            raise ConfigError(f"model.attention=fused cannot run this model: {shape_limit}; use model.attention=auto "
-                              f"or standard")
-        if m.attn_drop_rate > 0:
-            raise ConfigError(f"model.attention=fused cannot apply model.attn_drop_rate={m.attn_drop_rate} (the fused "
-                              f"kernel is used without its dropout mask); set model.attn_drop_rate=0 or "
-                              f"model.attention=auto")
-        if amp_level == "O0":
-            notes.append("model.attention=fused at amp O0: the kernel takes float16 only, so attention computes in "
-                         "float16 while the rest of the model is float32")
-        return "fused"
-    if m.attention != "auto":
-        return "standard" if purpose == "export" and m.attention == "fused" else m.attention
-    if purpose == "export":
-        why, fused = "exports stay portable", False
-    elif not has_flash_attention(device, runtime.chip):
-        why, fused = f"no FlashAttentionScore kernel on {chip}", False
-    elif shape_limit:
-        why, fused = f"FlashAttentionScore cannot take it: {shape_limit}", False
-    elif m.attn_drop_rate > 0:
-        why, fused = f"model.attn_drop_rate={m.attn_drop_rate} needs the written-out attention", False
-    elif amp_level == "O0":
-        why, fused = "amp O0 keeps float32; the fused kernel would compute attention in float16", False
-    else:
-        why, fused = f"FlashAttentionScore on {chip}", True
-    return _choose("model.attention", "auto", "fused" if fused else "standard", "", "", notes, why)
+    if purpose == "export" or m.attention == "standard":
+        if m.attention == "auto":
+            notes.append("model.attention=auto -> standard (exports stay portable)")
+        return "standard"
+    shape_limit = flash_attention_limit(arch.head_dim, arch.num_heads)
+    # What keeps the fused kernel from this run: (it holds, why auto writes attention out, what forcing fused gets,
+    # and whether that refuses the run or notes it)
+    obstacles = [
+        (not has_flash_attention(device, runtime.chip), f"no FlashAttentionScore kernel on {chip}",
+         f"model.attention=fused needs CANN's FlashAttentionScore kernel, which exists on Ascend 910B/910C (Atlas "
+         f"A2/A3) only; this run is on {chip}: use model.attention=auto or standard", True),
+        (bool(shape_limit), f"FlashAttentionScore cannot take it: {shape_limit}",
+         f"model.attention=fused cannot run this model: {shape_limit}; use model.attention=auto or standard", True),
+        (m.attn_drop_rate > 0, f"model.attn_drop_rate={m.attn_drop_rate} needs the written-out attention",
+         f"model.attention=fused cannot apply model.attn_drop_rate={m.attn_drop_rate} (the fused kernel is used "
+         f"without its dropout mask); set model.attn_drop_rate=0 or model.attention=auto", True),
+        (amp_level == "O0", "amp O0 keeps float32; the fused kernel would compute attention in float16",
+         "model.attention=fused at amp O0: the kernel takes float16 only, so attention computes in float16 while "
+         "the rest of the model is float32", False),
+    ]
+    found = [(why, forced, refused) for holds, why, forced, refused in obstacles if holds]
+    if m.attention == "auto":
+        why = found[0][0] if found else f"FlashAttentionScore on {chip}"
+        return _choose("model.attention", "auto", "standard" if found else "fused", "", "", notes, why)
+    for _, forced, refused in found:
+        if refused:
+            raise ConfigError(forced)
+        notes.append(forced)
+    return "fused"
 
 
-def _formulation(cfg: Config, runtime: Runtime, amp_level: str, purpose: str, notes: List[str]) -> Formulation:
-    m, device = cfg.model, runtime.device_target
-    patch = _choose("model.patch_embed", m.patch_embed, "conv" if device == "Ascend" else "matmul", "", "", notes,
-                    f"{device}")
+def parse_formulation(items: Sequence[str]) -> Dict[str, str]:
+    """["backward=autodiff", ...] (the benchmark's --formulation) -> {"backward": "autodiff"}, checked."""
+    forced = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in FORCEABLE or value not in FORCEABLE[key]:
+            choices = "; ".join(f"{k}={' or '.join(v)}" for k, v in FORCEABLE.items())
+            raise ConfigError(f"--formulation {item!r} must be one of {choices}")
+        forced[key] = value
+    return forced
+
+
+def _formulation(cfg: Config, runtime: Runtime, amp_level: str, purpose: str, notes: List[str],
+                 forced: Mapping[str, str]) -> Formulation:
+    """How each layer is computed: per device, or as `forced` (the benchmark's --formulation) says."""
+    device = runtime.device_target
+    patch = _choose("patch_embed", forced.get("patch_embed", "auto"), "conv" if device == "Ascend" else "matmul", "",
+                    "", notes, f"{device}")
     attention = _attention(cfg, runtime, amp_level, purpose, notes)
-    if m.backward == "handwritten" and amp_level != "O0":
-        raise ConfigError(f"model.backward=handwritten computes float32 gradients only, but amp.level resolves to "
-                          f"{amp_level}; use model.backward=auto or amp.level=O0")
+    if forced.get("backward") == "handwritten" and amp_level != "O0":
+        raise ConfigError(f"--formulation backward=handwritten computes float32 gradients only, but amp.level "
+                          f"resolves to {amp_level}; leave it out or set amp.level=O0")
     handwritten_auto = device == "CPU" and amp_level == "O0" and purpose == "train"
-    backward = _choose("model.backward", m.backward, "handwritten" if handwritten_auto else "autodiff", "", "",
-                       notes, "written-out GELU/softmax gradients are faster on CPU in float32")
-    bias_grad = _choose("model.bias_grad", m.bias_grad, "gemm" if device == "GPU" else "reduce", "", "", notes,
-                        "bias gradients as ones(1, M) @ dy run on GPU tensor cores; a reduction elsewhere")
+    backward = _choose("backward", forced.get("backward", "auto"), "handwritten" if handwritten_auto else "autodiff",
+                       "", "", notes, "written-out GELU/softmax gradients are faster on CPU in float32")
+    bias_grad = _choose("bias_grad", forced.get("bias_grad", "auto"), "gemm" if device == "GPU" else "reduce", "", "",
+                        notes, "bias gradients as ones(1, M) @ dy run on GPU tensor cores; a reduction elsewhere")
     return Formulation(patch_embed=patch, attention=attention, backward=backward, bias_grad=bias_grad,
                        norms=_norms(cfg, device, amp_level, notes))
 
@@ -227,8 +242,47 @@ def resolve_loss_scale(cfg: Config, amp_level: str, amp_dtype: str, notes: List[
     return scale
 
 
-def resolve_plan(cfg: Config, runtime: Runtime, purpose: str = "train") -> RunPlan:
-    """The frozen plan for `cfg` on `runtime`; `purpose` 'export' keeps the formulation portable."""
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2 ** 30:,.1f} GiB" if nbytes >= 2 ** 30 else f"{nbytes / 2 ** 20:,.1f} MiB"
+
+
+def check_input_size(arch: Architecture, batch: int, blocks: int, fused: bool, notes: List[str]) -> None:
+    """Refuse an image size whose float32 position embedding and attention probabilities cannot fit on a device,
+    before anything is allocated; note the estimate of one with many tokens.
+
+    batch: images per device; blocks: how many blocks' probabilities are held at once (all of them for the
+    backward pass of a training step, one at inference); fused attention holds none (FlashAttentionScore).
+    """
+    pos_embed = arch.tokens * arch.embed_dim * 4  # (1, N, D)
+    attention = 0 if fused else blocks * batch * arch.num_heads * arch.tokens ** 2 * 4  # blocks x (B, H, N, N)
+    text = (f"model.image_size={arch.image_size} at patch {arch.patch_size} is {arch.tokens:,} tokens per image "
+            f"(224 px at patch 16: 197): the position embedding takes {_gib(pos_embed)}"
+            + (f" and the attention probabilities {_gib(attention)} ({blocks} block(s) x batch {batch} x "
+               f"{arch.num_heads} heads x {arch.tokens:,}^2 x 4 bytes)" if attention else ""))
+    if pos_embed + attention > REFUSED_BYTES:
+        raise ConfigError(f"{text}, more than any one device holds ({_gib(REFUSED_BYTES)} at most here); lower "
+                          f"model.image_size" + (" or the batch size per device" if attention else ""))
+    if arch.tokens > NOTED_TOKENS:
+        notes.append(text)
+
+
+def resolve_check_loss_only(device: str, amp_level: str, notes: List[str]) -> bool:
+    """The step checks the loss alone for overflow in float32 off Ascend: nothing is unscaled, and float32
+    gradients of a finite loss do not overflow; Ascend reads its float-status registers whatever the level."""
+    loss_only = amp_level == "O0" and device != "Ascend"
+    notes.append("overflow check: " + ("the loss alone (amp O0, float32 gradients of a finite loss stay finite)"
+                                       if loss_only else "Ascend's float-status registers" if device == "Ascend"
+                                       else f"every gradient (amp {amp_level})"))
+    return loss_only
+
+
+def resolve_plan(cfg: Config, runtime: Runtime, purpose: str = "train",
+                 formulation: Optional[Mapping[str, str]] = None) -> RunPlan:
+    """The frozen plan for `cfg` on `runtime`; `purpose` 'export' keeps the formulation portable.
+
+    formulation: layer implementations to force instead of the device's choice (`parse_formulation`; only the
+    benchmark times them: they compute the same function, so a run has no reason to pick them itself).
+    """
     if purpose not in PURPOSES:
         raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
     notes: List[str] = []
@@ -248,14 +302,24 @@ def resolve_plan(cfg: Config, runtime: Runtime, purpose: str = "train") -> RunPl
                      "told, so the run is planned unsunk")
         sink = False
     batch, accum = batch_and_accumulation(cfg, runtime.world_size, notes)
-    return RunPlan(arch=resolve_architecture(cfg.model),
-                   formulation=_formulation(cfg, runtime, amp_level, purpose, notes),
-                   device_target=device, mode=cfg.train.mode, amp_level=amp_level, loss_scale=loss_scale,
+    arch = resolve_architecture(cfg.model)
+    chosen = _formulation(cfg, runtime, amp_level, purpose, notes, formulation or {})
+    training = purpose == "train"
+    recompute = cfg.train.recompute == "blocks" and training
+    # a train step holds every block's attention probabilities for its backward pass (one at a time with recompute)
+    check_input_size(arch, batch if training else cfg.eval.batch_size or batch,
+                     arch.depth if training and not recompute else 1, chosen.attention == "fused", notes)
+    if training and cfg.optim.warmup_epochs >= cfg.train.epochs:
+        notes.append(f"optim.warmup_epochs={cfg.optim.warmup_epochs} is not shorter than train.epochs="
+                     f"{cfg.train.epochs}: the schedule shortens the warmup to leave at least one epoch of cosine "
+                     f"decay (none at all for one epoch), so the lr never follows the warmup you set")
+    return RunPlan(arch=arch, formulation=chosen, device_target=device, mode=cfg.train.mode,
+                   amp_level=amp_level, loss_scale=loss_scale,
                    loss_scale_value=cfg.amp.loss_scale_value, scale_window=cfg.amp.scale_window, sink_mode=sink,
-                   recompute_blocks=cfg.train.recompute == "blocks" and purpose == "train",
-                   rank=runtime.rank, world_size=runtime.world_size, batch_size=batch,
+                   recompute_blocks=recompute, rank=runtime.rank, world_size=runtime.world_size, batch_size=batch,
                    global_batch_size=batch * runtime.world_size * accum,
                    eval_batch_size=cfg.eval.batch_size or batch, accum_steps=accum, chip=runtime.chip,
                    amp_dtype=amp_dtype, jit_level=compile_.jit_level,
                    compile_cache_dir=compile_.compile_cache_dir if purpose == "train" else "",
-                   memory=compile_.memory, notes=notes)
+                   memory=compile_.memory, check_loss_only=resolve_check_loss_only(device, amp_level, notes),
+                   notes=notes)

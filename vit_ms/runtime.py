@@ -1,13 +1,15 @@
 """Where a run executes: MindSpore context, device target and chip, compile and memory settings, and the
 data-parallel group.
 
-`setup_runtime` is the one place that reads the environment (launcher variables, DEVICE_ID) and MindSpore's
-context; `vit_ms.plan.resolve_plan` turns its `Runtime` and the config into the run plan everything else reads.
+`setup_runtime` is the one place that reads the environment (launcher variables and DEVICE_ID, checked by
+`vit_ms.environment`) and MindSpore's context; `vit_ms.plan.resolve_plan` turns its `Runtime` and the config
+into the run plan everything else reads.
 What MindSpore must know before the device starts (memory pool, compile level, compile cache) is applied here,
 from the config as `compile_settings` reads it; the plan records the same settings.
 """
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,11 @@ import mindspore as ms
 from mindspore._c_expression import MSContext
 from mindspore.communication import get_group_size, get_rank, init
 
-from .errors import ConfigError
+from .environment import check_launch_environment, launch_int
+from .errors import ConfigError, UserError
+from .fs import prove_writable
+
+log = logging.getLogger("vit_ms")
 
 # Variables set by the launchers we support: msrun (dynamic cluster) and Ascend rank-table scripts.
 MSRUN_VARS = ("MS_WORKER_NUM", "MS_ROLE")
@@ -44,6 +50,17 @@ class CompileSettings:
 def run_dir_of(cfg) -> Path:
     """Where a run writes everything: <output_dir>/<run_name>."""
     return Path(cfg.output_dir) / (cfg.run_name or "run")
+
+
+def prepare_run_dir(cfg, rank: int = 0) -> Path:
+    """Create the run directory and prove it is writable before any training starts (the doctor asks the same)."""
+    run_dir = run_dir_of(cfg)
+    try:
+        prove_writable(run_dir, f".write_test_rank{rank}")  # per rank: all ranks probe the same directory at once
+    except OSError as err:
+        raise UserError(f"cannot write to the run directory '{run_dir}' ({err.strerror}); choose a writable "
+                        f"output_dir, e.g. --set output_dir=/tmp/runs") from err
+    return run_dir
 
 
 def compile_settings(cfg, device_target: str) -> CompileSettings:
@@ -79,20 +96,39 @@ def apply_compile_settings(settings: CompileSettings, environ=None) -> None:
         ms.set_context(jit_config={"jit_level": settings.jit_level})
 
 
-def use_compile_cache(base_dir: str, fingerprint: dict, environ=None) -> Path:
-    """Turn on MindSpore's compile cache in a folder of `base_dir` named by a digest of `fingerprint`; returns it.
+def graph_fingerprint(config: dict, plan: dict, steps_per_epoch: int, num_classes: int, teacher=None) -> dict:
+    """Everything that shapes a run's graphs: the resolved config and plan (notes left out), the steps per epoch,
+    the class count and, when distilling, the teacher's parameter shapes and types (its architecture, whatever
+    file or name it came from: a teacher of another size copied onto the same path changes them)."""
+    return {"config": config, "plan": {**plan, "notes": []}, "steps_per_epoch": steps_per_epoch,
+            "num_classes": num_classes,
+            "teacher": None if teacher is None else sorted((p.name, tuple(p.shape), str(p.dtype))
+                                                           for p in teacher.get_parameters())}
+
+
+def use_compile_cache(base_dir: str, fingerprint: dict, environ=None) -> Optional[Path]:
+    """Turn on MindSpore's compile cache in a folder of `base_dir` named by a digest of `fingerprint`; returns it,
+    or None (with a warning: the run compiles uncached) when that folder cannot be written.
 
     MindSpore 2.10 checks that the Python sources are unchanged but not the shapes of the parameters: a graph
-    cached for a learning-rate table of another length is loaded and fails in its Gather. So the cache is
-    kept per fingerprint (the resolved config and plan, the steps per epoch): a run relaunched or resumed with
-    the same settings finds its graphs, any other gets a folder of its own. Set before the first graph is built.
+    cached for 3 learning rates (1 epoch of 3 steps) was loaded for 6 and failed in its Gather. So the cache is
+    kept per fingerprint (`graph_fingerprint`): a run relaunched or resumed with the same settings finds its
+    graphs, any other gets a folder of its own. Set before the first graph is built.
     """
     environ = os.environ if environ is None else environ
     digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
     folder = Path(base_dir) / digest
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        prove_writable(folder)
+    except OSError as err:
+        log.warning("compile cache: cannot write %s (%s); this run compiles its graphs without the cache", folder,
+                    err.strerror or err)
+        for name in ("MS_COMPILER_CACHE_ENABLE", "MS_COMPILER_CACHE_PATH"):  # an earlier run's in this process
+            environ.pop(name, None)
+        return None
     environ["MS_COMPILER_CACHE_ENABLE"] = "1"  # read at each graph build (set_context's are deprecated in 2.10)
     environ["MS_COMPILER_CACHE_PATH"] = str(folder)
+    log.info("compile cache: %s", folder)
     return folder
 
 
@@ -123,7 +159,7 @@ def launched_distributed(environ: Mapping[str, str]) -> bool:
     if any(var in environ for var in MSRUN_VARS):
         return True
     if any(var in environ for var in RANK_TABLE_VARS):
-        return int(environ.get("RANK_SIZE", "1")) > 1
+        return launch_int(environ, "RANK_SIZE", 1) > 1
     return False
 
 
@@ -135,11 +171,12 @@ def resolve_device_target(choice: str) -> str:
 def setup_runtime(cfg, environ: Optional[Mapping[str, str]] = None) -> Runtime:
     """Set MindSpore's context for `cfg` and join the data-parallel group when launched for it."""
     environ = os.environ if environ is None else environ
+    check_launch_environment(environ)  # a malformed DEVICE_ID or RANK_SIZE: one paragraph, before MindSpore uses it
     device_target = resolve_device_target(cfg.train.device_target)
     settings = compile_settings(cfg, device_target)
     mode = ms.GRAPH_MODE if cfg.train.mode == "graph" else ms.PYNATIVE_MODE
     ms.set_context(mode=mode)
-    device_id = int(environ.get("DEVICE_ID", cfg.train.device_id))  # rank-table launches set DEVICE_ID per process
+    device_id = launch_int(environ, "DEVICE_ID", cfg.train.device_id)  # rank-table launches set it per process
     if device_target == "CPU":
         if ms.get_context("device_target") != "CPU":  # a GPU/Ascend build asked to run on its CPU
             ms.set_device("CPU")

@@ -21,6 +21,7 @@ VARIANTS = {
     "vit_h14": dict(patch_size=14, embed_dim=1280, depth=32, num_heads=16),
 }
 DEFAULT_MLP_RATIO = 4.0
+IN_CHANNELS = 3  # RGB: the data pipeline decodes every image to RGB (grayscale converted), exports take RGB
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,6 @@ class Architecture:
     depth: int = 12
     num_heads: int = 12
     mlp_ratio: float = DEFAULT_MLP_RATIO
-    in_channels: int = 3
     qkv_bias: bool = True
     drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
@@ -45,6 +45,10 @@ class Architecture:
     gelu: str = "erf"  # "erf" or "tanh"
     norm_eps: float = 1e-6
     distilled: bool = False  # DeiT: a distillation token after the class token, and its own head (head_dist)
+
+    @property
+    def in_channels(self) -> int:
+        return IN_CHANNELS
 
     @property
     def grid(self) -> int:
@@ -59,6 +63,11 @@ class Architecture:
     def num_prefix_tokens(self) -> int:
         """Tokens before the patches: the class token, and the distillation token of a distilled model."""
         return 2 if self.distilled else 1
+
+    @property
+    def tokens(self) -> int:
+        """Sequence length: the patches and the prefix tokens."""
+        return self.num_patches + self.num_prefix_tokens
 
     @property
     def head_dim(self) -> int:
@@ -115,9 +124,6 @@ def _validate(a: Architecture) -> None:
            f"model.embed_dim={a.embed_dim} is not divisible by model.num_heads={a.num_heads}; use a width that "
            f"is a multiple of the heads, e.g. {max(1, a.embed_dim // a.num_heads) * a.num_heads}")
     _check(a.mlp_ratio > 0, f"model.mlp_ratio={a.mlp_ratio} must be positive")
-    _check(a.in_channels == 3,
-           f"model.in_channels={a.in_channels}: only 3 (RGB) is supported; the data pipeline decodes every image "
-           f"to RGB (grayscale is converted), and exports take RGB input. Leave model.in_channels at 3")
     for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
         value = getattr(a, key)
         _check(0.0 <= value < 1.0, f"model.{key}={value} must be in [0, 1)")

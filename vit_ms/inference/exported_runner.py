@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Tuple
 
-from ..config import Config, apply_overrides, config_from_dict, load_config
+from ..config import Config
+from ..config_loader import apply_overrides, config_from_dict, load_config
 from ..errors import UserError
 
 FORMATS = {"mindir": ".mindir", "onnx": ".onnx"}

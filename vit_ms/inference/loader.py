@@ -20,7 +20,8 @@ from typing import Dict, List, Optional, Sequence
 
 import mindspore as ms
 
-from ..config import Config, apply_overrides, config_from_dict, load_config
+from ..config import Config
+from ..config_loader import apply_overrides, config_from_dict, load_config
 from ..data.folder import read_class_names
 from ..errors import CheckpointError, UserError
 from ..models import model_from_plan
@@ -73,7 +74,7 @@ def inference_config(source: WeightsSource, config_path: Optional[str] = None,
     if config_path:
         return load_config(config_path, overrides)
     if source.config is not None:
-        return config_from_dict(apply_overrides(copy.deepcopy(source.config), list(overrides)))
+        return config_from_dict(apply_overrides(copy.deepcopy(source.config), list(overrides)), recorded=True)
     if source.spec in PRETRAINED:
         return config_from_dict(apply_overrides({}, PRETRAINED[source.spec].config_overrides() + list(overrides)))
     raise UserError(f"'{source.spec}' records no config (a checkpoint written before vit_ms stored it, or weights "

@@ -4,8 +4,8 @@ checkpoint moves between them (and between devices) unchanged; only speed and me
     f = Formulation(patch_embed="matmul", attention="standard", backward="handwritten", bias_grad="reduce")  # CPU
     model = VisionTransformer(arch, f)
 
-The run plan (`vit_ms.plan`) picks the formulation for the device; `model.patch_embed`, `model.attention`,
-`model.backward`, `model.bias_grad` and `amp.norms` in the config force any of them on any device.
+The run plan (`vit_ms.plan`) picks the formulation for the device; `model.attention` and `amp.norms` in the
+config force those two, and the benchmark's `--formulation` the others (patch_embed, backward, bias_grad).
 `norms` matters under amp O2/O3 alone: LayerNorm and the attention softmax in float32 with float32 parameters
 (`layers.Float32UnderAmp`) or in amp's float16 or bfloat16; under O0 everything is float32 either way.
 """

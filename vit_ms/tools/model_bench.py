@@ -16,6 +16,10 @@ model reuses buffers the first one freed, which hides its need.
 The data pipeline is timed alone: the config's train transforms (and mixup) over JPEG/PNG files that
 vit_ms.data.demo writes to a temporary folder.
 
+--formulation LAYER=WAY (repeatable: patch_embed=conv|matmul, backward=autodiff|handwritten, bias_grad=reduce|gemm)
+times our model with a layer computed another way than the run plan's choice for the device; the function and
+the weights are the same, only speed and memory differ, so this is the one place that chooses them.
+
 --profile DIR (CPU) runs one more train step of our model under mindspore.profiler after the timed steps, keeps the
 trace in DIR and prints the time per op type (vit_ms/tools/profile_step.py).
 
@@ -38,16 +42,18 @@ import numpy as np
 from mindcv.models.vit import VisionTransformer
 from mindspore import nn
 
-from ..config import Config, config_from_dict, config_to_dict
+from ..config import Config, config_to_dict
+from ..config_loader import config_from_dict
 from ..data import Feed, create_dataset
 from ..data.setup import prepare_data
 from ..data.demo import write_synthetic_folder
 from ..errors import ConfigError
 from ..models import model_from_plan
-from ..plan import RunPlan, resolve_plan
+from ..plan import RunPlan, parse_formulation, resolve_plan
 from ..runtime import setup_runtime
 from ..train.engine import build_train_step
 from ..train.optim import build_optimizer, lr_schedule, scaled_lr
+from ..variants import IN_CHANNELS
 from .distill_bench import distill_record, format_distill
 from .flops import TRAIN_FACTOR, model_flops
 from .machine import matmul_rates, peak_memory
@@ -59,7 +65,7 @@ def synthetic_batch(cfg, batch: int, seed: int = 0):
     """Random normalised images and the labels the config's loss gets: soft (B, K) with mixup/cutmix, else (B,)."""
     rng = np.random.default_rng(seed)
     size, classes = cfg.model.image_size, cfg.model.num_classes
-    images = rng.standard_normal((batch, cfg.model.in_channels, size, size)).astype(np.float32)
+    images = rng.standard_normal((batch, IN_CHANNELS, size, size)).astype(np.float32)
     if cfg.data.mixup > 0 or cfg.data.cutmix > 0:
         labels = rng.dirichlet(np.full(classes, 0.1), batch).astype(np.float32)
     else:
@@ -152,14 +158,14 @@ def train_batch(cfg: Config, plan: RunPlan):
     return batch if k == 1 else tuple(ms.Tensor(np.stack([x.asnumpy()] * k)) for x in batch)
 
 
-def first_step_growth(cfg_values: dict, name: str) -> int:
+def first_step_growth(cfg_values: dict, name: str, formulation: dict) -> int:
     """Bytes of peak memory one model's first train step (compile + activations) adds, in a fresh process.
 
     Run through `isolated_growth`: a second model in the benchmark's own process reuses the buffers the first
     one's step freed, so its growth there hides what it needs alone.
     """
     cfg = config_from_dict(cfg_values)
-    plan = resolve_plan(cfg, setup_runtime(cfg))
+    plan = resolve_plan(cfg, setup_runtime(cfg), formulation=formulation)
     model = mindcv_vit(plan.arch) if name == "mindcv" else model_from_plan(plan)
     step = build_training(cfg, plan, model, 2, _DecayNames(model) if name == "mindcv" else None)
     images, labels = train_batch(cfg, plan)
@@ -170,13 +176,13 @@ def first_step_growth(cfg_values: dict, name: str) -> int:
     return peak_memory(plan.device_target)["peak_bytes"] - before
 
 
-def isolated_growth(cfg: Config, name: str) -> int:
+def isolated_growth(cfg: Config, name: str, formulation: dict) -> int:
     """`first_step_growth` of model `name` ("ours" or "mindcv") in a spawned process."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(first_step_growth, (config_to_dict(cfg), name))
+        return pool.apply(first_step_growth, (config_to_dict(cfg), name, formulation))
 
 
-def time_training(cfg: Config, plan: RunPlan, models: dict, batch, steps: int, warmup: int):
+def time_training(cfg: Config, plan: RunPlan, models: dict, batch, steps: int, warmup: int, formulation: dict):
     """Build each model's train step and time it: (interleaved timings, first call per model, memory per model,
     the step calls)."""
     images, labels = batch
@@ -188,7 +194,7 @@ def time_training(cfg: Config, plan: RunPlan, models: dict, batch, steps: int, w
         if plan.device_target != "CPU":
             ms.runtime.reset_peak_memory_stats()
         first[name] = first_call(train_calls[name])
-        memory[name] = dict(peak_memory(plan.device_target), growth_bytes=isolated_growth(cfg, name),
+        memory[name] = dict(peak_memory(plan.device_target), growth_bytes=isolated_growth(cfg, name, formulation),
                             growth_source="first train step of the model alone, in a fresh process")
     return run_interleaved(train_calls, steps, warmup), first, memory, train_calls
 
@@ -232,11 +238,14 @@ def comparison_record(records: List[dict], compare: str) -> dict:
 
 
 def benchmark(cfg: Config, steps: int, warmup: int, compare: Optional[str], data: bool, data_image_size: int,
-              data_batches: int, profile_dir: Optional[str] = None, distill: bool = False) -> List[dict]:
+              data_batches: int, profile_dir: Optional[str] = None, distill: bool = False,
+              formulation: Optional[dict] = None) -> List[dict]:
     """Run every measurement for `cfg` (see `bench_config`); returns the records (see the module docstring).
     With `profile_dir`, one more train step of our model runs under the CPU profiler (`profile_step`); with
-    `distill`, the distilled step against the student's step and the teacher's forward (`distill_bench`)."""
-    plan = resolve_plan(cfg, setup_runtime(cfg))
+    `distill`, the distilled step against the student's step and the teacher's forward (`distill_bench`);
+    `formulation` forces layer implementations instead of the device's (vit_ms.plan.parse_formulation)."""
+    formulation = formulation or {}
+    plan = resolve_plan(cfg, setup_runtime(cfg), formulation=formulation)
     if profile_dir and plan.device_target != "CPU":
         raise ConfigError(f"--profile sums CPU op times; this run targets {plan.device_target}: use "
                           f"mindspore.profiler there (see vit_ms/tools/profile_step.py)")
@@ -244,7 +253,8 @@ def benchmark(cfg: Config, steps: int, warmup: int, compare: Optional[str], data
     models = {"ours": model_from_plan(plan)}
     if compare:
         models[compare] = mindcv_vit(plan.arch)
-    train, first, memory, train_calls = time_training(cfg, plan, models, train_batch(cfg, plan), steps, warmup)
+    train, first, memory, train_calls = time_training(cfg, plan, models, train_batch(cfg, plan), steps, warmup,
+                                                        formulation)
     if profile_dir:  # before the eval timing switches the models to inference mode
         rows, trace = profile_step(train_calls["ours"], profile_dir)
         records.append({"measurement": "profile", "model": "ours", "trace": trace, "op_types": rows,

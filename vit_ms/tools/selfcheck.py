@@ -25,13 +25,15 @@ import mindspore as ms
 import numpy as np
 
 from ..chips import chip_label
-from ..config import Config, load_config, save_config
+from ..config import Config
+from ..config_loader import load_config, save_config
 from ..data.demo import write_synthetic_folder
 from ..errors import UserError
 from ..inference.evaluate import run_evaluation
 from ..inference.to_mindir_onnx import export
 from ..plan import RunPlan, resolve_plan
-from ..runtime import MSRUN_VARS, RANK_TABLE_VARS, launched_distributed, setup_runtime
+from ..environment import check_launch_environment
+from ..runtime import MSRUN_VARS, RANK_TABLE_VARS, launched_distributed, prepare_run_dir, run_dir_of, setup_runtime
 from ..train.checkpoint import epoch_checkpoints, network_params, read_checkpoint
 from ..variants import resolve_architecture
 
@@ -158,6 +160,20 @@ def available_memory_gb() -> Optional[float]:
         return None
 
 
+def run_dir_check(cfg: Config) -> Check:
+    """train.py's own check of the run directory (created and written at once), undone when it made the folder."""
+    run_dir = run_dir_of(cfg)
+    made = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+    try:
+        prepare_run_dir(cfg)
+    except UserError as err:
+        return Check("run directory", "fail", str(err))
+    for folder in made:  # deepest first: only the empty folders the probe made
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    return Check("run directory", "ok", f"{run_dir} is writable")
+
+
 def machine_checks(cfg: Config, environ: Mapping[str, str]) -> List[Check]:
     """Facts about this machine, each with a verdict where one is due."""
     target = ms.get_context("device_target") if cfg.train.device_target == "auto" else cfg.train.device_target
@@ -170,18 +186,23 @@ def machine_checks(cfg: Config, environ: Mapping[str, str]) -> List[Check]:
                             "" if version else f"source the {name} environment (set_env.sh / CUDA_HOME) so its "
                                                f"version can be read and matched to MindSpore {ms.__version__}"))
     present = {k: environ[k] for k in LAUNCH_VARS if k in environ}
-    launched = launched_distributed(environ)
-    checks.append(Check("launcher", "warn" if launched else "ok",
-                        (f"launched for distributed training: {present}" if launched else
-                         "single process" + (f" ({present})" if present else "")),
-                        "run the doctor directly on each node (it checks one device), not under msrun or a rank "
-                        "table script" if launched else ""))
+    try:
+        check_launch_environment(environ)  # what train.py's runtime refuses, in its words
+        launched = launched_distributed(environ)
+        checks.append(Check("launcher", "warn" if launched else "ok",
+                            (f"launched for distributed training: {present}" if launched else
+                             "single process" + (f" ({present})" if present else "")),
+                            "run the doctor directly on each node (it checks one device), not under msrun or a "
+                            "rank table script" if launched else ""))
+    except UserError as err:
+        checks.append(Check("launcher", "fail", str(err)))
     cores, devices = len(os.sched_getaffinity(0)), devices_on_host(target)
     per = cores / devices
     checks.append(Check("host cores", "ok" if per >= MIN_CORES_PER_DEVICE else "warn",
                         f"{cores} cores for {devices} device(s): {per:.1f} per device",
                         "" if per >= MIN_CORES_PER_DEVICE else f"fewer than {MIN_CORES_PER_DEVICE} cores per device "
                         f"can starve the input pipeline; lower data.num_parallel_workers or train on fewer devices"))
+    checks.append(run_dir_check(cfg))
     out = Path(cfg.output_dir)
     need = checkpoint_gb(cfg) * (cfg.checkpoint.keep_last + 2)  # epochs kept, last.ckpt and best.ckpt
     free = free_gb(out)
@@ -216,9 +237,9 @@ TINY = ["model.name=vit_ti16", "model.num_classes=3", "model.image_size=32", "mo
 def plan_choices(plan: RunPlan) -> List[str]:
     """The plan's decisions the tiny run must share, as overrides."""
     f = plan.formulation
+    # the other layers' implementations follow the device and amp level, which the tiny run shares
     choices = [f"train.device_target={plan.device_target}", f"train.mode={plan.mode}", f"amp.level={plan.amp_level}",
-               f"model.attention={f.attention}", f"model.patch_embed={f.patch_embed}", f"model.backward={f.backward}",
-               f"model.bias_grad={f.bias_grad}", f"train.sink_mode={'on' if plan.sink_mode else 'off'}",
+               f"model.attention={f.attention}", f"train.sink_mode={'on' if plan.sink_mode else 'off'}",
                f"train.recompute={'blocks' if plan.recompute_blocks else 'none'}"]
     if plan.amp_level != "O0":
         choices += [f"amp.dtype={plan.amp_dtype}", f"amp.loss_scale={plan.loss_scale}", f"amp.norms={f.norms}"]

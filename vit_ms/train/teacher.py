@@ -21,7 +21,8 @@ from typing import Optional
 import mindspore as ms
 import numpy as np
 
-from ..config import Config, config_from_dict
+from ..config import Config
+from ..config_loader import config_from_dict
 from ..errors import CheckpointError, ConfigError, suggest
 from ..models.vit import VisionTransformer
 from ..variants import architecture, resolve_architecture
@@ -62,7 +63,7 @@ def _checkpoint_config(spec: str):
         return None, None
     params = read_checkpoint(path)
     config = read_meta(params).config
-    return (config_from_dict(config), params) if config is not None else (None, None)
+    return (config_from_dict(config, recorded=True), params) if config is not None else (None, None)
 
 
 def _best_weights(params: dict) -> dict:

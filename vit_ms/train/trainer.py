@@ -15,16 +15,16 @@ from typing import List, Optional
 
 import mindspore as ms
 
-from ..config import Config, config_to_dict, save_config
+from ..config import Config, config_to_dict
+from ..config_loader import save_config
 from ..data import Feed, create_dataset
 from ..data.setup import prepare_data
 from ..data.reading import reader_error
-from ..errors import ConfigError, UserError
-from ..fs import prove_writable
+from ..errors import ConfigError
 from ..logs import setup_logging
 from ..models import model_from_plan
 from ..plan import RunPlan, resolve_plan
-from ..runtime import run_dir_of, setup_runtime, use_compile_cache
+from ..runtime import graph_fingerprint, prepare_run_dir, setup_runtime, use_compile_cache
 from ..weights.load import load_pretrained
 from .checkpoint import (CheckpointMeta, TrainState, check_fit, find_resume_checkpoint, network_params,
                          read_checkpoint, read_meta, remove_partial_files, train_state)
@@ -44,17 +44,6 @@ from .runlock import RunLock
 from .signals import StopSignals
 
 log = logging.getLogger("vit_ms")
-
-
-def prepare_run_dir(cfg: Config, rank: int = 0) -> Path:
-    """Create the run directory and prove it is writable before any training starts."""
-    run_dir = run_dir_of(cfg)
-    try:
-        prove_writable(run_dir, f".write_test_rank{rank}")  # per rank: all ranks probe the same directory at once
-    except OSError as err:
-        raise UserError(f"cannot write to the run directory '{run_dir}' ({err.strerror}); choose a writable "
-                        f"output_dir, e.g. --set output_dir=/tmp/runs") from err
-    return run_dir
 
 
 def check_num_classes(num_classes: int, class_names: List[str], split_dir: Path) -> None:
@@ -274,13 +263,13 @@ def train_in(cfg: Config, plan: RunPlan, run_dir: Path, resume: Optional[str], c
     if plan.distributed and resume:
         check_same_resume(resumed.path, resumed.params, resumed.state, plan.rank, plan.world_size, run_dir)
     train_ds, val_ds, info = build_datasets(cfg, plan, resumed)
-    if plan.compile_cache_dir:  # the graphs' shapes follow the config, the plan and the steps per epoch
-        fingerprint = {"config": config_to_dict(cfg), "plan": {**plan.to_dict(), "notes": []},
-                       "steps_per_epoch": info.steps_per_epoch}
-        log.info("compile cache: %s", use_compile_cache(plan.compile_cache_dir, fingerprint))
     model = model_from_plan(plan)
     initial_weights(model, cfg, resumed, cache_dir)
     teacher = build_teacher(cfg, plan, cache_dir)  # distill.*: frozen, outside the optimizer and checkpoints
+    if plan.compile_cache_dir:  # before the first graph is built; uncached (with a warning) where it cannot write
+        use_compile_cache(plan.compile_cache_dir, graph_fingerprint(config_to_dict(cfg), plan.to_dict(),
+                                                                    info.steps_per_epoch, len(info.class_names),
+                                                                    teacher))
     train_step, lrs = build_step(cfg, plan, model, info.steps_per_epoch, teacher)
     restore(train_step, model, resumed)
     rebase_steps(train_step, resumed, plan, info.steps_per_epoch)
