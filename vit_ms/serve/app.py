@@ -8,7 +8,8 @@ Routes: GET / (the page; its files under /static/), GET /healthz, GET /v1/model,
 `Authorization: Bearer <token>`; the page and /healthz stay open (they tell nothing about the model).
 
 Every refused request gets a 4xx and a JSON body {"error": "<what was wrong and what to do>"}; an unexpected error
-in one request answers 500 and is logged, and the server goes on serving.
+in one request answers 500 and is logged, and the server goes on serving. A client that leaves mid-body is one INFO
+line. Decoding holds its pixels of one PixelBudget (vit_ms.serve.pixels), so memory stays bounded under any uploads.
 """
 import asyncio
 import hmac
@@ -20,20 +21,25 @@ from functools import partial
 from pathlib import Path
 from typing import AsyncIterator, Optional
 
+import numpy as np
 from aiohttp import web
 
 from ..data.images import BadImage
 from ..inference.predict import top_k
 from .batcher import Batcher
 from .model import ServedModel, png_data_url
+from .pixels import DecodePlan, PixelBudget, decode_planned, image_pixel_limit, plan_decode
 from .run_info import RunStory
-from .uploads import Limits, RequestError, read_images
+from .uploads import ClientGone, Limits, RequestError, read_images
 
 log = logging.getLogger("vit_ms")
 STATIC = Path(__file__).parent / "static"
+# After a refusal before the body's end (413, 408, a malformed body), aiohttp reads and drops what is left for at
+# most this long, so that the client sees the answer rather than a reset; then the connection closes.
+LINGER_S = 2.0
 
-MODEL, BATCHER, SETTINGS, STORY, POOLS = (web.AppKey(n, object) for n in ("model", "batcher", "settings", "story",
-                                                                           "pools"))
+MODEL, BATCHER, SETTINGS, STORY, POOLS, PIXELS = (web.AppKey(n, object) for n in ("model", "batcher", "settings",
+                                                                                   "story", "pools", "pixels"))
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,12 @@ class Settings:
     max_wait_ms: float = 5.0  # how long the batcher waits for more images after the first
     token: Optional[str] = None  # bearer token for /v1/ routes; None: open
     decode_threads: int = 2  # threads decoding and preprocessing uploads
+    max_image_pixels: Optional[int] = None  # most pixels one upload decodes to; None: from the model (pixels.py)
+
+    def image_pixels(self, model: ServedModel) -> int:
+        """The most pixels one upload decodes to (data.max_image_pixels refuses what is over it, too)."""
+        limit = self.max_image_pixels or image_pixel_limit(model.predictor.image_size)
+        return min(limit, model.predictor.data.max_image_pixels)
 
 
 @dataclass
@@ -67,8 +79,14 @@ async def answers(request: web.Request, handler):
             return response
     try:
         return await handler(request)
+    except ClientGone as gone:
+        log.info("client %s left during %s %s: %s", request.remote, request.method, request.path, gone)
+        return error(gone.status, str(gone))  # nobody reads it; aiohttp drops it without a word
     except RequestError as err:
-        return error(err.status, str(err))
+        response = error(err.status, str(err))
+        if err.close:
+            response.force_close()  # no keep-alive: the connection closes once the answer is out (LINGER_S)
+        return response
     except web.HTTPException:
         raise
     except Exception:  # noqa: BLE001 - one bad request must not stop the server; logged with its traceback
@@ -89,7 +107,9 @@ async def model_info(request: web.Request) -> web.Response:
     model: ServedModel = request.app[MODEL]
     s: Settings = request.app[SETTINGS]
     server = {"batch_sizes": model.batch_sizes, "max_wait_ms": s.max_wait_ms, "max_images": s.limits.max_images,
-              "max_body_bytes": s.limits.max_body_bytes, "max_image_pixels": model.cfg.data.max_image_pixels,
+              "max_body_bytes": s.limits.max_body_bytes, "max_image_pixels": s.image_pixels(model),
+              "pixels_in_flight": request.app[PIXELS].total,
+              "pixels_in_flight_peak": request.app[PIXELS].peak, "body_timeout_s": s.limits.body_timeout_s,
               "token_required": bool(s.token), "run_story": request.app[STORY] is not None}
     return web.json_response({**model.info, "server": server})
 
@@ -131,12 +151,20 @@ async def predict(request: web.Request) -> web.Response:
     k = min(query_int(request, "topk", 5, 1), len(model.class_names))
     attention = query_int(request, "attention", 0, 0) > 0
     batcher: Batcher = request.app[BATCHER]
+    budget: PixelBudget = request.app[PIXELS]
+    limit, side = request.app[SETTINGS].image_pixels(model), model.eval_resize
+    data_limit = model.predictor.data.max_image_pixels
     loop = asyncio.get_running_loop()
+
+    def preprocess(data: bytes, plan: DecodePlan) -> np.ndarray:
+        return model.preprocess(decode_planned(data, plan, data_limit))  # (3, S, S)
 
     async def decode(i: int, name: str, data: bytes):
         began = time.perf_counter()
         try:
-            x = await loop.run_in_executor(pools.decode, model.preprocess, data)  # (3, S, S)
+            plan = await loop.run_in_executor(pools.decode, plan_decode, data, limit, side, data_limit)
+            async with budget.hold(plan.pixels):
+                x = await loop.run_in_executor(pools.decode, preprocess, data, plan)  # (3, S, S)
         except BadImage as err:
             raise RequestError(422, f"image {i + 1} ('{name}') is unusable: {err}. Send a complete JPEG, PNG, "
                                     f"BMP, GIF, TIFF or WebP image") from err
@@ -181,8 +209,10 @@ async def start_batcher(app: web.Application) -> AsyncIterator[None]:
 
 
 def build_app(model: ServedModel, settings: Settings, story: Optional[RunStory] = None) -> web.Application:
-    app = web.Application(middlewares=[answers], client_max_size=settings.limits.max_body_bytes)
+    app = web.Application(middlewares=[answers], client_max_size=settings.limits.max_body_bytes,
+                          handler_args={"lingering_time": LINGER_S})
     app[MODEL], app[SETTINGS], app[STORY] = model, settings, story
+    app[PIXELS] = PixelBudget(settings.decode_threads * settings.image_pixels(model))
     app[POOLS] = Pools(ThreadPoolExecutor(1, thread_name_prefix="model"),
                        ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode"))
     app.cleanup_ctx.append(start_batcher)
