@@ -449,11 +449,10 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
 
 
 def save_config(cfg: Config, path: os.PathLike) -> None:
-    """Write the resolved config as YAML (atomically)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    """Write the resolved config as YAML (atomically: a failed write leaves the old file and no temp file)."""
+    from .fs import atomic_writer
+    with atomic_writer(path) as f:
         yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------------------------
