@@ -296,3 +296,12 @@ def test_resume_on_a_disk_that_is_still_full_is_one_paragraph_and_leaves_no_temp
     again = run(*args, "--set", "train.epochs=2", "--resume", "auto")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed" in (run_dir / "train.log").read_text()
+
+
+def test_convert_to_timm_onto_a_file_names_the_file_and_asks_for_a_folder(tiny_ckpt, tmp_path):
+    blocker = tmp_path / "vit.safetensors"
+    blocker.write_bytes(b"not a folder")
+    proc = run("-m", "vit_ms.convert", "--to", "timm", tiny_ckpt, blocker)
+    assert_user_error(proc, f"'{blocker}' is a file; --to timm writes a folder",
+                      f"e.g. '{tmp_path / 'vit_timm'}'")
+    assert "File exists" not in proc.stderr and blocker.read_bytes() == b"not a folder"
