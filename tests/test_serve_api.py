@@ -362,3 +362,25 @@ def test_a_client_leaving_mid_body_is_one_info_line(server, served):
     gone = [r for r in records if "left during" in r.getMessage()]
     assert [r.levelno for r in gone] == [logging.INFO] and gone[0].exc_info is None
     assert [r.getMessage() for r in records if r.levelno >= logging.WARNING or r.exc_info] == []
+
+
+RAW_REQUESTS = {
+    "garbage request line": b"GARBAGE\r\n\r\n",
+    "header without a colon": b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+    "broken chunked encoding": b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                               b"Transfer-Encoding: chunked\r\n\r\nzz\r\nnot hex\r\n0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(RAW_REQUESTS))
+def test_malformed_http_is_a_4xx_and_the_server_goes_on(server, served, case):
+    run, _ = served
+    address = urllib.parse.urlsplit(server)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as client:
+        client.sendall(RAW_REQUESTS[case])
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    assert 400 <= status < 500, answer[:300]
+    assert_still_serving(server, run)

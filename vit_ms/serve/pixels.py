@@ -13,7 +13,8 @@ scale that still covers the eval resize (`side`: image_size / crop_pct), so it i
 full size; a larger image of another format is refused (BadImage: the client is told the bound and to resize).
 `data.max_image_pixels` (the decompression-bomb guard of every decode) still refuses what is over it, as for files.
 Every decode holds its pixels of a `PixelBudget` while it runs, so memory stays bounded under any mix of uploads:
-about `total` pixels x 12 bytes (Pillow's 4-byte RGBX, the RGB array, the resize).
+about `total` pixels x 10 bytes (Pillow's 4-byte RGBX, the RGB array, the resize: a 3584x3584 PNG decoded and
+preprocessed for 224 px raised the peak RSS by 121 MB).
 """
 import asyncio
 import collections
