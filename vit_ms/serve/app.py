@@ -9,7 +9,8 @@ Routes: GET / (the page; its files under /static/), GET /healthz, GET /v1/model,
 
 Every refused request gets a 4xx and a JSON body {"error": "<what was wrong and what to do>"}; an unexpected error
 in one request answers 500 and is logged, and the server goes on serving. A client that leaves mid-body is one INFO
-line. Decoding holds its pixels of one PixelBudget (vit_ms.serve.pixels), so memory stays bounded under any uploads.
+line. A request holds its body's bytes of one Budget while it is read and answered, and its decoding holds its
+pixels of another (vit_ms.serve.budget, .pixels), so memory stays bounded under any mix of uploads.
 """
 import asyncio
 import hmac
@@ -28,7 +29,8 @@ from ..data.images import BadImage
 from ..inference.predict import top_k
 from .batcher import Batcher
 from .model import ServedModel, png_data_url
-from .pixels import DecodePlan, PixelBudget, decode_planned, image_pixel_limit, plan_decode
+from .budget import Budget
+from .pixels import DecodePlan, decode_planned, image_pixel_limit, plan_decode
 from .run_info import RunStory
 from .uploads import ClientGone, Limits, RequestError, read_images
 
@@ -38,8 +40,8 @@ STATIC = Path(__file__).parent / "static"
 # most this long, so that the client sees the answer rather than a reset; then the connection closes.
 LINGER_S = 2.0
 
-MODEL, BATCHER, SETTINGS, STORY, POOLS, PIXELS = (web.AppKey(n, object) for n in ("model", "batcher", "settings",
-                                                                                   "story", "pools", "pixels"))
+MODEL, BATCHER, SETTINGS, STORY, POOLS, PIXELS, BODIES = (
+    web.AppKey(n, object) for n in ("model", "batcher", "settings", "story", "pools", "pixels", "bodies"))
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,9 @@ async def model_info(request: web.Request) -> web.Response:
     s: Settings = request.app[SETTINGS]
     server = {"batch_sizes": model.batch_sizes, "max_wait_ms": s.max_wait_ms, "max_images": s.limits.max_images,
               "max_body_bytes": s.limits.max_body_bytes, "max_image_pixels": s.image_pixels(model),
-              "pixels_in_flight": request.app[PIXELS].total,
-              "pixels_in_flight_peak": request.app[PIXELS].peak, "body_timeout_s": s.limits.body_timeout_s,
+              "pixels_in_flight": request.app[PIXELS].total, "pixels_in_flight_peak": request.app[PIXELS].peak,
+              "body_bytes_in_flight": request.app[BODIES].total,
+              "body_bytes_in_flight_peak": request.app[BODIES].peak, "body_timeout_s": s.limits.body_timeout_s,
               "token_required": bool(s.token), "run_story": request.app[STORY] is not None}
     return web.json_response({**model.info, "server": server})
 
@@ -151,7 +154,8 @@ async def predict(request: web.Request) -> web.Response:
     k = min(query_int(request, "topk", 5, 1), len(model.class_names))
     attention = query_int(request, "attention", 0, 0) > 0
     batcher: Batcher = request.app[BATCHER]
-    budget: PixelBudget = request.app[PIXELS]
+    pixels: Budget = request.app[PIXELS]
+    limits: Limits = request.app[SETTINGS].limits
     limit, side = request.app[SETTINGS].image_pixels(model), model.eval_resize
     data_limit = model.predictor.data.max_image_pixels
     loop = asyncio.get_running_loop()
@@ -163,16 +167,19 @@ async def predict(request: web.Request) -> web.Response:
         began = time.perf_counter()
         try:
             plan = await loop.run_in_executor(pools.decode, plan_decode, data, limit, side, data_limit)
-            async with budget.hold(plan.pixels):
+            async with pixels.hold(plan.pixels):
                 x = await loop.run_in_executor(pools.decode, preprocess, data, plan)  # (3, S, S)
         except BadImage as err:
             raise RequestError(422, f"image {i + 1} ('{name}') is unusable: {err}. Send a complete JPEG, PNG, "
                                     f"BMP, GIF, TIFF or WebP image") from err
         return x, (time.perf_counter() - began) * 1000.0
 
-    with batcher.on_the_way():  # a batch forming now waits for these images
-        images = await read_images(request, request.app[SETTINGS].limits)
-        decoded = await asyncio.gather(*(decode(i, name, data) for i, (name, data) in enumerate(images)))
+    async with request.app[BODIES].hold(limits.body_reservation(request.content_length)):  # the bytes, until
+        with batcher.on_the_way():  # decoded; a batch forming now waits for these images
+            images = await read_images(request, limits)
+            decoded = await asyncio.gather(*(decode(i, name, data) for i, (name, data) in enumerate(images)))
+        names = [name for name, _ in images]
+        del images  # the uploads' bytes: only the (3, S, S) arrays go on
     arrays, decode_ms = [x for x, _ in decoded], [ms for _, ms in decoded]
     if attention and model.network is not None:
         answers = []
@@ -188,7 +195,7 @@ async def predict(request: web.Request) -> web.Response:
     total_ms = round((time.perf_counter() - start) * 1000.0, 3)
     results = [{"name": name, "topk": top_k(probs, k, model.class_names), "batch": batch, "attention": overlay,
                 "time_ms": {"decode": round(d, 3), "model": batch["model_ms"], "request": total_ms}}
-               for (name, _), (probs, batch, overlay), d in zip(images, answers, decode_ms)]
+               for name, (probs, batch, overlay), d in zip(names, answers, decode_ms)]
     return web.json_response({"results": results,
                               "attention_note": model.attention_note if attention else None})
 
@@ -212,7 +219,8 @@ def build_app(model: ServedModel, settings: Settings, story: Optional[RunStory] 
     app = web.Application(middlewares=[answers], client_max_size=settings.limits.max_body_bytes,
                           handler_args={"lingering_time": LINGER_S})
     app[MODEL], app[SETTINGS], app[STORY] = model, settings, story
-    app[PIXELS] = PixelBudget(settings.decode_threads * settings.image_pixels(model))
+    app[PIXELS] = Budget(settings.decode_threads * settings.image_pixels(model))
+    app[BODIES] = Budget(settings.limits.bodies_in_flight * settings.limits.max_body_bytes)
     app[POOLS] = Pools(ThreadPoolExecutor(1, thread_name_prefix="model"),
                        ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode"))
     app.cleanup_ctx.append(start_batcher)

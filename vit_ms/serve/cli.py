@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--body-timeout-s", type=float, default=30.0,
                         help="seconds a request body may take to arrive; slower ones get 408 and are closed "
                              "(default 30)")
+    parser.add_argument("--bodies-in-flight", type=int, default=4,
+                        help="request bodies held in memory at once, in units of --max-body-mb (default 4: 80 MiB); "
+                             "more uploads wait their turn")
     parser.add_argument("--max-image-pixels", type=int,
                         help="most pixels one upload decodes to (default: 16x the model's input side, squared, "
                              "within data.max_image_pixels; larger JPEGs decode at reduced scale)")
@@ -47,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for flag in ("batch_size", "max_images", "decode_threads"):
+    for flag in ("batch_size", "max_images", "decode_threads", "bodies_in_flight"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     if args.max_wait_ms < 0 or args.max_body_mb <= 0 or args.body_timeout_s <= 0:
@@ -101,7 +104,8 @@ def main(argv=None) -> int:
     except BaseException:
         sock.close()
         raise
-    settings = Settings(Limits(int(args.max_body_mb * 1024 * 1024), args.max_images, args.body_timeout_s),
+    settings = Settings(Limits(int(args.max_body_mb * 1024 * 1024), args.max_images, args.body_timeout_s,
+                               args.bodies_in_flight),
                         args.max_wait_ms, args.token, args.decode_threads, args.max_image_pixels)
     app = build_app(model, settings, RunStory.find(args.ckpt))
     host, port = sock.getsockname()[:2]

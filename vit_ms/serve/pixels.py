@@ -2,7 +2,7 @@
 
     limit = image_pixel_limit(image_size=224)            # 3584**2 = 12,845,056 (or the server's --max-image-pixels)
     plan = plan_decode(upload_bytes, limit, side=256, data_limit=cfg.data.max_image_pixels)   # header only
-    async with budget.hold(plan.pixels):                 # PixelBudget(decode_threads * limit)
+    async with pixels.hold(plan.pixels):                 # Budget(decode_threads * limit), vit_ms.serve.budget
         image = decode_planned(upload_bytes, plan, data_limit)   # (H, W, 3) uint8, at most `limit` pixels
 
 The model sees `image_size` pixels a side, so an upload of many thousand pixels a side is mostly decoded to be
@@ -12,16 +12,13 @@ file. A larger JPEG is decoded in Pillow's draft mode (libjpeg's DCT scaling, do
 scale that still covers the eval resize (`side`: image_size / crop_pct), so it is answered without holding its
 full size; a larger image of another format is refused (BadImage: the client is told the bound and to resize).
 `data.max_image_pixels` (the decompression-bomb guard of every decode) still refuses what is over it, as for files.
-Every decode holds its pixels of a `PixelBudget` while it runs, so memory stays bounded under any mix of uploads:
-about `total` pixels x 10 bytes (Pillow's 4-byte RGBX, the RGB array, the resize: a 3584x3584 PNG decoded and
+Every decode holds its pixels of a `Budget` (vit_ms.serve.budget) while it runs, so memory stays bounded under any
+mix of uploads: about `total` pixels x 10 bytes (Pillow's 4-byte RGBX, the RGB array, the resize: a 3584x3584 PNG decoded and
 preprocessed for 224 px raised the peak RSS by 121 MB).
 """
-import asyncio
-import collections
-import contextlib
 import io
 from dataclasses import dataclass
-from typing import AsyncIterator, Deque, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -82,44 +79,3 @@ def decode_planned(data: bytes, plan: DecodePlan, data_limit: int) -> np.ndarray
             return np.array(img.convert("RGB"), dtype=np.uint8)  # (H', W', 3), JPEG modes L/RGB/CMYK/YCbCr
     except _PIL_ERRORS as err:
         raise BadImage(f"truncated or corrupt ({type(err).__name__}: {err})") from err
-
-
-class PixelBudget:
-    """A counting semaphore in pixels: `hold(n)` waits until n more pixels fit under `total`. Waiters are served
-    in order of arrival, so a large upload is not starved by a stream of small ones."""
-
-    def __init__(self, total: int):
-        self.total, self.held, self.peak = total, 0, 0  # peak: the most pixels held at once (GET /v1/model)
-        self._waiting: Deque[Tuple[int, asyncio.Future]] = collections.deque()
-
-    @contextlib.asynccontextmanager
-    async def hold(self, pixels: int) -> AsyncIterator[None]:
-        pixels = min(pixels, self.total)  # one image never needs more than the whole budget
-        if not self._waiting and self.held + pixels <= self.total:
-            self._take(pixels)
-        else:
-            turn = asyncio.get_running_loop().create_future()
-            self._waiting.append((pixels, turn))
-            try:
-                await turn
-            except asyncio.CancelledError:
-                if turn.done() and not turn.cancelled():  # given its turn just as it was cancelled
-                    self._release(pixels)
-                else:
-                    self._waiting.remove((pixels, turn))
-                raise
-        try:
-            yield
-        finally:
-            self._release(pixels)
-
-    def _release(self, pixels: int) -> None:
-        self.held -= pixels
-        while self._waiting and self.held + self._waiting[0][0] <= self.total:
-            pixels, turn = self._waiting.popleft()
-            self._take(pixels)
-            turn.set_result(None)
-
-    def _take(self, pixels: int) -> None:
-        self.held += pixels
-        self.peak = max(self.peak, self.held)

@@ -13,7 +13,7 @@ to answer, and the server logs one INFO line.
 """
 import asyncio
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -42,6 +42,12 @@ class Limits:
     max_body_bytes: int = 20 * 1024 * 1024
     max_images: int = 16
     body_timeout_s: float = 30.0  # the whole body (every part) must arrive within this many seconds
+    bodies_in_flight: int = 4  # request bodies held at once, in units of max_body_bytes (see body_reservation)
+
+    def body_reservation(self, content_length: Optional[int]) -> int:
+        """The bytes a request holds of the bodies' budget while it is read and answered: its Content-Length, or
+        `max_body_bytes` when it does not say (chunked)."""
+        return min(content_length if content_length is not None else self.max_body_bytes, self.max_body_bytes)
 
 
 def _too_large(limits: Limits) -> RequestError:
