@@ -217,7 +217,8 @@ async def start_batcher(app: web.Application) -> AsyncIterator[None]:
 
 def build_app(model: ServedModel, settings: Settings, story: Optional[RunStory] = None) -> web.Application:
     app = web.Application(middlewares=[answers], client_max_size=settings.limits.max_body_bytes,
-                          handler_args={"lingering_time": LINGER_S})
+                          handler_args={"lingering_time": LINGER_S,  # a connection without a complete
+                                        "keepalive_timeout": settings.limits.body_timeout_s})  # request: closed
     app[MODEL], app[SETTINGS], app[STORY] = model, settings, story
     app[PIXELS] = Budget(settings.decode_threads * settings.image_pixels(model))
     app[BODIES] = Budget(settings.limits.bodies_in_flight * settings.limits.max_body_bytes)
