@@ -53,3 +53,16 @@ def test_scan_bench_prints_the_reference_the_first_scan_and_a_later_start(tmp_pa
     assert len(list((work / "distinct").iterdir())) == 4  # --scan-keep leaves the files for another run
     benchmark_main(["--scan", "--scan-files", "20", "--scan-distinct", "4", "--scan-dir", str(work)])
     assert not work.exists()  # removed without --scan-keep
+
+
+
+@pytest.mark.parametrize("images, batch", [(4, 8), (11, 8), (3, 4)])
+def test_fewer_images_than_two_batches_is_one_paragraph(images, batch):
+    from vit_ms.config_loader import load_config
+    from vit_ms.errors import UserError
+    from vit_ms.tools.data_bench import data_benchmark
+
+    with pytest.raises(UserError, match=rf"--data-images {images} makes \d+ JPEGs a split, fewer than two batches "
+                                        rf"of --batch {batch}.*Use --data-images {2 * batch} or more"):
+        data_benchmark(load_config(None, tiny_overrides()), batch=batch, images=images, rounds=1, compare=None,
+                       device_rate=1000.0)

@@ -3,6 +3,8 @@
 Config mistakes stop before MindSpore is imported (a fraction of a second each); data, checkpoint and export
 mistakes stop before a model is built. Each group is one parametrized subprocess test of the real entry script.
 """
+import errno
+import logging
 import os
 import subprocess
 import sys
@@ -13,6 +15,9 @@ import pytest
 from numpy_vit import random_timm_state
 from safetensors.numpy import save_file
 from tiny import tiny_overrides
+
+from vit_ms.errors import run_cli
+from vit_ms.logs import setup_logging
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = tiny_overrides(depth=1, num_classes=3) + ["train.batch_size=4", "data.num_parallel_workers=1",
@@ -172,3 +177,146 @@ def test_checkpoint_given_as_the_wrong_kind_of_file(tiny_ckpt, tmp_path, case):
     proc = run(*args)
     assert_user_error(proc, *fragments)
     assert "does not exist" not in proc.stderr and "corrupt" not in proc.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The machine around the run: a full disk, a read-only or missing folder. One paragraph, exit 2, in train.log too.
+
+
+@pytest.mark.parametrize("code, fragments", [
+    (errno.ENOSPC, ["no space left on the device at '/runs/r/config.yaml'", "ENOSPC", "free space", "--resume auto"]),
+    (errno.EDQUOT, ["the disk quota is used up at '/runs/r/config.yaml'", "EDQUOT", "raise the quota"]),
+    (errno.EROFS, ["the file system is read-only at '/runs/r/config.yaml'", "EROFS", "--set output_dir=<dir>"]),
+    (errno.EACCES, ["permission denied at '/runs/r/config.yaml'", "EACCES", "make the folder writable"]),
+    (errno.ENOENT, ["no such file or folder at '/runs/r/config.yaml'", "ENOENT", "check the path"]),
+    (errno.EXDEV, ["at '/runs/r/config.yaml'", "EXDEV", "check the path and the device"]),
+])
+def test_os_errors_are_one_paragraph_and_debug_keeps_the_traceback(code, fragments, capsys):
+    def main(argv):
+        raise OSError(code, os.strerror(code), "/runs/r/config.yaml")
+
+    assert run_cli(main, []) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    for fragment in fragments:
+        assert fragment in err, err
+    with pytest.raises(OSError):
+        run_cli(main, ["--debug"])
+
+
+def test_an_os_error_without_errno_is_a_bug_and_keeps_its_traceback():
+    def main(argv):
+        raise OSError("image file is truncated")  # Pillow's kind: not the machine's
+
+    with pytest.raises(OSError):
+        run_cli(main, [])
+
+
+def test_the_error_is_the_last_line_of_the_run_log(tmp_path, capsys):
+    def main(argv):
+        setup_logging(tmp_path, 0)
+        logging.getLogger("vit_ms").info("plan: ...")
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "config.yaml"))
+
+    try:
+        assert run_cli(main, []) == 2
+    finally:
+        setup_logging(None, 0)
+    printed = capsys.readouterr().err.strip().splitlines()
+    lines = (tmp_path / "train.log").read_text().strip().splitlines()
+    assert lines[-1].endswith(printed[-1]) and " ERROR error: no space left on the device at " in lines[-1]
+    assert printed.count(printed[-1]) == 1  # printed once, not again by the console handler
+
+
+def test_a_log_file_on_a_full_disk_says_so_once(tmp_path, capsys, monkeypatch):
+    setup_logging(tmp_path, 0)
+    handler = next(h for h in logging.getLogger("vit_ms").handlers if isinstance(h, logging.FileHandler))
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(handler, "flush", full)
+    try:
+        for i in range(3):
+            logging.getLogger("vit_ms").info("line %d", i)
+    finally:
+        setup_logging(None, 0)
+    err = capsys.readouterr().err
+    assert "Logging error" not in err and "Traceback" not in err
+    assert err.count(f"warning: cannot write to the log file '{tmp_path / 'train.log'}'") == 1
+
+
+def test_a_failed_checkpoint_save_leaves_no_partial_file_of_ours_or_mindspores(tmp_path, monkeypatch):
+    import mindspore as ms
+
+    from vit_ms.errors import CheckpointError
+    from vit_ms.train.checkpoint import TrainState, save_checkpoint
+
+    def full_disk(network, name, **kwargs):
+        Path(name).write_bytes(b"")  # what MindSpore leaves: .best.partial.tmp, and ours
+        Path(name).with_suffix(".tmp").write_bytes(b"\0" * 10)
+        raise RuntimeError("Failed to save the checkpoint file")
+
+    monkeypatch.setattr(ms, "save_checkpoint", full_disk)
+    (tmp_path / "best.ckpt").write_bytes(b"old")
+    with pytest.raises(CheckpointError, match="The previous checkpoint is unchanged"):
+        save_checkpoint(object(), tmp_path / "best.ckpt", TrainState())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt"]
+    assert (tmp_path / "best.ckpt").read_bytes() == b"old"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 32 MB tmpfs: a run fits, then a filler makes ENOSPC real. Skipped where mounting is not allowed."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.slow
+def test_resume_on_a_disk_that_is_still_full_is_one_paragraph_and_leaves_no_temp_file(tiny_imagenet, small_disk):
+    args = ["train.py", "--config", "demo.yaml",
+            *settings(f"data.root={tiny_imagenet}", f"output_dir={small_disk}", *TINY)]
+    first = run(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_dir = small_disk / "r"
+    def files():  # all but the log and the lock, which a start rewrites
+        return {p.name: p.read_bytes() for p in run_dir.iterdir() if p.name not in ("train.log", ".lock")}
+
+    before = files()
+    filler = small_disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        with pytest.raises(OSError, match="No space left"):
+            while True:
+                f.write(b"\0" * 4096)
+        os.ftruncate(f.fileno(), os.fstat(f.fileno()).st_size - 4096)  # one page free: the lock's record fits
+    proc = run(*args, "--set", "train.epochs=2", "--resume", "auto")
+    assert_user_error(proc, f"no space left on the device at '{run_dir / 'config.yaml'}'", "ENOSPC",
+                      "--resume auto")
+    assert "Logging error" not in proc.stderr
+    assert files() == before  # every earlier file whole; no temp or partial file beside them
+    if "cannot write to the log file" not in proc.stderr:  # the log's last page had room for its lines
+        log = (run_dir / "train.log").read_text().strip().splitlines()
+        assert log[-1].endswith(proc.stderr.strip().splitlines()[-1])
+    filler.unlink()
+    again = run(*args, "--set", "train.epochs=2", "--resume", "auto")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed" in (run_dir / "train.log").read_text()
+
+
+def test_convert_to_timm_onto_a_file_names_the_file_and_asks_for_a_folder(tiny_ckpt, tmp_path):
+    blocker = tmp_path / "vit.safetensors"
+    blocker.write_bytes(b"not a folder")
+    proc = run("-m", "vit_ms.convert", "--to", "timm", tiny_ckpt, blocker)
+    assert_user_error(proc, f"'{blocker}' is a file; --to timm writes a folder",
+                      f"e.g. '{tmp_path / 'vit_timm'}'")
+    assert "File exists" not in proc.stderr and blocker.read_bytes() == b"not a folder"

@@ -1,7 +1,9 @@
-"""The run-directory lock: a live holder refuses, a dead holder's leftover file is taken over.
+"""The run-directory lock: a live holder refuses, a dead holder's leftover file is taken over, another host's
+record is refused until deleted by hand, a record that cannot be written (full disk) names the lock file.
 
 The two-trainings case end to end is in test_train.py.
 """
+import errno
 import json
 import os
 import signal
@@ -67,3 +69,34 @@ def test_a_filesystem_without_locks_goes_on_unlocked_with_a_warning(tmp_path, mo
     with RunLock(tmp_path) as lock:
         assert lock.warning == (f"cannot lock '{tmp_path / '.lock'}' (No locks available): a second training "
                                 f"started into '{tmp_path}' would not be refused")
+
+
+def test_a_lock_recorded_by_another_host_is_refused_until_deleted_by_hand(tmp_path):
+    record = {"host": "gpu-node-7", "pid": 4242, "started": "2026-01-02T03:04:05+0000"}
+    (tmp_path / ".lock").write_text(json.dumps(record) + "\n")
+    with pytest.raises(UserError) as refused:
+        RunLock(tmp_path).acquire()  # this host's flock is free: says nothing about gpu-node-7
+    message = str(refused.value)
+    for words in (f"the run directory '{tmp_path}' is locked by a training on another host",
+                  "host gpu-node-7, pid 4242, started 2026-01-02T03:04:05+0000",
+                  f"rm '{tmp_path / '.lock'}'", "--resume auto", "--set run_name="):
+        assert words in message, message
+    assert json.loads((tmp_path / ".lock").read_text()) == record  # untouched
+    with pytest.raises(UserError, match="another host"):  # refused again: nothing changed
+        RunLock(tmp_path).acquire()
+    (tmp_path / ".lock").unlink()  # the take-over the message names
+    with RunLock(tmp_path) as lock:
+        assert lock.warning is None and json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+
+
+def test_a_record_that_cannot_be_written_names_the_lock_file_and_unlocks(tmp_path, monkeypatch):
+    def full(fd, data, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("vit_ms.train.runlock.os.pwrite", full)
+    with pytest.raises(OSError) as caught:
+        RunLock(tmp_path).acquire()
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / ".lock")
+    monkeypatch.undo()
+    with RunLock(tmp_path) as lock:  # the failed attempt left no flock held
+        assert lock.fd is not None

@@ -4,9 +4,14 @@ import base64
 import builtins
 import http.client
 import io
+import logging
+import resource
+import socket
 import struct
+import time
 import urllib.parse
 import zlib
+from dataclasses import replace
 
 import mindspore as ms
 import numpy as np
@@ -15,6 +20,7 @@ from PIL import Image
 
 from serve_fixtures import AppThread, call, multipart, write_run_story
 from tiny_run import CLASSES, reference_logits, write_tiny_run
+from vit_ms.data.images import decode_image_bytes
 from vit_ms.inference.attention_maps import displayable, maps_for_batch
 from vit_ms.inference.predict import softmax
 from vit_ms.serve.app import Settings, build_app
@@ -121,7 +127,7 @@ def test_attention_overlay_for_a_checkpoint(server, served):
     assert overlay.size == (32, 32) and overlay.mode == "RGB"
     np.testing.assert_allclose(result["topk"][0]["prob"], expected_probs(run, run.good[:1])[0].max(), atol=1e-5)
     # the same picture as the attention-map figures' rollout, computed block by block (infer.py's path)
-    x = model.preprocess(run.good[0].read_bytes())  # (3, 32, 32)
+    x = model.preprocess(decode_image_bytes(run.good[0].read_bytes(), MAX_PIXELS))  # (3, 32, 32)
     rollout, _, _ = maps_for_batch(model.network, x[None], patch_size=8)  # (1, 32, 32)
     reference = Image.open(io.BytesIO(overlay_png(displayable(x, model.cfg.data.mean, model.cfg.data.std),
                                                   rollout[0])))
@@ -152,6 +158,8 @@ BAD_INPUTS = {
     "oversized body": (lambda run: (b"\0" * (LIMITS.max_body_bytes + 1), "image/png"), 413, "over the server's"),
     "other content type": (lambda run: (b"a=1", "application/x-www-form-urlencoded"), 415, "not accepted"),
     "malformed multipart": (lambda run: (b"--x\r\nnonsense", "multipart/form-data; boundary=y"), 400, "multipart"),
+    "garbage part header": (lambda run: (b"--y\r\n\x00garbage\x7f no colon\r\n\r\ndata\r\n--y--\r\n",
+                                         "multipart/form-data; boundary=y"), 400, "malformed multipart"),
 }
 
 
@@ -286,3 +294,93 @@ def test_exported_model(served, tmp_path, fmt):
             assert result["attention"] is None and result["batch"]["padded_to"] == 1
             got = {t["index"]: t["prob"] for t in result["topk"]}
             np.testing.assert_allclose([got[i] for i in range(3)], p, atol=1e-4)
+
+
+def open_model(model, max_image_pixels: int):
+    """The same compiled model with another data.max_image_pixels (the fixture's is tiny)."""
+    data = replace(model.predictor.data, max_image_pixels=max_image_pixels)
+    return replace(model, predictor=replace(model.predictor, data=data))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_decoded_pixels_are_bounded_by_the_model_input(served):
+    """A 12000x12000 PNG of ~140 KB is under Pillow's limit but 450 MB of RGB: refused from its header (16x the
+    32 px input a side is 512); a large JPEG is answered from a reduced-scale decode. Memory does not grow."""
+    run, model = served
+    model = open_model(model, 178956970)
+    out = io.BytesIO()
+    Image.new("RGB", (12000, 12000), (10, 20, 30)).save(out, format="PNG")
+    bomb = out.getvalue()
+    assert len(bomb) < 1_000_000
+    jpeg = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (1500, 2000, 3), np.uint8)).save(jpeg, "JPEG")
+    before = peak_rss_mb()
+    with AppThread(build_app(model, Settings(Limits(max_body_bytes=4 << 20), max_wait_ms=2.0))) as url:
+        status, info = call(f"{url}/v1/model")
+        assert info["server"]["max_image_pixels"] == 512 ** 2
+        assert info["server"]["pixels_in_flight"] == 2 * 512 ** 2
+        body, headers = multipart([(f"bomb{i}.png", bomb) for i in range(4)])
+        status, answer = call(f"{url}/v1/predict", data=body, headers=headers)
+        assert status == 422 and "12000x12000 = 144000000 pixels is over this server's limit" in answer["error"]
+        status, answer = post_image(url, jpeg.getvalue(), "image/jpeg")
+        assert status == 200 and len(answer["results"]) == 1
+        status, info = call(f"{url}/v1/model")
+        assert 0 < info["server"]["pixels_in_flight_peak"] <= 512 ** 2
+        assert_still_serving(url, run)
+    assert peak_rss_mb() - before < 200  # decoding one bomb in full would add over 1 GB
+
+
+def test_a_client_leaving_mid_body_is_one_info_line(server, served):
+    run, _ = served
+    records = []
+    catcher = logging.Handler(logging.DEBUG)
+    catcher.emit = records.append
+    watched = [logging.getLogger(name) for name in ("vit_ms", "aiohttp")]
+    levels = [logger.level for logger in watched]
+    for logger in watched:
+        logger.addHandler(catcher)
+        logger.setLevel(logging.DEBUG)
+    try:
+        address = urllib.parse.urlsplit(server)
+        with socket.create_connection((address.hostname, address.port), timeout=10) as client:
+            client.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                           b"Content-Length: 5000\r\n\r\n" + b"\0" * 100)
+            time.sleep(0.2)
+        deadline = time.monotonic() + 10
+        while not any("left during POST /v1/predict" in r.getMessage() for r in records):
+            assert time.monotonic() < deadline, [r.getMessage() for r in records]
+            time.sleep(0.05)
+        assert_still_serving(server, run)
+    finally:
+        for logger, level in zip(watched, levels):
+            logger.removeHandler(catcher)
+            logger.setLevel(level)
+    gone = [r for r in records if "left during" in r.getMessage()]
+    assert [r.levelno for r in gone] == [logging.INFO] and gone[0].exc_info is None
+    assert [r.getMessage() for r in records if r.levelno >= logging.WARNING or r.exc_info] == []
+
+
+RAW_REQUESTS = {
+    "garbage request line": b"GARBAGE\r\n\r\n",
+    "header without a colon": b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+    "broken chunked encoding": b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                               b"Transfer-Encoding: chunked\r\n\r\nzz\r\nnot hex\r\n0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(RAW_REQUESTS))
+def test_malformed_http_is_a_4xx_and_the_server_goes_on(server, served, case):
+    run, _ = served
+    address = urllib.parse.urlsplit(server)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as client:
+        client.sendall(RAW_REQUESTS[case])
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    assert 400 <= status < 500, answer[:300]
+    assert_still_serving(server, run)

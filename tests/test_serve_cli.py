@@ -9,13 +9,16 @@ def test_defaults_bind_this_machine_only():
     args = parse_args(["--ckpt", "runs/demo/best.ckpt"])
     assert (args.host, args.port, args.token) == ("127.0.0.1", 8000, None)
     assert (args.batch_size, args.max_wait_ms, args.max_images, args.max_body_mb) == (16, 5.0, 16, 20.0)
+    assert (args.body_timeout_s, args.max_image_pixels) == (30.0, None)  # None: sized from the model's input
 
 
 @pytest.mark.parametrize("argv, words", [
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--max-images", "0"], "--max-images must be at least 1"),
     (["--port", "70000"], "--port must be between 0 and 65535"),
-    (["--max-body-mb", "0"], "--max-body-mb more than 0"),
+    (["--max-body-mb", "0"], "--max-body-mb and --body-timeout-s more than 0"),
+    (["--body-timeout-s", "0"], "--body-timeout-s more than 0"),
+    (["--max-image-pixels", "0"], "--max-image-pixels must be at least 1"),
 ])
 def test_refused_values(argv, words, capsys):
     with pytest.raises(SystemExit) as stop:

@@ -16,6 +16,7 @@ import yaml
 
 from .config import Config, config_to_dict, renamed_key_hint, upgrade_recorded_config, validate
 from .errors import ConfigError, suggest
+from .fs import atomic_writer
 
 
 def _config_dir() -> Path:
@@ -239,10 +240,8 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
 
 
 def save_config(cfg: Config, path: os.PathLike) -> None:
-    """Write the resolved config as YAML (atomically)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    """Write the resolved config as YAML (atomically: a failed write leaves the old file and no temp file)."""
+    with atomic_writer(path) as f:
         yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
-    os.replace(tmp, path)
 
 

@@ -1,5 +1,18 @@
-"""File-system checks shared by the entry points."""
+"""File-system helpers shared by the entry points: a folder proved writable, and small files written atomically.
+
+    prove_writable(run_dir)                       # OSError at once if the output cannot be written
+    write_text_atomic(run_dir / "plan.json", text)
+    with atomic_writer(path) as f:                # a text file object; binary with mode="wb"
+        yaml.safe_dump(d, f)
+
+A write that fails (a full disk, a quota, a vanished folder) leaves the old file whole and no temporary file
+beside it, and raises its OSError naming the file (`err.filename`), so the entry point's one-paragraph error says
+which file (vit_ms.errors.run_cli).
+"""
+import contextlib
+import os
 from pathlib import Path
+from typing import IO, Iterator
 
 
 def prove_writable(folder: Path, probe_name: str = ".write_test") -> None:
@@ -12,3 +25,33 @@ def prove_writable(folder: Path, probe_name: str = ".write_test") -> None:
     probe = folder / probe_name
     probe.write_bytes(b"")
     probe.unlink()
+
+
+def temp_path(path: Path) -> Path:
+    """Where `atomic_writer` writes before the rename: `.<name>.tmp` beside `path`."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+@contextlib.contextmanager
+def atomic_writer(path: os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """A file object on a hidden temp file beside `path`; flushed, synced and renamed over `path` when the block
+    ends. On any error the temp file is removed and the error re-raised (an OSError with `filename` = `path`)."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):  # the temp file may never have been made; the first error is the news
+            tmp.unlink()
+        if isinstance(err, OSError) and err.filename is None:  # a failed write() names no file
+            err.filename = str(path)
+        raise
+
+
+def write_text_atomic(path: os.PathLike, text: str) -> None:
+    with atomic_writer(path) as f:
+        f.write(text)

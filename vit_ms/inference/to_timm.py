@@ -61,6 +61,9 @@ def export_timm(ckpt: str, out: os.PathLike, weights: Optional[str] = None, conf
         raise UserError(f"'{ckpt}' is not one of our checkpoints; --to timm writes a vit_ms .ckpt (published "
                         f"weights are timm's already, or load them first: python -m vit_ms.convert --src ...)")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"'{out}' is a file; --to timm writes a folder (model.safetensors and config.json in it): "
+                        f"give a folder path, e.g. '{out.with_name(out.stem + '_timm')}'")
     present = [name for name in FILES if (out / name).exists()]
     if present and not force:
         raise UserError(f"'{out}' already holds {', '.join(present)}; choose another folder or pass --force to "

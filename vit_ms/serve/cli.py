@@ -35,17 +35,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-images", type=int, default=16, help="most images in one request (default 16)")
     parser.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body in MiB (default 20)")
     parser.add_argument("--decode-threads", type=int, default=2, help="threads decoding uploads (default 2)")
+    parser.add_argument("--body-timeout-s", type=float, default=30.0,
+                        help="seconds a request body may take to arrive; slower ones get 408 and are closed "
+                             "(default 30)")
+    parser.add_argument("--bodies-in-flight", type=int, default=4,
+                        help="request bodies held in memory at once, in units of --max-body-mb (default 4: 80 MiB); "
+                             "more uploads wait their turn")
+    parser.add_argument("--max-image-pixels", type=int,
+                        help="most pixels one upload decodes to (default: 16x the model's input side, squared, "
+                             "within data.max_image_pixels; larger JPEGs decode at reduced scale)")
     return parser
 
 
 def parse_args(argv) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for flag in ("batch_size", "max_images", "decode_threads"):
+    for flag in ("batch_size", "max_images", "decode_threads", "bodies_in_flight"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
-    if args.max_wait_ms < 0 or args.max_body_mb <= 0:
-        parser.error("--max-wait-ms must be 0 or more and --max-body-mb more than 0")
+    if args.max_wait_ms < 0 or args.max_body_mb <= 0 or args.body_timeout_s <= 0:
+        parser.error("--max-wait-ms must be 0 or more, --max-body-mb and --body-timeout-s more than 0")
+    if args.max_image_pixels is not None and args.max_image_pixels < 1:
+        parser.error(f"--max-image-pixels must be at least 1, got {args.max_image_pixels}")
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be between 0 and 65535, got {args.port}")
     return args
@@ -93,8 +104,9 @@ def main(argv=None) -> int:
     except BaseException:
         sock.close()
         raise
-    settings = Settings(Limits(int(args.max_body_mb * 1024 * 1024), args.max_images), args.max_wait_ms, args.token,
-                        args.decode_threads)
+    settings = Settings(Limits(int(args.max_body_mb * 1024 * 1024), args.max_images, args.body_timeout_s,
+                               args.bodies_in_flight),
+                        args.max_wait_ms, args.token, args.decode_threads, args.max_image_pixels)
     app = build_app(model, settings, RunStory.find(args.ckpt))
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

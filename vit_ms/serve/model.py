@@ -1,7 +1,7 @@
 """The one model a server holds: loaded once through vit_ms.inference, compiled for its batch sizes at start.
 
     model = load_served_model("runs/demo/best.ckpt", max_batch=16)   # or a published name, or best.onnx
-    x = model.preprocess(upload_bytes)          # (3, S, S) float32; raises BadImage with the reason
+    x = model.preprocess(image)                 # decoded (H, W, 3) uint8 (vit_ms.serve.pixels) -> (3, S, S) float32
     probs = model.probabilities(batch)          # (B, S...) -> (B, C); B must be one of model.batch_sizes
     overlay_png, probs = model.attention(x)     # checkpoints and published weights only (model.attention_note)
 
@@ -25,7 +25,6 @@ from mindspore import nn
 from PIL import Image
 
 from ..config import Config, config_to_dict
-from ..data.images import decode_image_bytes
 from ..data.transforms import preprocess_eval
 from ..errors import UserError
 from ..inference import predict
@@ -67,9 +66,13 @@ class ServedModel:
     def max_batch(self) -> int:
         return self.batch_sizes[-1]
 
-    def preprocess(self, data: bytes) -> np.ndarray:
-        """Upload bytes -> (3, S, S) float32, as evaluation preprocesses files; raises BadImage (the reason)."""
-        image = decode_image_bytes(data, self.predictor.data.max_image_pixels)  # (H, W, 3) uint8
+    @property
+    def eval_resize(self) -> int:
+        """The shorter side evaluation resizes to before its center crop: floor(image_size / crop_pct)."""
+        return int(self.predictor.image_size / self.predictor.data.crop_pct)
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        """A decoded (H, W, 3) uint8 upload -> (3, S, S) float32, as evaluation preprocesses files."""
         return preprocess_eval(image, self.predictor.data, self.predictor.image_size)
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:

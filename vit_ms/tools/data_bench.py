@@ -33,6 +33,7 @@ from mindcv.data import create_dataset as mindcv_dataset, create_loader, create_
 from PIL import Image
 
 from ..config import Config
+from ..errors import UserError
 from ..data import Feed, create_dataset
 from ..data.setup import prepare_data
 from ..data.mindrecord import convert_folder
@@ -127,6 +128,10 @@ def data_benchmark(cfg: Config, batch: int, images: int, rounds: int, compare: O
     """Records: one `data_pipeline` per (pipeline, split, format), then a `data_comparison` with the ratios."""
     classes = 4
     per_class = max(1, -(-images // classes))
+    if per_class * classes < 2 * batch:  # the train pipeline drops a partial batch; the first is start-up, untimed
+        raise UserError(f"--data-images {images} makes {per_class * classes} JPEGs a split, fewer than two batches "
+                        f"of --batch {batch}: each epoch's first batch is start-up and not timed, so nothing would "
+                        f"be measured. Use --data-images {2 * batch} or more, or a smaller --batch")
     workers = min(cfg.data.num_parallel_workers, os.cpu_count() or 1)
     records = []
     with tempfile.TemporaryDirectory(prefix="vit_ms_data_bench_") as tmp:

@@ -76,7 +76,8 @@ def save_checkpoint(network: ms.nn.Cell, path: os.PathLike, state: TrainState,
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError, ValueError) as err:
-        tmp.unlink(missing_ok=True)
+        for partial in (tmp, tmp.with_suffix(".tmp")):  # ours, and MindSpore's own temp (.<stem>.partial.tmp)
+            partial.unlink(missing_ok=True)
         raise CheckpointError(f"could not write checkpoint '{path}': {err}. The previous checkpoint is unchanged; "
                               f"free disk space or choose another output_dir, then resume with --resume auto") from err
 

@@ -21,6 +21,7 @@ from ..data import Feed, create_dataset
 from ..data.setup import prepare_data
 from ..data.reading import reader_error
 from ..errors import ConfigError
+from ..fs import write_text_atomic
 from ..logs import setup_logging
 from ..models import model_from_plan
 from ..plan import RunPlan, resolve_plan
@@ -161,8 +162,8 @@ def rebase_steps(train_step, resume: Resume, plan: RunPlan, steps_per_epoch: int
 
 def write_run_files(run_dir: Path, cfg: Config, plan: RunPlan, class_names: List[str]) -> None:
     save_config(cfg, run_dir / "config.yaml")
-    (run_dir / "plan.json").write_text(json.dumps(plan.to_dict(), indent=2) + "\n", encoding="utf-8")
-    (run_dir / "classes.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
+    write_text_atomic(run_dir / "plan.json", json.dumps(plan.to_dict(), indent=2) + "\n")
+    write_text_atomic(run_dir / "classes.txt", "\n".join(class_names) + "\n")
 
 
 def pictures(cfg: Config, run_dir: Optional[Path]) -> list:
