@@ -16,7 +16,8 @@ never from a layer above, nor from a neighbour on its own layer. From the top do
     config     config                                the config's sections, keys and legal values
     setting    variants runtime chips                the architecture table; MindSpore's context, ranks; chip facts
     launch     environment                           the environment variables read, checked before MindSpore loads
-    ground     errors fs logs                        user-facing errors, file checks, logging setup
+    ground     errors fs                             user-facing errors (also written to the run's log), file checks
+    logging    logs                                  logging setup: the console and the run's log files
 
 The scripts train.py, eval.py and infer.py stand above all of them. tests/test_layers.py reads this table
 and fails on an import that points up or sideways, on an import circle, and on a function-local import
