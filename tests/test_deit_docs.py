@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from vit_ms.config import apply_overrides, config_from_dict
-from vit_ms.inference.to_timm import build_parser as to_timm_parser
+from vit_ms.convert import build_timm_parser as to_timm_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "docs" / "distillation.md", ROOT / "docs" / "weights-out.md"]

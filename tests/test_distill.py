@@ -14,8 +14,10 @@ import pytest
 import tiny
 from vit_ms.config import load_config
 from vit_ms.errors import ConfigError
-from vit_ms.train.checkpoint import CheckpointMeta, TrainState, read_checkpoint, save_checkpoint
-from vit_ms.train.distill import TEACHER_PREFIX, DistillationWithLoss, FrozenTeacher, loss_network
+from vit_ms.train.checkpoint import TrainState, save_checkpoint
+from vit_ms.weights.checkpoint import CheckpointMeta, read_checkpoint
+from vit_ms.train.distill import DistillationWithLoss, FrozenTeacher, loss_network
+from vit_ms.weights.checkpoint import TEACHER_PREFIX
 from vit_ms.train.loss import ClassificationLoss, WithLoss
 
 K = 3
@@ -145,7 +147,10 @@ def plan_for(**model):
 
 def test_vit_teacher_from_a_training_checkpoint_at_the_students_image_size(tmp_path, batch):
     from vit_ms.config import config_to_dict
-    from vit_ms.train.teacher import vit_teacher
+    from vit_ms.loader import Student, open_model
+
+    def vit_teacher(spec, plan):
+        return open_model(spec, None, teacher_of=Student(plan, None)).network
 
     teacher_cfg = load_config(None, tiny.tiny_overrides(num_classes=K, depth=1, image_size=16))
     ms.set_seed(4)
@@ -160,7 +165,7 @@ def test_vit_teacher_from_a_training_checkpoint_at_the_students_image_size(tmp_p
 
 def test_mindcv_teacher_names_and_weights(tmp_path):
     from vit_ms.errors import CheckpointError
-    from vit_ms.train.teacher import mindcv_teacher
+    from vit_ms.loader import mindcv_network as mindcv_teacher
 
     with pytest.raises(ConfigError, match="not a mindcv model.*regnet_y_16gf"):
         mindcv_teacher("regnet_y_16gfx", "", K)

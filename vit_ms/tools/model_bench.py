@@ -53,6 +53,7 @@ from ..plan import RunPlan, resolve_plan
 from ..runtime import setup_runtime
 from ..train.engine import build_train_step
 from ..train.optim import build_optimizer, lr_schedule, scaled_lr
+from ..weights.hub import cache_dir_from_env
 from .data_bench import data_benchmark, format_data_table
 from .distill_bench import check_distill_config, distill_record, format_distill
 from .flops import TRAIN_FACTOR, model_flops
@@ -238,10 +239,12 @@ def comparison_record(records: List[dict], compare: str) -> dict:
 
 
 def benchmark(cfg: Config, steps: int, warmup: int, compare: Optional[str], data: bool, data_image_size: int,
-              data_batches: int, profile_dir: Optional[str] = None, distill: bool = False) -> List[dict]:
+              data_batches: int, profile_dir: Optional[str] = None, distill: bool = False,
+              cache_dir: Optional[str] = None) -> List[dict]:
     """Run every measurement for `cfg` (see `bench_config`); returns the records (see the module docstring).
     With `profile_dir`, one more train step of our model runs under the CPU profiler (`profile_step`); with
-    `distill`, the distilled step against the student's step and the teacher's forward (`distill_bench`)."""
+    `distill`, the distilled step against the student's step and the teacher's forward (`distill_bench`; a
+    published teacher is downloaded into `cache_dir`)."""
     plan = resolve_plan(cfg, setup_runtime(cfg))
     if profile_dir and plan.device_target != "CPU":
         raise ConfigError(f"--profile sums CPU op times; this run targets {plan.device_target}: use "
@@ -260,7 +263,7 @@ def benchmark(cfg: Config, steps: int, warmup: int, compare: Optional[str], data
         records += model_records(name, plan.batch_size, train, first, evals, eval_first, memory, records,
                                  plan.accum_steps)
     if distill:
-        records.append(distill_record(cfg, plan, train_batch(cfg, plan), steps, warmup, build_training))
+        records.append(distill_record(cfg, plan, train_batch(cfg, plan), steps, warmup, build_training, cache_dir))
     if data:
         records.append(dict(measurement="data", config=cfg.run_name,
                             **data_throughput(cfg, plan.batch_size, data_image_size or plan.arch.image_size * 9 // 7,
@@ -372,7 +375,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     cfg = bench_config(cfg, args.batch or cfg.train.batch_size, args.mode)
     records = benchmark(cfg, args.steps, args.warmup, args.compare, not args.skip_data, args.data_image_size,
-                        args.data_batches, args.profile, args.distill)
+                        args.data_batches, args.profile, args.distill, cache_dir_from_env(os.environ))
     print(format_table(records))
     for record in records:
         print(json.dumps(record))

@@ -32,7 +32,8 @@ from ..inference.evaluate import run_evaluation
 from ..inference.to_mindir_onnx import export
 from ..plan import RunPlan, resolve_plan
 from ..runtime import MSRUN_VARS, RANK_TABLE_VARS, launched_distributed, setup_runtime
-from ..train.checkpoint import epoch_checkpoints, network_params, read_checkpoint
+from ..train.checkpoint import epoch_checkpoints
+from ..weights.checkpoint import network_params, read_checkpoint
 from ..variants import resolve_architecture
 
 TRAIN_PY = Path(__file__).resolve().parents[2] / "train.py"  # the command users train with, run as they run it
