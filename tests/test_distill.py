@@ -163,6 +163,20 @@ def test_vit_teacher_from_a_training_checkpoint_at_the_students_image_size(tmp_p
         vit_teacher(str(tmp_path / "t.ckpt"), plan_for(num_classes=5))
 
 
+def test_teacher_classes_must_be_the_students_in_order():
+    from vit_ms.loader import check_teacher_classes
+
+    digits = [str(i) for i in range(10)]
+    check_teacher_classes("t.ckpt", list(digits), 10, digits, 10)
+    with pytest.raises(ConfigError, match=r"class 0 is '9' for the teacher but '0' for the student"):
+        check_teacher_classes("t.ckpt", digits[::-1], 10, digits, 10)  # the same names, permuted
+    with pytest.raises(ConfigError, match=r"class 3 is nothing \(it has no more classes\) for the teacher but '3'"):
+        check_teacher_classes("t.ckpt", digits[:3], 3, digits, 10)
+    check_teacher_classes("vit_b16.augreg_in1k", None, 10, digits, 10)  # published weights record no names
+    with pytest.raises(ConfigError, match="predicts 1000 classes but the student has model.num_classes=10"):
+        check_teacher_classes("vit_b16.augreg_in1k", None, 1000, digits, 10)
+
+
 def test_mindcv_teacher_names_and_weights(tmp_path):
     from vit_ms.errors import CheckpointError
     from vit_ms.loader import mindcv_network as mindcv_teacher

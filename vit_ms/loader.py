@@ -5,15 +5,15 @@ benchmark and the distillation teacher all call `open_model`, always with the do
     opened.network, opened.cfg, opened.plan, opened.class_names, opened.weights
     teacher = open_model(cfg.distill.teacher, cache_dir, teacher_of=Student(plan, class_names)).network
 
-| spec                                   | config (`inference_config`)            | weights                               |
-|----------------------------------------|----------------------------------------|---------------------------------------|
-| runs/x/best.ckpt (train.py's)          | the one it records                     | raw or EMA (`weights`; None: the best)|
-| a PRETRAINED name, a file, a URL, a    | the weights table's, or --config       | vit_ms.weights.load_pretrained        |
-| converted or mindcv .ckpt, a --to timm |                                        | (downloads into `cache_dir`)          |
-| folder                                 |                                        |                                       |
-| mindcv:<model>                         | --config, else the defaults            | mindcv's published ones (downloaded   |
-|                                        |                                        | into `cache_dir`), or a teacher's     |
-|                                        |                                        | distill.teacher_weights               |
+| spec                                  | config (`inference_config`)       | weights                                |
+|---------------------------------------|-----------------------------------|----------------------------------------|
+| runs/x/best.ckpt (train.py's)         | the one it records                | raw or EMA (`weights`; None: the best) |
+| a PRETRAINED name, a file, a URL, a   | the weights table's, or --config  | vit_ms.weights.load_pretrained         |
+| converted or mindcv .ckpt, a --to     |                                   | (downloads into `cache_dir`)           |
+| timm folder                           |                                   |                                        |
+| mindcv:<model>                        | --config, else the defaults       | mindcv's published ones (downloaded    |
+|                                       |                                   | into `cache_dir`), or a teacher's      |
+|                                       |                                   | distill.teacher_weights                |
 
 An exported .mindir/.onnx holds a graph, not a model to build: infer.py --model and python -m vit_ms.serve run
 it through vit_ms.inference.exported_runner; open_model refuses it with that advice.
@@ -136,7 +136,7 @@ class Student:
 class OpenedModel:
     """A model ready for use and what it was built from."""
     source: WeightsSource
-    cfg: Optional[Config]  # the config the model was rebuilt from (None: a published or mindcv teacher)
+    cfg: Optional[Config]  # the config the model was rebuilt from (None: a teacher known by its shapes, mindcv)
     plan: RunPlan  # the plan it runs under (a teacher: the student's)
     network: object  # mindspore.nn.Cell in inference mode, the plan's amp applied
     weights: Optional[str] = None  # "raw" or "ema": which weights of our checkpoint were loaded
@@ -242,16 +242,19 @@ def _published_architecture(state: dict, overrides: dict, spec: str):
 
 def _vit_teacher(source: WeightsSource, plan: RunPlan, class_names: Optional[List[str]], cache_dir):
     """A ViT teacher from one of our checkpoints (its best weights) or published weights, at the student's image
-    size; (network, the config it was rebuilt from or None)."""
+    size; (network, the config it was rebuilt from or None). The architecture is the recorded config's (or the
+    weights table's); weights from elsewhere tell it by their shapes."""
     spec, cfg = source.spec, None
-    if source.is_checkpoint and source.meta.config is not None:
-        cfg = config_from_dict(source.meta.config)
-        arch = resolve_architecture(cfg.model)
+    if source.meta.config is not None or spec in PRETRAINED:
+        cfg = inference_config(source)
+    if source.is_checkpoint:
         state = {k: v.asnumpy() for k, v in chosen_weights(source.params, None, spec).items()}
+        overrides = {}
     else:
         weights = read_weights(spec, cache_dir=cache_dir)
+        state = weights.state
         overrides = {k: v for k, v in weights.model_overrides.items() if k in ("gelu", "norm_eps")}
-        arch, state = _published_architecture(weights.state, overrides, spec), weights.state
+    arch = resolve_architecture(cfg.model) if cfg is not None else _published_architecture(state, overrides, spec)
     check_teacher_classes(spec, source.class_names, arch.num_classes, class_names, plan.arch.num_classes)
     student = plan.arch
     arch = replace(arch, image_size=student.image_size, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0)

@@ -2,7 +2,7 @@
 
     model = create_model("vit_b16", num_classes=1000, image_size=224, drop_path_rate=0.1)
     model = model_from_plan(plan)      # a run's architecture, in the formulation its plan chose
-    network = apply_amp(model, plan)   # the network to compute with under the plan's amp level
+    network = apply_amp(model, plan)   # what computes under the plan's amp level
 
 Modules, small to large (the variants table and `Architecture` are in `vit_ms/variants.py`): `layers`
 (Linear, LayerNorm, GELU, ...), `handwritten` (the same layers with written-out gradients), `attention` (the attention cores),
