@@ -155,8 +155,8 @@ def open_model(spec: str, cache_dir: Optional[os.PathLike], *, config_path: Opti
     network is built (the exporter's format checks). `teacher_of`: open it as that run's distillation teacher.
     """
     source = open_weights(spec)
-    if weights is not None and not source.is_checkpoint:
-        raise UserError(f"--weights {weights} needs one of our training checkpoints; '{spec}' is "
+    if weights == "ema" and not source.is_checkpoint:
+        raise UserError(f"--weights ema needs one of our training checkpoints; '{spec}' is "
                         f"{'a mindcv model' if source.kind == 'mindcv' else 'published weights'}: leave --weights out")
     if teacher_of is not None:
         return _open_teacher(source, teacher_of, cache_dir)
