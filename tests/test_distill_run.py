@@ -76,3 +76,26 @@ def test_a_teacher_of_other_class_names_is_refused_naming_the_first_difference(t
     with pytest.raises(ConfigError, match=r"class 0 is 'd0' for the teacher but '0' for the student"):
         train.main(args(data, tmp_path, "student", *sets))
     assert not list((tmp_path / "student").glob("*.ckpt"))  # refused before anything was trained
+
+
+def test_a_distilled_model_without_a_teacher_records_its_class_head_alone(tiny_imagenet, tmp_path):
+    """DeiT's distilled ViT trained without a teacher: the checkpoint says only the class head was trained, and
+    the epoch's evaluation scores what eval.py scores (the class head alone)."""
+    import importlib.util
+    from pathlib import Path
+
+    from vit_ms.inference.evaluate import run_evaluation
+    from vit_ms.weights.checkpoint import read_checkpoint, read_meta
+
+    spec = importlib.util.spec_from_file_location("_train_script", Path(__file__).resolve().parents[1] / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    sets = [*tiny_overrides(depth=1, num_classes=3, distilled="true"), "train.mode=pynative", "train.epochs=1"]
+    assert train.main(args(tiny_imagenet, tmp_path, "alone", *sets)) == 0
+    last = tmp_path / "alone" / "last.ckpt"
+    assert read_meta(read_checkpoint(last)).trained_heads == ["head"]
+    assert json.loads(read_checkpoint(last)["vit_ms_trained_heads"]) == ["head"]
+    epoch = records(tmp_path / "alone")[-1]
+    scored = run_evaluation(str(last), overrides=["train.mode=pynative"]).metrics
+    assert scored["top1"] == pytest.approx(epoch["val_top1"]) and scored["loss"] == pytest.approx(epoch["val_loss"],
+                                                                                                    rel=1e-4)
