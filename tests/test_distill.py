@@ -147,7 +147,7 @@ def plan_for(**model):
 
 def test_vit_teacher_from_a_training_checkpoint_at_the_students_image_size(tmp_path, batch):
     from vit_ms.config import config_to_dict
-    from vit_ms.loader import Student, open_model
+    from vit_ms.loader.opener import Student, open_model
 
     def vit_teacher(spec, plan):
         return open_model(spec, None, teacher_of=Student(plan, None)).network
@@ -164,7 +164,7 @@ def test_vit_teacher_from_a_training_checkpoint_at_the_students_image_size(tmp_p
 
 
 def test_teacher_classes_must_be_the_students_in_order():
-    from vit_ms.loader import check_teacher_classes
+    from vit_ms.loader.opener import check_teacher_classes
 
     digits = [str(i) for i in range(10)]
     check_teacher_classes("t.ckpt", list(digits), 10, digits, 10)
@@ -179,7 +179,7 @@ def test_teacher_classes_must_be_the_students_in_order():
 
 def test_mindcv_teacher_names_and_weights(tmp_path):
     from vit_ms.errors import CheckpointError
-    from vit_ms.loader import mindcv_network as mindcv_teacher
+    from vit_ms.loader.opener import mindcv_network as mindcv_teacher
 
     with pytest.raises(ConfigError, match="not a mindcv model.*regnet_y_16gf"):
         mindcv_teacher("regnet_y_16gfx", "", K)

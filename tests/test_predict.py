@@ -14,7 +14,7 @@ from tiny_run import CLASSES, reference_logits, write_tiny_run
 from vit_ms.config import DataConfig
 from vit_ms.errors import DataError, UserError, run_cli
 from vit_ms.inference.to_mindir_onnx import export
-from vit_ms.inference.exported_runner import config_for_export
+from vit_ms.loader.exported import config_for_export
 from vit_ms.inference.predict import Predictor, class_names_for, collect_images, softmax, top_k
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,7 +226,7 @@ def test_a_distillation_head_no_teacher_trained_is_left_out_of_predictions(tmp_p
     from tiny import tiny_overrides
     from vit_ms.config import config_to_dict, load_config
     from vit_ms.data import load_image_rgb, preprocess_eval
-    from vit_ms.loader import open_model
+    from vit_ms.loader.opener import open_model
     from vit_ms.models import VisionTransformer, resolve_architecture
     from vit_ms.train.checkpoint import TrainState, save_checkpoint
     from vit_ms.weights.checkpoint import CheckpointMeta, read_checkpoint, read_meta

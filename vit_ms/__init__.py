@@ -8,9 +8,9 @@ never from a layer above, nor from a neighbour on its own layer. From the top do
                                                      convert also holds weights in and out
     serving    serve                                 python -m vit_ms.serve: a page and a JSON API for one model
     tools      tools                                 benchmarks, FLOP count, profiling: built on training
-    inference  inference                             evaluation, prediction, export, exported files run
+    inference  inference                             evaluation, prediction, attention maps, writing exports
     train      train                                 the train step, the training loop, writing checkpoints, the run
-    loader     loader                                one function opens any model for use (eval to teacher)
+    loader     loader                                one function opens any model for use; exported files read
     sources    data weights                          images into batches; published weights and our checkpoints read
     plan       plan cli                              the resolved run plan; the shared command-line arguments
     parts      models figures                        the ViT cells; pictures drawn with matplotlib

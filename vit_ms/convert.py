@@ -147,7 +147,7 @@ def export_timm(ckpt: str, out: os.PathLike, weights: Optional[str] = None, conf
     """Write `ckpt`'s weights in timm's layout into the folder `out`; returns the config.json written."""
     # MindSpore takes seconds to import: loaded when a checkpoint is converted, so --help answers at once
     from safetensors.numpy import save_file  # a runtime dependency; only this command writes safetensors
-    from .loader import inference_config, open_weights
+    from .loader.opener import inference_config, open_weights
     from .models.vit import VisionTransformer
     from .variants import resolve_architecture
     from .weights.checkpoint import chosen_weights

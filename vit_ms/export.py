@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 from .cli import add_weights_argument, base_parser
 from .errors import run_cli
-from .inference.exported_runner import FORMATS, sidecar_path
+from .loader.exported import FORMATS, sidecar_path
 
 
 def build_parser():

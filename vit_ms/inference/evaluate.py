@@ -20,7 +20,7 @@ from ..data import Feed, create_dataset
 from ..data.setup import prepare_data
 from ..errors import DataError, UserError
 from ..figures.confusion import plot_confusion
-from ..loader import open_model
+from ..loader.opener import open_model
 from ..logs import setup_logging
 from ..train.engine import mindspore_model
 from .per_class import ClassResult, eval_output_dir, per_class_results, write_per_class_csv

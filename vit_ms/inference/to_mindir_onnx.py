@@ -34,9 +34,9 @@ from mindspore import nn, ops
 from ..config import Config
 from ..errors import UserError
 from ..fs import prove_writable
-from ..loader import open_model
+from ..loader.exported import FORMATS, INPUT_NAME, OUTPUT_NAME, open_exported_runner, sidecar_path
+from ..loader.opener import open_model
 from ..models.layers import GELU
-from .exported_runner import FORMATS, INPUT_NAME, OUTPUT_NAME, open_exported_runner, sidecar_path
 
 ONNX_OPSET = 11  # what MindSpore 2.10 writes
 PARITY_ATOL = 1e-4  # max |exported - model| logit difference accepted by the post-export check

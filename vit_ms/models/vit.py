@@ -13,7 +13,7 @@ attention", ICML 2021): a distillation token `dist_token` follows the class toke
 both), and its own head `head_dist` reads it. In training mode the model returns both heads' logits
 (class, distillation) for the distillation loss (vit_ms.train.distill); in eval mode their average, as DeiT's
 and timm's distilled models do, or the class head alone when `average_heads` is False (a head_dist that no
-teacher trained: vit_ms.loader.use_trained_heads).
+teacher trained: vit_ms.loader.opener.use_trained_heads).
 
 The architecture (`vit_ms.variants.Architecture`) fixes the function; the formulation (`formulations.Formulation`)
 fixes how the Linear layers, GELU, LayerNorm, the attention core and the patch embedding are computed (same

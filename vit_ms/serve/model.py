@@ -27,12 +27,11 @@ from PIL import Image
 from ..config import Config, config_to_dict
 from ..data.images import decode_image_bytes
 from ..data.transforms import preprocess_eval
-from ..errors import UserError
 from ..inference import predict
 from ..inference.attention_maps import displayable, maps_from_probabilities
-from ..inference.exported_runner import FORMATS, config_for_export, export_format
 from ..inference.predict import Predictor, class_names_for, softmax
-from ..loader import open_model
+from ..loader.exported import export_format
+from ..loader.opener import open_model
 
 log = logging.getLogger("vit_ms")
 
@@ -133,25 +132,22 @@ def png_data_url(png: bytes) -> str:
 def load_served_model(spec: str, max_batch: int = 16, config_path: Optional[str] = None,
                       overrides: Sequence[str] = (), weights: Optional[str] = None,
                       names_file: Optional[str] = None, cache_dir: Optional[Path] = None) -> ServedModel:
-    """Our checkpoint, a published weights name or file (vit_ms.loader, downloads into `cache_dir`), or an
-    exported .mindir/.onnx with its sidecar (vit_ms.inference.exported_runner), ready to serve but not yet
-    warmed up."""
-    if Path(spec).suffix.lower() in FORMATS.values():
-        if weights:
-            raise UserError("--weights applies to a checkpoint; an exported file holds one set of weights")
-        cfg, sidecar = config_for_export(spec, config_path, overrides)
+    """Our checkpoint, a published weights name or file, a mindcv model, or an exported .mindir/.onnx with its
+    sidecar (vit_ms.loader.opener.open_model, downloads into `cache_dir`), ready to serve but not yet warmed up."""
+    loaded = open_model(spec, cache_dir, config_path=config_path, overrides=overrides, weights=weights,
+                        exported=True)
+    cfg, sidecar = loaded.cfg, loaded.sidecar
+    if sidecar is not None:
         predictor = predict.exported_predictor(spec, cfg, sidecar)
         fmt = export_format(spec)
-        names, note = class_names_for(cfg.model.num_classes, names_file, sidecar.get("class_names"),
-                                      "the export's sidecar")
+        names, note = class_names_for(cfg.model.num_classes, names_file, loaded.class_names, "the export's sidecar")
         fixed = predictor.fixed_batch
         source = {"kind": "exported", "spec": spec, "format": fmt, "checkpoint": sidecar.get("checkpoint")}
         architecture = {"name": sidecar["model"], "patch_size": sidecar.get("patch_size"),
                         "image_size": sidecar["image_size"], "num_classes": sidecar["num_classes"]}
         network, which, no_maps = None, None, NO_ATTENTION.format(fmt=fmt.upper() if fmt == "onnx" else "MindIR")
     else:
-        loaded = open_model(spec, cache_dir, config_path=config_path, overrides=overrides, weights=weights)
-        cfg, network = loaded.cfg, loaded.network
+        network = loaded.network
         predictor = predict.network_predictor(network, cfg)
         names, note = class_names_for(cfg.model.num_classes, names_file, loaded.class_names, f"'{spec}'")
         fixed, no_maps = None, None

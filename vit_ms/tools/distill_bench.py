@@ -17,7 +17,7 @@ import mindspore as ms
 from ..config import Config
 from ..errors import ConfigError
 from ..models import model_from_plan
-from ..loader import Student, open_model
+from ..loader.opener import Student, open_model
 from .timing import first_call, run_interleaved, summarize
 
 

@@ -21,7 +21,7 @@ from ..data.setup import prepare_data
 from ..data.native_source import removed_file_error
 from ..errors import ConfigError, UserError
 from ..fs import prove_writable
-from ..loader import Student, open_model, use_trained_heads
+from ..loader.opener import Student, open_model, use_trained_heads
 from ..logs import setup_logging
 from ..models import model_from_plan
 from ..plan import RunPlan, resolve_plan

@@ -14,9 +14,12 @@ benchmark and the distillation teacher all call `open_model`, always with the do
 | mindcv:<model>                        | --config, else the defaults       | mindcv's published ones (downloaded    |
 |                                       |                                   | into `cache_dir`), or a teacher's      |
 |                                       |                                   | distill.teacher_weights                |
+| best.mindir, best.onnx (written by    | the sidecar beside it, or         | the graph itself, for a caller that    |
+| python -m vit_ms.export)              | --config (`exported`)             | runs graphs (`exported=True`)          |
 
-An exported .mindir/.onnx holds a graph, not a model to build: infer.py --model and python -m vit_ms.serve run
-it through vit_ms.inference.exported_runner; open_model refuses it with that advice.
+An exported file holds a graph, not a model to build: it opens with its sidecar and no `network` (run it with
+`exported.open_exported_runner`) only for a caller that runs graphs (infer.py --model, the server); for any other
+(eval, the exporter, a teacher) open_model refuses it, naming the checkpoint to give instead.
 
 `cache_dir` is where published weights are downloaded: entry scripts pass $VIT_MS_CACHE
 (vit_ms.weights.hub.cache_dir_from_env), read once.
@@ -40,34 +43,35 @@ from typing import Dict, List, Optional, Sequence
 import mindspore as ms
 import numpy as np
 
-from .config import Config, apply_overrides, config_from_dict, load_config
-from .data.folder import read_class_names
-from .errors import CheckpointError, ConfigError, UserError, suggest
-from .models import apply_amp, model_from_plan
-from .models.vit import VisionTransformer
-from .plan import RunPlan, resolve_plan
-from .runtime import setup_runtime
-from .variants import architecture, resolve_architecture
-from .weights.checkpoint import (DIST_HEAD, CheckpointMeta, best_weights, check_fit, chosen_weights, read_checkpoint,
+from ..config import Config, apply_overrides, config_from_dict, load_config
+from ..data.folder import read_class_names
+from ..errors import CheckpointError, ConfigError, UserError, suggest
+from ..models import apply_amp, model_from_plan
+from ..models.vit import VisionTransformer
+from ..plan import RunPlan, resolve_plan
+from ..runtime import setup_runtime
+from ..variants import architecture, resolve_architecture
+from ..weights.checkpoint import (DIST_HEAD, CheckpointMeta, best_weights, check_fit, chosen_weights, read_checkpoint,
                                  read_meta)
-from .weights.fit import infer_architecture
-from .weights.hub import PRETRAINED, resolve_pretrained
-from .weights.load import fit_weights, load_pretrained, model_param_shapes, read_weights
-from .weights.sources import detect_format
+from ..weights.fit import infer_architecture
+from ..weights.hub import PRETRAINED, resolve_pretrained
+from ..weights.load import fit_weights, load_pretrained, model_param_shapes, read_weights
+from ..weights.sources import detect_format
+from .exported import FORMATS, config_for_export
 
 log = logging.getLogger("vit_ms")
 MINDCV_PREFIX = "mindcv:"
-EXPORTED_SUFFIXES = (".mindir", ".onnx")
 
 
 @dataclass
 class WeightsSource:
     """Where a model's weights come from: one of our checkpoints (with its contents), published weights, or mindcv."""
     spec: str
-    kind: str  # "checkpoint" (ours), "published" (table name, file, URL, converted/mindcv .ckpt) or "mindcv"
+    kind: str  # "checkpoint" (ours), "published" (table name, file, URL, converted/mindcv .ckpt), "mindcv" or
+    # "exported" (a .mindir / .onnx graph)
     params: Optional[Dict[str, object]] = None  # our checkpoint's entries
     meta: CheckpointMeta = field(default_factory=CheckpointMeta)
-    class_names: Optional[List[str]] = None  # the checkpoint's, or classes.txt beside it
+    class_names: Optional[List[str]] = None  # the checkpoint's (or classes.txt beside it), or the export's sidecar
 
     @property
     def is_checkpoint(self) -> bool:
@@ -79,10 +83,8 @@ def open_weights(spec: str) -> WeightsSource:
     if spec.startswith(MINDCV_PREFIX):
         return WeightsSource(spec, "mindcv")
     path = Path(spec)
-    if path.suffix.lower() in EXPORTED_SUFFIXES:
-        raise UserError(f"'{spec}' is an exported {path.suffix[1:].upper()} graph, not a model to rebuild: run it "
-                        f"with infer.py --model {spec} (or python -m vit_ms.serve --ckpt {spec}); everything else "
-                        f"takes the .ckpt it was exported from")
+    if path.suffix.lower() in FORMATS.values():
+        return WeightsSource(spec, "exported")
     if spec in PRETRAINED or path.suffix.lower() != ".ckpt":
         hub_folder = path.is_dir() and (path / "model.safetensors").is_file()  # --to timm's output
         if path.is_dir() and not hub_folder:
@@ -137,9 +139,10 @@ class OpenedModel:
     """A model ready for use and what it was built from."""
     source: WeightsSource
     cfg: Optional[Config]  # the config the model was rebuilt from (None: a teacher known by its shapes, mindcv)
-    plan: RunPlan  # the plan it runs under (a teacher: the student's)
-    network: object  # mindspore.nn.Cell in inference mode, the plan's amp applied
+    plan: Optional[RunPlan]  # the plan it runs under (a teacher: the student's; None: an exported graph)
+    network: object  # mindspore.nn.Cell in inference mode, the plan's amp applied (None: an exported graph)
     weights: Optional[str] = None  # "raw" or "ema": which weights of our checkpoint were loaded
+    sidecar: Optional[dict] = None  # an exported graph's sidecar (image size, preprocessing, batch, classes)
 
     @property
     def class_names(self) -> Optional[List[str]]:
@@ -148,13 +151,16 @@ class OpenedModel:
 
 def open_model(spec: str, cache_dir: Optional[os.PathLike], *, config_path: Optional[str] = None,
                overrides: Sequence[str] = (), weights: Optional[str] = None, purpose: str = "inference",
-               check=None, teacher_of: Optional[Student] = None) -> OpenedModel:
+               check=None, teacher_of: Optional[Student] = None, exported: bool = False) -> OpenedModel:
     """Open `spec` for use (see the table above); published weights are downloaded into `cache_dir`.
 
     `weights`: "raw", "ema" or None (the checkpoint's best). `check(cfg)` may reject the config before the
     network is built (the exporter's format checks). `teacher_of`: open it as that run's distillation teacher.
+    `exported`: the caller runs exported graphs too (infer.py --model, the server).
     """
     source = open_weights(spec)
+    if source.kind == "exported":
+        return _open_exported(source, exported and teacher_of is None, config_path, overrides, weights)
     if weights == "ema" and not source.is_checkpoint:
         raise UserError(f"--weights ema needs one of our training checkpoints; '{spec}' is "
                         f"{'a mindcv model' if source.kind == 'mindcv' else 'published weights'}: leave --weights out")
@@ -182,6 +188,20 @@ def open_model(spec: str, cache_dir: Optional[os.PathLike], *, config_path: Opti
                                       f"the weights' classes")
     model.set_train(False)
     return OpenedModel(source, cfg, plan, apply_amp(model, plan), which)
+
+
+def _open_exported(source: WeightsSource, runs_graphs: bool, config_path: Optional[str], overrides: Sequence[str],
+                   weights: Optional[str]) -> OpenedModel:
+    spec = source.spec
+    if not runs_graphs:
+        raise UserError(f"'{spec}' is an exported {Path(spec).suffix[1:].upper()} graph, not a model to rebuild: "
+                        f"run it with infer.py --model {spec} (or python -m vit_ms.serve --ckpt {spec}); everything "
+                        f"else takes the .ckpt it was exported from")
+    if weights:
+        raise UserError("--weights applies to a checkpoint; an exported file holds one set of weights")
+    cfg, sidecar = config_for_export(spec, config_path, overrides)
+    source.class_names = sidecar.get("class_names")
+    return OpenedModel(source, cfg, None, None, sidecar=sidecar)
 
 
 def check_teacher_classes(spec: str, teacher: Optional[List[str]], count: int, student: Optional[List[str]],
