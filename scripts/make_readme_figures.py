@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     from vit_ms.figures.run_curves import plot_run
     from vit_ms.inference.attention_maps import write_attention_maps
     from vit_ms.inference.evaluate import run_evaluation
-    from vit_ms.loader import open_model
+    from vit_ms.loader.opener import open_model
     from vit_ms.weights.hub import cache_dir_from_env
 
     written = [plot_run(run_dir, out / "demo_curves.png")]
