@@ -262,3 +262,31 @@ def test_a_distillation_head_no_teacher_trained_is_left_out_of_predictions(tmp_p
     head = model.head(tokens[:, 0]).asnumpy()
     logits = (head + model.head_dist(tokens[:, 1]).asnumpy()) / 2 if averaged else head
     np.testing.assert_allclose([probs[i] for i in range(3)], softmax(logits)[0], atol=1e-4)
+
+
+def test_a_mindcv_model_opens_with_its_published_weights_from_the_cache(tmp_path):
+    """`mindcv:<model>` opens for eval, infer and the server too: mindcv's published weights come through our
+    download cache (here already there, as a download leaves them), not mindcv's own folder."""
+    import hashlib
+    import urllib.parse
+
+    import mindcv.models
+    from mindcv.models.registry import get_pretrained_cfg
+    from vit_ms.loader.opener import open_model
+
+    url = get_pretrained_cfg("resnet18")["url"]
+    name = Path(urllib.parse.urlparse(url).path)
+    tag = hashlib.sha256(url.encode()).hexdigest()[:10]  # where vit_ms.weights.hub caches a URL
+    cached = tmp_path / "cache" / f"{name.stem}-{tag}{name.suffix}"
+    cached.parent.mkdir()
+    ms.set_seed(3)
+    source = mindcv.models.create_model("resnet18", num_classes=1000)
+    ms.save_checkpoint(source, str(cached))
+    opened = open_model("mindcv:resnet18", tmp_path / "cache", overrides=["model.image_size=32",
+                                                                          "train.mode=pynative"])
+    assert opened.source.kind == "mindcv" and opened.cfg.model.num_classes == 1000
+    x = ms.Tensor(np.random.default_rng(0).normal(size=(1, 3, 32, 32)).astype(np.float32))
+    source.set_train(False)
+    np.testing.assert_allclose(opened.network(x).asnumpy(), source(x).asnumpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(UserError, match="--weights ema needs one of our training checkpoints"):
+        open_model("mindcv:resnet18", tmp_path / "cache", weights="ema")
