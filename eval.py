@@ -7,6 +7,7 @@ Prints a summary and the 5 classes with the lowest top-1, then as its last line 
 top5, loss, num_images, images_per_sec.
 """
 import json
+import os
 import sys
 
 from vit_ms.cli import add_weights_argument, base_parser
@@ -30,8 +31,10 @@ def main(argv=None) -> int:
     # MindSpore takes seconds to import: loaded once the arguments are good, so --help and usage errors answer at once
     from vit_ms.inference.evaluate import run_evaluation
     from vit_ms.inference.per_class import describe, worst_classes
+    from vit_ms.weights.hub import cache_dir_from_env
 
-    report = run_evaluation(args.ckpt, args.config, args.overrides, args.out, which=args.weights)
+    report = run_evaluation(args.ckpt, args.config, args.overrides, args.out, which=args.weights,
+                            cache_dir=cache_dir_from_env(os.environ))
     metrics = report.metrics
     print(f"top-1 {metrics['top1'] * 100:.2f}%  top-5 {metrics['top5'] * 100:.2f}%  loss {metrics['loss']:.4f}  "
           f"({metrics['num_images']} images, {metrics['images_per_sec']:.1f} images/s)")

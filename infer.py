@@ -14,6 +14,7 @@ rollout and the last layer's class-token attention as overlays (the model then r
 """
 import argparse
 import json
+import os
 import sys
 
 from vit_ms.cli import add_weights_argument, base_parser
@@ -59,8 +60,9 @@ def main(argv=None) -> int:
     # MindSpore takes seconds to import: loaded once the arguments are good, so --help and usage errors answer at once
     from vit_ms.inference import predict
     from vit_ms.inference.attention_maps import prepare_out_dir, write_attention_maps
-    from vit_ms.inference.exported_runner import config_for_export
-    from vit_ms.inference.loader import load_for_inference
+    from vit_ms.loader.exported import export_format
+    from vit_ms.loader.opener import open_model
+    from vit_ms.weights.hub import cache_dir_from_env
 
     images, notes = predict.collect_images(args.paths)
     for note in notes:
@@ -72,16 +74,16 @@ def main(argv=None) -> int:
     if args.attention_maps:
         prepare_out_dir(args.attention_maps)  # an unusable folder stops here, before anything is labelled
     if args.model:
-        cfg, sidecar = config_for_export(args.model, args.config, args.overrides)
-        recorded, where = sidecar.get("class_names"), "the export's sidecar"
-        predictor = predict.exported_predictor(args.model, cfg, sidecar)
+        export_format(args.model)  # --model takes an exported file only
+    # maps read the blocks one by one, in float32: amp O1's rewritten blocks lack the probabilities method
+    eager = ["train.mode=pynative", "amp.level=O0", "amp.dtype=auto", "amp.norms=auto"] if args.attention_maps else []
+    loaded = open_model(args.model or args.ckpt, cache_dir_from_env(os.environ), config_path=args.config,
+                        overrides=args.overrides + eager, weights=args.weights, exported=bool(args.model))
+    cfg, recorded = loaded.cfg, loaded.class_names
+    if loaded.sidecar is not None:
+        where, predictor = "the export's sidecar", predict.exported_predictor(args.model, cfg, loaded.sidecar)
     else:
-        # maps read the blocks one by one, in float32: amp O1's rewritten blocks lack the probabilities method
-        eager = ["train.mode=pynative", "amp.level=O0", "amp.dtype=auto", "amp.norms=auto"] if args.attention_maps \
-            else []
-        loaded = load_for_inference(args.ckpt, args.config, args.overrides + eager, weights=args.weights)
-        cfg, recorded, where = loaded.cfg, loaded.class_names, f"'{args.ckpt}'"
-        predictor = predict.network_predictor(loaded.network, cfg)
+        where, predictor = f"'{args.ckpt}'", predict.network_predictor(loaded.network, cfg)
     names, note = predict.class_names_for(cfg.model.num_classes, args.class_names, recorded, where)
     if note:
         print(note, file=sys.stderr)

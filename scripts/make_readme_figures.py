@@ -8,6 +8,7 @@ best.ckpt on the validation split) and <out>/demo_attention.png (infer.py --atte
 image per listed digit, stacked), and checks each is under 200 KB.
 """
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -58,16 +59,17 @@ def main(argv=None) -> int:
     from vit_ms.figures.run_curves import plot_run
     from vit_ms.inference.attention_maps import write_attention_maps
     from vit_ms.inference.evaluate import run_evaluation
-    from vit_ms.inference.loader import load_for_inference
+    from vit_ms.loader.opener import open_model
+    from vit_ms.weights.hub import cache_dir_from_env
 
     written = [plot_run(run_dir, out / "demo_curves.png")]
     ckpt = str(run_dir / "best.ckpt")
     with tempfile.TemporaryDirectory() as tmp:
-        report = run_evaluation(ckpt, out=tmp)
+        report = run_evaluation(ckpt, out=tmp, cache_dir=cache_dir_from_env(os.environ))
         if report.confusion_png is None:
             raise UserError("the confusion matrix could not be drawn (see the warning above)")
         written.append(Path(shutil.copy(report.confusion_png, out / "demo_confusion.png")))
-        loaded = load_for_inference(ckpt, overrides=["train.mode=pynative"])
+        loaded = open_model(ckpt, cache_dir_from_env(os.environ), overrides=["train.mode=pynative"])
         val = Path(loaded.cfg.data.root) / loaded.cfg.data.val_split
         images = [sorted((val / digit).glob("*.png"))[0] for digit in DIGITS]
         maps = write_attention_maps(loaded.network, loaded.cfg, images, Path(tmp) / "maps", loaded.class_names)

@@ -18,8 +18,8 @@ from vit_ms.errors import run_cli
 from vit_ms.inference.evaluate import run_evaluation
 from vit_ms.models import VisionTransformer, resolve_architecture
 from vit_ms.config_loader import config_from_dict
-from vit_ms.train.checkpoint import CheckpointMeta, TrainState, model_weights, read_checkpoint, read_meta, \
-    save_checkpoint
+from vit_ms.train.checkpoint import TrainState, save_checkpoint
+from vit_ms.weights.checkpoint import CheckpointMeta, model_weights, read_checkpoint, read_meta
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ["class_0", "class_1", "class_2"]

@@ -19,7 +19,7 @@ from vit_ms.weights.fit import check_fit, infer_architecture, resample_pos_embed
 from vit_ms.weights.sources import (OPTIMIZER_STATE_KEYS, SOURCE_FORMATS, convert_npz, convert_state, detect_format,
                                     read_state)
 from vit_ms.weights.verify import EVIDENCE, check_layout, check_source_format
-from vit_ms.weights.to_checkpoint import main as convert_main
+from vit_ms.convert import main as convert_main
 from vit_ms.errors import CheckpointError, run_cli
 import tiny
 from vit_ms.weights.load import load_pretrained, model_param_shapes, read_weights

@@ -12,7 +12,7 @@ from safetensors.numpy import save_file
 import tiny
 from vit_ms.config_loader import apply_overrides, config_from_dict
 from vit_ms.errors import CheckpointError
-from vit_ms.weights.to_checkpoint import main as convert_main
+from vit_ms.convert import main as convert_main
 from vit_ms.weights.fit import check_fit, infer_architecture
 from vit_ms.weights.hub import PRETRAINED
 from vit_ms.weights.load import load_pretrained, model_param_shapes

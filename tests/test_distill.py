@@ -14,8 +14,10 @@ import pytest
 import tiny
 from vit_ms.config_loader import load_config
 from vit_ms.errors import ConfigError
-from vit_ms.train.checkpoint import CheckpointMeta, TrainState, read_checkpoint, save_checkpoint
-from vit_ms.train.distill import TEACHER_PREFIX, DistillationWithLoss, FrozenTeacher, loss_network
+from vit_ms.train.checkpoint import TrainState, save_checkpoint
+from vit_ms.weights.checkpoint import CheckpointMeta, read_checkpoint
+from vit_ms.train.distill import DistillationWithLoss, FrozenTeacher, loss_network
+from vit_ms.weights.checkpoint import TEACHER_PREFIX
 from vit_ms.train.loss import ClassificationLoss, WithLoss
 
 K = 3
@@ -145,7 +147,10 @@ def plan_for(**model):
 
 def test_vit_teacher_from_a_training_checkpoint_at_the_students_image_size(tmp_path, batch):
     from vit_ms.config import config_to_dict
-    from vit_ms.train.teacher import vit_teacher
+    from vit_ms.loader.opener import Student, open_model
+
+    def vit_teacher(spec, plan):
+        return open_model(spec, None, teacher_of=Student(plan, None)).network
 
     teacher_cfg = load_config(None, tiny.tiny_overrides(num_classes=K, depth=1, image_size=16))
     ms.set_seed(4)
@@ -158,9 +163,23 @@ def test_vit_teacher_from_a_training_checkpoint_at_the_students_image_size(tmp_p
         vit_teacher(str(tmp_path / "t.ckpt"), plan_for(num_classes=5))
 
 
+def test_teacher_classes_must_be_the_students_in_order():
+    from vit_ms.loader.opener import check_teacher_classes
+
+    digits = [str(i) for i in range(10)]
+    check_teacher_classes("t.ckpt", list(digits), 10, digits, 10)
+    with pytest.raises(ConfigError, match=r"class 0 is '9' for the teacher but '0' for the student"):
+        check_teacher_classes("t.ckpt", digits[::-1], 10, digits, 10)  # the same names, permuted
+    with pytest.raises(ConfigError, match=r"class 3 is nothing \(it has no more classes\) for the teacher but '3'"):
+        check_teacher_classes("t.ckpt", digits[:3], 3, digits, 10)
+    check_teacher_classes("vit_b16.augreg_in1k", None, 10, digits, 10)  # published weights record no names
+    with pytest.raises(ConfigError, match="predicts 1000 classes but the student has model.num_classes=10"):
+        check_teacher_classes("vit_b16.augreg_in1k", None, 1000, digits, 10)
+
+
 def test_mindcv_teacher_names_and_weights(tmp_path):
     from vit_ms.errors import CheckpointError
-    from vit_ms.train.teacher import mindcv_teacher
+    from vit_ms.loader.opener import mindcv_network as mindcv_teacher
 
     with pytest.raises(ConfigError, match="not a mindcv model.*regnet_y_16gf"):
         mindcv_teacher("regnet_y_16gfx", "", K)

@@ -478,7 +478,8 @@ def test_two_msrun_workers_eval_gives_the_single_process_confusion_matrix(tmp_pa
     from vit_ms.config import config_to_dict
     from vit_ms.config_loader import load_config
     from vit_ms.models import VisionTransformer, resolve_architecture
-    from vit_ms.train.checkpoint import CheckpointMeta, save_checkpoint
+    from vit_ms.train.checkpoint import save_checkpoint
+    from vit_ms.weights.checkpoint import CheckpointMeta
 
     data = write_synthetic_folder(tmp_path / "data", num_classes=3, train_per_class=2, val_per_class=5,
                                   image_size=32, seed=1)  # 15 val images: 8 on rank 0, 7 on rank 1
@@ -515,7 +516,8 @@ def test_two_msrun_workers_eval_gives_the_single_process_confusion_matrix(tmp_pa
 
 @pytest.mark.slow
 def test_sigterm_to_rank_0_stops_both_workers_after_the_same_step(tmp_path):
-    from vit_ms.train.checkpoint import read_checkpoint, train_state
+    from vit_ms.train.checkpoint import train_state
+    from vit_ms.weights.checkpoint import read_checkpoint
 
     data = write_synthetic_folder(tmp_path / "data", num_classes=3, train_per_class=8, val_per_class=2,
                                   image_size=32, seed=0)
@@ -583,7 +585,8 @@ def test_a_killed_rank_stops_the_job_named_and_resume_or_two_nodes_give_the_same
     NODE_RANK 0 and 1, master 127.0.0.1); and kill -9 of rank 1 in epoch 2: the job stops within a bound, the
     launch script names rank 1, last.ckpt is the complete epoch-1 one, and --resume auto ends at the reference's
     weights. Deterministic mode: every run draws the same crops."""
-    from vit_ms.train.checkpoint import read_checkpoint, train_state
+    from vit_ms.train.checkpoint import train_state
+    from vit_ms.weights.checkpoint import read_checkpoint
 
     data = write_synthetic_folder(tmp_path / "data", num_classes=3, train_per_class=8, val_per_class=2,
                                   image_size=32, seed=0)

@@ -10,7 +10,8 @@ import pytest
 from loop_helpers import make_loop
 
 from vit_ms.errors import DivergenceError
-from vit_ms.train.checkpoint import read_checkpoint, train_state
+from vit_ms.train.checkpoint import train_state
+from vit_ms.weights.checkpoint import read_checkpoint
 from vit_ms.train.divergence import MEDIAN_FLOOR, WINDOW, DivergenceDetector
 
 

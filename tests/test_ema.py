@@ -8,8 +8,10 @@ from mindspore import Parameter, Tensor, nn
 from vit_ms.config_loader import load_config
 from vit_ms.plan import resolve_plan
 from vit_ms.runtime import Runtime
-from vit_ms.train.checkpoint import TrainState, network_params, read_checkpoint, save_checkpoint
-from vit_ms.train.ema import WeightEma, decay_at, ema_weights, has_ema
+from vit_ms.train.checkpoint import TrainState, save_checkpoint
+from vit_ms.weights.checkpoint import network_params, read_checkpoint
+from vit_ms.train.ema import WeightEma, decay_at
+from vit_ms.weights.checkpoint import ema_weights, has_ema
 from vit_ms.train.engine import build_train_step, loss_scale_sense
 from vit_ms.train.step import TrainStep
 
@@ -127,14 +129,14 @@ def test_build_train_step_adds_the_ema_only_when_asked():
 
 def test_inference_picks_raw_or_ema_and_defaults_to_the_recorded_best():
     from vit_ms.errors import CheckpointError
-    from vit_ms.inference.loader import WeightsSource, checkpoint_weights
+    from vit_ms.weights.checkpoint import chosen_weights
 
     raw, avg = Tensor(np.zeros(2, np.float32)), Tensor(np.ones(2, np.float32))
     params = {"w": raw, "ema.w": avg, "ema.num_updates": Tensor(3.0), "adam_m.w": raw, "vit_ms_best_weights": "ema"}
-    source = WeightsSource("run/best.ckpt", params)
-    assert checkpoint_weights(source)["w"] is avg and set(checkpoint_weights(source)) == {"w"}
-    assert checkpoint_weights(source, "raw")["w"] is raw
-    plain = WeightsSource("run/old.ckpt", {"w": raw})
-    assert checkpoint_weights(plain)["w"] is raw  # no record: raw
+    source = "run/best.ckpt"
+    assert chosen_weights(params, None, source)["w"] is avg and set(chosen_weights(params, None, source)) == {"w"}
+    assert chosen_weights(params, "raw", source)["w"] is raw
+    plain = {"w": raw}
+    assert chosen_weights(plain, None, "run/old.ckpt")["w"] is raw  # no record: raw
     with pytest.raises(CheckpointError, match="checkpoint 'run/old.ckpt' holds no EMA weights .* use --weights raw"):
-        checkpoint_weights(plain, "ema")
+        chosen_weights(plain, "ema", "run/old.ckpt")

@@ -13,7 +13,7 @@ from tiny_run import CLASSES, reference_logits, write_tiny_run
 from vit_ms.inference import to_mindir_onnx as export_mod
 from vit_ms.errors import UserError
 from vit_ms.inference.to_mindir_onnx import ExportError, check_request, export, resolve_out
-from vit_ms.inference.exported_runner import open_exported_runner, read_sidecar, sidecar_path
+from vit_ms.loader.exported import open_exported_runner, read_sidecar, sidecar_path
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL = 1e-4
@@ -185,3 +185,19 @@ def test_cli_exports_and_reports_parity(run, tmp_path):
                               env={**os.environ, "PYTHONPATH": str(ROOT), "GLOG_v": "3"})
     assert rejected.returncode == 2 and "not supported for ONNX" in rejected.stderr
     assert "Traceback" not in rejected.stderr
+
+
+def test_an_exported_graph_opens_only_where_a_graph_runs(run, tmp_path):
+    """infer.py --model and the server run an exported file (vit_ms.loader.opener.open_model with exported=True);
+    eval, the exporter and a teacher need a model to rebuild and name the checkpoint to give instead."""
+    from vit_ms.loader.opener import open_model
+
+    path, _ = export(str(run.ckpt_a), "onnx", batch=2, out=str(tmp_path / "g.onnx"), check=False)
+    opened = open_model(str(path), None, exported=True)
+    assert opened.network is None and opened.sidecar["batch"] == 2 and opened.class_names == ["cat", "dog", "bird"]
+    assert opened.cfg.model.num_classes == 3 and opened.source.kind == "exported"
+    with pytest.raises(UserError, match=r"is an exported ONNX graph, not a model to rebuild: run it with infer.py "
+                                        r"--model"):
+        open_model(str(path), None)
+    with pytest.raises(UserError, match="an exported file holds one set of weights"):
+        open_model(str(path), None, weights="ema", exported=True)

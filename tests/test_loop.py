@@ -15,7 +15,8 @@ from vit_ms.config_loader import load_config
 from vit_ms.errors import DivergenceError
 from vit_ms.plan import resolve_plan
 from vit_ms.runtime import Runtime
-from vit_ms.train.checkpoint import TrainState, read_checkpoint, train_state
+from vit_ms.train.checkpoint import TrainState, train_state
+from vit_ms.weights.checkpoint import read_checkpoint
 from vit_ms.train.engine import build_train_step
 from vit_ms.train.optim import build_optimizer
 from vit_ms.train.progress import Progress

@@ -82,7 +82,8 @@ def test_resume_keeps_the_configured_per_group_lr_tables(tmp_path):
     """Checkpoints hold the per-group lr tables (learning_rate_group_<n>); a resume takes the tables from the
     config (it may extend train.epochs), the weights and moments from the file."""
 
-    from vit_ms.train.checkpoint import TrainState, read_checkpoint, save_checkpoint, train_state
+    from vit_ms.train.checkpoint import TrainState, save_checkpoint, train_state
+    from vit_ms.weights.checkpoint import read_checkpoint
     from vit_ms.train.step import TrainStep
     from vit_ms.train.loss import ClassificationLoss, WithLoss
     from vit_ms.train.trainer import Resume, restore

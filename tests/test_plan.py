@@ -265,7 +265,7 @@ def test_bfloat16_is_refused_where_the_device_cannot_run_it():
 
 def test_bfloat16_o2_keeps_norms_softmax_and_parameters_in_float32():
     from vit_ms.models.layers import Float32UnderAmp
-    from vit_ms.train.engine import apply_amp
+    from vit_ms.models import apply_amp
 
     plan = plan_for("Ascend", chip="ascend910b")  # built, not run: CPU has no bfloat16 matmul
     model = model_from_plan(plan)

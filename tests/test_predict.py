@@ -14,7 +14,7 @@ from tiny_run import CLASSES, reference_logits, write_tiny_run
 from vit_ms.config import DataConfig
 from vit_ms.errors import DataError, UserError, run_cli
 from vit_ms.inference.to_mindir_onnx import export
-from vit_ms.inference.exported_runner import config_for_export
+from vit_ms.loader.exported import config_for_export
 from vit_ms.inference.predict import Predictor, class_names_for, collect_images, softmax, top_k
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -216,3 +216,77 @@ def test_infer_rejects_inconsistent_flags(run, capsys):
             main(argv)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
+
+
+@pytest.mark.parametrize("distill_type, averaged", [("none", False), ("hard", True)])
+def test_a_distillation_head_no_teacher_trained_is_left_out_of_predictions(tmp_path, distill_type, averaged, capsys):
+    """model.distilled=true without a teacher trains the class head alone (DeiT): the checkpoint records it, and
+    infer.py (like eval, export and serve, through vit_ms.loader.open_model) answers with the class head alone."""
+    from PIL import Image
+    from tiny import tiny_overrides
+    from vit_ms.config import config_to_dict, load_config
+    from vit_ms.data import load_image_rgb, preprocess_eval
+    from vit_ms.loader.opener import open_model
+    from vit_ms.models import VisionTransformer, resolve_architecture
+    from vit_ms.train.checkpoint import TrainState, save_checkpoint
+    from vit_ms.weights.checkpoint import CheckpointMeta, read_checkpoint, read_meta
+
+    sets = tiny_overrides(num_classes=3, distilled="true") + ["train.mode=pynative"]
+    sets += [] if distill_type == "none" else [f"distill.type={distill_type}", "distill.teacher=t.ckpt"]
+    cfg = load_config(None, sets)
+    ms.set_seed(7)
+    model = VisionTransformer(resolve_architecture(cfg.model))
+    model.head_dist.weight.set_data(ms.Tensor(np.full(model.head_dist.weight.shape, 0.5, np.float32)))  # far off
+    save_checkpoint(model, tmp_path / "d.ckpt", TrainState(), CheckpointMeta(config_to_dict(cfg), None, CLASSES))
+    params = read_checkpoint(tmp_path / "d.ckpt")
+    assert json.loads(params["vit_ms_trained_heads"]) == (["head", "head_dist"] if averaged else ["head"])
+    del params["vit_ms_trained_heads"]  # a checkpoint written before the key: the heads follow from its config
+    assert read_meta(params).trained_heads == (["head", "head_dist"] if averaged else ["head"])
+
+    x = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    model.set_train(False)
+    tokens = model.forward_features(ms.Tensor(x))  # (B, 2+N, D)
+    cls, dist = model.head(tokens[:, 0]).asnumpy(), model.head_dist(tokens[:, 1]).asnumpy()  # (B, K) each
+    expected = (cls + dist) / 2 if averaged else cls
+    opened = open_model(str(tmp_path / "d.ckpt"), tmp_path / "cache")
+    np.testing.assert_allclose(opened.network(ms.Tensor(x)).asnumpy(), expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(cls, (cls + dist) / 2, atol=1e-3)  # the two answers differ: the test can tell them apart
+
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(image)
+    assert infer_main()(["--ckpt", str(tmp_path / "d.ckpt"), "--json", "--topk", "3", "--set", "train.mode=pynative",
+                         str(image)]) == 0
+    probs = {t["index"]: t["prob"] for t in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["topk"]}
+    pixels = preprocess_eval(load_image_rgb(image, cfg.data.max_image_pixels), cfg.data, 32)[None]  # (1, 3, 32, 32)
+    tokens = model.forward_features(ms.Tensor(pixels))
+    head = model.head(tokens[:, 0]).asnumpy()
+    logits = (head + model.head_dist(tokens[:, 1]).asnumpy()) / 2 if averaged else head
+    np.testing.assert_allclose([probs[i] for i in range(3)], softmax(logits)[0], atol=1e-4)
+
+
+def test_a_mindcv_model_opens_with_its_published_weights_from_the_cache(tmp_path):
+    """`mindcv:<model>` opens for eval, infer and the server too: mindcv's published weights come through our
+    download cache (here already there, as a download leaves them), not mindcv's own folder."""
+    import hashlib
+    import urllib.parse
+
+    import mindcv.models
+    from mindcv.models.registry import get_pretrained_cfg
+    from vit_ms.loader.opener import open_model
+
+    url = get_pretrained_cfg("resnet18")["url"]
+    name = Path(urllib.parse.urlparse(url).path)
+    tag = hashlib.sha256(url.encode()).hexdigest()[:10]  # where vit_ms.weights.hub caches a URL
+    cached = tmp_path / "cache" / f"{name.stem}-{tag}{name.suffix}"
+    cached.parent.mkdir()
+    ms.set_seed(3)
+    source = mindcv.models.create_model("resnet18", num_classes=1000)
+    ms.save_checkpoint(source, str(cached))
+    opened = open_model("mindcv:resnet18", tmp_path / "cache", overrides=["model.image_size=32",
+                                                                          "train.mode=pynative"])
+    assert opened.source.kind == "mindcv" and opened.cfg.model.num_classes == 1000
+    x = ms.Tensor(np.random.default_rng(0).normal(size=(1, 3, 32, 32)).astype(np.float32))
+    source.set_train(False)
+    np.testing.assert_allclose(opened.network(x).asnumpy(), source(x).asnumpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(UserError, match="--weights ema needs one of our training checkpoints"):
+        open_model("mindcv:resnet18", tmp_path / "cache", weights="ema")

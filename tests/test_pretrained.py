@@ -1,4 +1,5 @@
-"""vit_ms.weights.hub and .load: the weights table, the download cache (sha256, offline message), load_pretrained.
+"""vit_ms.weights.hub and .load: the weights table, the download cache (sha256, offline message), load_pretrained,
+and $VIT_MS_CACHE honoured by every command.
 
 No test reaches the internet: downloads come from a file:// URL or an HTTP server on 127.0.0.1 that serves
 a file the test wrote and shuts itself down.
@@ -6,6 +7,7 @@ a file the test wrote and shuts itself down.
 import functools
 import hashlib
 import http.server
+import importlib.util
 import re
 import socket
 import threading
@@ -26,6 +28,7 @@ from vit_ms.weights.hub import PRETRAINED, PretrainedWeights, cache_dir_from_env
 from vit_ms.weights.load import load_pretrained
 from vit_ms.variants import VARIANTS
 
+REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_model(num_classes=10, image_size=32, **kw):
@@ -191,3 +194,53 @@ def test_a_table_name_loads_end_to_end(tmp_path, weights_file, monkeypatch):
         report = load_pretrained(tiny_model(), "tiny.http", cache_dir=tmp_path / "cache", progress=False,
                                  sha256=hashlib.sha256(weights_file.read_bytes()).hexdigest())
     assert report.path == tmp_path / "cache" / "tiny.http.safetensors" and report.loaded == len(tiny_state())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# $VIT_MS_CACHE, honoured by every command that opens a model.
+
+
+def script_main(name: str):
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", REPO / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_every_command_opens_published_weights_from_vit_ms_cache(tmp_path, tiny_imagenet, monkeypatch):
+    """A table name whose URL cannot be reached, its file already in $VIT_MS_CACHE (as a download leaves it):
+    eval.py, infer.py, python -m vit_ms.export, python -m vit_ms.serve and a distillation teacher in train.py all
+    load it from there (a command that ignored $VIT_MS_CACHE would try the URL and stop)."""
+    from aiohttp import web
+    from vit_ms.export import main as export_main
+    from vit_ms.serve.cli import main as serve_main
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    save_file(tiny_state(classes=3), str(cache / "tiny.cached.safetensors"))
+    monkeypatch.setitem(PRETRAINED, "tiny.cached", PretrainedWeights(
+        f"http://127.0.0.1:{closed_port()}/model.safetensors", "timm", "vit_ti16", 3, 32,
+        model_overrides=dict(tiny.TINY_ARCH)))
+    monkeypatch.setenv("VIT_MS_CACHE", str(cache))
+    with pytest.raises(UserError, match="place the file at exactly"):  # the URL really is out of reach
+        resolve_pretrained("tiny.cached", tmp_path / "elsewhere", progress=False)
+    eager = ["--set", "train.mode=pynative"]
+    image = next((tiny_imagenet / "val" / "class_0").iterdir())
+
+    assert script_main("eval")(["--ckpt", "tiny.cached", "--set", f"data.root={tiny_imagenet}", *eager,
+                                "--out", str(tmp_path / "eval")]) == 0
+    assert script_main("infer")(["--ckpt", "tiny.cached", *eager, str(image)]) == 0
+    assert export_main(["--ckpt", "tiny.cached", "--format", "mindir", "--no-check",
+                        "--out", str(tmp_path / "tiny.mindir")]) == 0
+    assert (tmp_path / "tiny.mindir").is_file()
+    served = []
+    monkeypatch.setattr(web, "run_app", lambda app, **kw: served.append(app))  # loaded and warmed up: stop there
+    assert serve_main(["--ckpt", "tiny.cached", "--port", "0", "--batch-size", "1", *eager]) == 0 and served
+
+    student = [f"--set={s}" for s in tiny.tiny_overrides(num_classes=3, depth=1)]
+    assert script_main("train")(["--config", "demo.yaml", *student, *eager, "--set", f"data.root={tiny_imagenet}",
+                                 "--set", f"output_dir={tmp_path / 'runs'}", "--set", "run_name=student",
+                                 "--set", "train.epochs=1", "--set", "train.steps_per_epoch=1",
+                                 "--set", "train.batch_size=4", "--set", "data.num_parallel_workers=1",
+                                 "--set", "distill.type=hard", "--set", "distill.teacher=tiny.cached"]) == 0
+    assert "distill.teacher: tiny.cached" in (tmp_path / "runs" / "student" / "train.log").read_text(encoding="utf-8")

@@ -14,7 +14,8 @@ import pytest
 from loop_helpers import make_loop
 
 from vit_ms.errors import DivergenceError, TrainingStopped
-from vit_ms.train.checkpoint import TrainState, read_checkpoint, train_state
+from vit_ms.train.checkpoint import TrainState, train_state
+from vit_ms.weights.checkpoint import read_checkpoint
 from vit_ms.train.signals import StopSignals, exit_status
 from vit_ms.train.stopping import first_signal
 

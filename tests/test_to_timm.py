@@ -16,8 +16,9 @@ from vit_ms.config import config_to_dict
 from vit_ms.config_loader import load_config
 from vit_ms.convert import main as convert_main
 from vit_ms.errors import UserError
-from vit_ms.inference.to_timm import export_timm
-from vit_ms.train.checkpoint import CheckpointMeta, TrainState, save_checkpoint
+from vit_ms.convert import export_timm
+from vit_ms.train.checkpoint import TrainState, save_checkpoint
+from vit_ms.weights.checkpoint import CheckpointMeta
 from vit_ms.weights.load import load_pretrained, read_weights
 
 ROOT = Path(__file__).resolve().parent.parent

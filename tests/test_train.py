@@ -192,7 +192,8 @@ def test_sigterm_and_sigint_stop_mid_epoch_and_resume_reaches_the_same_weights(t
     run_dir = tmp_path / "stopped" / "r"
     cmd = [sys.executable, str(ROOT / "train.py"), "--config", "demo.yaml",
            *overrides(tiny_imagenet, tmp_path / "stopped", *extra)]
-    from vit_ms.train.checkpoint import read_checkpoint, train_state
+    from vit_ms.train.checkpoint import train_state
+    from vit_ms.weights.checkpoint import read_checkpoint
 
     for sig, epoch, status, resume in [(signal.SIGTERM, 2, 143, []), (signal.SIGINT, 3, 130, ["--resume", "auto"])]:
         code, err = stop_run(cmd + resume, run_dir / "train.log", f"epoch {epoch} step 2/", sig)
@@ -331,7 +332,8 @@ def test_another_batch_size_resumes_at_an_epoch_boundary_and_is_refused_mid_epoc
     from vit_ms.errors import ConfigError
     from vit_ms.plan import resolve_plan
     from vit_ms.runtime import Runtime
-    from vit_ms.train.checkpoint import CheckpointMeta, TrainState, save_checkpoint
+    from vit_ms.train.checkpoint import TrainState, save_checkpoint
+    from vit_ms.weights.checkpoint import CheckpointMeta
     from vit_ms.train.trainer import load_resume
     from tiny import tiny_model
 

@@ -18,7 +18,8 @@ from tiny import tiny_overrides
 from vit_ms.config import Config, config_to_dict
 from vit_ms.config_loader import load_config, save_config
 from vit_ms.models import resolve_architecture, VisionTransformer
-from vit_ms.train.checkpoint import CheckpointMeta, TrainState, save_checkpoint
+from vit_ms.train.checkpoint import TrainState, save_checkpoint
+from vit_ms.weights.checkpoint import CheckpointMeta
 
 CLASSES = ["cat", "dog", "bird"]
 TINY = tiny_overrides(num_classes=len(CLASSES)) + ["data.interpolation=bilinear"]

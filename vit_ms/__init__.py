@@ -4,15 +4,17 @@ Settings flow config -> variants/runtime -> plan, and everything else reads the 
 layers that only point down: a module imports from its own package (or file) and from the layers below it,
 never from a layer above, nor from a neighbour on its own layer. From the top down:
 
-    commands   export convert benchmark plot doctor  python -m vit_ms.<name>: parse the arguments, call below
+    commands   export convert benchmark plot doctor  python -m vit_ms.<name>: parse the arguments, call below;
+                                                     convert also holds weights in and out
     serving    serve                                 python -m vit_ms.serve: a page and a JSON API for one model
     tools      tools                                 benchmarks, FLOP count, profiling: built on training
-    inference  inference                             loading trained weights, evaluation, prediction, export
-    train      train                                 the train step, the training loop, checkpoints, the run
-    sources    data weights                          images into batches; published weights into our names
+    inference  inference                             evaluation, prediction, attention maps, writing exports
+    train      train                                 the train step, the training loop, writing checkpoints, the run
+    loader     loader                                one function opens any model for use; exported files read
+    sources    data weights                          images into batches; published weights and our checkpoints read
     plan       plan cli                              the resolved run plan; the shared command-line arguments
     parts      models figures                        the ViT cells; pictures drawn with matplotlib
-    loader     config_loader                         YAML files and --set overrides -> a checked Config
+    yaml       config_loader                         YAML files and --set overrides -> a checked Config
     config     config                                the config's sections, keys and legal values
     setting    variants runtime chips                the architecture table; MindSpore's context, ranks; chip facts
     launch     environment                           the environment variables read, checked before MindSpore loads

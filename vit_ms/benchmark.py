@@ -101,6 +101,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .tools.distill_bench import check_distill_config  # (the same reason)
     from .tools.model_bench import bench_config, benchmark, format_table  # (the same reason)
     from .plan import parse_formulation  # (the same reason)
+    from .weights.hub import cache_dir_from_env  # (the same reason)
 
     cfg = config_from_args(args)
     if args.distill:
@@ -114,7 +115,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         cfg = bench_config(cfg, args.batch or cfg.train.batch_size, args.mode)
         records = benchmark(cfg, args.steps, args.warmup, args.compare, not args.skip_data, args.data_image_size,
-                            args.data_batches, args.profile, args.distill, parse_formulation(args.formulation))
+                            args.data_batches, args.profile, args.distill, parse_formulation(args.formulation),
+                            cache_dir_from_env(os.environ))
         print(format_table(records))
     for record in records:
         print(json.dumps(record))

@@ -22,7 +22,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def add_weights_argument(parser: argparse.ArgumentParser) -> None:
-    """--weights raw|ema for the scripts that load a checkpoint (vit_ms.inference.loader.checkpoint_weights)."""
+    """--weights raw|ema for the scripts that load a checkpoint (vit_ms.weights.checkpoint.chosen_weights)."""
     parser.add_argument("--weights", choices=["raw", "ema"], default=None,
                         help="a checkpoint trained with train.ema holds both: the raw weights or their moving "
                              "average (default: the ones the checkpoint records as its best)")

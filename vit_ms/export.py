@@ -4,12 +4,13 @@
 
 The command line only; the exporter is vit_ms/inference/to_mindir_onnx.py.
 """
+import os
 import sys
 from typing import Optional, Sequence
 
 from .cli import add_weights_argument, base_parser
 from .errors import run_cli
-from .inference.exported_runner import FORMATS, sidecar_path
+from .loader.exported import FORMATS, sidecar_path
 
 
 def build_parser():
@@ -29,10 +30,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     # MindSpore takes seconds to import: loaded once the arguments parse, so --help and usage errors answer at once
     from .inference.to_mindir_onnx import export, parse_batch
+    from .weights.hub import cache_dir_from_env
 
     batch = parse_batch(args.batch)
     path, sidecar = export(args.ckpt, args.format, batch, args.out, args.check, config_path=args.config,
-                           overrides=args.overrides, weights=args.weights)
+                           overrides=args.overrides, weights=args.weights,
+                           cache_dir=cache_dir_from_env(os.environ))
     parity = sidecar["parity_max_abs_diff"]
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB) and {sidecar_path(path)}; batch {sidecar['batch']}; "
           + (f"max |logit difference| vs the checkpoint's model {parity:.2g}" if parity is not None

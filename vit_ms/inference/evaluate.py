@@ -20,9 +20,9 @@ from ..data import Feed, create_dataset
 from ..data.setup import prepare_data
 from ..errors import DataError, UserError
 from ..figures.confusion import plot_confusion
+from ..loader.opener import open_model
 from ..logs import setup_logging
 from ..train.engine import mindspore_model
-from .loader import load_for_inference
 from .per_class import ClassResult, eval_output_dir, per_class_results, write_per_class_csv
 
 log = logging.getLogger("vit_ms")
@@ -65,10 +65,11 @@ def write_per_class_files(out_dir: Path, confusion, class_names, results, title:
 
 
 def run_evaluation(weights: str, config_path: Optional[str] = None, overrides: Sequence[str] = (),
-                   out: Optional[str] = None, which: Optional[str] = None) -> EvalReport:
-    """Score `weights` (a checkpoint, or published weights) on cfg.data's validation split, all ranks' shards;
-    `which`: a checkpoint's "raw" or "ema" weights (None: the ones it records as best)."""
-    loaded = load_for_inference(weights, config_path, overrides, weights=which)
+                   out: Optional[str] = None, which: Optional[str] = None, *,
+                   cache_dir: Optional[Path] = None) -> EvalReport:
+    """Score `weights` (a checkpoint, or published weights downloaded into `cache_dir`) on cfg.data's validation
+    split, all ranks' shards; `which`: a checkpoint's "raw" or "ema" weights (None: the ones it records as best)."""
+    loaded = open_model(weights, cache_dir, config_path=config_path, overrides=overrides, weights=which)
     source, cfg, plan = loaded.source, loaded.cfg, loaded.plan
     setup_logging(None, plan.rank)
     out_dir = eval_output_dir(weights, out) if plan.is_main else None  # before the long part: fail early

@@ -21,8 +21,8 @@ from ..data import IMAGE_EXTENSIONS, load_image_rgb, preprocess_eval
 from ..data.folder import read_class_names
 from ..data.images import UnusableImage
 from ..errors import DataError, UserError
+from ..loader.exported import export_format, open_exported_runner
 from ..runtime import setup_runtime
-from .exported_runner import export_format, open_exported_runner
 
 DEFAULT_BATCH_SIZE = 16
 

@@ -34,9 +34,9 @@ from mindspore import nn, ops
 from ..config import Config
 from ..errors import UserError
 from ..fs import prove_writable
+from ..loader.exported import FORMATS, INPUT_NAME, OUTPUT_NAME, open_exported_runner, sidecar_path
+from ..loader.opener import open_model
 from ..models.layers import GELU
-from .exported_runner import FORMATS, INPUT_NAME, OUTPUT_NAME, open_exported_runner, sidecar_path
-from .loader import load_for_inference
 
 ONNX_OPSET = 11  # what MindSpore 2.10 writes
 PARITY_ATOL = 1e-4  # max |exported - model| logit difference accepted by the post-export check
@@ -261,19 +261,19 @@ def build_sidecar(cfg: Config, patch_size: int, fmt: str, batch: Batch, out: Pat
 
 def export(ckpt: str, fmt: str, batch: Batch = 1, out: Optional[str] = None, check: bool = True, *,
            config_path: Optional[str] = None, overrides: Sequence[str] = (),
-           weights: Optional[str] = None) -> Tuple[Path, dict]:
+           weights: Optional[str] = None, cache_dir: Optional[os.PathLike] = None) -> Tuple[Path, dict]:
     """Export checkpoint `ckpt` as `fmt`, check parity (unless `check` is False), write the sidecar.
 
     The model is rebuilt from what the checkpoint records (or `config_path`), `overrides` on top; `weights`
-    picks a checkpoint's "raw" or "ema" weights (None: the ones it records as best).
+    picks a checkpoint's "raw" or "ema" weights (None: the ones it records as best); published weights are
+    downloaded into `cache_dir`.
     Returns the exported file's path and the sidecar's contents.
     """
     check_request(fmt, batch, "standard")
     out_path = resolve_out(out, ckpt, fmt)
     check_out_writable(out_path)
-    loaded = load_for_inference(ckpt, config_path, overrides, purpose="export",
-                                check=lambda cfg: check_request(fmt, batch, cfg.model.attention),
-                                weights=weights)
+    loaded = open_model(ckpt, cache_dir, config_path=config_path, overrides=overrides, purpose="export",
+                        check=lambda cfg: check_request(fmt, batch, cfg.model.attention), weights=weights)
     cfg, plan, model, class_names = loaded.cfg, loaded.plan, loaded.network, loaded.class_names
     if class_names is not None and len(class_names) != cfg.model.num_classes:
         raise ExportError(f"the checkpoint records {len(class_names)} class names but model.num_classes="

@@ -12,7 +12,8 @@ blocks.{i}.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}, norm (or fc_no
 attention", ICML 2021): a distillation token `dist_token` follows the class token (the position embedding covers
 both), and its own head `head_dist` reads it. In training mode the model returns both heads' logits
 (class, distillation) for the distillation loss (vit_ms.train.distill); in eval mode their average, as DeiT's
-and timm's distilled models do.
+and timm's distilled models do, or the class head alone when `average_heads` is False (a head_dist that no
+teacher trained: vit_ms.loader.opener.use_trained_heads).
 
 The architecture (`vit_ms.variants.Architecture`) fixes the function; the formulation (`formulations.Formulation`)
 fixes how the Linear layers, GELU, LayerNorm, the attention core and the patch embedding are computed (same
@@ -133,6 +134,7 @@ class VisionTransformer(nn.Cell):
         self.patch_embed = PatchEmbed(a.patch_size, a.in_channels, a.embed_dim, formulation.patch_embed == "conv")
         self.cls_token = trunc_normal_parameter((1, 1, a.embed_dim), "cls_token", std=1e-6)
         self.distilled = a.distilled
+        self.average_heads = a.distilled  # eval mode: mean of the two heads; False: the class head alone
         self.num_prefix_tokens = a.num_prefix_tokens  # class token (+ distillation token)
         self.dist_token = trunc_normal_parameter((1, 1, a.embed_dim), "dist_token") if a.distilled else None
         self.pos_embed = trunc_normal_parameter((1, a.num_patches + a.num_prefix_tokens, a.embed_dim), "pos_embed")
@@ -192,14 +194,15 @@ class VisionTransformer(nn.Cell):
         return x
 
     def forward_distilled_heads(self, x):
-        """(B, 2+N, D) -> training: (class logits, distillation logits), each (B, K); eval: their mean (B, K).
+        """(B, 2+N, D) -> training: (class logits, distillation logits), each (B, K); eval: their mean (B, K), or
+        the class logits alone when `average_heads` is False.
         Without a head (num_classes 0): the two tokens' features, the same way."""
         cls, dist = x[:, 0], x[:, 1]  # (B, D) each
         if self.head is not None:
             cls, dist = self.head(cls), self.head_dist(dist)
         if self.training:
             return cls, dist
-        return (cls + dist) / 2
+        return (cls + dist) / 2 if self.average_heads else cls
 
     def construct(self, x):
         return self.forward_head(self.forward_features(x))

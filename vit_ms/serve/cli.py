@@ -10,6 +10,7 @@ The model is loaded once and compiled for every batch size before the server lis
 import argparse
 import ipaddress
 import logging
+import os
 import socket
 
 from ..cli import add_weights_argument, base_parser
@@ -92,6 +93,7 @@ def main(argv=None) -> int:
     from .model import load_served_model
     from .run_info import RunStory
     from .uploads import Limits
+    from ..weights.hub import cache_dir_from_env
 
     sock = bind(args.host, args.port)
     if not is_loopback(args.host) and not args.token:
@@ -99,7 +101,7 @@ def main(argv=None) -> int:
                     args.host)
     try:
         model = load_served_model(args.ckpt, args.batch_size, args.config, args.overrides, args.weights,
-                                  args.class_names)
+                                  args.class_names, cache_dir=cache_dir_from_env(os.environ))
         seconds = model.warm_up()
     except BaseException:
         sock.close()

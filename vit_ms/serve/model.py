@@ -26,16 +26,15 @@ from PIL import Image
 
 from ..config import Config, config_to_dict
 from ..data.transforms import preprocess_eval
-from ..errors import UserError
 from ..inference import predict
 from ..inference.attention_maps import displayable, maps_from_probabilities
-from ..inference.exported_runner import FORMATS, config_for_export, export_format
-from ..inference.loader import load_for_inference
 from ..inference.predict import Predictor, class_names_for, softmax
-from ..train.checkpoint import train_state
+from ..loader.exported import export_format
+from ..loader.opener import open_model
 
 log = logging.getLogger("vit_ms")
 
+NO_MINDCV_ATTENTION = "a mindcv model is not vit_ms's ViT: it has no attention maps to show"
 NO_ATTENTION = ("an exported {fmt} graph computes only the logits, not the attention probabilities; serve the "
                 "checkpoint it was exported from (--ckpt runs/<name>/best.ckpt) to see attention maps")
 
@@ -135,34 +134,31 @@ def png_data_url(png: bytes) -> str:
 
 def load_served_model(spec: str, max_batch: int = 16, config_path: Optional[str] = None,
                       overrides: Sequence[str] = (), weights: Optional[str] = None,
-                      names_file: Optional[str] = None) -> ServedModel:
-    """Our checkpoint, a published weights name or file (vit_ms.inference.loader), or an exported .mindir/.onnx
-    with its sidecar (vit_ms.inference.exported_runner), ready to serve but not yet warmed up."""
-    if Path(spec).suffix.lower() in FORMATS.values():
-        if weights:
-            raise UserError("--weights applies to a checkpoint; an exported file holds one set of weights")
-        cfg, sidecar = config_for_export(spec, config_path, overrides)
+                      names_file: Optional[str] = None, cache_dir: Optional[Path] = None) -> ServedModel:
+    """Our checkpoint, a published weights name or file, a mindcv model, or an exported .mindir/.onnx with its
+    sidecar (vit_ms.loader.opener.open_model, downloads into `cache_dir`), ready to serve but not yet warmed up."""
+    loaded = open_model(spec, cache_dir, config_path=config_path, overrides=overrides, weights=weights,
+                        exported=True)
+    cfg, sidecar = loaded.cfg, loaded.sidecar
+    if sidecar is not None:
         predictor = predict.exported_predictor(spec, cfg, sidecar)
         fmt = export_format(spec)
-        names, note = class_names_for(cfg.model.num_classes, names_file, sidecar.get("class_names"),
-                                      "the export's sidecar")
+        names, note = class_names_for(cfg.model.num_classes, names_file, loaded.class_names, "the export's sidecar")
         fixed = predictor.fixed_batch
         source = {"kind": "exported", "spec": spec, "format": fmt, "checkpoint": sidecar.get("checkpoint")}
         architecture = {"name": sidecar["model"], "patch_size": sidecar.get("patch_size"),
                         "image_size": sidecar["image_size"], "num_classes": sidecar["num_classes"]}
         network, which, no_maps = None, None, NO_ATTENTION.format(fmt=fmt.upper() if fmt == "onnx" else "MindIR")
     else:
-        loaded = load_for_inference(spec, config_path, overrides, weights=weights)
-        cfg, network = loaded.cfg, loaded.network
+        network = loaded.network
         predictor = predict.network_predictor(network, cfg)
         names, note = class_names_for(cfg.model.num_classes, names_file, loaded.class_names, f"'{spec}'")
         fixed, no_maps = None, None
-        if loaded.source.is_checkpoint:
-            source = {"kind": "checkpoint", "spec": spec}
-            which = weights or train_state(loaded.source.params).best_weights
-        else:
-            source, which = {"kind": "published", "spec": spec}, "raw"
+        source, which = {"kind": loaded.source.kind, "spec": spec}, loaded.weights or "raw"
         architecture = asdict(loaded.plan.arch)
+        if loaded.source.kind == "mindcv":  # not our ViT: no attention probabilities, its own architecture
+            network, no_maps = None, NO_MINDCV_ATTENTION
+            architecture = {"name": spec, "image_size": predictor.image_size, "num_classes": predictor.num_classes}
     if note:
         log.warning(note)
     info = {"architecture": architecture, "classes": names, "source": source, "weights": which,

@@ -17,7 +17,7 @@ import mindspore as ms
 from ..config import Config
 from ..errors import ConfigError
 from ..models import model_from_plan
-from ..train.teacher import build_teacher
+from ..loader.opener import Student, open_model
 from .timing import first_call, run_interleaved, summarize
 
 
@@ -27,12 +27,13 @@ def check_distill_config(cfg: Config) -> None:
                           "distill.teacher (e.g. --set distill.type=hard --set distill.teacher=mindcv:regnet_y_400mf)")
 
 
-def distill_record(cfg: Config, plan, batch, steps: int, warmup: int, build_training) -> dict:
+def distill_record(cfg: Config, plan, batch, steps: int, warmup: int, build_training, cache_dir=None) -> dict:
     """Time the three calls; `build_training(cfg, plan, model, steps, teacher=...)` builds a train step as the
-    benchmark does (vit_ms.tools.model_bench.build_training)."""
+    benchmark does (vit_ms.tools.model_bench.build_training); a published teacher is downloaded into `cache_dir`."""
     check_distill_config(cfg)
     images, labels = batch
-    teacher = build_teacher(cfg, plan, mindcv_weights=False)
+    student = Student(plan, None, mindcv_weights=False)  # synthetic data has no class names: the count is compared
+    teacher = open_model(cfg.distill.teacher, cache_dir, teacher_of=student).network
     n = 2 + warmup + steps
     distilled = build_training(cfg, plan, model_from_plan(plan), n, teacher=teacher)
     alone = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, type="none", teacher="",

@@ -49,7 +49,7 @@ from ..data.setup import prepare_data
 from ..data.demo import write_synthetic_folder
 from ..errors import ConfigError
 from ..models import model_from_plan
-from ..plan import RunPlan, parse_formulation, resolve_plan
+from ..plan import RunPlan, resolve_plan
 from ..runtime import setup_runtime
 from ..train.engine import build_train_step
 from ..train.optim import build_optimizer, lr_schedule, scaled_lr
@@ -239,10 +239,11 @@ def comparison_record(records: List[dict], compare: str) -> dict:
 
 def benchmark(cfg: Config, steps: int, warmup: int, compare: Optional[str], data: bool, data_image_size: int,
               data_batches: int, profile_dir: Optional[str] = None, distill: bool = False,
-              formulation: Optional[dict] = None) -> List[dict]:
+              formulation: Optional[dict] = None, cache_dir: Optional[str] = None) -> List[dict]:
     """Run every measurement for `cfg` (see `bench_config`); returns the records (see the module docstring).
     With `profile_dir`, one more train step of our model runs under the CPU profiler (`profile_step`); with
-    `distill`, the distilled step against the student's step and the teacher's forward (`distill_bench`);
+    `distill`, the distilled step against the student's step and the teacher's forward (`distill_bench`; a
+    published teacher is downloaded into `cache_dir`);
     `formulation` forces layer implementations instead of the device's (vit_ms.plan.parse_formulation)."""
     formulation = formulation or {}
     plan = resolve_plan(cfg, setup_runtime(cfg), formulation=formulation)
@@ -264,7 +265,7 @@ def benchmark(cfg: Config, steps: int, warmup: int, compare: Optional[str], data
         records += model_records(name, plan.batch_size, train, first, evals, eval_first, memory, records,
                                  plan.accum_steps)
     if distill:
-        records.append(distill_record(cfg, plan, train_batch(cfg, plan), steps, warmup, build_training))
+        records.append(distill_record(cfg, plan, train_batch(cfg, plan), steps, warmup, build_training, cache_dir))
     if data:
         records.append(dict(measurement="data", config=cfg.run_name,
                             **data_throughput(cfg, plan.batch_size, data_image_size or plan.arch.image_size * 9 // 7,

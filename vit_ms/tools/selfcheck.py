@@ -34,7 +34,8 @@ from ..inference.to_mindir_onnx import export
 from ..plan import RunPlan, resolve_plan
 from ..environment import check_launch_environment
 from ..runtime import MSRUN_VARS, RANK_TABLE_VARS, launched_distributed, prepare_run_dir, run_dir_of, setup_runtime
-from ..train.checkpoint import epoch_checkpoints, network_params, read_checkpoint
+from ..train.checkpoint import epoch_checkpoints
+from ..weights.checkpoint import network_params, read_checkpoint
 from ..variants import resolve_architecture
 
 TRAIN_PY = Path(__file__).resolve().parents[2] / "train.py"  # the command users train with, run as they run it

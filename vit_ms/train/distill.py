@@ -16,9 +16,9 @@ The teacher (`FrozenTeacher`) runs forward only inside the train step: its param
 import mindspore as ms
 from mindspore import nn, ops
 
+from ..weights.checkpoint import TEACHER_PREFIX
 from .loss import ClassificationLoss, WithLoss
 
-TEACHER_PREFIX = "distill_teacher."
 DISTILL_TYPES = ("none", "hard", "soft")
 
 

@@ -17,7 +17,8 @@ import numpy as np
 from mindspore import Tensor, ops
 
 from ..errors import CheckpointError
-from .checkpoint import TrainState, is_model_key
+from ..weights.checkpoint import is_model_key
+from .checkpoint import TrainState
 
 log = logging.getLogger("vit_ms")
 

@@ -8,7 +8,7 @@ Each update: d = decay (with `warmup`: min(decay, 1 - (1 + n)^(-2/3)) after n up
 warm-up, so the first update copies the weights), ema = d ema + (1 - d) w. The copies stay float32 whatever the
 amp level. They live in the train step, so every training checkpoint holds them (ema.*), resume restores them,
 and data-parallel ranks keep identical copies because their weights are identical. Steps skipped for overflow
-never reach the update. Inference loads them with `--weights ema` (`ema_weights`).
+never reach the update. Inference loads them with `--weights ema` (vit_ms.weights.checkpoint.chosen_weights).
 """
 import contextlib
 import logging
@@ -18,10 +18,10 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
+from ..weights.checkpoint import EMA_COUNT_KEY, EMA_PREFIX, has_ema
+
 log = logging.getLogger("vit_ms")
 
-PREFIX = "ema."
-COUNT_KEY = "ema.num_updates"
 WARMUP_POWER = 2.0 / 3.0  # timm ModelEmaV3's default warmup_power (warmup_gamma 1)
 
 _ema_update = ops.MultitypeFuncGraph("ema_update")
@@ -44,9 +44,9 @@ class WeightEma(nn.Cell):
         super().__init__(auto_prefix=False)
         self.decay = Tensor(decay, ms.float32)
         self.warmup = warmup
-        self.shadow = ParameterTuple([Parameter(Tensor(p.asnumpy().astype(np.float32)), name=PREFIX + p.name,
+        self.shadow = ParameterTuple([Parameter(Tensor(p.asnumpy().astype(np.float32)), name=EMA_PREFIX + p.name,
                                                 requires_grad=False) for p in params])
-        self.num_updates = Parameter(Tensor(0.0, ms.float32), name=COUNT_KEY, requires_grad=False)
+        self.num_updates = Parameter(Tensor(0.0, ms.float32), name=EMA_COUNT_KEY, requires_grad=False)
         self.hyper_map = ops.HyperMap()
 
     def construct(self, params):
@@ -74,17 +74,6 @@ class WeightEma(nn.Cell):
         finally:
             for p, r in zip(params, raw):
                 p.set_data(Tensor(r))
-
-
-def has_ema(params: Dict[str, object]) -> bool:
-    """True when a checkpoint dict holds EMA weights."""
-    return COUNT_KEY in params
-
-
-def ema_weights(params: Dict[str, object], model_weights: Dict[str, object]) -> Dict[str, object]:
-    """`model_weights` with every parameter the checkpoint keeps an EMA of replaced by that EMA."""
-    averaged = {k[len(PREFIX):]: v for k, v in params.items() if k.startswith(PREFIX) and k != COUNT_KEY}
-    return {k: averaged.get(k, v) for k, v in model_weights.items()}
 
 
 def resume_ema(ema: WeightEma, params, checkpoint: Dict[str, object], path) -> None:

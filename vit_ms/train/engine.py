@@ -12,6 +12,7 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 from mindspore.train import Metric
 
+from ..models import apply_amp
 from .accumulate import AccumulatingTrainStep
 from .distill import loss_network
 from .ema import WeightEma
@@ -26,22 +27,6 @@ def loss_scale_sense(plan):
         return Tensor(plan.loss_scale_value, ms.float32)
     return nn.DynamicLossScaleUpdateCell(loss_scale_value=plan.loss_scale_value, scale_factor=2,
                                          scale_window=plan.scale_window)
-
-
-def apply_amp(model: nn.Cell, plan) -> nn.Cell:
-    """The network to compute with under the plan's amp level and dtype (`model` itself under O0).
-
-    O2/O3 mark `model`'s cells in place (LayerNorm and softmax keep their float32 mark, `layers.Float32UnderAmp`);
-    `model` is returned, its logits in the amp dtype (the loss and the eval network cast them to float32).
-    O1 rewrites the network: MindSpore returns a new top-level cell with casts around the matmuls, sharing
-    `model`'s parameters, and that is the one returned. The rewrite keeps its generated source in
-    ./rewritten_network (MindSpore's choice of folder).
-    """
-    if plan.amp_level == "O0":
-        return model
-    dtype = ms.bfloat16 if plan.amp_dtype == "bfloat16" else ms.float16
-    network = ms.amp.auto_mixed_precision(model, plan.amp_level, dtype=dtype)
-    return network if plan.amp_level == "O1" else model
 
 
 def build_train_step(model: nn.Cell, optimizer: nn.Optimizer, cfg, plan,

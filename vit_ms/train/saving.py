@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from .checkpoint import CheckpointMeta, TrainState, prune_epoch_checkpoints, save_checkpoint
+from ..weights.checkpoint import CheckpointMeta
+from .checkpoint import TrainState, prune_epoch_checkpoints, save_checkpoint
 from .pending import PendingSaves
 
 

@@ -22,13 +22,15 @@ from ..data.setup import prepare_data
 from ..data.reading import reader_error
 from ..errors import ConfigError
 from ..fs import write_text_atomic
+from ..loader.opener import Student, open_model, use_trained_heads
 from ..logs import setup_logging
 from ..models import model_from_plan
 from ..plan import RunPlan, resolve_plan
 from ..runtime import graph_fingerprint, prepare_run_dir, setup_runtime, use_compile_cache
+from ..weights.checkpoint import CheckpointMeta, check_fit, heads_trained_by, network_params, read_checkpoint, \
+    read_meta
 from ..weights.load import load_pretrained
-from .checkpoint import (CheckpointMeta, TrainState, check_fit, find_resume_checkpoint, network_params,
-                         read_checkpoint, read_meta, remove_partial_files, train_state)
+from .checkpoint import TrainState, find_resume_checkpoint, remove_partial_files, train_state
 from .curves import CurvesWriter
 from .distributed import check_replicas, check_same_resume
 from .divergence import DivergenceDetector
@@ -39,7 +41,6 @@ from .optim import build_optimizer, lr_schedule, scaled_lr
 from .progress import Progress
 from .saving import RunSaver
 from .sink import chunk_advice, describe_legs, plan_legs
-from .teacher import build_teacher
 from .tensorboard import TensorBoardScalars, require_tensorboardx
 from .runlock import RunLock
 from .signals import StopSignals
@@ -266,7 +267,11 @@ def train_in(cfg: Config, plan: RunPlan, run_dir: Path, resume: Optional[str], c
     train_ds, val_ds, info = build_datasets(cfg, plan, resumed)
     model = model_from_plan(plan)
     initial_weights(model, cfg, resumed, cache_dir)
-    teacher = build_teacher(cfg, plan, cache_dir)  # distill.*: frozen, outside the optimizer and checkpoints
+    teacher = None  # distill.*: opened anew each run (a resume too), frozen in the step (FrozenTeacher), outside
+    if cfg.distill.type != "none":  # the optimizer and the checkpoints, in the student's plan and amp
+        teacher = open_model(cfg.distill.teacher, cache_dir, teacher_of=Student(
+            plan, info.class_names, cfg.distill.teacher_weights)).network
+    use_trained_heads(model, heads_trained_by(config_to_dict(cfg)))  # an untaught head_dist: eval on the class head
     if plan.compile_cache_dir:  # before the first graph is built; uncached (with a warning) where it cannot write
         use_compile_cache(plan.compile_cache_dir, graph_fingerprint(config_to_dict(cfg), plan.to_dict(),
                                                                     info.steps_per_epoch, len(info.class_names),

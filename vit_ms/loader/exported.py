@@ -3,7 +3,8 @@
     run = open_exported_runner("best.onnx", "onnx")     # (B, 3, S, S) float32 -> (B, num_classes) logits
     sidecar = read_sidecar("best.onnx")                 # image size, mean/std, classes, batch mode
 
-`to_mindir_onnx.py` writes these files; inference reads them here (so prediction never depends on the exporter).
+vit_ms/inference/to_mindir_onnx.py writes these files; vit_ms.loader opens them (so prediction never depends on
+the exporter).
 """
 import json
 import os
