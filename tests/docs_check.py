@@ -302,6 +302,8 @@ def entry_parser(entry: str) -> Tuple[Optional[argparse.ArgumentParser], str]:
 
     The parser comes from the entry's `build_parser()`, or, for an entry module that imports its `main` from the
     module holding the code, from that module's `build_parser()`."""
+    if entry.endswith(" --to"):  # python -m vit_ms.convert --to timm: the weights-out parser
+        return importlib.import_module(entry.split()[0]).build_timm_parser(), ""
     if entry.endswith(".py"):
         spec = importlib.util.spec_from_file_location(f"_docs_entry_{Path(entry).stem}", ROOT / entry)
         module = importlib.util.module_from_spec(spec)
@@ -454,7 +456,10 @@ def check_flag_tables(text: str, path: str) -> List[str]:
     for line, body, is_block in events:
         if is_block:
             for _, command in command_lines(body):
-                entry = command_entry(command) or entry
+                found_entry = command_entry(command)
+                if found_entry == "vit_ms.convert" and " --to " in f" {command} ":
+                    found_entry = "vit_ms.convert --to"  # weights out: the module's build_timm_parser()
+                entry = found_entry or entry
             continue
         rows = body.split("\n")
         for offset, row in enumerate(rows):
