@@ -4,7 +4,7 @@ import sys
 
 from vit_ms.cli import base_parser, config_from_args
 from vit_ms.errors import run_cli
-from vit_ms.train.signals import watch_stop_signals
+from vit_ms.train.stopping import watch_stop_signals
 
 
 def build_parser():

@@ -13,9 +13,7 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from vit_ms.train.checkpoint import TrainState
-from vit_ms.train.divergence import DivergenceDetector
-from vit_ms.train.loop import LoopSettings, TrainLoop
-from vit_ms.train.progress import Progress
+from vit_ms.train.loop import DivergenceDetector, LoopSettings, Progress, TrainLoop
 from vit_ms.train.saving import RunSaver
 
 METRICS = {"top1": 0.5, "top5": 1.0, "loss": 1.0, "num_images": 4}

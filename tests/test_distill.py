@@ -1,4 +1,4 @@
-"""DeiT's distillation (vit_ms.train.distill, vit_ms.train.teacher): the loss against numpy (hard and soft, with
+"""DeiT's distillation (vit_ms.train.losses, vit_ms.train.teacher): the loss against numpy (hard and soft, with
 mixup soft targets and label smoothing), the frozen teacher, the config's checks, and the teachers one can name.
 The demo-sized distilled run (train and resume) is in test_distill_run.py."""
 
@@ -15,8 +15,8 @@ import tiny
 from vit_ms.config import load_config
 from vit_ms.errors import ConfigError
 from vit_ms.train.checkpoint import CheckpointMeta, TrainState, read_checkpoint, save_checkpoint
-from vit_ms.train.distill import TEACHER_PREFIX, DistillationWithLoss, FrozenTeacher, loss_network
-from vit_ms.train.loss import ClassificationLoss, WithLoss
+from vit_ms.train.losses import (TEACHER_PREFIX, ClassificationLoss, DistillationWithLoss, FrozenTeacher, WithLoss,
+                                 loss_network)
 
 K = 3
 ROOT = Path(__file__).resolve().parent.parent

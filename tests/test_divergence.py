@@ -11,7 +11,7 @@ from loop_helpers import make_loop
 
 from vit_ms.errors import DivergenceError
 from vit_ms.train.checkpoint import read_checkpoint, train_state
-from vit_ms.train.divergence import MEDIAN_FLOOR, WINDOW, DivergenceDetector
+from vit_ms.train.loop import MEDIAN_FLOOR, WINDOW, DivergenceDetector
 
 
 def test_limit_is_factor_times_the_numpy_median_of_the_last_window_losses():

@@ -17,9 +17,8 @@ from vit_ms.plan import resolve_plan
 from vit_ms.runtime import Runtime
 from vit_ms.train.checkpoint import TrainState, read_checkpoint, train_state
 from vit_ms.train.engine import build_train_step
+from vit_ms.train.loop import Leg, Progress, chunk_advice, chunk_steps, describe_legs, plan_legs
 from vit_ms.train.optim import build_optimizer
-from vit_ms.train.progress import Progress
-from vit_ms.train.sink import Leg, chunk_advice, chunk_steps, describe_legs, plan_legs
 
 
 def records(run_dir):
@@ -60,7 +59,7 @@ def test_progress_line_says_how_long_until_the_end_of_the_run(caplog, monkeypatc
     """10 steps/epoch, 3 epochs, batch 8, one step per (fake) second: after epoch 2 step 4 the epoch has 6 steps
     left (6 s) and the run 16 (0:00:16)."""
     clock = iter(range(100))
-    monkeypatch.setattr("vit_ms.train.progress.time.time", lambda: float(next(clock)))
+    monkeypatch.setattr("vit_ms.train.loop.time.time", lambda: float(next(clock)))
     state = TrainState(epoch=1, step_in_epoch=4, global_step=14)
     progress = Progress(state, 10, 8, [1e-3] * 30, total_epochs=3)
     progress.add(1, 1.0)

@@ -15,8 +15,7 @@ from loop_helpers import make_loop
 
 from vit_ms.errors import DivergenceError, TrainingStopped
 from vit_ms.train.checkpoint import TrainState, read_checkpoint, train_state
-from vit_ms.train.signals import StopSignals, exit_status
-from vit_ms.train.stopping import first_signal
+from vit_ms.train.stopping import StopSignals, exit_status, first_signal
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +41,7 @@ def test_first_signal_sets_the_flag_and_puts_back_the_default_action(capfd):
 
 
 SECOND = """import os, signal, sys, threading, time
-from vit_ms.train.signals import StopSignals, watch_stop_signals
+from vit_ms.train.stopping import StopSignals, watch_stop_signals
 if sys.argv[2] == "watch":
     watch_stop_signals()
     threading.Thread(target=time.sleep, args=(60,), daemon=True).start()  # a thread started after: still blocked
@@ -70,7 +69,7 @@ def test_a_second_signal_ends_the_process_at_once(sig, mode):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_outside_training_the_watcher_ends_the_process_at_once(sig):
-    script = ("import time\nfrom vit_ms.train.signals import watch_stop_signals\nwatch_stop_signals()\n"
+    script = ("import time\nfrom vit_ms.train.stopping import watch_stop_signals\nwatch_stop_signals()\n"
               "print('ready', flush=True)\ntime.sleep(30)\nprint('survived', flush=True)\n")
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

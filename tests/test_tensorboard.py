@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from vit_ms.errors import ConfigError
-from vit_ms.train.tensorboard import TensorBoardScalars, require_tensorboardx, scalar_tag
+from vit_ms.train.pictures import TensorBoardScalars, require_tensorboardx, scalar_tag
 
 
 def read_scalars(log_dir):

@@ -6,7 +6,7 @@
 Four panels against the epoch: loss (train, val), validation accuracy (top-1, top-5, and the EMA model's
 columns when a run records them), learning rate, and throughput (images/s). A single run's loss panel also
 carries the optimizer step on its top axis. The trainer writes `curves.png` into the run directory at every epoch
-end (`vit_ms.train.curves`).
+end (`vit_ms.train.pictures`).
 """
 import argparse
 import json

@@ -19,7 +19,7 @@ import mindspore as ms
 from ..errors import CheckpointError
 from ..weights.fit import check_fit as check_state_fit
 from ..weights.sources import is_optimizer_state
-from .distill import TEACHER_PREFIX
+from .losses import TEACHER_PREFIX
 
 log = logging.getLogger("vit_ms")
 

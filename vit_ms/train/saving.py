@@ -1,21 +1,71 @@
-"""What a run writes into its directory while it trains: checkpoints (now, or waiting for proof) and
-metrics.jsonl. Main rank only: on other ranks (`run_dir` None) every call does nothing.
+"""What a run writes into its directory while it trains: checkpoints (now, or waiting for proof), the pruning
+of old epoch checkpoints, and metrics.jsonl. Main rank only: on other ranks (`run_dir` None) every call does
+nothing.
 
     saver = RunSaver(train_step, run_dir, state, meta, keep_last=3, epoch_interval=1)
-    saver.save("last.ckpt", verified=False)    # weights nothing has tested yet: waits (see `pending`)
+    saver.save("last.ckpt", verified=False)    # weights nothing has tested yet: waits (`PendingSaves`)
     saver.save_epoch(epoch, verified=True)     # epoch_0007.ckpt (every epoch_interval epochs), old ones pruned
     saver.commit()                             # the next loss was sane: waiting saves replace the real files
     saver.discard()                            # it diverged: they are deleted
     saver.append_record({"epoch": 1, ...})     # one JSON line of metrics.jsonl
 
 Once `closed` (a graceful stop or a divergence) nothing more is written.
+
+Saves that wait for proof: a checkpoint nothing has checked yet becomes its real file one sane step later.
+
+    pending = PendingSaves()
+    pending.stage(network, run_dir / "last.ckpt", state, meta)   # written as .last.pending.partial.ckpt
+    pending.commit()      # the next step's loss was sane: renamed over last.ckpt
+    pending.discard()     # the next step diverged: deleted, last.ckpt keeps the older, checked weights
+
+A step's loss is computed with the weights the previous step wrote, so the weights saved at the end of step k
+are first tested by the loss of step k + 1 (or by an evaluation). Saves that no evaluation checked (every
+`checkpoint.interval_steps`, epoch ends without eval) are written in full right away, under a hidden name, and
+only renamed into place once the next loss passed the divergence check: a diverged run never leaves its
+diverged weights in last.ckpt or an epoch checkpoint. The hidden names end in `.partial.ckpt`, so a start
+removes those a killed run left behind (`remove_partial_files`).
 """
 import json
+import os
 from pathlib import Path
-from typing import Optional
+from typing import Dict, List, Optional
 
-from .checkpoint import CheckpointMeta, TrainState, prune_epoch_checkpoints, save_checkpoint
-from .pending import PendingSaves
+from .checkpoint import PARTIAL_SUFFIX, CheckpointMeta, TrainState, prune_epoch_checkpoints, save_checkpoint
+
+
+def pending_path(path: Path) -> Path:
+    """Where a save to `path` waits: `<dir>/.<stem>.pending.partial.ckpt`."""
+    return path.with_name(f".{path.stem}.pending{PARTIAL_SUFFIX}")
+
+
+class PendingSaves:
+    def __init__(self):
+        self.staged: Dict[Path, Path] = {}  # real path -> pending file, in the order staged
+
+    def stage(self, network, path: Path, state, meta) -> None:
+        save_checkpoint(network, pending_path(path), state, meta)
+        self.staged.pop(path, None)
+        self.staged[path] = pending_path(path)
+
+    def drop(self, path: Path) -> None:
+        """Forget (and delete) a waiting save to `path`: a newer, checked save to the same file supersedes it."""
+        staged = self.staged.pop(path, None)
+        if staged is not None:
+            staged.unlink(missing_ok=True)
+
+    def commit(self) -> List[Path]:
+        """Rename every waiting save into place; returns the real paths written."""
+        done = []
+        for path, staged in self.staged.items():
+            os.replace(staged, path)
+            done.append(path)
+        self.staged = {}
+        return done
+
+    def discard(self) -> None:
+        for staged in self.staged.values():
+            staged.unlink(missing_ok=True)
+        self.staged = {}
 
 
 class RunSaver:

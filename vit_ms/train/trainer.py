@@ -5,7 +5,7 @@
 `train.py` parses arguments and calls `run_training`; everything the run needs is built here from the config
 and the run plan (`vit_ms.plan`), one step per function. What happens between the train steps (progress,
 divergence, evaluation, checkpoints, pictures, stop) is `vit_ms.train.loop`; how `Model.train` is called
-(with dataset sink mode: in which legs and chunks) is `vit_ms.train.sink`.
+(with dataset sink mode: in which legs and chunks) is there too (`plan_legs`).
 """
 import json
 import logging
@@ -28,20 +28,17 @@ from ..runtime import run_dir_of, setup_runtime, use_compile_cache
 from ..weights.load import load_pretrained
 from .checkpoint import (CheckpointMeta, TrainState, check_fit, find_resume_checkpoint, network_params,
                          read_checkpoint, read_meta, remove_partial_files, train_state)
-from .curves import CurvesWriter
 from .distributed import check_replicas, check_same_resume
-from .divergence import DivergenceDetector
 from .ema import resume_ema
 from .engine import build_train_step, mindspore_model
-from .loop import LoopSettings, TrainLoop
+from .loop import (DivergenceDetector, LoopSettings, Progress, TrainLoop, chunk_advice, describe_legs,
+                   plan_legs)
 from .optim import build_optimizer, lr_schedule, scaled_lr
-from .progress import Progress
-from .saving import RunSaver
-from .sink import chunk_advice, describe_legs, plan_legs
-from .teacher import build_teacher
-from .tensorboard import TensorBoardScalars, require_tensorboardx
+from .pictures import CurvesWriter, TensorBoardScalars, require_tensorboardx
 from .runlock import RunLock
-from .signals import StopSignals
+from .saving import RunSaver
+from .stopping import StopSignals
+from .teacher import build_teacher
 
 log = logging.getLogger("vit_ms")
 
@@ -234,7 +231,7 @@ def build_loop(cfg: Config, plan: RunPlan, state: TrainState, info, train_step, 
 
 def run_legs(cfg: Config, plan: RunPlan, resumed: Resume, train_ds, steps_per_epoch: int, trainer: ms.train.Model,
              loop: TrainLoop) -> None:
-    """`Model.train` with the loop as its callback, once per leg (`vit_ms.train.sink`) until the run ends or stops."""
+    """`Model.train` with the loop as its callback, once per leg (`plan_legs`) until the run ends or stops."""
     legs = plan_legs(resumed.state, cfg.train.epochs, steps_per_epoch, plan.sink_mode, cfg.train.log_interval)
     if plan.sink_mode:
         log.info("dataset sink mode: %s", describe_legs(legs, steps_per_epoch))
