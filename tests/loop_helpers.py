@@ -52,10 +52,10 @@ def make_loop(tmp_path, *, steps_per_epoch=4, total_epochs=3, state=None, log_in
     settings = LoopSettings(steps_per_epoch, total_epochs, log_interval, interval_steps, eval_interval, dynamic,
                             world_size)
     loop = TrainLoop(state, settings,
-                     progress=Progress(state, steps_per_epoch, 8, lrs or [1e-3] * 64, total_epochs),
+                     progress=Progress(state, steps_per_epoch, 8, total_epochs),
                      saver=RunSaver(nn.Dense(3, 2), tmp_path if rank0 else None, state, keep_last=keep_last),
                      detector=DivergenceDetector(factor), evaluate=evaluate or (lambda: dict(METRICS)),
-                     signals=SimpleNamespace(received=received), optimizer_steps=lambda: fake.optimizer_step,
-                     gather=gather)
+                     signals=SimpleNamespace(received=received), lrs=lrs or [1e-3] * 64,
+                     optimizer_steps=lambda: fake.optimizer_step, gather=gather)
     fake = FakeModelTrain(loop)
     return loop, fake.begin()

@@ -82,7 +82,7 @@ def test_outside_training_the_watcher_ends_the_process_at_once(sig):
 def test_stop_mid_epoch_saves_last_and_skips_the_epoch_end(tmp_path):
     loop, ms = stop_setup(tmp_path, received=signal.SIGTERM, state=TrainState(step_in_epoch=1, global_step=1))
     ms.steps()
-    assert ms.stop_requested and loop.stopped and loop.saver.closed
+    assert ms.stop_requested and loop.stopped and loop.state.closed
     assert train_state(read_checkpoint(tmp_path / "last.ckpt")).position == (0, 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no eval, metrics or epoch checkpoint
     with pytest.raises(TrainingStopped, match=r"stopped by SIGTERM after global step 2 \(epoch 1 step 2/4\) "
@@ -135,7 +135,7 @@ def test_ranks_agree_on_the_lowest_ranks_signal_and_on_divergence_in_one_exchang
     other.mkdir()
     loop, ms = stop_setup(other, received=signal.SIGINT, world_size=2, gather=gather, rank0=False)
     ms.steps()
-    assert loop.saver.closed and not list(other.iterdir())  # only rank 0 writes
+    assert loop.state.closed and not list(other.iterdir())  # only rank 0 writes
     with pytest.raises(TrainingStopped, match="rank 0 saved last.ckpt"):
         loop.finish()
 

@@ -2,8 +2,9 @@
 
 A training checkpoint holds every parameter of the train network (model weights, optimizer moments and step,
 loss-scale state), the resume state (`vit_ms_epoch`, `vit_ms_step_in_epoch`, `vit_ms_global_step`,
-`vit_ms_best_top1`, `vit_ms_best_weights`: "raw" or "ema") and what it takes to rebuild its model without any other file: the resolved config, the run
-plan and the class names, as JSON strings (`vit_ms_config`, `vit_ms_plan`, `vit_ms_classes`; `read_meta`).
+`vit_ms_best_top1`, `vit_ms_best_weights`: "raw" or "ema", `vit_ms_skipped_steps`) and what it takes to
+rebuild its model without any other file: the resolved config, the run plan and the class names, as JSON
+strings (`vit_ms_config`, `vit_ms_plan`, `vit_ms_classes`; `read_meta`).
 Files are written as `.<name>.partial.ckpt` with a CRC, flushed, then renamed over the old file, so a crash
 while saving never leaves a truncated `last.ckpt`; a start removes partial files a crash left behind.
 """
@@ -29,11 +30,14 @@ PARTIAL_SUFFIX = ".partial.ckpt"
 
 @dataclass
 class TrainState:
+    """Every counter of a run, owned by the training loop (`vit_ms.train.loop`); all but `closed` are saved."""
     epoch: int = 0  # epochs completed when step_in_epoch is 0, else the epoch in progress
     step_in_epoch: int = 0
-    global_step: int = 0
+    global_step: int = 0  # train steps run, one per global batch, skipped ones included; never goes back
     best_top1: float = -1.0
     best_weights: str = "raw"  # which weights scored best_top1: "raw" or "ema" (train.ema)
+    skipped_steps: int = 0  # of global_step, the steps whose update an overflow skipped
+    closed: bool = False  # a graceful stop or a divergence: nothing more is saved or recorded
 
     @property
     def position(self) -> tuple:
@@ -66,7 +70,7 @@ def save_checkpoint(network: ms.nn.Cell, path: os.PathLike, state: TrainState,
     tmp = path.with_name(f".{path.stem}{PARTIAL_SUFFIX}")
     append = {"vit_ms_epoch": state.epoch, "vit_ms_step_in_epoch": state.step_in_epoch,
               "vit_ms_global_step": state.global_step, "vit_ms_best_top1": float(state.best_top1),
-              "vit_ms_best_weights": state.best_weights,
+              "vit_ms_best_weights": state.best_weights, "vit_ms_skipped_steps": state.skipped_steps,
               **(meta.entries() if meta is not None else {})}
     try:
         ms.save_checkpoint(network, str(tmp), append_dict=append, crc_check=True,
@@ -119,7 +123,8 @@ def train_state(params: Dict[str, object]) -> TrainState:
     best_weights = params.get("vit_ms_best_weights")
     return TrainState(int(value("vit_ms_epoch", 0)), int(value("vit_ms_step_in_epoch", 0)),
                       int(value("vit_ms_global_step", 0)), float(value("vit_ms_best_top1", -1.0)),
-                      best_weights if isinstance(best_weights, str) else "raw")
+                      best_weights if isinstance(best_weights, str) else "raw",
+                      int(value("vit_ms_skipped_steps", 0)))
 
 
 def read_meta(params: Dict[str, object]) -> CheckpointMeta:

@@ -15,10 +15,11 @@ MindSpore's `Model.train` runs the train step (`vit_ms.train.step.TrainStep`: fo
 check, update, EMA) and calls the loop back after every step, or after every sunk chunk of steps in dataset
 sink mode. Then `after_steps` runs, top to bottom:
 
-    1. count      global step and step in epoch; steps the dynamic loss scale skipped
+    1. count      global step, step in epoch, steps whose update the dynamic loss scale skipped
     2. check      the loss (non-finite, exploding) and, without a dynamic loss scale, skipped steps; the
                   ranks agree on it and on a stop signal in one exchange; divergence: DivergenceError
-    3. commit     saves that waited for this loss replace their real files
+    3. commit     saves that waited for this loss replace their real files; a record that waited with them
+                  joins metrics.jsonl, and the pictures are drawn
     4. progress   a line every train.log_interval steps and at the epoch's end
     5. epoch end  after the epoch's last step: `end_epoch`, and the step is done
     6. stop       SIGTERM/SIGINT: last.ckpt, then the run stops
@@ -28,12 +29,19 @@ and `end_epoch`:
 
     1. evaluate   every eval.interval_epochs epochs and after the last; its loss checked like a training loss,
                   the ranks agree on it and on a stop signal
-    2. record     the epoch's line in the log and metrics.jsonl
-    3. save       best.ckpt when the score improved, epoch_NNNN.ckpt, last.ckpt (waiting when nothing evaluated)
-    4. pictures   curves.png, TensorBoard
+    2. save       best.ckpt when the score improved, epoch_NNNN.ckpt, last.ckpt (waiting when nothing evaluated)
+    3. record     the epoch's line in the log and metrics.jsonl, once its checkpoints are written (a save that
+                  fails leaves no row; one that waits, waits with it)
+    4. pictures   curves.png, TensorBoard, of the rows written
     5. stop       SIGTERM/SIGINT during the epoch: stop after its saves (unless it was the last epoch)
 
 While training nothing else changes the state, and no other callback runs.
+
+Counting. `TrainState` holds every counter of the run: `global_step` counts train steps (one per global batch,
+skipped ones included) over the whole run, resumes too, and is the `step` of metrics.jsonl and TensorBoard: it
+only goes forward, also when a resume changes the batch size. The lr schedule is indexed by the optimizer's own
+step count, which a skipped step does not advance and a resume restores from the checkpoint; the lr the log
+lines and records show is the one the optimizer's last update applied (`applied_lr`).
 
 Legs. Without dataset sink mode one leg (one `Model.train` call) is the whole run: MindSpore calls back after
 every step and its epochs are the data's (the first shorter after a mid-epoch resume: the dataset leaves out
@@ -162,14 +170,11 @@ def chunk_advice(steps_per_epoch: int, log_interval: int) -> Optional[str]:
 # --- Progress: losses and speed of the epoch, progress lines, the epoch's summary
 
 class Progress:
-    def __init__(self, state: TrainState, steps_per_epoch: int, global_batch: int, lrs: List[float],
-                 total_epochs: int = 0):
+    def __init__(self, state: TrainState, steps_per_epoch: int, global_batch: int, total_epochs: int = 0):
         self.state = state
         self.steps_per_epoch = steps_per_epoch
         self.global_batch = global_batch
-        self.lrs = lrs
         self.total_epochs = total_epochs  # > 0: progress lines also say how long until the end of the run
-        self.skipped_steps = 0  # steps the dynamic loss scale skipped in this run (all epochs)
         self.start_epoch()
 
     def start_epoch(self) -> None:
@@ -178,27 +183,23 @@ class Progress:
         self.epoch_start = self.window_start = time.time()
         self.window_steps = 0
 
-    def lr(self, step: int) -> float:
-        """The lr table's value at optimizer step `step` (the last value past its end)."""
-        return self.lrs[min(max(step, 0), len(self.lrs) - 1)]
-
-    def add(self, steps: int, loss: Optional[float], skipped: int = 0) -> None:
+    def add(self, steps: int, loss: Optional[float]) -> None:
         """`steps` more steps, the last with `loss` (None: that step was skipped, its loss measures nothing the
-        run keeps); `skipped` of them left the weights unchanged (overflow)."""
-        self.skipped_steps += skipped
+        run keeps)."""
         if loss is not None:
             self.losses.append(loss)
         self.window_steps += steps
         self.epoch_steps += steps
 
-    def log_line(self, loss: float) -> None:
-        """The progress line at the current step: speed since the previous line, epoch and run eta."""
+    def log_line(self, loss: float, lr: float) -> None:
+        """The progress line at the current step, with the lr the last update applied: speed since the previous
+        line, epoch and run eta."""
         st = self.state
         now = time.time()
         ips = self.window_steps * self.global_batch / max(now - self.window_start, 1e-9)
         eta = (self.steps_per_epoch - st.step_in_epoch) * self.global_batch / max(ips, 1e-9)
         log.info("epoch %d step %d/%d  loss %.4f  lr %.3e  %.1f img/s  eta %ds%s", st.epoch + 1, st.step_in_epoch,
-                 self.steps_per_epoch, loss, self.lr(st.global_step - 1), ips, eta, self.run_eta(ips))
+                 self.steps_per_epoch, loss, lr, ips, eta, self.run_eta(ips))
         self.window_start, self.window_steps = now, 0
 
     def run_eta(self, images_per_sec: float) -> str:
@@ -206,7 +207,7 @@ class Progress:
         if self.total_epochs <= 0:
             return ""
         st = self.state
-        left = (self.total_epochs - st.epoch) * self.steps_per_epoch - st.step_in_epoch  # optimizer steps
+        left = (self.total_epochs - st.epoch) * self.steps_per_epoch - st.step_in_epoch  # train steps
         seconds = int(round(max(left, 0) * self.global_batch / max(images_per_sec, 1e-9)))
         return f"  run eta {seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
@@ -215,7 +216,7 @@ class Progress:
         return {"train_loss": float(np.mean(self.losses)) if self.losses else float("nan"),
                 "epoch_seconds": round(seconds, 3),
                 "images_per_sec": round(self.epoch_steps * self.global_batch / max(seconds, 1e-9), 2),
-                "skipped_steps": self.skipped_steps}
+                "skipped_steps": self.state.skipped_steps}
 
 
 # --- Divergence: a non-finite or exploding loss stops the run before it is saved
@@ -293,38 +294,43 @@ class TrainLoop(Callback):
     """The only callback of `Model.train`; see the module docstring for the order of its work."""
 
     def __init__(self, state: TrainState, settings: LoopSettings, *, progress: Progress, saver: RunSaver,
-                 detector: DivergenceDetector, evaluate: Callable[[], dict], signals,
+                 detector: DivergenceDetector, evaluate: Callable[[], dict], signals, lrs: Sequence[float],
                  optimizer_steps: Callable[[], int], pictures: Sequence = (), gather: Optional[Gather] = None):
         super().__init__()
-        self.state = state
+        self.state = state  # every counter of the run; nothing else counts
         self.settings = settings
         self.progress = progress
         self.saver = saver
         self.detector = detector
         self.evaluate = evaluate  # () -> metrics of all ranks' shares of the val split (with "ema" when kept)
         self.signals = signals  # StopSignals: `received` is the first SIGTERM/SIGINT's number, or None
+        self.lrs = lrs  # the lr table, one entry per optimizer step
         self.optimizer_steps = optimizer_steps  # () -> the optimizer's step count (skipped steps do not count)
         self.pictures = list(pictures)  # each has update(record) and close()
         self.gather = gather
         self.stop_signal: Optional[int] = None  # the agreed signal once the run stopped
         self.message = ""
-        self._cur_step = self._optimizer_step = 0
+        self._seen = (0, 0)  # MindSpore's cur_step_num and the optimizer's step count at the last call-back
 
     @property
     def stopped(self) -> bool:
         return self.stop_signal is not None
 
+    def applied_lr(self) -> float:
+        """The lr the optimizer's last update applied: the table's entry at its step count - 1 (a skipped step
+        leaves the count, and so this lr, where it was; the first entry before any update)."""
+        return self.lrs[min(max(self.optimizer_steps() - 1, 0), len(self.lrs) - 1)]
+
     # MindSpore's call-backs: translate its numbers into ours, nothing else
     def on_train_begin(self, run_context):
-        self._cur_step = run_context.original_args().cur_step_num
-        self._optimizer_step = self.optimizer_steps()
+        self._seen = (run_context.original_args().cur_step_num, self.optimizer_steps())
         self.progress.start_epoch()
 
     def on_train_step_end(self, run_context):
         cb_params = run_context.original_args()
-        steps, self._cur_step = cb_params.cur_step_num - self._cur_step, cb_params.cur_step_num  # 1, or a chunk
-        optimizer_step = self.optimizer_steps()
-        applied, self._optimizer_step = optimizer_step - self._optimizer_step, optimizer_step
+        seen = (cb_params.cur_step_num, self.optimizer_steps())
+        steps, applied = seen[0] - self._seen[0], seen[1] - self._seen[1]  # steps: 1, or a sunk chunk
+        self._seen = seen
         loss, overflow, scale = cb_params.net_outputs  # of the last step
         self.after_steps(steps, float(loss.asnumpy()), steps - applied, bool(overflow.asnumpy()),
                          float(scale.asnumpy()))
@@ -339,11 +345,12 @@ class TrainLoop(Callback):
         st, cfg = self.state, self.settings
         st.global_step += steps  # 1. count
         st.step_in_epoch += steps
-        self.progress.add(steps, None if last_skipped else loss, skipped)
+        st.skipped_steps += skipped
+        self.progress.add(steps, None if last_skipped else loss)
         if skipped and cfg.dynamic_loss_scale:
             log.warning("step %d: gradient overflow, %s skipped (loss scale %g at the last step; %d so far)",
                         st.global_step, "step" if steps == 1 else f"{skipped} of the last {steps} steps", scale,
-                        self.progress.skipped_steps)
+                        st.skipped_steps)
         if st.step_in_epoch > cfg.steps_per_epoch:  # legs are planned so that a chunk never crosses an epoch's end
             raise RuntimeError(f"MindSpore reported {steps} steps after step {st.step_in_epoch - steps} of a "
                                f"{cfg.steps_per_epoch}-step epoch; the training loop expects every epoch to end "
@@ -356,14 +363,14 @@ class TrainLoop(Callback):
             self.diverge(f"at global step {st.global_step} (epoch {st.epoch + 1}, step {st.step_in_epoch})", reason)
         if tested:
             self.detector.record(loss)
-            self.saver.commit()  # 3. commit
+            self.draw(self.saver.commit())  # 3. commit (an epoch's waiting record too, then its pictures)
         if crossed(st.step_in_epoch, steps, cfg.log_interval) or epoch_done:
-            self.progress.log_line(loss)  # 4. progress
+            self.progress.log_line(loss, self.applied_lr())  # 4. progress
         if epoch_done:
             self.end_epoch()  # 5. epoch end
             return
         if signum is not None:
-            self.saver.commit()  # 6. stop: what waits is kept, and last.ckpt holds this step's weights
+            self.draw(self.saver.commit())  # 6. stop: what waits is kept, and last.ckpt holds this step's weights
             self.saver.save("last.ckpt")
             self.stop(signum)
             return
@@ -374,7 +381,7 @@ class TrainLoop(Callback):
         st, cfg = self.state, self.settings
         st.epoch += 1
         st.step_in_epoch = 0
-        record = {"epoch": st.epoch, "step": st.global_step, "lr": self.progress.lr(st.global_step),
+        record = {"epoch": st.epoch, "step": st.global_step, "lr": self.applied_lr(),
                   **self.progress.epoch_summary()}
         evaluated = st.epoch % max(cfg.eval_interval, 1) == 0 or st.epoch == cfg.total_epochs
         metrics = self.evaluate() if evaluated else None  # 1. evaluate
@@ -383,17 +390,15 @@ class TrainLoop(Callback):
         if reason is not None:
             self.diverge(f"in the evaluation after epoch {st.epoch} (global step {st.global_step})", reason)
         improved = self.score(metrics, record) if metrics else False
-        log.info("epoch %d done: %s", st.epoch, json.dumps(record))  # 2. record
-        self.saver.append_record(record)
         if improved:
-            self.saver.save("best.ckpt")  # 3. save
+            self.saver.save("best.ckpt")  # 2. save
         self.saver.save_epoch(st.epoch, verified=evaluated)
         self.saver.save("last.ckpt", verified=evaluated)
-        for picture in self.pictures:
-            picture.update(record)  # 4. pictures
+        log.info("epoch %d done: %s", st.epoch, json.dumps(record))  # 3. record
+        self.draw(self.saver.append_record(record, verified=evaluated))  # 4. pictures
         self.progress.start_epoch()
         if signum is not None and st.epoch < cfg.total_epochs:
-            self.saver.commit()  # 5. stop: this epoch's saves, which no evaluation checked, are kept
+            self.draw(self.saver.commit())  # 5. stop: this epoch's saves, which no evaluation checked, are kept
             self.stop(signum)
 
     # its parts
@@ -433,16 +438,22 @@ class TrainLoop(Callback):
             reason = f"rank {int(np.argmax(rows[:, 0]))} saw its loss diverge"
         return reason, first_signal(rows[:, 1])
 
+    def draw(self, records: List[dict]) -> None:
+        """The pictures of records that have just been written to metrics.jsonl."""
+        for record in records:
+            for picture in self.pictures:
+                picture.update(record)
+
     def diverge(self, where: str, reason: str) -> None:
         self.saver.discard()
-        self.saver.closed = True
+        self.state.closed = True
         message = divergence_message(where, reason, self.detector.factor, self.saver.run_dir)
         log.error(message)
         raise DivergenceError(message)
 
     def stop(self, signum: int) -> None:
         self.stop_signal = signum
-        self.saver.closed = True
+        self.state.closed = True
         self.message = stop_message(signum, self.state, self.settings.steps_per_epoch, self.saver.run_dir)
         log.warning(self.message)
 

@@ -115,8 +115,10 @@ def scalar_tag(key: str) -> str:
 class TensorBoardScalars:
     """Each epoch's record as scalars at its global step: `update(record)` after every epoch, `close` at the end."""
 
-    def __init__(self, run_dir: Path):
-        self.writer = require_tensorboardx().SummaryWriter(str(Path(run_dir) / "tensorboard"))
+    def __init__(self, run_dir: Path, purge_step: Optional[int] = None):
+        # purge_step: a resumed run hides the points an earlier run wrote at this step and after, so each
+        # epoch's point is shown once (the rows metrics.jsonl keeps)
+        self.writer = require_tensorboardx().SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=purge_step)
 
     def update(self, record: dict) -> None:
         for key, value in record.items():
