@@ -478,7 +478,8 @@ def test_a_resume_that_jumps_the_lr_or_drops_the_ema_is_listed_and_needs_allow_c
                                      lr_schedule(new.optim, new.optim.lr, new.train.epochs, 6),
                                      ema=change == "train.ema=false")
     with pytest.raises(ConfigError, match=rf"resuming from 'runs/r/last.ckpt' with settings that differ from the "
-                                          rf"checkpoint's: {listed}.*With them {effect}.*pass --allow-changes to train.py"):
+                                          rf"checkpoint's: {listed}.*With them {effect}.*pass --allow-changes to "
+                                          rf"train.py"):
         check_resume_changes(new, train_step, resume, allow_changes=False)
     with caplog.at_level("WARNING", logger="vit_ms"):
         check_resume_changes(new, train_step, resume, allow_changes=True)
@@ -518,3 +519,18 @@ def test_a_resume_that_rebuilds_the_cosine_is_refused_without_allow_changes(tiny
     out = run("train.py", "--config", "demo.yaml", *longer, "--allow-changes")
     assert "resumed with settings that differ from the checkpoint's (--allow-changes)" in out.stderr
     assert [r["epoch"] for r in records(tmp_path / "r")] == [1, 2, 3]
+
+
+def test_a_resume_from_an_earlier_checkpoint_leaves_one_row_per_epoch(tiny_imagenet, tmp_path):
+    """Two epochs trained, then resumed from epoch 1's checkpoint in the same run directory: epoch 2 is trained
+    again, and metrics.jsonl (so curves.png and python -m vit_ms.plot) holds each epoch once."""
+    args = overrides(tiny_imagenet, tmp_path, "train.epochs=2", "train.steps_per_epoch=2", "checkpoint.keep_last=2")
+    run("train.py", "--config", "demo.yaml", *args)
+    run_dir = tmp_path / "r"
+    first = records(run_dir)
+    start = tmp_path / "epoch_1.ckpt"
+    start.write_bytes((run_dir / "epoch_0001.ckpt").read_bytes())
+    out = run("train.py", "--config", "demo.yaml", *args, "--resume", str(start))
+    assert "metrics.jsonl: kept 1 row(s), one per epoch up to epoch 1, and dropped 1 line(s)" in out.stderr
+    again = records(run_dir)
+    assert [(r["epoch"], r["step"]) for r in again] == [(1, 2), (2, 4)] and again[0] == first[0]

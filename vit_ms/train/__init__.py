@@ -19,5 +19,5 @@
 
 Follow one step in `step.py` (the step itself) and `loop.py` (`TrainLoop.after_steps`: what follows it); one
 epoch in `loop.py` (`TrainLoop.end_epoch`) and `saving.py`; one resume in `trainer.py` (`load_resume`,
-`restore`) and `checkpoint.py`.
+`restore`, `check_resume_changes`) and `checkpoint.py`.
 """
