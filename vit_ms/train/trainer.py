@@ -363,18 +363,18 @@ def train_in(cfg: Config, plan: RunPlan, run_dir: Path, resume: Optional[str], c
     teacher = build_teacher(cfg, plan, cache_dir)  # distill.*: frozen, outside the optimizer and checkpoints
     train_step, lrs = build_step(cfg, plan, model, info.steps_per_epoch, teacher)
     restore(train_step, model, resumed)
+    state = resumed.state
+    if state.epoch >= cfg.train.epochs:  # the run directory is left as the checkpoint's run wrote it
+        log.info("the run already completed %d of %d epochs; nothing to train", state.epoch, cfg.train.epochs)
+        return {"epoch": state.epoch, "best_top1": state.best_top1}
     rebase_steps(train_step, resumed, plan, info.steps_per_epoch)
     check_resume_changes(cfg, train_step, resumed, allow_changes)
     if train_step.ema is not None and resumed.params is not None:
         resume_ema(train_step.ema, list(train_step.weights), resumed.params, resumed.path)
 
-    state = resumed.state
     main_dir = run_dir if plan.is_main else None
     if main_dir is not None:
         write_run_files(run_dir, cfg, plan, info.class_names)
-    if state.epoch >= cfg.train.epochs:
-        log.info("the run already completed %d of %d epochs; nothing to train", state.epoch, cfg.train.epochs)
-        return {"epoch": state.epoch, "best_top1": state.best_top1}
     log.info("training %s on %d images (%d steps/epoch, %d classes) for %d epochs", plan.arch.name,
              info.num_samples, info.steps_per_epoch, len(info.class_names), cfg.train.epochs)
     with StopSignals() as signals:
