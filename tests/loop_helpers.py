@@ -13,9 +13,7 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from vit_ms.train.checkpoint import TrainState
-from vit_ms.train.divergence import DivergenceDetector
-from vit_ms.train.loop import LoopSettings, TrainLoop
-from vit_ms.train.progress import Progress
+from vit_ms.train.loop import DivergenceDetector, LoopSettings, Progress, TrainLoop
 from vit_ms.train.saving import RunSaver
 
 METRICS = {"top1": 0.5, "top5": 1.0, "loss": 1.0, "num_images": 4}
@@ -54,10 +52,10 @@ def make_loop(tmp_path, *, steps_per_epoch=4, total_epochs=3, state=None, log_in
     settings = LoopSettings(steps_per_epoch, total_epochs, log_interval, interval_steps, eval_interval, dynamic,
                             world_size)
     loop = TrainLoop(state, settings,
-                     progress=Progress(state, steps_per_epoch, 8, lrs or [1e-3] * 64, total_epochs),
+                     progress=Progress(state, steps_per_epoch, 8, total_epochs),
                      saver=RunSaver(nn.Dense(3, 2), tmp_path if rank0 else None, state, keep_last=keep_last),
                      detector=DivergenceDetector(factor), evaluate=evaluate or (lambda: dict(METRICS)),
-                     signals=SimpleNamespace(received=received), optimizer_steps=lambda: fake.optimizer_step,
-                     gather=gather)
+                     signals=SimpleNamespace(received=received), lrs=lrs or [1e-3] * 64,
+                     optimizer_steps=lambda: fake.optimizer_step, gather=gather)
     fake = FakeModelTrain(loop)
     return loop, fake.begin()

@@ -14,7 +14,7 @@ from vit_ms.plan import resolve_plan
 from vit_ms.runtime import Runtime
 from vit_ms.train.accumulate import AccumulatingTrainStep
 from vit_ms.train.step import TrainStep
-from vit_ms.train.loss import ClassificationLoss, WithLoss
+from vit_ms.train.losses import ClassificationLoss, WithLoss
 from vit_ms.train.optim import lr_schedule
 
 

@@ -1,4 +1,4 @@
-"""DeiT's distillation (vit_ms.train.distill, vit_ms.train.teacher): the loss against numpy (hard and soft, with
+"""DeiT's distillation (vit_ms.train.losses, vit_ms.train.teacher): the loss against numpy (hard and soft, with
 mixup soft targets and label smoothing), the frozen teacher, the config's checks, and the teachers one can name.
 The demo-sized distilled run (train and resume) is in test_distill_run.py."""
 
@@ -15,10 +15,8 @@ import tiny
 from vit_ms.config_loader import load_config
 from vit_ms.errors import ConfigError
 from vit_ms.train.checkpoint import TrainState, save_checkpoint
-from vit_ms.weights.checkpoint import CheckpointMeta, read_checkpoint
-from vit_ms.train.distill import DistillationWithLoss, FrozenTeacher, loss_network
-from vit_ms.weights.checkpoint import TEACHER_PREFIX
-from vit_ms.train.loss import ClassificationLoss, WithLoss
+from vit_ms.train.losses import ClassificationLoss, DistillationWithLoss, FrozenTeacher, WithLoss, loss_network
+from vit_ms.weights.checkpoint import TEACHER_PREFIX, CheckpointMeta, read_checkpoint
 
 K = 3
 ROOT = Path(__file__).resolve().parent.parent

@@ -416,7 +416,8 @@ def launch(tmp_path, data, epochs, port):
     out = bash(MSRUN_SCRIPT, 2, "demo.yaml",
                *sets(f"data.root={data}", f"output_dir={tmp_path / 'runs'}", "run_name=dp", f"train.epochs={epochs}",
                      *TINY),
-               "--resume", "auto", cwd=tmp_path, timeout=300, MASTER_PORT=port, LOG_DIR=tmp_path / "msrun_log")
+               "--resume", "auto", "--allow-changes", cwd=tmp_path, timeout=300, MASTER_PORT=port,
+               LOG_DIR=tmp_path / "msrun_log")  # a second launch raises train.epochs: the cosine is rebuilt
     assert out.returncode == 0, f"{out.stdout[-4000:]}\n{out.stderr[-3000:]}"
     return out
 

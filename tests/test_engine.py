@@ -9,7 +9,7 @@ from mindspore import Parameter, Tensor, nn
 from vit_ms.config_loader import load_config
 from vit_ms.train.engine import ClassificationMetrics, build_train_step, loss_scale_sense
 from vit_ms.train.step import TrainStep
-from vit_ms.train.loss import ClassificationLoss
+from vit_ms.train.losses import ClassificationLoss
 from vit_ms.models import create_model
 from vit_ms.plan import resolve_plan
 from vit_ms.runtime import Runtime

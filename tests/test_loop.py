@@ -18,9 +18,8 @@ from vit_ms.runtime import Runtime
 from vit_ms.train.checkpoint import TrainState, train_state
 from vit_ms.weights.checkpoint import read_checkpoint
 from vit_ms.train.engine import build_train_step
+from vit_ms.train.loop import Leg, Progress, chunk_advice, chunk_steps, describe_legs, plan_legs
 from vit_ms.train.optim import build_optimizer
-from vit_ms.train.progress import Progress
-from vit_ms.train.sink import Leg, chunk_advice, chunk_steps, describe_legs, plan_legs
 
 
 def records(run_dir):
@@ -48,7 +47,7 @@ def test_a_skipped_step_is_counted_and_a_non_finite_loss_is_one_check(tmp_path):
     loop, ms_ = make_loop(tmp_path, dynamic=True)
     ms_.steps(loss=1.0)
     ms_.steps(loss=math.inf, skipped=1)  # overflow under dynamic scaling: skipped, its loss tests nothing
-    assert loop.progress.skipped_steps == 1 and loop.state.global_step == 2
+    assert loop.state.skipped_steps == 1 and loop.state.global_step == 2
     with pytest.raises(DivergenceError, match=r"diverged at global step 3 \(epoch 1, step 3\): the loss became nan"):
         ms_.steps(loss=math.nan)
     loop, ms_ = make_loop(tmp_path / "fixed", dynamic=False)
@@ -61,15 +60,15 @@ def test_progress_line_says_how_long_until_the_end_of_the_run(caplog, monkeypatc
     """10 steps/epoch, 3 epochs, batch 8, one step per (fake) second: after epoch 2 step 4 the epoch has 6 steps
     left (6 s) and the run 16 (0:00:16)."""
     clock = iter(range(100))
-    monkeypatch.setattr("vit_ms.train.progress.time.time", lambda: float(next(clock)))
+    monkeypatch.setattr("vit_ms.train.loop.time.time", lambda: float(next(clock)))
     state = TrainState(epoch=1, step_in_epoch=4, global_step=14)
-    progress = Progress(state, 10, 8, [1e-3] * 30, total_epochs=3)
+    progress = Progress(state, 10, 8, total_epochs=3)
     progress.add(1, 1.0)
     with caplog.at_level("INFO", logger="vit_ms"):
-        progress.log_line(1.0)
+        progress.log_line(1.0, 1e-3)
     assert "epoch 2 step 4/10" in caplog.text and "eta 6s  run eta 0:00:16" in caplog.text
     assert progress.run_eta(8.0 / 3600) == "  run eta 16:00:00"
-    assert Progress(state, 10, 8, [1e-3]).run_eta(8.0) == ""  # total unknown: epoch eta only
+    assert Progress(state, 10, 8).run_eta(8.0) == ""  # total unknown: epoch eta only
 
 
 def test_chunk_is_the_largest_divisor_of_the_epoch_within_the_log_interval():
@@ -125,7 +124,7 @@ def test_sink_mode_logs_saves_and_counts_skipped_steps_every_chunk(tmp_path, cap
         fake.steps(4, loss=1.8)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 1 step")]
     assert [line.split("  ")[0] for line in lines] == ["epoch 1 step 4/12", "epoch 1 step 8/12", "epoch 1 step 12/12"]
-    assert loop.progress.skipped_steps == 2 and records(tmp_path)[0]["skipped_steps"] == 2
+    assert loop.state.skipped_steps == 2 and records(tmp_path)[0]["skipped_steps"] == 2
     assert records(tmp_path)[0]["train_loss"] == pytest.approx(np.mean([2.0, 1.9, 1.8]))
 
     loop, fake = make_loop(tmp_path / "fixed", steps_per_epoch=12, log_interval=4, dynamic=False)
@@ -193,3 +192,54 @@ def test_a_call_back_past_the_end_of_an_epoch_is_an_error_not_a_lost_step(tmp_pa
     fake.steps(4)
     with pytest.raises(RuntimeError, match="MindSpore reported 4 steps after step 4 of a 6-step epoch"):
         fake.steps(4)
+
+
+def test_the_logged_and_recorded_lr_is_the_one_the_optimizer_applied(tmp_path, caplog):
+    """lr table 1, 2, 3, ... (one entry per optimizer step); steps 2 and 3 of a 4-step epoch skipped: the lines
+    show the lr of the last applied update (1, 1, 1, 2), not the table at the train step (1, 2, 3, 4)."""
+    loop, fake = make_loop(tmp_path, steps_per_epoch=4, total_epochs=1, log_interval=1,
+                           lrs=[float(i) for i in range(1, 9)])
+    with caplog.at_level("INFO", logger="vit_ms"):
+        for skipped in [0, 1, 1, 0]:
+            fake.steps(1, loss=1.0, skipped=skipped)
+    lrs = [float(line.split("lr ")[1].split()[0]) for line in caplog.messages if line.startswith("epoch 1 step")]
+    assert lrs == [1.0, 1.0, 1.0, 2.0] and fake.optimizer_step == 2
+    assert records(tmp_path)[0]["lr"] == 2.0 and records(tmp_path)[0]["skipped_steps"] == 2
+    assert (loop.state.global_step, loop.state.skipped_steps) == (4, 2)
+    assert train_state(read_checkpoint(tmp_path / "last.ckpt")).skipped_steps == 2  # saved: a resume goes on
+
+
+def test_a_failed_save_leaves_no_row_and_a_resume_gives_each_epoch_one_row(tmp_path, monkeypatch):
+    """Epoch 2's checkpoints cannot be written (disk full): its metrics row is not written either. A resume
+    from epoch 1's last.ckpt trains epochs 2 and 3 and metrics.jsonl ends with one row per epoch, steps rising;
+    rows a run wrote beyond its checkpoint are dropped on resume."""
+    import errno
+
+    from vit_ms.errors import CheckpointError
+
+    loop, fake = make_loop(tmp_path, steps_per_epoch=2, total_epochs=3)
+    fake.steps(1)
+    fake.steps(1)
+    assert [r["epoch"] for r in records(tmp_path)] == [1]
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ms, "save_checkpoint", disk_full)
+        fake.steps(1)
+        with pytest.raises(CheckpointError, match="No space left on device"):
+            fake.steps(1)
+    assert [r["epoch"] for r in records(tmp_path)] == [1]  # no row for weights no checkpoint holds
+
+    with open(tmp_path / "metrics.jsonl", "a") as f:  # as if an earlier run had gone further than last.ckpt
+        f.write(json.dumps({"epoch": 2, "step": 4}) + "\n" + json.dumps({"epoch": 3, "step": 6}) + "\n")
+    state = train_state(read_checkpoint(tmp_path / "last.ckpt"))
+    assert state.position == (1, 0)
+    loop, fake = make_loop(tmp_path, steps_per_epoch=2, total_epochs=3, state=state)
+    loop.saver.keep_records(state.epoch)
+    assert [r["epoch"] for r in records(tmp_path)] == [1]
+    for _ in range(4):
+        fake.steps(1)
+    assert [(r["epoch"], r["step"]) for r in records(tmp_path)] == [(1, 2), (2, 4), (3, 6)]
+    assert all("train_loss" in r for r in records(tmp_path))  # the rows this run wrote, not the stale ones

@@ -1,4 +1,4 @@
-"""vit_ms.train.param_groups: BEiT/MAE layer ids, lr scales and weight-decay exemptions, checked through real
+"""vit_ms.train.optim parameter groups: BEiT/MAE layer ids, lr scales and weight-decay exemptions, checked through real
 optimizer steps (every parameter's effective lr equals the formula)."""
 import re
 
@@ -9,7 +9,7 @@ from tiny import tiny_model
 
 from vit_ms.config import OptimConfig
 from vit_ms.train.optim import build_optimizer
-from vit_ms.train.param_groups import group_table, parameter_groups
+from vit_ms.train.optim import group_table, parameter_groups
 
 DEPTH = 2
 
@@ -85,7 +85,7 @@ def test_resume_keeps_the_configured_per_group_lr_tables(tmp_path):
     from vit_ms.train.checkpoint import TrainState, save_checkpoint, train_state
     from vit_ms.weights.checkpoint import read_checkpoint
     from vit_ms.train.step import TrainStep
-    from vit_ms.train.loss import ClassificationLoss, WithLoss
+    from vit_ms.train.losses import ClassificationLoss, WithLoss
     from vit_ms.train.trainer import Resume, restore
 
     def build(lrs):

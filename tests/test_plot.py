@@ -11,7 +11,7 @@ from PIL import Image
 from vit_ms.errors import UserError
 from vit_ms import plot
 from vit_ms.figures import run_curves
-from vit_ms.train.curves import CurvesWriter
+from vit_ms.train.pictures import CurvesWriter
 
 
 def write_metrics(run_dir, epochs=4, ema=False, extra_lines=()):

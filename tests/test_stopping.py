@@ -15,9 +15,8 @@ from loop_helpers import make_loop
 
 from vit_ms.errors import DivergenceError, TrainingStopped
 from vit_ms.train.checkpoint import TrainState, train_state
+from vit_ms.train.stopping import StopSignals, exit_status, first_signal
 from vit_ms.weights.checkpoint import read_checkpoint
-from vit_ms.train.signals import StopSignals, exit_status
-from vit_ms.train.stopping import first_signal
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,7 +42,7 @@ def test_first_signal_sets_the_flag_and_puts_back_the_default_action(capfd):
 
 
 SECOND = """import os, signal, sys, threading, time
-from vit_ms.train.signals import StopSignals, watch_stop_signals
+from vit_ms.train.stopping import StopSignals, watch_stop_signals
 if sys.argv[2] == "watch":
     watch_stop_signals()
     threading.Thread(target=time.sleep, args=(60,), daemon=True).start()  # a thread started after: still blocked
@@ -71,7 +70,7 @@ def test_a_second_signal_ends_the_process_at_once(sig, mode):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_outside_training_the_watcher_ends_the_process_at_once(sig):
-    script = ("import time\nfrom vit_ms.train.signals import watch_stop_signals\nwatch_stop_signals()\n"
+    script = ("import time\nfrom vit_ms.train.stopping import watch_stop_signals\nwatch_stop_signals()\n"
               "print('ready', flush=True)\ntime.sleep(30)\nprint('survived', flush=True)\n")
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -84,7 +83,7 @@ def test_outside_training_the_watcher_ends_the_process_at_once(sig):
 def test_stop_mid_epoch_saves_last_and_skips_the_epoch_end(tmp_path):
     loop, ms = stop_setup(tmp_path, received=signal.SIGTERM, state=TrainState(step_in_epoch=1, global_step=1))
     ms.steps()
-    assert ms.stop_requested and loop.stopped and loop.saver.closed
+    assert ms.stop_requested and loop.stopped and loop.state.closed
     assert train_state(read_checkpoint(tmp_path / "last.ckpt")).position == (0, 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no eval, metrics or epoch checkpoint
     with pytest.raises(TrainingStopped, match=r"stopped by SIGTERM after global step 2 \(epoch 1 step 2/4\) "
@@ -137,7 +136,7 @@ def test_ranks_agree_on_the_lowest_ranks_signal_and_on_divergence_in_one_exchang
     other.mkdir()
     loop, ms = stop_setup(other, received=signal.SIGINT, world_size=2, gather=gather, rank0=False)
     ms.steps()
-    assert loop.saver.closed and not list(other.iterdir())  # only rank 0 writes
+    assert loop.state.closed and not list(other.iterdir())  # only rank 0 writes
     with pytest.raises(TrainingStopped, match="rank 0 saved last.ckpt"):
         loop.finish()
 

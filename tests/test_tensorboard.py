@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from vit_ms.errors import ConfigError
-from vit_ms.train.tensorboard import TensorBoardScalars, require_tensorboardx, scalar_tag
+from vit_ms.train.pictures import TensorBoardScalars, require_tensorboardx, scalar_tag
 
 
 def read_scalars(log_dir):
@@ -51,3 +51,28 @@ def test_missing_package_names_it_and_the_setting(monkeypatch):
     with pytest.raises(ConfigError, match=r"train.tensorboard=true needs the tensorboardX package, which is not "
                                           r"installed: pip install tensorboardX \(or set train.tensorboard=false\)"):
         require_tensorboardx()
+
+
+def test_a_resumed_run_tells_tensorboard_to_hide_the_points_after_its_checkpoint(tmp_path):
+    """Resumed at step 6: the new event file opens with a session restart at step 7, so TensorBoard drops the
+    earlier run's points at steps 7 and after (the epochs trained again), and each epoch is drawn once."""
+    pytest.importorskip("tensorboardX")
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+    first = TensorBoardScalars(tmp_path)
+    for step in (6, 12):
+        first.update({"epoch": step // 6, "step": step, "train_loss": 1.0})
+    first.close()
+    resumed = TensorBoardScalars(tmp_path, purge_step=6 + 1)
+    resumed.update({"epoch": 2, "step": 12, "train_loss": 0.5})
+    resumed.close()
+    restarts = []
+    for path in (tmp_path / "tensorboard").glob("events.out.tfevents.*"):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            event = Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 12 + length + 4
+            if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+                restarts.append(event.step)
+    assert restarts == [7]  # only the resumed writer restarts the session

@@ -1,6 +1,7 @@
 """train.py / eval.py end to end in real subprocesses: run directory, resume, kill and resume, faults."""
 import hashlib
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -164,7 +165,7 @@ def test_divergence_after_a_resume_keeps_best_and_last_and_names_the_safe_file(t
     before = digests(run_dir)
     assert {"best.ckpt", "last.ckpt", "epoch_0001.ckpt", "metrics.jsonl"} <= before.keys()
     proc = run("train.py", "--config", "demo.yaml", *args, "--set", "train.epochs=2", "--set", "optim.lr=1e6",
-               "--set", "optim.warmup_epochs=0", "--resume", "auto", check=False)
+               "--set", "optim.warmup_epochs=0", "--resume", "auto", "--allow-changes", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "error: training diverged at global step 8 (epoch 2, step 2): the loss " in proc.stderr
     assert f"safe to resume from, is '{run_dir / 'last.ckpt'}'" in proc.stderr
@@ -339,9 +340,11 @@ def test_another_batch_size_resumes_at_an_epoch_boundary_and_is_refused_mid_epoc
 
     run("train.py", "--config", "demo.yaml", *overrides(tiny_imagenet, tmp_path, "train.epochs=1"))  # 6 steps of 4
     out = run("train.py", "--config", "demo.yaml", *overrides(tiny_imagenet, tmp_path, "train.epochs=2",
-                                                              "train.batch_size=8"), "--resume", "auto")
+                                                              "train.batch_size=8"), "--resume", "auto",
+              "--allow-changes")
     assert "optimizer step 6 -> 3 (epoch 1 x 3 steps)" in out.stderr
-    assert [r["step"] for r in records(tmp_path / "r")] == [6, 6]  # epoch 2 took 3 steps of 8, from step 3
+    # epoch 2 took 3 steps of 8 (the lr schedule from its step 3); the run's step count only goes forward
+    assert [r["step"] for r in records(tmp_path / "r")] == [6, 9]
 
     mid = tmp_path / "mid.ckpt"
     save_checkpoint(tiny_model(), mid, TrainState(epoch=1, step_in_epoch=2, global_step=8),
@@ -388,3 +391,148 @@ def test_damaged_images_neither_kill_nor_shorten_training_and_evaluation(tiny_im
     assert str(tiny_imagenet / 'val' / 'class_0' / 'later.jpg') in out.stderr
 
 
+
+
+def test_skipped_steps_log_the_applied_lr_and_a_resume_after_them_reaches_the_same_weights(tiny_imagenet, tmp_path):
+    """float16 (amp O2) with a dynamic loss scale starting at 2^20 on CPU: the first steps overflow and are skipped.
+    Every progress line shows the lr table's entry at the optimizer's step count (applied updates - 1), and a run
+    resumed from epoch 1's checkpoint ends with the uninterrupted run's weights and records."""
+    from vit_ms.config import load_config
+    from vit_ms.train.optim import lr_schedule, scaled_lr
+
+    extra = ["train.epochs=3", "amp.level=O2", f"amp.loss_scale_value={2.0 ** 20}", "checkpoint.keep_last=3",
+             "train.deterministic=true"]
+    run("train.py", "--config", "demo.yaml", *overrides(tiny_imagenet, tmp_path / "full", *extra))
+    full_dir = tmp_path / "full" / "r"
+    log = (full_dir / "train.log").read_text()
+    skipped = {int(n) for n in re.findall(r"WARNING step (\d+): gradient overflow, step skipped", log)}
+    assert skipped and min(skipped) == 1  # the first steps, until the scale fits (and one after it grew again)
+    cfg = load_config("demo", extra + TINY)
+    lrs = lr_schedule(cfg.optim, scaled_lr(cfg.optim, 4), 3, 6)
+    lines = re.findall(r"epoch (\d+) step (\d+)/6  loss \S+  lr (\S+)", log)
+    assert len(lines) == 18
+    for epoch, step, lr in lines:
+        global_step = (int(epoch) - 1) * 6 + int(step)
+        applied = global_step - len([s for s in skipped if s <= global_step])
+        assert float(lr) == pytest.approx(lrs[max(applied - 1, 0)], rel=1e-3), (epoch, step)
+    full = records(full_dir)
+    assert [r["skipped_steps"] for r in full] == [len([s for s in skipped if s <= 6 * e]) for e in (1, 2, 3)]
+    assert [r["step"] for r in full] == [6, 12, 18]
+    assert full[-1]["lr"] == pytest.approx(lrs[18 - len(skipped) - 1], rel=1e-6)
+
+    resumed_dir = tmp_path / "resumed" / "r"
+    resumed_dir.mkdir(parents=True)
+    start = resumed_dir / "start.ckpt"
+    start.write_bytes((full_dir / "epoch_0001.ckpt").read_bytes())
+    run("train.py", "--config", "demo.yaml", *overrides(tiny_imagenet, tmp_path / "resumed", *extra), "--resume",
+        str(start))
+    resumed = records(resumed_dir)
+    assert [r["epoch"] for r in resumed] == [2, 3]
+    for a, b in zip(full[1:], resumed):
+        assert (a["step"], a["skipped_steps"]) == (b["step"], b["skipped_steps"])
+        assert a["lr"] == pytest.approx(b["lr"], rel=1e-6) and a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-5)
+    w_full, w_resumed = weights(full_dir / "last.ckpt"), weights(resumed_dir / "last.ckpt")
+    model_keys = [k for k in w_full if not k.startswith("vit_ms_")]
+    assert max(np.abs(w_full[k] - w_resumed[k]).max() for k in model_keys) <= 1e-5
+
+
+def resume_from(old_cfg, epoch: int, steps_per_epoch: int, lr_table, new_table, ema: bool = False):
+    """A checkpoint's Resume at the end of `epoch` (saved lr table `lr_table`) and a train step whose rebuilt
+    table is `new_table`, for `check_resume_changes`."""
+    from types import SimpleNamespace
+
+    import mindspore as ms
+
+    from vit_ms.config import config_to_dict
+    from vit_ms.train.checkpoint import CheckpointMeta, TrainState
+    from vit_ms.train.trainer import Resume
+
+    step = ms.Tensor(np.array([epoch * steps_per_epoch], np.int32))
+    params = {"global_step": step, "learning_rate": ms.Tensor(np.array(lr_table, np.float32)),
+              **({"ema.num_updates": ms.Tensor(np.float32(3.0))} if ema else {})}
+    resume = Resume(Path("runs/r/last.ckpt"), params, TrainState(epoch=epoch, global_step=epoch * steps_per_epoch),
+                    CheckpointMeta(config=config_to_dict(old_cfg)))
+    table = ms.Parameter(ms.Tensor(np.array(new_table, np.float32)), name="learning_rate")
+    train_step = SimpleNamespace(get_parameters=lambda: [table], optimizer=SimpleNamespace(global_step=step),
+                                 ema=None)
+    return resume, train_step
+
+
+@pytest.mark.parametrize("change, listed, effect", [
+    ("train.epochs=7", "train.epochs: 5 -> 7", r"cosine rebuilt for 7 epochs: lr 1\.2e-05 -> 1\.3e-04 at epoch 6"),
+    ("optim.lr=1.0e-3", "optim.lr: 0.0005 -> 0.001", r"cosine rebuilt for 5 epochs: lr 1\.2e-05 -> 1\.4e-05 at "
+                                                    r"epoch 6"),
+    ("train.ema=false", "train.ema: true -> false", r"train.ema=false drops the checkpoint's EMA weights"),
+])
+def test_a_resume_that_jumps_the_lr_or_drops_the_ema_is_listed_and_needs_allow_changes(change, listed, effect,
+                                                                                       caplog):
+    """A finished 5-epoch run (6 steps an epoch, lr 5e-4 down to 1.2e-5) resumed with another setting: the error names
+    the setting, what it does and --allow-changes; with the flag the same lines are logged before training."""
+    from vit_ms.config import load_config
+    from vit_ms.errors import ConfigError
+    from vit_ms.train.optim import lr_schedule
+    from vit_ms.train.trainer import check_resume_changes
+
+    base = ["train.epochs=5", "optim.lr=5.0e-4", "optim.lr_batch_size=0", "optim.min_lr=1.0e-5",
+            "optim.warmup_epochs=1", "train.ema=true"]
+    old, new = load_config("demo", base), load_config("demo", base + [change])
+    resume, train_step = resume_from(old, 5, 6, lr_schedule(old.optim, old.optim.lr, 5, 6),
+                                     lr_schedule(new.optim, new.optim.lr, new.train.epochs, 6),
+                                     ema=change == "train.ema=false")
+    with pytest.raises(ConfigError, match=rf"resuming from 'runs/r/last.ckpt' with settings that differ from the "
+                                          rf"checkpoint's: {listed}.*With them {effect}.*pass --allow-changes to "
+                                          rf"train.py"):
+        check_resume_changes(new, train_step, resume, allow_changes=False)
+    with caplog.at_level("WARNING", logger="vit_ms"):
+        check_resume_changes(new, train_step, resume, allow_changes=True)
+    assert listed in caplog.text and re.search(effect, caplog.text)
+    caplog.clear()
+    same_resume, same_step = resume_from(old, 5, 6, [1e-3] * 30, [1e-3] * 30)
+    check_resume_changes(old, same_step, same_resume, allow_changes=False)
+    assert caplog.text == ""  # the same settings: nothing to say
+
+
+def test_a_weights_file_given_to_resume_is_named_as_weights_not_as_a_corrupt_checkpoint(tmp_path):
+    from vit_ms.config import load_config
+    from vit_ms.errors import CheckpointError
+    from vit_ms.plan import resolve_plan
+    from vit_ms.runtime import Runtime
+    from vit_ms.train.trainer import load_resume
+
+    weights_file = tmp_path / "x.safetensors"
+    weights_file.write_bytes(b"{}")
+    plan = resolve_plan(load_config("demo"), Runtime("CPU"))
+    with pytest.raises(CheckpointError, match=rf"'{weights_file}' holds model weights, not a training checkpoint .*"
+                                              rf"--set model.pretrained={weights_file}"):
+        load_resume(str(weights_file), tmp_path, plan)
+
+
+def test_a_resume_that_rebuilds_the_cosine_is_refused_without_allow_changes(tiny_imagenet, tmp_path):
+    args = overrides(tiny_imagenet, tmp_path, "train.epochs=2", "train.steps_per_epoch=2")
+    run("train.py", "--config", "demo.yaml", *args)
+    before = digests(tmp_path / "r")
+    longer = [*args, "--set", "train.epochs=3", "--resume", "auto"]
+    proc = run("train.py", "--config", "demo.yaml", *longer, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "train.epochs: 2 -> 3" in proc.stderr and "cosine rebuilt for 3 epochs: lr " in proc.stderr
+    assert "at epoch 3, so the resumed run would not continue the saved one: pass --allow-changes to train.py" \
+        in proc.stderr
+    assert digests(tmp_path / "r") == before  # nothing trained, nothing written
+    out = run("train.py", "--config", "demo.yaml", *longer, "--allow-changes")
+    assert "resumed with settings that differ from the checkpoint's (--allow-changes)" in out.stderr
+    assert [r["epoch"] for r in records(tmp_path / "r")] == [1, 2, 3]
+
+
+def test_a_resume_from_an_earlier_checkpoint_leaves_one_row_per_epoch(tiny_imagenet, tmp_path):
+    """Two epochs trained, then resumed from epoch 1's checkpoint in the same run directory: epoch 2 is trained
+    again, and metrics.jsonl (so curves.png and python -m vit_ms.plot) holds each epoch once."""
+    args = overrides(tiny_imagenet, tmp_path, "train.epochs=2", "train.steps_per_epoch=2", "checkpoint.keep_last=2")
+    run("train.py", "--config", "demo.yaml", *args)
+    run_dir = tmp_path / "r"
+    first = records(run_dir)
+    start = tmp_path / "epoch_1.ckpt"
+    start.write_bytes((run_dir / "epoch_0001.ckpt").read_bytes())
+    out = run("train.py", "--config", "demo.yaml", *args, "--resume", str(start))
+    assert "metrics.jsonl: kept 1 row(s), one per epoch up to epoch 1, and dropped 1 line(s)" in out.stderr
+    again = records(run_dir)
+    assert [(r["epoch"], r["step"]) for r in again] == [(1, 2), (2, 4)] and again[0] == first[0]

@@ -149,7 +149,7 @@ class LossConfig:
 
 @dataclass
 class DistillConfig:
-    """DeiT's knowledge distillation (vit_ms/train/distill.py): a frozen teacher's predictions on the same augmented
+    """DeiT's knowledge distillation (vit_ms/train/losses.py): a frozen teacher's predictions on the same augmented
     batch train the distillation head (model.distilled=true; the class head itself without it)."""
     type: Literal["none", "hard", "soft"] = "none"  # hard: CE with the teacher's argmax; soft: KL at temperature tau
     # one of our training checkpoints (.ckpt), a vit_ms.weights.hub.PRETRAINED name or weights file of a ViT, or

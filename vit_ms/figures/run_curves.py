@@ -4,7 +4,7 @@ command line: `python -m vit_ms.plot`, vit_ms/plot.py).
 Four panels against the epoch: loss (train, val), validation accuracy (top-1, top-5, and the EMA model's
 columns when a run records them), learning rate, and throughput (images/s). A single run's loss panel also
 carries the optimizer step on its top axis. The trainer writes `curves.png` into the run directory at every epoch
-end (`vit_ms.train.curves`).
+end (`vit_ms.train.pictures`).
 """
 import json
 import os

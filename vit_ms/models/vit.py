@@ -11,7 +11,7 @@ blocks.{i}.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}, norm (or fc_no
 `distilled` (DeiT, Touvron et al., "Training data-efficient image transformers & distillation through
 attention", ICML 2021): a distillation token `dist_token` follows the class token (the position embedding covers
 both), and its own head `head_dist` reads it. In training mode the model returns both heads' logits
-(class, distillation) for the distillation loss (vit_ms.train.distill); in eval mode their average, as DeiT's
+(class, distillation) for the distillation loss (vit_ms.train.losses); in eval mode their average, as DeiT's
 and timm's distilled models do, or the class head alone when `average_heads` is False (a head_dist that no
 teacher trained: vit_ms.loader.opener.use_trained_heads).
 

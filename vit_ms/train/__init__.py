@@ -1,6 +1,23 @@
-"""Training: the train step (`step`; `accumulate` for micro-batches) and its builder with the metrics (`engine`),
-optimizer and lr schedule (`optim`), losses (`loss`), the training loop that owns the run's state and the order
-of everything between steps (`loop`, with `progress`, `divergence`, `saving`, `stopping`, `curves`,
-`tensorboard`), how `Model.train` is called with or without dataset sink mode (`sink`), checkpoint files
-(`checkpoint`), data-parallel checks (`distributed`) and the run that ties them together
-(`trainer.run_training`)."""
+"""Training, one job a module:
+
+    trainer      the run that ties everything together: run_training, resume, the build of datasets/model/step
+    loop         the training loop and its one state (`TrainState`: every counter of the run), the order of
+                 everything between steps, progress lines, the divergence check, the `Model.train` legs
+    step         one optimizer step (`TrainStep`): forward, backward, overflow check, clip, update, EMA
+    accumulate   the train step over several micro-batches
+    engine       the train step's builder from the plan, the evaluation metrics, `mindspore.train.Model`
+    saving       what the run writes: checkpoints now or waiting for the next sane loss, pruning, metrics.jsonl
+    stopping     SIGTERM/SIGINT: the signal watcher and the graceful stop
+    losses       cross-entropy, soft targets, DeiT's distillation loss and the frozen teacher cell
+    pictures     curves.png and TensorBoard scalars after every epoch
+    optim        the optimizer, the lr schedule and the parameter groups
+    checkpoint   checkpoint files: atomic writes, reading, resume state and metadata
+    teacher      opening the distillation teacher
+    ema          the exponential moving average of the weights
+    runlock      one training per run directory
+    distributed  data-parallel checks across ranks
+
+Follow one step in `step.py` (the step itself) and `loop.py` (`TrainLoop.after_steps`: what follows it); one
+epoch in `loop.py` (`TrainLoop.end_epoch`) and `saving.py`; one resume in `trainer.py` (`load_resume`,
+`restore`, `check_resume_changes`) and `checkpoint.py`.
+"""

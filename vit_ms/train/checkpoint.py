@@ -2,9 +2,9 @@
 
 A training checkpoint holds every parameter of the train network (model weights, optimizer moments and step,
 loss-scale state), the resume state (`vit_ms_epoch`, `vit_ms_step_in_epoch`, `vit_ms_global_step`,
-`vit_ms_best_top1`, `vit_ms_best_weights`: "raw" or "ema") and the run's metadata (`CheckpointMeta`: config,
-plan, class names, trained heads). Reading checkpoints, their metadata and the raw/EMA choice is
-vit_ms.weights.checkpoint; this module writes them and finds where a run resumes.
+`vit_ms_best_top1`, `vit_ms_best_weights`: "raw" or "ema", `vit_ms_skipped_steps`) and the run's metadata
+(`CheckpointMeta`: config, plan, class names, trained heads). Reading checkpoints, their metadata and the
+raw/EMA choice is vit_ms.weights.checkpoint; this module writes them and finds where a run resumes.
 Files are written as `.<name>.partial.ckpt` with a CRC, flushed, then renamed over the old file, so a crash
 while saving never leaves a truncated `last.ckpt`; a start removes partial files a crash left behind.
 """
@@ -27,11 +27,14 @@ PARTIAL_SUFFIX = ".partial.ckpt"
 
 @dataclass
 class TrainState:
+    """Every counter of a run, owned by the training loop (`vit_ms.train.loop`); all but `closed` are saved."""
     epoch: int = 0  # epochs completed when step_in_epoch is 0, else the epoch in progress
     step_in_epoch: int = 0
-    global_step: int = 0
+    global_step: int = 0  # train steps run, one per global batch, skipped ones included; never goes back
     best_top1: float = -1.0
     best_weights: str = "raw"  # which weights scored best_top1: "raw" or "ema" (train.ema)
+    skipped_steps: int = 0  # of global_step, the steps whose update an overflow skipped
+    closed: bool = False  # a graceful stop or a divergence: nothing more is saved or recorded
 
     @property
     def position(self) -> tuple:
@@ -46,7 +49,7 @@ def save_checkpoint(network: ms.nn.Cell, path: os.PathLike, state: TrainState,
     tmp = path.with_name(f".{path.stem}{PARTIAL_SUFFIX}")
     append = {"vit_ms_epoch": state.epoch, "vit_ms_step_in_epoch": state.step_in_epoch,
               "vit_ms_global_step": state.global_step, "vit_ms_best_top1": float(state.best_top1),
-              BEST_WEIGHTS_KEY: state.best_weights,
+              BEST_WEIGHTS_KEY: state.best_weights, "vit_ms_skipped_steps": state.skipped_steps,
               **(meta.entries() if meta is not None else {})}
     try:
         ms.save_checkpoint(network, str(tmp), append_dict=append, crc_check=True,
@@ -76,7 +79,8 @@ def train_state(params: Dict[str, object]) -> TrainState:
     return TrainState(epoch=int(recorded(params, "vit_ms_epoch", 0)),
                       step_in_epoch=int(recorded(params, "vit_ms_step_in_epoch", 0)),
                       global_step=int(recorded(params, "vit_ms_global_step", 0)),
-                      best_top1=float(recorded(params, "vit_ms_best_top1", -1.0)), best_weights=best_weights(params))
+                      best_top1=float(recorded(params, "vit_ms_best_top1", -1.0)), best_weights=best_weights(params),
+                      skipped_steps=int(recorded(params, "vit_ms_skipped_steps", 0)))
 
 
 def load_model_weights(model: ms.nn.Cell, path: os.PathLike) -> TrainState:

@@ -14,7 +14,7 @@ from mindspore.train import Metric
 
 from ..models import apply_amp
 from .accumulate import AccumulatingTrainStep
-from .distill import loss_network
+from .losses import loss_network
 from .ema import WeightEma
 from .step import TrainStep
 
@@ -32,7 +32,7 @@ def loss_scale_sense(plan):
 def build_train_step(model: nn.Cell, optimizer: nn.Optimizer, cfg, plan,
                      teacher: Optional[nn.Cell] = None) -> TrainStep:
     """Mixed precision on the backbone (logits cast to float32 in the loss), loss (with distill.*, DeiT's
-    distillation against the frozen `teacher`: vit_ms.train.distill), the train step and, with train.ema, the
+    distillation against the frozen `teacher`: vit_ms.train.losses), the train step and, with train.ema, the
     float32 average of the trained weights (taken before amp casts anything)."""
     ema = WeightEma(optimizer.parameters, cfg.train.ema_decay, cfg.train.ema_warmup) if cfg.train.ema else None
     net_with_loss = loss_network(apply_amp(model, plan), cfg, teacher)

@@ -1,20 +1,31 @@
-"""Optimizer and lr schedule: Adam/AdamW (mindcv's) or SGD with momentum; per-step cosine schedule with warmup.
+"""Optimizer, lr schedule and parameter groups: Adam/AdamW (mindcv's) or SGD with momentum; per-step cosine
+schedule with warmup; weight-decay exemptions and layer-wise lr decay (BEiT / MAE fine-tuning).
+
+    groups = parameter_groups(model, params, weight_decay=0.05, layer_decay=0.65)
+    log.info(group_table(groups))
+    optimizer = build_optimizer(model, params, cfg.optim, lr_schedule(cfg.optim, lr, epochs, steps_per_epoch))
 
 The base lr is given for a global batch of `optim.lr_batch_size` images and scaled linearly to the real
-global batch (Goyal et al. 2017; DeiT uses lr = 5e-4 * batch / 512). Norms, biases, the position embedding
-and the class token get no weight decay; `optim.layer_decay` scales each layer's lr (`param_groups`).
+global batch (Goyal et al. 2017; DeiT uses lr = 5e-4 * batch / 512). The lr table has one entry per optimizer
+step; the optimizer reads the entry at its own step count, which a skipped (overflowed) step does not advance.
+
+Parameter groups: layer ids follow BEiT/MAE (`param_groups_lrd` in MAE's util/lr_decay.py): the patch embedding,
+class (and distillation) token and position embedding are layer 0, block i is layer i + 1, everything after the
+blocks (final norm, fc_norm, pre-logits, head) is layer L + 1. A parameter of layer l trains at
+lr x layer_decay^(L + 1 - l). Norms, biases, the position embedding and the class token get no weight decay
+(`model.no_weight_decay()`), in every layer. With layer_decay 1.0 every lr scale is 1 and there are just two
+groups: with and without weight decay.
 
 `AdamW` is mindcv's AdamW (same update, state and names) run as one fused `AdamWeightDecay` kernel per parameter
 instead of about fifteen elementwise ops.
 """
 import logging
+from dataclasses import dataclass, field
 from typing import List
 
 from mindcv.optim.adamw import AdamW as MindcvAdamW
 from mindcv.scheduler import create_scheduler
 from mindspore import jit, nn, ops
-
-from .param_groups import group_table, parameter_groups
 
 log = logging.getLogger("vit_ms")
 
@@ -34,6 +45,56 @@ def lr_schedule(ocfg, lr: float, epochs: int, steps_per_epoch: int) -> List[floa
                            decay_epochs=epochs - warmup, num_epochs=epochs)
     return [float(x) for x in lrs]
 
+
+# Parameter groups
+
+EMBEDDING_NAMES = ("patch_embed.", "cls_token", "dist_token", "pos_embed")
+
+
+def layer_id(name: str, depth: int) -> int:
+    """BEiT/MAE layer of a parameter: 0 for the embeddings, i + 1 for blocks.i, depth + 1 for the rest."""
+    if name.startswith(EMBEDDING_NAMES):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return depth + 1
+
+
+@dataclass
+class ParamGroup:
+    layer: int  # -1: all layers (layer decay off)
+    lr_scale: float
+    weight_decay: float
+    params: List = field(default_factory=list)
+
+    @property
+    def num_elements(self) -> int:
+        return sum(int(p.size) for p in self.params)
+
+
+def parameter_groups(model, params, weight_decay: float, layer_decay: float = 1.0) -> List[ParamGroup]:
+    """Split `params` by (layer when layer_decay != 1, decayed or not); empty groups are left out."""
+    no_decay = model.no_weight_decay()
+    depth = len(model.blocks) if layer_decay != 1.0 else 0  # `model` may only name the exempt parameters
+    groups = {}
+    for p in params:
+        layer = layer_id(p.name, depth) if layer_decay != 1.0 else -1
+        decay = 0.0 if p.name in no_decay else weight_decay
+        scale = layer_decay ** (depth + 1 - layer) if layer_decay != 1.0 else 1.0
+        groups.setdefault((layer, decay > 0), ParamGroup(layer, scale, decay)).params.append(p)
+    return [groups[key] for key in sorted(groups, key=lambda k: (k[0], not k[1]))]
+
+
+def group_table(groups: List[ParamGroup]) -> str:
+    """The groups as a text table: layer, lr scale, weight decay, parameter tensors and elements."""
+    lines = ["layer  lr scale  weight decay  tensors  parameters"]
+    for g in groups:
+        layer = "all" if g.layer < 0 else str(g.layer)
+        lines.append(f"{layer:>5}  {g.lr_scale:8.5f}  {g.weight_decay:12g}  {len(g.params):7d}  {g.num_elements:10d}")
+    return "\n".join(lines)
+
+
+# The optimizer
 
 _fused_adamw = ops.MultitypeFuncGraph("fused_adamw")
 
@@ -97,7 +158,7 @@ class AdamW(MindcvAdamW):
 
 
 def build_optimizer(model, params, ocfg, lrs: List[float]) -> nn.Optimizer:
-    """Adam/AdamW/SGD over `params` in parameter groups (`param_groups`): weight-decay exemptions and, with
+    """Adam/AdamW/SGD over `params` in parameter groups (`parameter_groups`): weight-decay exemptions and, with
     optim.layer_decay < 1, one lr table per layer (the schedule `lrs` times the layer's scale)."""
     groups = parameter_groups(model, params, ocfg.weight_decay, ocfg.layer_decay)
     log.info("optimizer %s, parameter groups:\n%s", ocfg.name, group_table(groups))

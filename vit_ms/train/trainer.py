@@ -5,13 +5,13 @@
 `train.py` parses arguments and calls `run_training`; everything the run needs is built here from the config
 and the run plan (`vit_ms.plan`), one step per function. What happens between the train steps (progress,
 divergence, evaluation, checkpoints, pictures, stop) is `vit_ms.train.loop`; how `Model.train` is called
-(with dataset sink mode: in which legs and chunks) is `vit_ms.train.sink`.
+(with dataset sink mode: in which legs and chunks) is there too (`plan_legs`).
 """
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import mindspore as ms
 
@@ -20,7 +20,7 @@ from ..config_loader import save_config
 from ..data import Feed, create_dataset
 from ..data.setup import prepare_data
 from ..data.native_source import removed_file_error
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..fs import write_text_atomic
 from ..loader.opener import Student, open_model, use_trained_heads
 from ..logs import setup_logging
@@ -31,19 +31,16 @@ from ..weights.checkpoint import CheckpointMeta, check_fit, heads_trained_by, ne
     read_meta
 from ..weights.load import load_pretrained
 from .checkpoint import TrainState, find_resume_checkpoint, remove_partial_files, train_state
-from .curves import CurvesWriter
 from .distributed import check_replicas, check_same_resume
-from .divergence import DivergenceDetector
-from .ema import resume_ema
+from .ema import has_ema, resume_ema
 from .engine import build_train_step, mindspore_model
-from .loop import LoopSettings, TrainLoop
+from .loop import (DivergenceDetector, LoopSettings, Progress, TrainLoop, chunk_advice, describe_legs,
+                   plan_legs)
 from .optim import build_optimizer, lr_schedule, scaled_lr
-from .progress import Progress
-from .saving import RunSaver
-from .sink import chunk_advice, describe_legs, plan_legs
-from .tensorboard import TensorBoardScalars, require_tensorboardx
+from .pictures import CurvesWriter, TensorBoardScalars, require_tensorboardx
 from .runlock import RunLock
-from .signals import StopSignals
+from .saving import RunSaver
+from .stopping import StopSignals
 
 log = logging.getLogger("vit_ms")
 
@@ -53,6 +50,9 @@ def check_num_classes(num_classes: int, class_names: List[str], split_dir: Path)
     if num_classes != len(class_names):
         raise ConfigError(f"model.num_classes={num_classes} but '{split_dir}' has {len(class_names)} class "
                           f"folders; set --set model.num_classes={len(class_names)}")
+
+
+WEIGHTS_SUFFIXES = (".safetensors", ".npz", ".pth", ".pt", ".bin")  # weights files (model.pretrained), not runs
 
 
 @dataclass
@@ -71,6 +71,10 @@ def load_resume(resume: Optional[str], run_dir: Path, plan: RunPlan) -> Resume:
         log.info("resume auto: no checkpoint in %s, starting fresh", run_dir)
     if path is None:
         return Resume()
+    if path.suffix.lower() in WEIGHTS_SUFFIXES:
+        raise CheckpointError(f"'{path}' holds model weights, not a training checkpoint (no optimizer state, epoch "
+                              f"or step to resume): start a fine-tune from it with --set model.pretrained={path}, "
+                              f"or give --resume a .ckpt that train.py wrote (or auto)")
     params = read_checkpoint(path)
     found = Resume(path, params, train_state(params), read_meta(params))
     recorded = (found.meta.plan or {}).get("global_batch_size")
@@ -147,18 +151,90 @@ def restore(train_step, model, resume: Resume) -> None:
              st.global_step)
 
 
+def optimizer_steps(train_step) -> int:
+    """The optimizer's step count: the lr table's index (a skipped step does not advance it)."""
+    return int(train_step.optimizer.global_step.asnumpy()[0])
+
+
 def rebase_steps(train_step, resume: Resume, plan: RunPlan, steps_per_epoch: int) -> None:
     """A run resumed at an epoch boundary with another global batch: the optimizer-step count, which positions
-    the lr schedule, becomes completed epochs x the new steps per epoch (mid-epoch changes are refused earlier)."""
+    the lr schedule, becomes completed epochs x the new steps per epoch (mid-epoch changes are refused earlier).
+    The run's own step count (`TrainState.global_step`, the records' step) goes on from where it was."""
     recorded = (resume.meta.plan or {}).get("global_batch_size")
     if resume.params is None or recorded in (None, plan.global_batch_size):
         return
     st = resume.state
     rebased = st.epoch * steps_per_epoch
     log.info("resumed with a global batch of %d instead of %d: optimizer step %d -> %d (epoch %d x %d steps)",
-             plan.global_batch_size, recorded, st.global_step, rebased, st.epoch, steps_per_epoch)
-    st.global_step = rebased
+             plan.global_batch_size, recorded, optimizer_steps(train_step), rebased, st.epoch, steps_per_epoch)
     train_step.optimizer.global_step.set_data(ms.Tensor([rebased], ms.int32))
+
+
+ALLOW_CHANGES = "--allow-changes"  # train.py's flag: resume with changes that jump the lr or drop saved state
+
+
+def flat_config(values: dict, prefix: str = "") -> dict:
+    """{"train": {"epochs": 5}} -> {"train.epochs": 5}."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def schedule_change(cfg: Config, train_step, resume: Resume) -> Optional[str]:
+    """How the lr at the resume point moves from what the checkpoint's run would have applied next (its saved lr
+    tables at its optimizer step) to what this run applies (the rebuilt tables at the optimizer step now);
+    None when it stays (within 0.1%)."""
+    params, st = resume.params, resume.state
+    old_step = int(params["global_step"].asnumpy().reshape(-1)[0]) if "global_step" in params else None
+    new_step = optimizer_steps(train_step)
+    for table in sorted((p for p in train_step.get_parameters() if p.name.startswith("learning_rate")),
+                        key=lambda p: p.name):  # "learning_rate" (one table) before per-group ones
+        if old_step is None or table.name not in params:
+            continue
+        old_lrs, new_lrs = params[table.name].asnumpy().reshape(-1), table.asnumpy().reshape(-1)
+        old, new = float(old_lrs[min(old_step, len(old_lrs) - 1)]), float(new_lrs[min(new_step, len(new_lrs) - 1)])
+        if abs(new - old) > 1e-3 * max(abs(old), abs(new)):
+            where = f"epoch {st.epoch + 1}" + (f" step {st.step_in_epoch + 1}" if st.step_in_epoch else "")
+            return f"cosine rebuilt for {cfg.train.epochs} epochs: lr {old:.1e} -> {new:.1e} at {where}"
+    return None
+
+
+def resume_changes(cfg: Config, train_step, resume: Resume) -> Tuple[List[str], List[str]]:
+    """Every setting that differs from the checkpoint's config ("key: old -> new"), and what of it needs
+    --allow-changes: the lr jumps at the resume point, saved EMA weights are dropped."""
+    recorded = flat_config(resume.meta.config or {})
+    current = flat_config(config_to_dict(cfg))
+    if not recorded:  # a checkpoint that records no config: nothing to compare
+        return [], []
+    lines = [f"{key}: {json.dumps(recorded.get(key, '(not recorded)'))} -> {json.dumps(current.get(key, '(none)'))}"
+             for key in sorted(set(recorded) | set(current)) if recorded.get(key) != current.get(key)]
+    forced = []
+    schedule = schedule_change(cfg, train_step, resume)
+    if schedule:
+        forced.append(schedule)
+    if train_step.ema is None and has_ema(resume.params):
+        forced.append("train.ema=false drops the checkpoint's EMA weights")
+    return lines, forced
+
+
+def check_resume_changes(cfg: Config, train_step, resume: Resume, allow_changes: bool) -> None:
+    """Before the first step: list what a resume changes, and refuse changes that jump the lr or drop saved
+    state unless --allow-changes was given."""
+    if resume.params is None:
+        return
+    settings, forced = resume_changes(cfg, train_step, resume)
+    if forced and not allow_changes:
+        raise ConfigError(f"resuming from '{resume.path}' with settings that differ from the checkpoint's: "
+                          f"{'; '.join(settings)}. With them {'; '.join(forced)}, so the resumed run would not "
+                          f"continue the saved one: pass {ALLOW_CHANGES} to train.py to resume with them anyway, or "
+                          f"resume with the checkpoint's settings (the run's config.yaml)")
+    if settings:
+        log.warning("resumed with settings that differ from the checkpoint's%s:\n  %s",
+                    f" ({ALLOW_CHANGES})" if forced else "", "\n  ".join(settings + forced))
 
 
 def write_run_files(run_dir: Path, cfg: Config, plan: RunPlan, class_names: List[str]) -> None:
@@ -167,11 +243,13 @@ def write_run_files(run_dir: Path, cfg: Config, plan: RunPlan, class_names: List
     write_text_atomic(run_dir / "classes.txt", "\n".join(class_names) + "\n")
 
 
-def pictures(cfg: Config, run_dir: Optional[Path]) -> list:
-    """What is drawn after each epoch's record (main rank only): curves.png, and TensorBoard scalars when asked."""
+def pictures(cfg: Config, run_dir: Optional[Path], state: TrainState) -> list:
+    """What is drawn after each epoch's record (main rank only): curves.png, and TensorBoard scalars when asked
+    (hiding the points of training after the step `state` resumes from)."""
     if run_dir is None:
         return []
-    return [CurvesWriter(run_dir), *([TensorBoardScalars(run_dir)] if cfg.train.tensorboard else [])]
+    tensorboard = [TensorBoardScalars(run_dir, purge_step=state.global_step + 1)] if cfg.train.tensorboard else []
+    return [CurvesWriter(run_dir), *tensorboard]
 
 
 def start_run(cfg: Config, plan: RunPlan, run_dir: Path, lock_warning: Optional[str]) -> None:
@@ -215,17 +293,17 @@ def build_loop(cfg: Config, plan: RunPlan, state: TrainState, info, train_step, 
     meta = CheckpointMeta(config_to_dict(cfg), plan.to_dict(), info.class_names)
     settings = LoopSettings(steps, cfg.train.epochs, cfg.train.log_interval, cfg.checkpoint.interval_steps,
                             cfg.eval.interval_epochs, plan.loss_scale == "dynamic", plan.world_size)
-    return TrainLoop(state, settings, progress=Progress(state, steps, plan.global_batch_size, lrs, cfg.train.epochs),
-                     saver=RunSaver(train_step, main_dir, state, meta, cfg.checkpoint.keep_last,
-                                    cfg.checkpoint.interval_epochs),
-                     detector=DivergenceDetector(cfg.train.divergence_factor), evaluate=evaluate, signals=signals,
-                     optimizer_steps=lambda: int(train_step.optimizer.global_step.asnumpy()[0]),
-                     pictures=pictures(cfg, main_dir))
+    saver = RunSaver(train_step, main_dir, state, meta, cfg.checkpoint.keep_last, cfg.checkpoint.interval_epochs)
+    saver.keep_records(state.epoch)  # before anything is drawn: the rows of what the checkpoint holds
+    return TrainLoop(state, settings, progress=Progress(state, steps, plan.global_batch_size, cfg.train.epochs),
+                     saver=saver, detector=DivergenceDetector(cfg.train.divergence_factor), evaluate=evaluate,
+                     signals=signals, lrs=lrs, optimizer_steps=lambda: optimizer_steps(train_step),
+                     pictures=pictures(cfg, main_dir, state))
 
 
 def run_legs(cfg: Config, plan: RunPlan, resumed: Resume, train_ds, steps_per_epoch: int, trainer: ms.train.Model,
              loop: TrainLoop) -> None:
-    """`Model.train` with the loop as its callback, once per leg (`vit_ms.train.sink`) until the run ends or stops."""
+    """`Model.train` with the loop as its callback, once per leg (`plan_legs`) until the run ends or stops."""
     legs = plan_legs(resumed.state, cfg.train.epochs, steps_per_epoch, plan.sink_mode, cfg.train.log_interval)
     if plan.sink_mode:
         log.info("dataset sink mode: %s", describe_legs(legs, steps_per_epoch))
@@ -242,23 +320,25 @@ def run_legs(cfg: Config, plan: RunPlan, resumed: Resume, train_ds, steps_per_ep
             return
 
 
-def run_training(cfg: Config, resume: Optional[str] = None, cache_dir: Optional[Path] = None) -> dict:
+def run_training(cfg: Config, resume: Optional[str] = None, cache_dir: Optional[Path] = None,
+                 allow_changes: bool = False) -> dict:
     """Train as `cfg` says, resuming from a checkpoint path or 'auto'; returns the last epoch's record.
 
     `cache_dir` is where published weights named by `model.pretrained` are downloaded (None: the default).
+    `allow_changes` (--allow-changes): resume even when the settings jump the lr or drop saved state.
     Raises TrainingStopped after SIGTERM/SIGINT (saved; see `stopping`), DivergenceError on divergence.
     """
     runtime = setup_runtime(cfg)
     plan = resolve_plan(cfg, runtime)
     run_dir = prepare_run_dir(cfg, plan.rank)
     if not plan.is_main:  # only rank 0 writes the run directory, so only rank 0 locks it
-        return train_in(cfg, plan, run_dir, resume, cache_dir)
+        return train_in(cfg, plan, run_dir, resume, cache_dir, allow_changes)
     with RunLock(run_dir) as lock:  # before anything is written: a second training into run_dir is refused
-        return train_in(cfg, plan, run_dir, resume, cache_dir, lock_warning=lock.warning)
+        return train_in(cfg, plan, run_dir, resume, cache_dir, allow_changes, lock_warning=lock.warning)
 
 
 def train_in(cfg: Config, plan: RunPlan, run_dir: Path, resume: Optional[str], cache_dir: Optional[Path],
-             lock_warning: Optional[str] = None) -> dict:
+             allow_changes: bool = False, lock_warning: Optional[str] = None) -> dict:
     """`run_training` once the run directory is ours."""
     start_run(cfg, plan, run_dir, lock_warning)
     resumed = load_resume(resume, run_dir, plan)
@@ -278,17 +358,18 @@ def train_in(cfg: Config, plan: RunPlan, run_dir: Path, resume: Optional[str], c
                                                                     teacher))
     train_step, lrs = build_step(cfg, plan, model, info.steps_per_epoch, teacher)
     restore(train_step, model, resumed)
+    state = resumed.state
+    if state.epoch >= cfg.train.epochs:  # the run directory is left as the checkpoint's run wrote it
+        log.info("the run already completed %d of %d epochs; nothing to train", state.epoch, cfg.train.epochs)
+        return {"epoch": state.epoch, "best_top1": state.best_top1}
     rebase_steps(train_step, resumed, plan, info.steps_per_epoch)
+    check_resume_changes(cfg, train_step, resumed, allow_changes)
     if train_step.ema is not None and resumed.params is not None:
         resume_ema(train_step.ema, list(train_step.weights), resumed.params, resumed.path)
 
-    state = resumed.state
     main_dir = run_dir if plan.is_main else None
     if main_dir is not None:
         write_run_files(run_dir, cfg, plan, info.class_names)
-    if state.epoch >= cfg.train.epochs:
-        log.info("the run already completed %d of %d epochs; nothing to train", state.epoch, cfg.train.epochs)
-        return {"epoch": state.epoch, "best_top1": state.best_top1}
     log.info("training %s on %d images (%d steps/epoch, %d classes) for %d epochs", plan.arch.name,
              info.num_samples, info.steps_per_epoch, len(info.class_names), cfg.train.epochs)
     with StopSignals() as signals:
@@ -300,4 +381,4 @@ def train_in(cfg: Config, plan: RunPlan, run_dir: Path, resume: Optional[str], c
         check_replicas(model, plan.world_size)  # rank 0 has finished writing last.ckpt
     loop.finish()
     return {"epoch": state.epoch, "global_step": state.global_step, "best_top1": state.best_top1,
-            "skipped_steps": loop.progress.skipped_steps}
+            "skipped_steps": state.skipped_steps}

@@ -1,6 +1,10 @@
-"""DeiT's distillation loss (Touvron et al., 2021, section 5 and facebookresearch/deit `DistillationLoss`).
+"""The losses of training: label-smoothed cross-entropy on class indices, soft-target cross-entropy on
+mixup/cutmix labels, and DeiT's distillation loss (Touvron et al., 2021, section 5 and facebookresearch/deit
+`DistillationLoss`).
 
     net_with_loss = loss_network(model, cfg, teacher)     # (images, labels) -> scalar loss, the teacher inside
+
+Logits are cast to float32 before the loss so O2 (fp16 network) keeps a float32 loss.
 
 The student's class head learns the labels (`ClassificationLoss`: label smoothing, or mixup/cutmix soft targets);
 its distillation head (model.distilled; the class head itself for a plain ViT, as in classic knowledge
@@ -17,9 +21,34 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ..weights.checkpoint import TEACHER_PREFIX
-from .loss import ClassificationLoss, WithLoss
 
 DISTILL_TYPES = ("none", "hard", "soft")
+
+
+class ClassificationLoss(nn.Cell):
+    """labels (B,) int: cross-entropy with label smoothing; labels (B, K) float: soft-target cross-entropy."""
+
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def construct(self, logits, labels):
+        logits = logits.astype(ms.float32)
+        if labels.ndim == 2:  # soft targets, already smoothed by mixup
+            return (-labels * ops.log_softmax(logits, axis=-1)).sum(axis=-1).mean()
+        return ops.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+
+
+class WithLoss(nn.Cell):
+    """network + loss: (images, labels) -> scalar loss."""
+
+    def __init__(self, network: nn.Cell, loss: nn.Cell):
+        super().__init__(auto_prefix=False)
+        self.network = network
+        self.loss = loss
+
+    def construct(self, images, labels):
+        return self.loss(self.network(images), labels)
 
 
 class FrozenTeacher(nn.Cell):
