@@ -11,8 +11,8 @@
     losses       cross-entropy, soft targets, DeiT's distillation loss and the frozen teacher cell
     pictures     curves.png and TensorBoard scalars after every epoch
     optim        the optimizer, the lr schedule and the parameter groups
-    checkpoint   checkpoint files: atomic writes, reading, resume state and metadata
-    teacher      opening the distillation teacher
+    checkpoint   writing checkpoint files atomically, the resume state, where a run resumes (reading them:
+                 vit_ms.weights.checkpoint)
     ema          the exponential moving average of the weights
     runlock      one training per run directory
     distributed  data-parallel checks across ranks
