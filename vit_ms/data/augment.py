@@ -146,13 +146,14 @@ class RandAugment:
         return float(max(0.0, min(level, self.magnitude_max)))
 
     def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        img = Image.fromarray(image)
+        img = None  # converted to PIL only when an op applies (a quarter of the images keep theirs at p = 0.5)
         for k in rng.integers(0, len(self.ops), size=self.num_ops):
             if self.prob < 1.0 and rng.random() > self.prob:
                 continue
             level, sign = self.draw_level(rng), (-1 if rng.random() > 0.5 else 1)
-            img = apply_op(self.ops[k], img, level, sign, self.fill, self.interpolation)
-        return np.asarray(img, dtype=np.uint8)
+            img = apply_op(self.ops[k], Image.fromarray(image) if img is None else img, level, sign, self.fill,
+                           self.interpolation)
+        return image if img is None else np.asarray(img, dtype=np.uint8)
 
     def __call__(self, images: Sequence[np.ndarray], rng: np.random.Generator) -> List[np.ndarray]:
         """A batch's images, in order, from one generator."""

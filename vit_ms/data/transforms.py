@@ -170,7 +170,9 @@ class EvalCrop:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         height, width = image.shape[:2]
-        if height <= width:
+        if min(height, width) == self.short:  # resized already (C++ Resize: the same sizes, tests/test_data.py)
+            h, w = height, width
+        elif height <= width:
             h, w = self.short, int(self.short * width / height)
         else:
             h, w = int(self.short * height / width), self.short
@@ -181,9 +183,12 @@ class EvalCrop:
 
 
 def build_eval_transforms(cfg: DataConfig, image_size: int, encoded: bool = False) -> list:
-    """Decode (encoded: the input is an encoded image (N,) uint8, decoded in C++), then `EvalCrop`: timm's eval
-    transform (normalising: `batch_ops`). Output (S, S, 3) uint8, S = image_size."""
-    return ([vision.Decode()] if encoded else []) + [EvalCrop(cfg, image_size)]
+    """timm's eval transform (`EvalCrop`; normalising: `batch_ops`): decode (encoded: the input is an encoded
+    image (N,) uint8, decoded in C++), the resize in C++ where MindSpore has PIL's filter, then `EvalCrop` (which
+    then only crops). Output (S, S, 3) uint8, S = image_size."""
+    exact = _CPP_EXACT.get(cfg.interpolation)
+    resize = [] if exact is None else [vision.Resize(math.floor(image_size / cfg.crop_pct), exact)]
+    return ([vision.Decode()] if encoded else []) + resize + [EvalCrop(cfg, image_size)]
 
 
 def preprocess_eval(image: np.ndarray, cfg: DataConfig, image_size: int) -> np.ndarray:
