@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mindspore.dataset import vision
+from mindspore.dataset import transforms, vision
 from PIL import Image
 
 from vit_ms.config import Config, DataConfig
@@ -429,8 +429,9 @@ def test_eval_crop_on_photos_is_timms_eval_transform(sample_photos, interpolatio
             new_h, new_w = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
             resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), pil_filter))
             top, left = int(round((new_h - 224) / 2.0)), int(round((new_w - 224) / 2.0))
-            out = EvalCrop(cfg, 224)(image)
-            np.testing.assert_array_equal(out, resized[top:top + 224, left:left + 224])
+            np.testing.assert_array_equal(EvalCrop(cfg, 224)(image), resized[top:top + 224, left:left + 224])
+            ops = build_eval_transforms(cfg, 224)  # bicubic: C++ Resize with PIL's filter first
+            np.testing.assert_array_equal(transforms.Compose(ops)(image), resized[top:top + 224, left:left + 224])
 
 
 def test_training_crop_resize_is_pils_and_opencvs_is_not(sample_photos):
@@ -473,8 +474,11 @@ def test_transform_lists():
     rand_augment = build_augment(cfg, SIZE)
     assert type(rand_augment).__name__ == "RandAugment" and rand_augment.magnitude_std == 1.0  # mstd honoured
     assert build_augment(DataConfig(auto_augment=""), SIZE) is None
-    assert [type(op).__name__ for op in build_eval_transforms(cfg, SIZE)] == ["EvalCrop"]
-    assert [type(op).__name__ for op in build_eval_transforms(cfg, SIZE, encoded=True)] == ["Decode", "EvalCrop"]
+    assert [type(op).__name__ for op in build_eval_transforms(cfg, SIZE)] == ["Resize", "EvalCrop"]  # PILCUBIC
+    assert [type(op).__name__ for op in build_eval_transforms(cfg, SIZE, encoded=True)] == ["Decode", "Resize",
+                                                                                             "EvalCrop"]
+    bilinear = DataConfig(interpolation="bilinear")  # PIL resizes in EvalCrop
+    assert [type(op).__name__ for op in build_eval_transforms(bilinear, SIZE)] == ["EvalCrop"]
     with pytest.raises(ValueError, match="SeededCrop"):  # bilinear crops in Python, with PIL's filter
         build_train_transforms(DataConfig(interpolation="bilinear"), SIZE)
     jitter = DataConfig(auto_augment="", color_jitter=0.4)
