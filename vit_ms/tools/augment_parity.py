@@ -72,14 +72,14 @@ def row(check: str, setting: str, diffs: Sequence[np.ndarray] = (), ours: str = 
 
 
 def op_rows(t: dict, photos: Sequence[np.ndarray]) -> List[dict]:
-    """Each RandAugment op at m = 5, 9, 15, both signs, on the 224 px photos."""
+    """Each RandAugment op at m = 5, 9 and 15, both signs, on the 224 px photos: one row per op."""
     aa, rows = t["aa"], []
     negate = aa._randomly_negate
     images = [np.asarray(Image.fromarray(p).resize((224, 224), Image.BICUBIC)) for p in photos]
     try:
         for name in dict.fromkeys(RAND_OPS + RAND_INCREASING_OPS):
+            diffs, notes = [], set()
             for m in (5, 9, 15):
-                diffs, notes = [], set()
                 level = RandAugment(magnitude=m).draw_level(np.random.default_rng(0))
                 for sign in (1, -1):
                     aa._randomly_negate = (lambda v: v) if sign > 0 else (lambda v: -v)
@@ -90,17 +90,17 @@ def op_rows(t: dict, photos: Sequence[np.ndarray]) -> List[dict]:
                         try:
                             theirs = np.asarray(op(Image.fromarray(image)))
                         except ValueError as err:  # Posterize to 0 bits: recent Pillow refuses
-                            notes.add(f"timm raises ({err}); compared with black, older Pillow's result")
+                            notes.add(f"m={m}: timm raises ({err}); compared with black, older Pillow's result")
                             theirs = np.zeros_like(image)
                         diffs.append(_diff(ours, theirs))
-                rows.append(row(f"RandAugment {name}", f"m={m}", diffs, note="; ".join(sorted(notes))))
+            rows.append(row(f"RandAugment {name}", "m=5, 9, 15; both signs", diffs, note="; ".join(sorted(notes))))
     finally:
         aa._randomly_negate = negate
     return rows
 
 
 def policy_rows(t: dict, photos: Sequence[np.ndarray], draws: int, seed: int) -> List[dict]:
-    """The whole policy: mean |change| of a photo, ours and timm's, over `draws` random draws each."""
+    """The whole policy: mean absolute change of a photo, ours and timm's, over `draws` random draws each."""
     images = [np.asarray(Image.fromarray(p).resize((224, 224), Image.BICUBIC)) for p in photos]
     rows = []
     for policy in ("rand-m9-mstd0.5-inc1", "rand-m9-mstd0.5", "rand-m7-mstd0.5"):
@@ -112,7 +112,7 @@ def policy_rows(t: dict, photos: Sequence[np.ndarray], draws: int, seed: int) ->
         ours = [_diff(ours_op([im], rng)[0], im).mean() for _ in range(draws) for im in images]
         theirs = [_diff(np.asarray(theirs_op(Image.fromarray(im))), im).mean() for _ in range(draws) for im in images]
         rows.append(row("RandAugment, whole policy", policy, ours=f"{np.mean(ours):.1f}",
-                        timm=f"{np.mean(theirs):.1f}", note="mean |change| of a photo, 0-255"))
+                        timm=f"{np.mean(theirs):.1f}", note="mean absolute change of a photo, 0-255"))
     return rows
 
 
