@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 LEVEL_DENOM = 10.0  # m is on a 0-10 scale: level / LEVEL_DENOM is the fraction of each op's range
-_PIL_FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
+PIL_FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}  # data.interpolation
 
 RAND_OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "SolarizeAdd", "Color",
             "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
@@ -116,7 +116,7 @@ def apply_op(name: str, img: Image.Image, level: float, sign: int = 1, fill=(128
     """One op at magnitude `level` (already noised and clipped) with sign `sign`: timm's AugmentOp once drawn."""
     level_fn = LEVELS[name]
     arg = None if level_fn is None else level_fn(level, sign)
-    return OPS[name](img, arg, tuple(fill), _PIL_FILTERS[interpolation])
+    return OPS[name](img, arg, tuple(fill), PIL_FILTERS[interpolation])
 
 
 class RandAugment:

@@ -160,11 +160,11 @@ class BatchFinish:
     """`per_batch_map` of the pipeline's batch op: (images, labels, BatchInfo) -> (images, labels), see above.
 
     images: B arrays (S, S, 3) uint8 (with `crop`: B encoded images) -> (B, 3, S, S) float32; labels: B int32 ->
-    (B,) int32, or (B, num_classes) float32 with mixup. augment: (images, rng) -> images (`transforms.build_augment`);
-    re_prob, re_mode, re_count: random erasing (`random_erase`). seed: (train.seed, shard id); start_epoch: the first epoch the pipeline yields, of which
-    `skip_batches` were left out (a resume in the middle of it); epoch_base: what to add to MindSpore's epoch
-    number to get the epoch (start_epoch when the pipeline counts from 0, 0 when a resumed MindDataset reports
-    the epoch itself).
+    (B,) int32, or (B, num_classes) float32 with mixup. augment: (images, rng) -> images
+    (`transforms.build_augment`); re_prob, re_mode, re_count: random erasing (`random_erase`).
+    seed: (train.seed, shard id); start_epoch: the first epoch the pipeline yields, of which `skip_batches` were
+    left out (a resume in the middle of it); epoch_base: what to add to MindSpore's epoch number to get the epoch
+    (start_epoch when the pipeline counts from 0, 0 when a resumed MindDataset reports the epoch itself).
     """
 
     def __init__(self, normalize: Normalizer, augment: Optional[Callable] = None, re_prob: float = 0.0,

@@ -4,9 +4,10 @@ Columns out: `image` float32 (B, 3, S, S); `label` int32 (B,), or float32 (B, nu
 training with mixup / cutmix. The source reads each file's bytes, in MindSpore's C++ reader (`native_source`)
 or in Python threads (`reading.SampleReader`: PIL decodes only what the C++ decoder cannot read, see `decode`); the first
 map op decodes in C++: RandomCropDecodeResize for training, Decode for evaluation (then timm's resize and crop,
-`transforms.EvalCrop`). The per-image ops end in uint8 (S, S, 3); the batch op's `BatchFinish` normalises, erases and mixes whole batches (`batch_ops`). A file
-that turns out bad after the scan is replaced by another sample when data.on_bad_image=skip (by the next usable
-one, named in a warning: `reading`), so the number of batches per epoch never changes.
+`transforms.EvalCrop`). The per-image ops end in uint8 (S, S, 3); the batch op's `BatchFinish` normalises,
+erases and mixes whole batches (`batch_ops`). A file that turns out bad after the scan is replaced by another
+sample when data.on_bad_image=skip (by the next usable one, named in a warning: `reading`), so the number of
+batches per epoch never changes.
 """
 import logging
 import math

@@ -27,19 +27,19 @@ from PIL import Image
 
 from ..config import DataConfig
 from ..errors import ConfigError
-from .augment import parse_rand_augment
+from .augment import PIL_FILTERS, parse_rand_augment
 from .batch_ops import GlobalRngPolicy, Normalizer
 
 # data.interpolation -> MindSpore's C++ filter that is PIL's bit for bit; the others resize in PIL (`pil_resize`)
 _CPP_EXACT = {"bicubic": Inter.PILCUBIC}
-_PIL_FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
+_MINDSPORE_FILTERS = {"bicubic": Inter.BICUBIC, "bilinear": Inter.BILINEAR, "nearest": Inter.NEAREST}  # for mindcv
 _POLICY_HELP = ("use e.g. 'rand-m9-mstd0.5-inc1' (timm's RandAugment, DeiT's policy; 'randaug-...' is read the "
                 "same), 'autoaug', '3a', 'trivialaugwide', or '' for none")
 
 
 def pil_resize(image: np.ndarray, height: int, width: int, interpolation: str) -> np.ndarray:
     """(H, W, 3) uint8 -> (height, width, 3) uint8, PIL's antialiased resize (what timm's transforms run)."""
-    return np.asarray(Image.fromarray(image).resize((width, height), _PIL_FILTERS[interpolation]))
+    return np.asarray(Image.fromarray(image).resize((width, height), PIL_FILTERS[interpolation]))
 
 
 def train_crop_in_cpp(cfg: DataConfig) -> bool:
@@ -64,7 +64,7 @@ def build_augment(cfg: DataConfig, image_size: int) -> Optional[Callable]:
         if kind in ("rand", "randaug"):
             return parse_rand_augment(policy, fill, cfg.interpolation)
         hparams = dict(translate_const=int(image_size * 0.45), img_mean=fill,
-                       interpolation=_CPP_EXACT.get(cfg.interpolation, Inter.BILINEAR))
+                       interpolation=_MINDSPORE_FILTERS[cfg.interpolation])
         if kind in ("autoaug", "3a"):
             return GlobalRngPolicy(auto_augment_transform(policy, hparams))
         if kind == "trivialaugwide":
