@@ -434,6 +434,16 @@ def test_eval_crop_on_photos_is_timms_eval_transform(sample_photos, interpolatio
             np.testing.assert_array_equal(transforms.Compose(ops)(image), resized[top:top + 224, left:left + 224])
 
 
+def test_cpp_resize_of_the_shorter_side_gives_torchvisions_sizes():
+    """The eval list resizes in C++ (Resize(short)) and EvalCrop then only crops: the longer side must be
+    torchvision's int(short * long / shorter) for every shape."""
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        h, w = (int(v) for v in rng.integers(200, 900, 2))
+        out = np.asarray(vision.Resize(256, vision.Inter.PILCUBIC)(np.zeros((h, w, 3), np.uint8)))
+        assert out.shape[:2] == ((256, int(256 * w / h)) if h <= w else (int(256 * h / w), 256)), (h, w)
+
+
 def test_training_crop_resize_is_pils_and_opencvs_is_not(sample_photos):
     """RandomCropDecodeResize with the C++ filter chosen for bicubic (Inter.PILCUBIC) gives PIL's pixels, decoding
     while cropping; MindSpore's own BICUBIC (OpenCV's, not antialiased) is off by several grey levels at this
