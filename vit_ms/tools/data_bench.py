@@ -6,7 +6,7 @@ Writes a folder of photo-sized JPEGs (500x375 by default, like ImageNet's; smoot
 quality 90) to a temporary folder, builds every pipeline once with the config's transforms and workers:
 
 - ours: `vit_ms.data.create_dataset` (train: RandomCropDecodeResize, flip, then per batch timm's RandAugment,
-  normalise, random erasing, mixup / cutmix; eval: Decode, PIL's resize, center crop, then normalise), from the
+  normalise, random erasing, mixup / cutmix; eval: Decode, resize with PIL's filter, center crop, normalise), from the
   folder read by MindSpore's C++ reader (`data.reader: native`, format "folder") and by Python threads
   ("folder-python"), and from a MindRecord copy of it (`data.format: mindrecord`);
 - mindcv (--compare mindcv): `mindcv.data.create_dataset` + `create_transforms` + `create_loader` with the same
