@@ -165,3 +165,14 @@ def test_a_resumed_pipeline_draws_what_the_uninterrupted_one_drew(skip, counts_f
     next_epoch = Info(first + 1, 0)
     np.testing.assert_array_equal(resumed(images, labels, next_epoch)[1], full(images, labels, next_epoch)[1])
     assert not np.array_equal(resumed(images, labels, Info(first, 0))[0], full(images, labels, Info(first, 0))[0])
+
+
+def test_erasing_settings_are_checked_when_the_config_loads():
+    from vit_ms.config import load_config
+    from vit_ms.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.re_count=0 must be at least 1"):
+        load_config("vit_b16.yaml", ["data.re_count=0"])
+    with pytest.raises(ConfigError, match="re_mode"):
+        load_config("vit_b16.yaml", ["data.re_mode=zeros"])
+    assert load_config("vit_b16.yaml").data.re_mode == "pixel"
