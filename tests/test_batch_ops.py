@@ -53,7 +53,7 @@ def test_erase_box_stays_inside_and_in_range():
 
 def test_random_erase_zeroes_one_box_in_about_prob_of_the_images():
     images = np.ones((400, 3, 32, 32), np.float32)
-    random_erase(images, 0.25, np.random.default_rng(1))
+    random_erase(images, 0.25, np.random.default_rng(1), mode="const")
     zeros = (images == 0).all(axis=1)  # (B, S, S): erased pixels are 0 in every channel
     erased = zeros.any(axis=(1, 2))
     assert 0.18 < erased.mean() < 0.32
@@ -62,6 +62,45 @@ def test_random_erase_zeroes_one_box_in_about_prob_of_the_images():
         assert mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all() and mask.sum() == len(rows) * len(cols)
     untouched = np.ones((8, 3, 32, 32), np.float32)
     np.testing.assert_array_equal(random_erase(untouched, 0.0, np.random.default_rng(1)), 1.0)
+
+
+def test_erase_box_is_timms_area_uniform_and_aspect_log_uniform():
+    """timm: area fraction uniform on [0.02, 1/3], log(h / w) uniform on [log 0.3, log(1 / 0.3)]: median w / h 1.0
+    and half the boxes wider than tall (a uniform aspect on (0.3, 3.3) gave 1.8 and 76%)."""
+    rng = np.random.default_rng(0)
+    boxes = [erase_box(rng, 224, 224) for _ in range(20000)]
+    boxes = [b for b in boxes if b is not None]
+    assert len(boxes) > 19000
+    h, w = np.array([b[2] for b in boxes], float), np.array([b[3] for b in boxes], float)
+    aspect = w / h
+    assert abs(np.median(aspect) - 1.0) < 0.05 and abs((aspect > 1).mean() - (aspect < 1).mean()) < 0.03
+    log_aspect = np.log(aspect)
+    assert abs(log_aspect.mean()) < 0.02 and abs(log_aspect.std() - np.log(1 / 0.3) / np.sqrt(3)) < 0.03  # uniform
+    area = h * w / 224**2
+    assert abs(np.median(area) - (0.02 + 1 / 3) / 2) < 0.02 and area.max() < 1 / 3 + 0.01
+    halves = [erase_box(rng, 224, 224, count=2) for _ in range(4000)]
+    assert abs(np.mean([b[2] * b[3] for b in halves if b]) / 224**2 - (0.02 + 1 / 3) / 4) < 0.01  # area / count
+
+
+def test_random_erase_modes_fill_as_timm():
+    """pixel (DeiT): standard normal noise per pixel in normalised space; rand: one normal colour per box;
+    count: that many boxes per erased image."""
+    images = np.full((300, 3, 48, 48), 7.0, np.float32)  # 7.0: no noise sample is ever that value
+    random_erase(images, 1.0, np.random.default_rng(2), mode="pixel")
+    erased = images != 7.0  # (B, 3, S, S)
+    assert erased.any(axis=(1, 2, 3)).mean() > 0.97
+    values = images[erased]
+    assert abs(values.mean()) < 0.01 and abs(values.std() - 1.0) < 0.01 and len(np.unique(values)) > 1000
+    colours = np.full((200, 3, 48, 48), 7.0, np.float32)
+    random_erase(colours, 1.0, np.random.default_rng(3), mode="rand")
+    for image in colours:
+        mask = (image != 7.0).all(axis=0)
+        if mask.any():
+            assert all(len(np.unique(image[c][mask])) == 1 for c in range(3))  # one colour per box
+    counted = np.full((200, 3, 64, 64), 7.0, np.float32)
+    random_erase(counted, 1.0, np.random.default_rng(4), mode="const", count=3)
+    fractions = (counted == 0).all(axis=1).mean(axis=(1, 2))  # (B,) erased share of each image
+    assert 0.1 < fractions.mean() < 0.2  # three boxes sharing an area of mean (0.02 + 1/3) / 2, overlapping
 
 
 def finish(**kwargs) -> BatchFinish:
@@ -126,3 +165,14 @@ def test_a_resumed_pipeline_draws_what_the_uninterrupted_one_drew(skip, counts_f
     next_epoch = Info(first + 1, 0)
     np.testing.assert_array_equal(resumed(images, labels, next_epoch)[1], full(images, labels, next_epoch)[1])
     assert not np.array_equal(resumed(images, labels, Info(first, 0))[0], full(images, labels, Info(first, 0))[0])
+
+
+def test_erasing_settings_are_checked_when_the_config_loads():
+    from vit_ms.config import load_config
+    from vit_ms.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.re_count=0 must be at least 1"):
+        load_config("vit_b16.yaml", ["data.re_count=0"])
+    with pytest.raises(ConfigError, match="re_mode"):
+        load_config("vit_b16.yaml", ["data.re_mode=zeros"])
+    assert load_config("vit_b16.yaml").data.re_mode == "pixel"

@@ -68,9 +68,12 @@ class DataConfig:
     scale: List[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
     ratio: List[float] = field(default_factory=lambda: [0.75, 1.333])
     hflip: float = 0.5
-    auto_augment: str = "randaug-m9-mstd0.5-inc1"  # mindcv/timm policy string, "" for none
+    # timm's policy string (DeiT: rand-m9-mstd0.5-inc1; mindcv's randaug-... reads the same), "" for none
+    auto_augment: str = "rand-m9-mstd0.5-inc1"
     color_jitter: float = 0.0  # used only when auto_augment is ""
-    re_prob: float = 0.25  # random erasing probability
+    re_prob: float = 0.25  # random erasing probability (timm's RandomErasing, per image)
+    re_mode: Literal["pixel", "rand", "const"] = "pixel"  # erased box: per-pixel noise (DeiT), one colour, the mean
+    re_count: int = 1  # boxes per erased image, sharing the area
     mixup: float = 0.8  # mixup alpha, 0 to disable
     cutmix: float = 1.0  # cutmix alpha, 0 to disable
     mixup_prob: float = 1.0
@@ -340,6 +343,7 @@ def validate(cfg: Config) -> None:
     _check(len(d.mean) == 3 and len(d.std) == 3 and all(s > 0 for s in d.std),
            f"data.mean={d.mean} and data.std={d.std} must each have 3 values, std positive")
     _check(0 < d.crop_pct <= 1, f"data.crop_pct={d.crop_pct} must be in (0, 1]")
+    _check(d.re_count >= 1, f"data.re_count={d.re_count} must be at least 1 (boxes per erased image)")
     _check(d.num_parallel_workers > 0, f"data.num_parallel_workers={d.num_parallel_workers} must be positive")
     _check(d.mixup >= 0 and d.cutmix >= 0, "data.mixup and data.cutmix must be >= 0 (0 disables)")
     _check(len(d.scale) == 2 and 0 < d.scale[0] <= d.scale[1] <= 1,

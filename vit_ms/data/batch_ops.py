@@ -5,16 +5,17 @@ moves a quarter of the bytes of float32 (3, S, S) ones, and one call per batch r
 (RandAugment and RandomErasing were Python ops, each taking the GIL and converting every image; Normalize,
 HWC2CHW). `BatchFinish` is that pass:
 
-    [train.deterministic: B encoded images -> decode, crop, flip, colour jitter (`transforms.SeededCrop`)]
-    B images (S, S, 3) uint8 -> auto-augment policy, image by image (train: mindcv's RandAugment ...)
+    [train.deterministic, or a filter only PIL has: B encoded images -> decode, crop, flip, jitter (`SeededCrop`)]
+    B images (S, S, 3) uint8 -> auto-augment policy, image by image (train: timm's RandAugment, `augment`)
     -> (x - mean) / std as a table lookup -> (B, 3, S, S) float32
-    -> random erasing (train: each image with data.re_prob, MindSpore's RandomErasing box, value 0)
+    -> random erasing (train: each image with data.re_prob, timm's RandomErasing, DeiT's per-pixel noise)
     -> mixup / cutmix (train, when enabled: labels become (B, num_classes) float32 soft labels)
 
 Randomness comes from a generator seeded by (train.seed, shard, epoch, batch of the epoch), never from a shared
 one, so the result does not depend on which worker thread finishes a batch first and a run resumed in the middle
-of an epoch draws what the uninterrupted run drew. mindcv's policies draw from Python's and numpy's global RNGs:
-those are seeded from the batch's generator and the policy applied under a lock, one batch at a time.
+of an epoch draws what the uninterrupted run drew. RandAugment draws from that generator too; mindcv's other
+policies draw from Python's and numpy's global RNGs: those are seeded from the batch's generator and the policy
+applied under a lock, one batch at a time (`GlobalRngPolicy`).
 """
 import math
 import random
@@ -45,30 +46,45 @@ class Normalizer:
         return out
 
 
-def erase_box(rng: np.random.Generator, height: int, width: int, scale: Sequence[float] = (0.02, 0.33),
-              ratio: Sequence[float] = (0.3, 3.3), attempts: int = 10):
-    """(top, left, h, w) of a random erasing box as MindSpore's RandomErasing draws it (area fraction uniform in
-    `scale`, aspect ratio w/h uniform in `ratio`, fully inside the image), or None after `attempts` misses."""
+def erase_box(rng: np.random.Generator, height: int, width: int, min_area: float = 0.02,
+              max_area: float = 1 / 3, min_aspect: float = 0.3, count: int = 1, attempts: int = 10):
+    """(top, left, h, w) of one random erasing box as timm's RandomErasing draws it, or None after `attempts`
+    misses: area fraction uniform in [min_area, max_area] / count, log aspect ratio uniform in
+    [log(min_aspect), -log(min_aspect)], strictly smaller than the image."""
+    log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
     for _ in range(attempts):
-        area = rng.uniform(*scale) * height * width
-        aspect = rng.uniform(*ratio)
-        w = int(round(math.sqrt(area * aspect)))
-        h = int(round(w / aspect))
-        if h < height and w < width:
+        area = rng.uniform(min_area, max_area) * height * width / count
+        aspect = math.exp(rng.uniform(*log_aspect))  # h / w
+        h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+        if w < width and h < height:
             return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
     return None
 
 
-def random_erase(images: np.ndarray, prob: float, rng: np.random.Generator) -> np.ndarray:
-    """Zero (the mean colour, after normalisation) one random box in each image with probability `prob`, in place:
-    images (B, 3, S, S) float32, as mindcv's train transforms do per image with RandomErasing(value=0)."""
-    height, width = images.shape[-2:]
+ERASE_MODES = ("pixel", "rand", "const")
+
+
+def random_erase(images: np.ndarray, prob: float, rng: np.random.Generator, mode: str = "pixel",
+                 count: int = 1) -> np.ndarray:
+    """timm's RandomErasing on each image of a batch, in place: with probability `prob`, `count` boxes
+    (`erase_box`) filled, in normalised space, with per-pixel standard normal noise (mode "pixel", DeiT's), one
+    normal colour per box ("rand") or 0, the mean colour ("const"). images (B, 3, S, S) float32."""
+    channels, height, width = images.shape[-3:]
     for image in images:
-        if rng.random() < prob:
-            box = erase_box(rng, height, width)
-            if box is not None:
-                top, left, h, w = box
-                image[:, top:top + h, left:left + w] = 0.0
+        if rng.random() >= prob:
+            continue
+        for _ in range(count):
+            box = erase_box(rng, height, width, count=count)
+            if box is None:
+                continue
+            top, left, h, w = box
+            if mode == "pixel":
+                fill = rng.standard_normal((channels, h, w), dtype=np.float32)
+            elif mode == "rand":
+                fill = rng.standard_normal((channels, 1, 1), dtype=np.float32)
+            else:
+                fill = 0.0
+            image[:, top:top + h, left:left + w] = fill
     return images
 
 
@@ -124,30 +140,39 @@ def build_mixup(cfg: DataConfig, num_classes: int, label_smoothing: float) -> Op
 _GLOBAL_RNGS = threading.Lock()  # held while a batch's policy draws from Python's and numpy's global RNGs
 
 
-def augment_images(images: Sequence[np.ndarray], augment: Callable, rng: np.random.Generator) -> list:
-    """Apply an auto-augment policy that draws from the global RNGs to each (S, S, 3) uint8 image, with those
-    RNGs seeded from `rng`: the same images and generator give the same result in any thread."""
-    seeds = rng.integers(0, 2**32, size=2)
-    with _GLOBAL_RNGS:
-        random.seed(int(seeds[0]))
-        np.random.seed(int(seeds[1]))
-        return [np.asarray(augment(image), dtype=np.uint8) for image in images]
+class GlobalRngPolicy:
+    """A per-image policy that draws from the global RNGs (mindcv's autoaug, 3a, trivialaugwide) as a batch op:
+    (B images (S, S, 3) uint8, rng) -> B images, with those RNGs seeded from `rng` under a lock, so the same
+    images and generator give the same result in any thread."""
+
+    def __init__(self, policy: Callable):
+        self.policy = policy
+
+    def __call__(self, images: Sequence[np.ndarray], rng: np.random.Generator) -> list:
+        seeds = rng.integers(0, 2**32, size=2)
+        with _GLOBAL_RNGS:
+            random.seed(int(seeds[0]))
+            np.random.seed(int(seeds[1]))
+            return [np.asarray(self.policy(image), dtype=np.uint8) for image in images]
 
 
 class BatchFinish:
     """`per_batch_map` of the pipeline's batch op: (images, labels, BatchInfo) -> (images, labels), see above.
 
-    images: B arrays (S, S, 3) uint8 (with `crop`: B encoded images) -> (B, 3, S, S) float32; labels: B int32 -> (B,) int32, or (B, num_classes)
-    float32 with mixup. seed: (train.seed, shard id); start_epoch: the first epoch the pipeline yields, of which
-    `skip_batches` were left out (a resume in the middle of it); epoch_base: what to add to MindSpore's epoch
-    number to get the epoch (start_epoch when the pipeline counts from 0, 0 when a resumed MindDataset reports
-    the epoch itself).
+    images: B arrays (S, S, 3) uint8 (with `crop`: B encoded images) -> (B, 3, S, S) float32; labels: B int32 ->
+    (B,) int32, or (B, num_classes) float32 with mixup. augment: (images, rng) -> images
+    (`transforms.build_augment`); re_prob, re_mode, re_count: random erasing (`random_erase`).
+    seed: (train.seed, shard id); start_epoch: the first epoch the pipeline yields, of which `skip_batches` were
+    left out (a resume in the middle of it); epoch_base: what to add to MindSpore's epoch number to get the epoch
+    (start_epoch when the pipeline counts from 0, 0 when a resumed MindDataset reports the epoch itself).
     """
 
     def __init__(self, normalize: Normalizer, augment: Optional[Callable] = None, re_prob: float = 0.0,
                  mixup: Optional[BatchMixup] = None, seed: Sequence[int] = (0, 0), start_epoch: int = 0,
-                 skip_batches: int = 0, epoch_base: int = 0, crop: Optional[Callable] = None):
+                 skip_batches: int = 0, epoch_base: int = 0, crop: Optional[Callable] = None,
+                 re_mode: str = "pixel", re_count: int = 1):
         self.normalize, self.augment, self.re_prob, self.mixup = normalize, augment, re_prob, mixup
+        self.re_mode, self.re_count = re_mode, re_count
         self.crop = crop  # (encoded image, rng) -> (S, S, 3) uint8, or None: the images come cropped
         self.seed, self.epoch_base = tuple(seed), epoch_base
         self.start_epoch, self.skip_batches = start_epoch, skip_batches
@@ -164,8 +189,8 @@ class BatchFinish:
         if self.crop is not None:
             images = [self.crop(image, rng) for image in images]
         if self.augment is not None:
-            images = augment_images(images, self.augment, rng)
+            images = self.augment(images, rng)
         out = self.normalize(np.stack(images))  # (B, 3, S, S)
         if self.re_prob > 0:
-            random_erase(out, self.re_prob, rng)
+            random_erase(out, self.re_prob, rng, self.re_mode, self.re_count)
         return (out, labels) if self.mixup is None else self.mixup(out, labels, rng)

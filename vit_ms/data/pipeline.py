@@ -3,10 +3,11 @@
 Columns out: `image` float32 (B, 3, S, S); `label` int32 (B,), or float32 (B, num_classes) soft labels when
 training with mixup / cutmix. The source reads each file's bytes, in MindSpore's C++ reader (`native_source`)
 or in Python threads (`reading.SampleReader`: PIL decodes only what the C++ decoder cannot read, see `decode`); the first
-map op decodes in C++: RandomCropDecodeResize for training, Decode for evaluation. The per-image ops end in
-uint8 (S, S, 3); the batch op's `BatchFinish` normalises, erases and mixes whole batches (`batch_ops`). A file
-that turns out bad after the scan is replaced by another sample when data.on_bad_image=skip (by the next usable
-one, named in a warning: `reading`), so the number of batches per epoch never changes.
+map op decodes in C++: RandomCropDecodeResize for training, Decode for evaluation (then timm's resize and crop,
+`transforms.EvalCrop`). The per-image ops end in uint8 (S, S, 3); the batch op's `BatchFinish` normalises,
+erases and mixes whole batches (`batch_ops`). A file that turns out bad after the scan is replaced by another
+sample when data.on_bad_image=skip (by the next usable one, named in a warning: `reading`), so the number of
+batches per epoch never changes.
 """
 import logging
 import math
@@ -26,7 +27,7 @@ from .native_source import native_dataset
 from .reading import SampleReader
 from .sampler import EpochSampler
 from .batch_ops import BatchFinish, Normalizer, build_mixup
-from .transforms import SeededCrop, build_augment, build_eval_transforms, build_train_transforms
+from .transforms import SeededCrop, build_augment, build_eval_transforms, build_train_transforms, train_crop_in_cpp
 
 logger = logging.getLogger("vit_ms")
 
@@ -183,13 +184,16 @@ def create_dataset(data: DataConfig, split: str, feed: Feed, classes: Optional[S
         dataset = _folder_reader(split_data, sampler, data, workers)
     # train.deterministic: the crop and flip draw from each batch's generator too (SeededCrop), so a run resumed
     # in the middle of an epoch crops as one never stopped; MindSpore's random C++ ops draw from one stream each.
-    seeded = SeededCrop(data, f.image_size) if training and f.deterministic else None
+    # SeededCrop also crops for the filters MindSpore has no C++ twin of PIL's for (bilinear, nearest).
+    python_crop = f.deterministic or not train_crop_in_cpp(data)
+    seeded = SeededCrop(data, f.image_size) if training and python_crop else None
     if seeded is None:
         ops = (build_train_transforms if training else build_eval_transforms)(data, f.image_size, encoded=True)
         dataset = dataset.map(operations=ops, input_columns="image", num_parallel_workers=workers)
     mixup = build_mixup(data, len(split_data.classes), f.label_smoothing) if training else None
     finish = BatchFinish(Normalizer(data.mean, data.std), augment=build_augment(data, f.image_size)
                          if training else None, re_prob=data.re_prob if training else 0.0, mixup=mixup,
+                         re_mode=data.re_mode, re_count=data.re_count,
                          seed=(f.seed, f.shard_id), start_epoch=f.start_epoch,
                          skip_batches=f.skip_steps * f.accum_steps if training else 0,
                          epoch_base=0 if data.format == "mindrecord" and training else f.start_epoch, crop=seeded)

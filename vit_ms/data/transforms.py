@@ -1,54 +1,74 @@
-"""Per-image transforms, on encoded bytes or decoded (H, W, 3) uint8 RGB arrays, from mindcv 0.3.0.
+"""Per-image transforms, on encoded bytes or decoded (H, W, 3) uint8 RGB arrays: the pixels timm's give.
 
 They end in (S, S, 3) uint8; the auto-augment policy (built here by `build_augment`), normalising, random
 erasing and mixup follow on whole batches (`batch_ops`).
 
-Reused from mindcv: the eval list (`transforms_imagenet_eval`: Decode, Resize, CenterCrop), the colour jitter
-(`transforms_imagenet_train`) and the auto-augment policies (`rand_augment_transform` and friends).
-Changed, each for a reason given where it happens: for decoded arrays (infer.py, tests) mindcv's Decode /
-RandomCropDecodeResize become RandomResizedCrop / nothing (`encoded=False`); mindcv ignores `mstd` in a
-RandAugment string; mindcv's per-image RandAugment, Normalize, HWC2CHW and RandomErasing run per batch instead.
+Resizing is PIL's (antialiased, as timm's and torchvision's transforms on PIL images): in C++ where MindSpore has
+PIL's filter (`Inter.PILCUBIC` is PIL's bicubic bit for bit, also inside RandomCropDecodeResize), else PIL
+itself in Python (`pil_resize`: bilinear, nearest). MindSpore's own BICUBIC and BILINEAR are OpenCV's, which do
+not antialias: 5 grey levels from PIL on average at the 0.35 downscale of a 640 x 427 photo to 224.
+
+- train: random resized crop (C++ RandomCropDecodeResize for bicubic; `SeededCrop` for train.deterministic and
+  for the filters only PIL has), flip, colour jitter (mindcv's `transforms_imagenet_train` ops, when there is
+  no policy, as in timm).
+- policy: RandAugment is timm's (`augment`); the other mindcv policies (autoaug, 3a, trivialaugwide) are mindcv's.
+- eval: timm's `transforms_imagenet_eval`: resize the shorter side to floor(S / crop_pct) (torchvision's sizes),
+  center crop with torchvision's rounding (`EvalCrop`).
 """
 import math
-import re
 from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
-from mindcv.data.auto_augment import auto_augment_transform, rand_augment_transform, trivial_augment_wide_transform
-from mindcv.data.transforms_factory import transforms_imagenet_eval, transforms_imagenet_train
-from mindspore.dataset import transforms, vision
+from mindcv.data.auto_augment import auto_augment_transform, trivial_augment_wide_transform
+from mindcv.data.transforms_factory import transforms_imagenet_train
+from mindspore.dataset import vision
 from mindspore.dataset.vision import Inter
+from PIL import Image
 
 from ..config import DataConfig
 from ..errors import ConfigError
-from .batch_ops import Normalizer
+from .augment import PIL_FILTERS, parse_rand_augment
+from .batch_ops import GlobalRngPolicy, Normalizer
 
-_INTERPOLATION = {"bicubic": Inter.BICUBIC, "bilinear": Inter.BILINEAR, "nearest": Inter.NEAREST}
-_POLICY_HELP = ("use e.g. 'randaug-m9-mstd0.5-inc1' (RandAugment), 'autoaug', '3a', 'trivialaugwide', "
-                "or '' for none")
+# data.interpolation -> MindSpore's C++ filter that is PIL's bit for bit; the others resize in PIL (`pil_resize`)
+_CPP_EXACT = {"bicubic": Inter.PILCUBIC}
+_MINDSPORE_FILTERS = {"bicubic": Inter.BICUBIC, "bilinear": Inter.BILINEAR, "nearest": Inter.NEAREST}  # for mindcv
+_POLICY_HELP = ("use e.g. 'rand-m9-mstd0.5-inc1' (timm's RandAugment, DeiT's policy; 'randaug-...' is read the "
+                "same), 'autoaug', '3a', 'trivialaugwide', or '' for none")
+
+
+def pil_resize(image: np.ndarray, height: int, width: int, interpolation: str) -> np.ndarray:
+    """(H, W, 3) uint8 -> (height, width, 3) uint8, PIL's antialiased resize (what timm's transforms run)."""
+    return np.asarray(Image.fromarray(image).resize((width, height), PIL_FILTERS[interpolation]))
+
+
+def train_crop_in_cpp(cfg: DataConfig) -> bool:
+    """Whether MindSpore's C++ RandomCropDecodeResize gives PIL's pixels for cfg.interpolation; if not, the
+    training crop runs in Python (`SeededCrop`)."""
+    return cfg.interpolation in _CPP_EXACT
 
 
 def build_augment(cfg: DataConfig, image_size: int) -> Optional[Callable]:
-    """mindcv's auto-augment op for the policy string cfg.auto_augment (same hyper-parameters as
-    transforms_imagenet_train), or None for "": (S, S, 3) uint8 -> (S, S, 3) uint8, drawing from Python's and
-    numpy's global RNGs (`batch_ops.BatchFinish` seeds them per batch)."""
+    """The auto-augment policy of cfg.auto_augment, or None for "": (B images (S, S, 3) uint8, rng) -> B images.
+
+    RandAugment ('rand-...' or 'randaug-...') is timm's (`augment.RandAugment`, drawing from the batch's
+    generator); 'autoaug', '3a' and 'trivialaugwide' are mindcv's, drawing from the global RNGs that
+    `batch_ops.GlobalRngPolicy` seeds from the batch's generator. Fill: the mean colour; geometric ops resample
+    with cfg.interpolation (timm's hyper-parameters in transforms_imagenet_train)."""
     policy = cfg.auto_augment
     if not policy:
         return None
-    hparams = dict(translate_const=int(image_size * 0.45), img_mean=tuple(min(255, round(x)) for x in cfg.mean),
-                   interpolation=_INTERPOLATION[cfg.interpolation])
+    fill = tuple(min(255, round(x)) for x in cfg.mean)
     kind = policy.split("-")[0]
     try:
-        if kind == "randaug":
-            # mindcv 0.3.0 sets magnitude_std=0.5 before parsing the string, so its "mstd" is ignored; set it here.
-            mstd = re.search(r"-mstd(\d+(?:\.\d+)?)", policy)
-            if mstd:
-                hparams["magnitude_std"] = float("inf") if float(mstd.group(1)) > 100 else float(mstd.group(1))
-            return rand_augment_transform(policy, hparams)
+        if kind in ("rand", "randaug"):
+            return parse_rand_augment(policy, fill, cfg.interpolation)
+        hparams = dict(translate_const=int(image_size * 0.45), img_mean=fill,
+                       interpolation=_MINDSPORE_FILTERS[cfg.interpolation])
         if kind in ("autoaug", "3a"):
-            return auto_augment_transform(policy, hparams)
+            return GlobalRngPolicy(auto_augment_transform(policy, hparams))
         if kind == "trivialaugwide":
-            return trivial_augment_wide_transform(policy, hparams)
+            return GlobalRngPolicy(trivial_augment_wide_transform(policy, hparams))
     except (AssertionError, ValueError, KeyError) as err:  # mindcv checks the string with assert
         raise ConfigError(f"data.auto_augment={policy!r} is not a valid policy ({err or 'unknown section'}); "
                           f"{_POLICY_HELP}") from err
@@ -56,20 +76,28 @@ def build_augment(cfg: DataConfig, image_size: int) -> Optional[Callable]:
                       f"needs its own split-batch loss); {_POLICY_HELP}")
 
 
+def _jitter(cfg: DataConfig) -> float:
+    """Colour jitter strength: only without a policy, as timm (and mindcv) apply it."""
+    return cfg.color_jitter if cfg.color_jitter > 0 and not cfg.auto_augment else 0.0
+
+
 def build_train_transforms(cfg: DataConfig, image_size: int, encoded: bool = False) -> list:
-    """RandomResizedCrop, flip, colour jitter; all C++ ops. The auto-augment policy (`build_augment`), normalising
-    and random erasing follow per batch (`batch_ops`).
+    """RandomResizedCrop, flip, colour jitter; all C++ ops, for an interpolation MindSpore has as PIL's
+    (`train_crop_in_cpp`; else `SeededCrop` crops). The auto-augment policy (`build_augment`), normalising and
+    random erasing follow per batch (`batch_ops`).
 
     Input (H, W, 3) uint8 RGB -> output (S, S, 3) uint8, S = image_size. encoded: the input is an encoded
     image (N,) uint8 (see vit_ms.data.decode) and the crop is RandomCropDecodeResize (same scale, ratio,
     interpolation and 10 attempts), which decodes a JPEG only inside the crop.
     """
-    _, colour, _ = transforms_imagenet_train(
-        image_resize=image_size, interpolation=cfg.interpolation,
-        color_jitter=cfg.color_jitter if cfg.color_jitter > 0 and not cfg.auto_augment else None, separate=True)
+    if not train_crop_in_cpp(cfg):
+        raise ValueError(f"data.interpolation={cfg.interpolation!r} has no C++ filter equal to PIL's: the "
+                         f"training crop is SeededCrop's")
+    _, colour, _ = transforms_imagenet_train(image_resize=image_size, color_jitter=_jitter(cfg) or None,
+                                             separate=True)
     crop = vision.RandomCropDecodeResize if encoded else vision.RandomResizedCrop
     ops = [crop(image_size, scale=tuple(cfg.scale), ratio=tuple(cfg.ratio),
-                interpolation=_INTERPOLATION[cfg.interpolation])]
+                interpolation=_CPP_EXACT[cfg.interpolation])]
     if cfg.hflip > 0:
         ops.append(vision.RandomHorizontalFlip(prob=cfg.hflip))
     return ops + colour
@@ -99,25 +127,26 @@ def crop_box(rng: np.random.Generator, height: int, width: int, scale: Sequence[
 
 
 class SeededCrop:
-    """Training's per-image ops drawing from the batch's generator (`batch_ops.BatchFinish`), for
-    train.deterministic: decode, random resized crop, flip, colour jitter. MindSpore's random C++ ops draw from
-    one stream per op, so a run resumed in the middle of an epoch would crop differently from one never stopped;
-    these draw from (seed, shard, epoch, batch) and do not.
+    """Training's per-image ops drawing from the batch's generator (`batch_ops.BatchFinish`): decode, random
+    resized crop, flip, colour jitter. For train.deterministic: MindSpore's random C++ ops draw from one stream
+    per op, so a run resumed in the middle of an epoch would crop differently from one never stopped; these draw
+    from (seed, shard, epoch, batch) and do not. Also the crop of every interpolation without a C++ filter
+    equal to PIL's (`train_crop_in_cpp`): the resize is PIL's.
 
     encoded image (N,) uint8 -> (S, S, 3) uint8; same distributions as `build_train_transforms` (the C++ ops
     decode a JPEG only inside the crop; this decodes it whole, then crops: slower, same pixels per crop box).
     """
 
     def __init__(self, cfg: DataConfig, image_size: int):
-        self.scale, self.ratio, self.hflip = tuple(cfg.scale), tuple(cfg.ratio), cfg.hflip
-        self.jitter = cfg.color_jitter if cfg.color_jitter > 0 and not cfg.auto_augment else 0.0
+        self.scale, self.ratio, self.hflip, self.jitter = tuple(cfg.scale), tuple(cfg.ratio), cfg.hflip, _jitter(cfg)
         self.decode = vision.Decode()
-        self.resize = vision.Resize((image_size, image_size), interpolation=_INTERPOLATION[cfg.interpolation])
+        self.size, self.interpolation = image_size, cfg.interpolation
 
     def __call__(self, encoded: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         image = np.asarray(self.decode(encoded))  # (H, W, 3)
         top, left, h, w = crop_box(rng, image.shape[0], image.shape[1], self.scale, self.ratio)
-        out = np.asarray(self.resize(np.ascontiguousarray(image[top:top + h, left:left + w])))  # (S, S, 3)
+        crop = np.ascontiguousarray(image[top:top + h, left:left + w])
+        out = pil_resize(crop, self.size, self.size, self.interpolation)  # (S, S, 3)
         if self.hflip > 0 and rng.random() < self.hflip:
             out = out[:, ::-1]
         if self.jitter > 0:  # brightness, contrast, saturation in random order, as RandomColorAdjust
@@ -128,15 +157,38 @@ class SeededCrop:
         return np.ascontiguousarray(out, dtype=np.uint8)
 
 
-def build_eval_transforms(cfg: DataConfig, image_size: int, encoded: bool = False) -> list:
-    """Resize the shorter side to floor(image_size / crop_pct), center crop (normalising: `batch_ops`).
-
-    Input (H, W, 3) uint8 RGB -> output (S, S, 3) uint8, S = image_size. encoded: the input is an encoded
-    image (N,) uint8 and the list starts with the C++ Decode, as mindcv's does.
+class EvalCrop:
+    """timm's eval transform after decoding: resize the shorter side to floor(S / crop_pct) with
+    cfg.interpolation (the longer one to int(short * long / shorter), torchvision's sizes), then the center S x S
+    crop, offsets rounded as torchvision's CenterCrop rounds them (MindSpore's CenterCrop rounds half the odd
+    margins the other way). (H, W, 3) uint8 -> (S, S, 3) uint8; the resize is PIL's (`pil_resize`).
     """
-    ops = transforms_imagenet_eval(image_resize=image_size, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation)
-    per_batch = (vision.Normalize, vision.HWC2CHW) + (() if encoded else (vision.Decode,))
-    return [op for op in ops if not isinstance(op, per_batch)]
+
+    def __init__(self, cfg: DataConfig, image_size: int):
+        self.size, self.interpolation = image_size, cfg.interpolation
+        self.short = math.floor(image_size / cfg.crop_pct)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        if min(height, width) == self.short:  # resized already (C++ Resize: the same sizes, tests/test_data.py)
+            h, w = height, width
+        elif height <= width:
+            h, w = self.short, int(self.short * width / height)
+        else:
+            h, w = int(self.short * height / width), self.short
+        if (h, w) != (height, width):
+            image = pil_resize(image, h, w, self.interpolation)
+        top, left = int(round((h - self.size) / 2.0)), int(round((w - self.size) / 2.0))
+        return np.ascontiguousarray(image[top:top + self.size, left:left + self.size])  # (S, S, 3)
+
+
+def build_eval_transforms(cfg: DataConfig, image_size: int, encoded: bool = False) -> list:
+    """timm's eval transform (`EvalCrop`; normalising: `batch_ops`): decode (encoded: the input is an encoded
+    image (N,) uint8, decoded in C++), the resize in C++ where MindSpore has PIL's filter, then `EvalCrop` (which
+    then only crops). Output (S, S, 3) uint8, S = image_size."""
+    exact = _CPP_EXACT.get(cfg.interpolation)
+    resize = [] if exact is None else [vision.Resize(math.floor(image_size / cfg.crop_pct), exact)]
+    return ([vision.Decode()] if encoded else []) + resize + [EvalCrop(cfg, image_size)]
 
 
 def preprocess_eval(image: np.ndarray, cfg: DataConfig, image_size: int) -> np.ndarray:
@@ -144,5 +196,4 @@ def preprocess_eval(image: np.ndarray, cfg: DataConfig, image_size: int) -> np.n
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"preprocess_eval expects an (H, W, 3) uint8 RGB array (see load_image_rgb), "
                          f"got shape {image.shape} dtype {image.dtype}")
-    crop = np.asarray(transforms.Compose(build_eval_transforms(cfg, image_size))(image))  # (S, S, 3) uint8
-    return Normalizer(cfg.mean, cfg.std)(crop)
+    return Normalizer(cfg.mean, cfg.std)(EvalCrop(cfg, image_size)(image))

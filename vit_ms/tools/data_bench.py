@@ -5,10 +5,10 @@
 Writes a folder of photo-sized JPEGs (500x375 by default, like ImageNet's; smooth colour waves plus noise,
 quality 90) to a temporary folder, builds every pipeline once with the config's transforms and workers:
 
-- ours: `vit_ms.data.create_dataset` (train: RandomCropDecodeResize, flip, RandAugment, then per batch normalise,
-  random erasing, mixup / cutmix; eval: Decode, resize, center crop, then normalise), from the folder read by
-  MindSpore's C++ reader (`data.reader: native`, format "folder") and by Python threads ("folder-python"), and
-  from a MindRecord copy of it (`data.format: mindrecord`);
+- ours: `vit_ms.data.create_dataset` (train: RandomCropDecodeResize, flip, then per batch timm's RandAugment,
+  normalise, random erasing, mixup / cutmix; eval: Decode, resize with PIL's filter, center crop, normalise), from the
+  folder read by MindSpore's C++ reader (`data.reader: native`, format "folder") and by Python threads
+  ("folder-python"), and from a MindRecord copy of it (`data.format: mindrecord`);
 - mindcv (--compare mindcv): `mindcv.data.create_dataset` + `create_transforms` + `create_loader` with the same
   size, scale, ratio, interpolation, policy, erasing, mixup / cutmix and workers,
 
@@ -69,8 +69,9 @@ def mindcv_pipeline(cfg: Config, root: str, split: str, training: bool, batch: i
                              num_parallel_workers=workers)
     common = dict(dataset_name="imagenet", image_resize=cfg.model.image_size, is_training=training,
                   interpolation=d.interpolation, mean=d.mean, std=d.std)
-    if training:
-        transform = create_transforms(**common, auto_augment=d.auto_augment or None, scale=tuple(d.scale),
+    if training:  # mindcv spells timm's RandAugment policy 'randaug-...'
+        policy = "randaug-" + d.auto_augment[len("rand-"):] if d.auto_augment.startswith("rand-") else d.auto_augment
+        transform = create_transforms(**common, auto_augment=policy or None, scale=tuple(d.scale),
                                       ratio=tuple(d.ratio), hflip=d.hflip, re_prob=d.re_prob,
                                       color_jitter=d.color_jitter if d.color_jitter > 0 and not d.auto_augment
                                       else None)
