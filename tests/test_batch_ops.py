@@ -168,7 +168,7 @@ def test_a_resumed_pipeline_draws_what_the_uninterrupted_one_drew(skip, counts_f
 
 
 def test_erasing_settings_are_checked_when_the_config_loads():
-    from vit_ms.config import load_config
+    from vit_ms.config_loader import load_config
     from vit_ms.errors import ConfigError
 
     with pytest.raises(ConfigError, match="data.re_count=0 must be at least 1"):

@@ -52,7 +52,9 @@ def test_a_teacher_of_other_class_names_is_refused_naming_the_first_difference(t
     import importlib.util
     from pathlib import Path
 
-    from vit_ms.config import config_to_dict, load_config
+    from vit_ms.config import config_to_dict
+
+    from vit_ms.config_loader import load_config
     from vit_ms.data.demo import write_synthetic_folder
     from vit_ms.errors import ConfigError
     from vit_ms.models import VisionTransformer, resolve_architecture

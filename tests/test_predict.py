@@ -224,7 +224,8 @@ def test_a_distillation_head_no_teacher_trained_is_left_out_of_predictions(tmp_p
     infer.py (like eval, export and serve, through vit_ms.loader.open_model) answers with the class head alone."""
     from PIL import Image
     from tiny import tiny_overrides
-    from vit_ms.config import config_to_dict, load_config
+    from vit_ms.config import config_to_dict
+    from vit_ms.config_loader import load_config
     from vit_ms.data import load_image_rgb, preprocess_eval
     from vit_ms.loader.opener import open_model
     from vit_ms.models import VisionTransformer, resolve_architecture

@@ -397,7 +397,7 @@ def test_skipped_steps_log_the_applied_lr_and_a_resume_after_them_reaches_the_sa
     """float16 (amp O2) with a dynamic loss scale starting at 2^20 on CPU: the first steps overflow and are skipped.
     Every progress line shows the lr table's entry at the optimizer's step count (applied updates - 1), and a run
     resumed from epoch 1's checkpoint ends with the uninterrupted run's weights and records."""
-    from vit_ms.config import load_config
+    from vit_ms.config_loader import load_config
     from vit_ms.train.optim import lr_schedule, scaled_lr
 
     extra = ["train.epochs=3", "amp.level=O2", f"amp.loss_scale_value={2.0 ** 20}", "checkpoint.keep_last=3",
@@ -468,7 +468,7 @@ def test_a_resume_that_jumps_the_lr_or_drops_the_ema_is_listed_and_needs_allow_c
                                                                                        caplog):
     """A finished 5-epoch run (6 steps an epoch, lr 5e-4 down to 1.2e-5) resumed with another setting: the error names
     the setting, what it does and --allow-changes; with the flag the same lines are logged before training."""
-    from vit_ms.config import load_config
+    from vit_ms.config_loader import load_config
     from vit_ms.errors import ConfigError
     from vit_ms.train.optim import lr_schedule
     from vit_ms.train.trainer import check_resume_changes
@@ -493,7 +493,7 @@ def test_a_resume_that_jumps_the_lr_or_drops_the_ema_is_listed_and_needs_allow_c
 
 
 def test_a_weights_file_given_to_resume_is_named_as_weights_not_as_a_corrupt_checkpoint(tmp_path):
-    from vit_ms.config import load_config
+    from vit_ms.config_loader import load_config
     from vit_ms.errors import CheckpointError
     from vit_ms.plan import resolve_plan
     from vit_ms.runtime import Runtime

@@ -159,7 +159,7 @@ def resize_rows(t: dict, photos: Sequence[np.ndarray], seed: int) -> List[dict]:
     """Training crops and the eval transform, from the JPEG's bytes, against timm's / torchvision's on PIL."""
     tvf, modes, rows = t["tvf"], t["InterpolationMode"], []
     cfg = DataConfig()
-    mean, std = np.array(cfg.mean)[:, None, None], np.array(cfg.std)[:, None, None]
+    std = np.array(cfg.std)[:, None, None]
     for interpolation in ("bicubic", "bilinear"):
         mode = getattr(modes, interpolation.upper())
         crop_diffs, cpp_diffs = [], []
