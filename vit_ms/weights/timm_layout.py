@@ -33,8 +33,6 @@ def check_exportable(arch: Architecture) -> None:
         raise UserError(f"model.norm_eps={arch.norm_eps}: timm's ViT uses LayerNorm eps 1e-6 and config.json cannot "
                         f"set another, so timm's outputs would differ from ours; fine-tune with "
                         f"model.norm_eps=1e-6 to export")
-    if arch.in_channels != 3:
-        raise UserError(f"model.in_channels={arch.in_channels}: only RGB (3) models are exported")
 
 
 def timm_architecture(arch: Architecture) -> str:
