@@ -27,8 +27,11 @@ def prove_writable(folder: Path, probe_name: str = ".write_test") -> None:
     probe.unlink()
 
 
+TEMP_GLOB = ".*.tmp"  # what a killed writer leaves: `temp_path`s, and MindSpore's `.<stem>.partial.tmp` of a save
+
+
 def temp_path(path: Path) -> Path:
-    """Where `atomic_writer` writes before the rename: `.<name>.tmp` beside `path`."""
+    """Where `atomic_writer` writes before the rename: `.<name>.tmp` beside `path` (it matches `TEMP_GLOB`)."""
     return path.with_name(f".{path.name}.tmp")
 
 
