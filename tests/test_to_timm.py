@@ -1,6 +1,8 @@
 """Weights out (python -m vit_ms.convert --to timm): the folder's files, an exact round trip through our timm reader,
 logits of the written weights against the numpy reference, raw / EMA choice, the distilled model, refusals."""
+import errno
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +116,28 @@ def test_raw_or_ema_weights_by_choice(tmp_path):
     for folder, scale in (("best", 0.5), ("raw", 1.0), ("ema", 0.5)):
         got = load_file(str(tmp_path / folder / "model.safetensors"))
         assert all(np.array_equal(got[k], raw[k] * np.float32(scale)) for k in raw), folder
+
+
+@pytest.mark.parametrize("full", ["model.safetensors", "config.json"])
+def test_a_full_disk_leaves_the_folder_as_it_was_and_no_temp_file(tmp_path, monkeypatch, full):
+    write_checkpoint(tmp_path / "a.ckpt")
+    export_timm(str(tmp_path / "a.ckpt"), tmp_path / "out")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    write_checkpoint(tmp_path / "b.ckpt", seed=1)
+    fsync = os.fsync
+
+    def no_space(fd):  # the kernel reports a full disk when the temp file of `full` is synced
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(f".{full}.tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(UserError, match=r"could not write .*out.*No space left on device; choose a writable"):
+        export_timm(str(tmp_path / "b.ckpt"), tmp_path / "out", force=True)
+    after = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    assert set(after) == set(before) == {"model.safetensors", "config.json"}  # no temp file beside them
+    assert after["model.safetensors"] == before["model.safetensors"] or full == "config.json"  # else new, whole
+    assert after["config.json"] == before["config.json"]
 
 
 def test_refusals_name_the_fix(tmp_path):

@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence
 
 from .cli import add_weights_argument
 from .errors import UserError, run_cli
+from .fs import atomic_writer, write_text_atomic
 from .logs import setup_logging
 from .weights.fit import infer_architecture
 from .weights.hub import cache_dir_from_env, format_override
@@ -149,7 +150,7 @@ def export_timm(ckpt: str, out: os.PathLike, weights: Optional[str] = None, conf
                 force: bool = False) -> dict:
     """Write `ckpt`'s weights in timm's layout into the folder `out`; returns the config.json written."""
     # MindSpore takes seconds to import: loaded when a checkpoint is converted, so --help answers at once
-    from safetensors.numpy import save_file  # a runtime dependency; only this command writes safetensors
+    from safetensors.numpy import save  # a runtime dependency; only this command writes safetensors
     from .loader.opener import inference_config, open_weights
     from .models.vit import VisionTransformer
     from .variants import resolve_architecture
@@ -179,13 +180,11 @@ def export_timm(ckpt: str, out: os.PathLike, weights: Optional[str] = None, conf
                  "so timm's average of the two heads is exactly the class head's logits")
     config = hf_config(arch, cfg.data.mean, cfg.data.std, cfg.data.interpolation, cfg.data.crop_pct,
                        source.class_names)
-    try:
+    try:  # each file whole or not replaced (vit_ms.fs); safetensors' own save_file raises its own error type
         out.mkdir(parents=True, exist_ok=True)
-        tmp_weights, tmp_config = out / ".model.safetensors.partial", out / ".config.json.partial"
-        save_file(tensors, str(tmp_weights), metadata={"format": "pt"})  # "pt": what transformers/timm expect
-        tmp_config.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp_weights, out / "model.safetensors")
-        os.replace(tmp_config, out / "config.json")
+        with atomic_writer(out / "model.safetensors", "wb") as f:
+            f.write(save(tensors, metadata={"format": "pt"}))  # "pt": what transformers/timm expect
+        write_text_atomic(out / "config.json", json.dumps(config, indent=2) + "\n")
     except OSError as err:
         raise UserError(f"could not write '{out}': {err.strerror}; choose a writable folder with free space") from err
     return config

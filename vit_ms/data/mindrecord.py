@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +33,7 @@ from mindspore.mindrecord import FileWriter
 
 from ..config import DataConfig
 from ..errors import DataError, run_cli
+from ..fs import write_text_atomic
 from .decode import Fingerprint, read_encoded
 from .folder import list_classes, scan_split
 from .images import BadImage
@@ -48,13 +48,6 @@ MIN_HEADER = 1 << 14  # 16 KiB, MindRecord's minimum; its default is 16 MiB, wri
 
 def shard_name(split: str, shard: int) -> str:
     return f"{split}-{shard:05d}.mindrecord"
-
-
-def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
 
 
 def _read_one(path: str, max_pixels: int, fingerprint: Fingerprint) -> Tuple[Optional[bytes], Optional[str]]:
@@ -144,7 +137,7 @@ def convert_split(root: Path, split: str, out: Path, classes: Optional[List[str]
                         f"remove '{folder}' or choose another --out")
     progress = progress or dict(expected, split_dir=str(index.root), shards={},
                                 scan_bad=[[p, r] for p, r in index.bad], complete=False)
-    (folder / "classes.txt").write_text("".join(f"{name}\n" for name in index.classes), encoding="utf-8")
+    write_text_atomic(folder / "classes.txt", "".join(f"{name}\n" for name in index.classes))
     bar = _Progress(f"{split}", len(index.samples), show_progress)
     done = sum(s["count"] + len(s["left_out"]) for s in progress["shards"].values())
     new = 0
@@ -170,11 +163,11 @@ def convert_split(root: Path, split: str, out: Path, classes: Optional[List[str]
             progress["shards"][str(shard)] = {"file": file.name, "count": len(rows), "left_out": left_out,
                                               "bytes": file.stat().st_size,
                                               "db_bytes": Path(f"{file}.db").stat().st_size}
-            _write_json(progress_file, progress)
+            write_text_atomic(progress_file, json.dumps(progress, indent=1))
     progress["complete"] = True
-    _write_json(progress_file, progress)
+    write_text_atomic(progress_file, json.dumps(progress, indent=1))
     bad = progress["scan_bad"] + [entry for s in progress["shards"].values() for entry in s["left_out"]]
-    (folder / "bad_files.txt").write_text("".join(f"{p}\t{r}\n" for p, r in bad), encoding="utf-8")
+    write_text_atomic(folder / "bad_files.txt", "".join(f"{p}\t{r}\n" for p, r in bad))
     bar.update(done, num_shards - 1, num_shards, new, force=True)
     if show_progress:
         sys.stderr.write("\n")
