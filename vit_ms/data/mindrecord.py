@@ -1,6 +1,8 @@
 """An ImageNet-style folder converted to MindRecord, MindSpore's sharded record format, and read back.
 
-    python -m vit_ms.data.mindrecord --root /data/imagenet --out /data/imagenet_mr [--samples-per-shard 10000]
+    convert_folder(Path("/data/imagenet"), Path("/data/imagenet_mr"))   # {split: its progress.json}
+
+The command is `python -m vit_ms.mindrecord` (vit_ms/mindrecord.py).
 
 Layout written (one folder per split, named as the split folders are):
 
@@ -19,7 +21,6 @@ shard and its .db index are there with the recorded sizes (vit_ms.data.mindrecor
 (vit_ms.data.mindrecord_source): MindDataset sharded by rank, shuffled every epoch from train.seed, the same
 transforms as the folder mode, and resumed mid-epoch at the recorded step.
 """
-import argparse
 import hashlib
 import json
 import os
@@ -32,12 +33,11 @@ from typing import List, Optional, Sequence, Tuple
 from mindspore.mindrecord import FileWriter
 
 from ..config import DataConfig
-from ..errors import DataError, run_cli
+from ..errors import DataError
 from ..fs import write_text_atomic
 from .decode import Fingerprint, read_encoded
 from .folder import list_classes, scan_split
 from .images import BadImage
-from .index_cache import resolve_cache_dir
 from .mindrecord_source import read_progress
 
 VERSION = 2  # 2: the source's fingerprint and the shard sizes are recorded
@@ -183,34 +183,3 @@ def convert_folder(root: Path, out: Path, splits: Sequence[str] = ("train", "val
     return {split: convert_split(Path(root), split, out, classes if i else None, samples_per_shard, max_pixels,
                                  show_progress=show_progress, cache_dir=cache_dir)
             for i, split in enumerate(splits)}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Convert an ImageNet-style folder to MindRecord shards.")
-    parser.add_argument("--root", required=True, help="folder holding <root>/<split>/<class>/<image>")
-    parser.add_argument("--out", required=True, help="output folder (<out>/<split>/...); resumable")
-    parser.add_argument("--splits", nargs="+", default=["train", "val"],
-                        help="split folder names, the first labels the others (default: train val)")
-    parser.add_argument("--samples-per-shard", type=int, default=10000,
-                        help="records per shard file (default 10000, about 1.1 GB of ImageNet JPEGs)")
-    parser.add_argument("--max-image-pixels", type=int, default=DataConfig.max_image_pixels)
-    parser.add_argument("--index-cache-dir", default="", help="as data.index_cache_dir ('off': no cache)")
-    parser.add_argument("--quiet", action="store_true", help="no progress line")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    results = convert_folder(Path(args.root), Path(args.out), args.splits, args.samples_per_shard,
-                             args.max_image_pixels, not args.quiet, resolve_cache_dir(args.index_cache_dir))
-    for split, progress in results.items():
-        count = sum(s["count"] for s in progress["shards"].values())
-        left = len(progress["scan_bad"]) + sum(len(s["left_out"]) for s in progress["shards"].values())
-        print(f"{split}: {count} images in {len(progress['shards'])} shards, {left} files left out (listed in "
-              f"{Path(args.out) / split / 'bad_files.txt'})")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
