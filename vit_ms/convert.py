@@ -180,7 +180,7 @@ def export_timm(ckpt: str, out: os.PathLike, weights: Optional[str] = None, conf
                  "so timm's average of the two heads is exactly the class head's logits")
     config = hf_config(arch, cfg.data.mean, cfg.data.std, cfg.data.interpolation, cfg.data.crop_pct,
                        source.class_names)
-    try:  # each file whole or not replaced (vit_ms.fs); safetensors' own save_file raises its own error type
+    try:  # each file whole or left as it was (vit_ms.fs); save() to bytes: save_file's errors are not OSErrors
         out.mkdir(parents=True, exist_ok=True)
         with atomic_writer(out / "model.safetensors", "wb") as f:
             f.write(save(tensors, metadata={"format": "pt"}))  # "pt": what transformers/timm expect
