@@ -45,6 +45,18 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
 
 
+def test_a_start_removes_what_killed_saves_left_and_nothing_else(tmp_path):
+    from vit_ms.fs import temp_path
+    left = [".last.partial.ckpt", ".best.partial.tmp", temp_path(tmp_path / "config.yaml").name,
+            temp_path(tmp_path / "metrics.jsonl").name]  # ours, MindSpore's own temp, atomic_writer's
+    kept = ["last.ckpt", "config.yaml", "metrics.jsonl", "notes.tmp.txt", ".lock"]
+    for name in left + kept:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / ".cache.tmp").mkdir()  # a folder is not a leftover file
+    assert sorted(p.name for p in ckpt.remove_partial_files(tmp_path)) == sorted(left)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + [".cache.tmp"])
+
+
 @pytest.mark.parametrize("damage", ["truncate", "empty", "garbage"])
 def test_corrupt_checkpoint_is_detected_and_named(tmp_path, damage):
     path = tmp_path / "last.ckpt"

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vit_ms import demo as demo_command
 from vit_ms.data import demo as demo_data
 from vit_ms.data import load_image_rgb, scan_split
-from vit_ms.errors import DataError
+from vit_ms.errors import DataError, run_cli
 
 
 def count_per_class(split_dir):
@@ -54,7 +55,7 @@ def test_digits_folder_is_idempotent_and_rewritten_for_other_parameters(tmp_path
 def test_digits_folder_refuses_a_folder_it_did_not_write(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "keep.txt").write_text("user data")
-    with pytest.raises(DataError, match="not a folder written by vit_ms.data.demo"):
+    with pytest.raises(DataError, match="not a folder written by python -m vit_ms.demo"):
         demo_data.write_digits_folder(tmp_path / "mine")
     assert (tmp_path / "mine" / "keep.txt").exists()
 
@@ -75,13 +76,15 @@ def test_synthetic_folder_mixes_formats_and_is_learnable_from_colour(tmp_path):
         assert np.argmin(np.linalg.norm(centroids - mean_colour(path), axis=1)) == label
 
 
-def test_cli_writes_both_kinds(tmp_path, capsys):
-    assert demo_data.main(["--out", str(tmp_path / "s"), "--kind", "synthetic", "--num-classes", "2",
+def test_cli_writes_both_kinds_and_names_a_bad_size(tmp_path, capsys):
+    assert demo_command.main(["--out", str(tmp_path / "s"), "--kind", "synthetic", "--num-classes", "2",
                            "--train-per-class", "2", "--val-per-class", "1", "--image-size", "16"]) == 0
     assert "4 train / 2 val" in capsys.readouterr().out
-    assert demo_data.main(["--out", str(tmp_path / "d"), "--image-size", "8"]) == 0
+    assert demo_command.main(["--out", str(tmp_path / "d"), "--image-size", "8"]) == 0
     counts = json.loads((tmp_path / "d" / demo_data.MARKER).read_text())["counts"]
     assert f"{counts['train']} train / {counts['val']} val" in capsys.readouterr().out
+    assert run_cli(demo_command.main, ["--out", str(tmp_path / "e"), "--image-size", "4"]) == 2
+    assert "error: --image-size 4 must be at least 8 (the digits are 8x8)" in capsys.readouterr().err
 
 
 def test_generate_writes_a_missing_root_only_when_asked(tmp_path):
@@ -118,14 +121,13 @@ def test_the_run_setup_writes_the_demo_set_and_other_configs_name_the_fix(tmp_pa
         create_dataset(cfg.data, "train", Feed.of(cfg, 8))
     message = str(err.value)
     assert "elsewhere' does not exist" in message and "--set data.generate=digits" in message
-    assert f"python -m vit_ms.data.demo --out {tmp_path / 'elsewhere'}" in message
+    assert f"python -m vit_ms.demo --out {tmp_path / 'elsewhere'}" in message
 
 
-def test_the_demo_command_runs_without_a_double_import_warning(tmp_path):
-    """`python -m vit_ms.data.demo`: importing the vit_ms.data package must not load `demo` first (Python then
-    warns that the module runs twice)."""
+def test_the_demo_command_writes_the_folder_without_a_warning(tmp_path):
+    """`python -m vit_ms.demo` (vit_ms/demo.py) writes the folder, and Python warns of no module run twice."""
     repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-m", "vit_ms.data.demo", "--out",
+    proc = subprocess.run([sys.executable, "-m", "vit_ms.demo", "--out",
                            str(tmp_path / "s"), "--kind", "synthetic", "--num-classes", "2", "--train-per-class", "1",
                            "--val-per-class", "1", "--image-size", "8"], cwd=repo, capture_output=True, text=True,
                           timeout=120)

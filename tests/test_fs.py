@@ -84,3 +84,18 @@ def test_save_config_on_a_full_disk_keeps_the_old_file_and_leaves_no_temp(full_d
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
     assert path.read_text() == before
     assert sorted(p.name for p in full_disk.iterdir()) == ["config.yaml", "filler"]
+
+
+def test_a_picture_on_a_full_disk_keeps_the_old_one_and_leaves_no_temp(full_disk):
+    from vit_ms.figures.canvas import new_figure, save_figure
+
+    fig = new_figure(figsize=(2, 2))
+    fig.subplots().plot([0, 1], [1, 0])
+    path = save_figure(fig, full_disk / "curves.png")
+    before = path.read_bytes()
+    fill(full_disk)
+    with pytest.raises(OSError) as caught:
+        save_figure(fig, path, dpi=200)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in full_disk.iterdir()) == ["curves.png", "filler"]

@@ -65,7 +65,7 @@ def test_auto_reads_with_python_when_many_files_need_pil(tiny_imagenet, caplog, 
             create_dataset(cfg.data, "val", Feed.of(cfg, 4))
         assert reader_used(caplog) == expected
         if reader == "auto":
-            assert "6 of 12 images need PIL" in caplog.text and "python -m vit_ms.data.mindrecord" in caplog.text
+            assert "6 of 12 images need PIL" in caplog.text and "python -m vit_ms.mindrecord" in caplog.text
 
 
 def test_manifest_lines_name_each_file_and_label(tmp_path):

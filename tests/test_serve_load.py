@@ -18,6 +18,8 @@ import pytest
 
 from serve_fixtures import AppThread, call
 from tiny_run import CLASSES, reference_logits, write_tiny_run
+from vit_ms import loadgen
+from vit_ms.errors import run_cli
 from vit_ms.serve.app import BATCHER, BODIES, LINGER_S, PIXELS, Settings, build_app
 from vit_ms.serve.loadgen import run_load
 from vit_ms.serve.model import load_served_model
@@ -151,3 +153,19 @@ def test_request_bodies_held_at_once_stay_within_their_budget(tiny_model):
     assert info["server"]["body_bytes_in_flight"] == 64 * 1024
     assert info["server"]["body_bytes_in_flight_peak"] == 64 * 1024
     assert app[BODIES].held == 0
+
+
+def test_the_loadgen_command_measures_each_server_and_names_an_empty_folder(tiny_model, tmp_path, capsys):
+    run, model = tiny_model
+    images = tmp_path / "images"
+    images.mkdir()
+    for p in run.good:
+        (images / p.name).write_bytes(p.read_bytes())
+    with AppThread(build_app(model, Settings(max_wait_ms=2.0))) as url:
+        assert run_cli(loadgen.main, ["--url", url, "--images", str(images), "--clients", "1", "2",
+                                      "--requests", "8", "--repeat", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(f"{url}: 2 clients, 8 requests: 0 failed") == 2 and "medians of 2 runs:" in out
+    (tmp_path / "empty").mkdir()
+    assert run_cli(loadgen.main, ["--images", str(tmp_path / "empty")]) == 2
+    assert f"error: no image files under '{tmp_path / 'empty'}' (--images)" in capsys.readouterr().err

@@ -1,6 +1,8 @@
 """Weights out (python -m vit_ms.convert --to timm): the folder's files, an exact round trip through our timm reader,
 logits of the written weights against the numpy reference, raw / EMA choice, the distilled model, refusals."""
+import errno
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ["cat", "dog", "bird"]
 
 
-def write_checkpoint(path: Path, distilled: bool = False, ema: bool = False, seed: int = 0, **model):
-    """A checkpoint as train.py writes it: weights, config, class names and, with `ema`, averaged weights."""
+def write_checkpoint(path: Path, distilled: bool = False, ema: bool = False, seed: int = 0, heads=None, **model):
+    """A checkpoint as train.py writes it: weights, config, class names, the trained `heads` (None: those of the
+    config, i.e. the class head alone without a teacher) and, with `ema`, averaged weights."""
     overrides = tiny.tiny_overrides(num_classes=3, distilled=str(distilled).lower(), **model)
     cfg = load_config(None, overrides + ["data.interpolation=bilinear", "data.crop_pct=0.9"])
     ms.set_seed(seed)
@@ -36,7 +39,7 @@ def write_checkpoint(path: Path, distilled: bool = False, ema: bool = False, see
         p.set_data(ms.Tensor((0.2 * rng.standard_normal(p.shape) + (p.name.endswith("norm1.weight"))).astype(
             np.float32)))
     save_checkpoint(net, path, TrainState(best_weights="ema" if ema else "raw"),
-                    CheckpointMeta(config_to_dict(cfg), None, CLASSES))
+                    CheckpointMeta(config_to_dict(cfg), None, CLASSES, heads))
     if ema:  # add ema.<name> entries (vit_ms.train.ema) holding other weights
         params = ms.load_checkpoint(str(path))
         entries = [{"name": k, "data": v} for k, v in params.items() if not isinstance(v, str)]
@@ -58,7 +61,8 @@ def images():
 
 @pytest.mark.parametrize("distilled", [False, True])
 def test_round_trip_is_exact_and_the_files_are_what_timm_reads(tmp_path, images, distilled):
-    net, _ = write_checkpoint(tmp_path / "best.ckpt", distilled=distilled)
+    net, _ = write_checkpoint(tmp_path / "best.ckpt", distilled=distilled,
+                              heads=["head", "head_dist"] if distilled else None)  # a teacher taught head_dist
     assert convert_main(["--to", "timm", str(tmp_path / "best.ckpt"), str(tmp_path / "hf")]) == 0
     written = load_file(str(tmp_path / "hf" / "model.safetensors"))
     ours = {p.name: p.asnumpy() for p in net.get_parameters()}
@@ -86,6 +90,23 @@ def test_round_trip_is_exact_and_the_files_are_what_timm_reads(tmp_path, images,
     assert report.loaded == len(ours) and np.array_equal(our_logits(model, images), our_logits(net, images))
 
 
+def test_an_untaught_head_dist_is_written_as_the_class_head(tmp_path, images, capsys):
+    net, _ = write_checkpoint(tmp_path / "best.ckpt", distilled=True)  # no teacher: head_dist never trained
+    assert convert_main(["--to", "timm", str(tmp_path / "best.ckpt"), str(tmp_path / "hf")]) == 0
+    assert "head_dist was trained by no teacher" in capsys.readouterr().err
+    written = load_file(str(tmp_path / "hf" / "model.safetensors"))
+    ours = {p.name: p.asnumpy() for p in net.get_parameters()}
+    for part in ("weight", "bias"):  # timm's (head(cls) + head_dist(dist)) / 2 is then head(cls)
+        assert np.array_equal(written[f"head.{part}"], 2 * ours[f"head.{part}"])
+        assert not written[f"head_dist.{part}"].any() and ours[f"head_dist.{part}"].any()
+    assert all(np.array_equal(written[k], ours[k]) for k in ours if not k.startswith(("head.", "head_dist.")))
+    net.average_heads = False  # as vit_ms predicts with this checkpoint: the class head alone
+    assert np.abs(timm_forward(written, images, heads=2) - our_logits(net, images)).max() <= 1e-4
+    model = tiny.tiny_model(3, distilled=True)  # read back, the folder averages its two heads to the same logits
+    load_pretrained(model, str(tmp_path / "hf"))
+    assert np.abs(our_logits(model, images) - our_logits(net, images)).max() <= 1e-5
+
+
 def test_raw_or_ema_weights_by_choice(tmp_path):
     net, _ = write_checkpoint(tmp_path / "last.ckpt", ema=True)
     raw = {p.name: p.asnumpy() for p in net.get_parameters()}
@@ -95,6 +116,28 @@ def test_raw_or_ema_weights_by_choice(tmp_path):
     for folder, scale in (("best", 0.5), ("raw", 1.0), ("ema", 0.5)):
         got = load_file(str(tmp_path / folder / "model.safetensors"))
         assert all(np.array_equal(got[k], raw[k] * np.float32(scale)) for k in raw), folder
+
+
+@pytest.mark.parametrize("full", ["model.safetensors", "config.json"])
+def test_a_full_disk_leaves_the_folder_as_it_was_and_no_temp_file(tmp_path, monkeypatch, full):
+    write_checkpoint(tmp_path / "a.ckpt")
+    export_timm(str(tmp_path / "a.ckpt"), tmp_path / "out")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    write_checkpoint(tmp_path / "b.ckpt", seed=1)
+    fsync = os.fsync
+
+    def no_space(fd):  # the kernel reports a full disk when the temp file of `full` is synced
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(f".{full}.tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(UserError, match=r"could not write .*out.*No space left on device; choose a writable"):
+        export_timm(str(tmp_path / "b.ckpt"), tmp_path / "out", force=True)
+    after = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    assert set(after) == set(before) == {"model.safetensors", "config.json"}  # no temp file beside them
+    assert after["model.safetensors"] == before["model.safetensors"] or full == "config.json"  # else new, whole
+    assert after["config.json"] == before["config.json"]
 
 
 def test_refusals_name_the_fix(tmp_path):

@@ -9,6 +9,7 @@ the weights-in page, which ends with the weights-out usage.
 """
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import List, Optional, Sequence
 
 from .cli import add_weights_argument
 from .errors import UserError, run_cli
+from .fs import atomic_writer, write_text_atomic
+from .logs import setup_logging
 from .weights.fit import infer_architecture
 from .weights.hub import cache_dir_from_env, format_override
 from .weights.sources import SOURCE_FORMATS, SOURCE_OVERRIDES, save_state
@@ -52,6 +55,7 @@ vit_ms/weights/timm_layout.py. In PyTorch:
 the checkpoint records as best), as the ONNX/MindIR exporter does.
 """
 
+log = logging.getLogger("vit_ms")
 ARCH_OPTIONS = ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")
 
 
@@ -146,13 +150,13 @@ def export_timm(ckpt: str, out: os.PathLike, weights: Optional[str] = None, conf
                 force: bool = False) -> dict:
     """Write `ckpt`'s weights in timm's layout into the folder `out`; returns the config.json written."""
     # MindSpore takes seconds to import: loaded when a checkpoint is converted, so --help answers at once
-    from safetensors.numpy import save_file  # a runtime dependency; only this command writes safetensors
+    from safetensors.numpy import save  # a runtime dependency; only this command writes safetensors
     from .loader.opener import inference_config, open_weights
     from .models.vit import VisionTransformer
     from .variants import resolve_architecture
     from .weights.checkpoint import chosen_weights
     from .weights.fit import check_fit
-    from .weights.timm_layout import hf_config, to_timm_state
+    from .weights.timm_layout import hf_config, to_timm_state, untaught_dist_head
 
     source = open_weights(ckpt)
     if not source.is_checkpoint:
@@ -170,16 +174,17 @@ def export_timm(ckpt: str, out: os.PathLike, weights: Optional[str] = None, conf
     arch = resolve_architecture(cfg.model)
     state = {k: v.asnumpy() for k, v in chosen_weights(source.params, weights, ckpt).items()}
     check_fit({p.name: tuple(p.shape) for p in VisionTransformer(arch).get_parameters()}, state)
-    tensors = to_timm_state(state, arch)
+    tensors = to_timm_state(state, arch, source.meta.trained_heads)
+    if untaught_dist_head(arch, source.meta.trained_heads):
+        log.info("head_dist was trained by no teacher: model.safetensors holds head doubled and head_dist as zeros, "
+                 "so timm's average of the two heads is exactly the class head's logits")
     config = hf_config(arch, cfg.data.mean, cfg.data.std, cfg.data.interpolation, cfg.data.crop_pct,
                        source.class_names)
-    try:
+    try:  # each file whole or left as it was (vit_ms.fs); save() to bytes: save_file's errors are not OSErrors
         out.mkdir(parents=True, exist_ok=True)
-        tmp_weights, tmp_config = out / ".model.safetensors.partial", out / ".config.json.partial"
-        save_file(tensors, str(tmp_weights), metadata={"format": "pt"})  # "pt": what transformers/timm expect
-        tmp_config.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp_weights, out / "model.safetensors")
-        os.replace(tmp_config, out / "config.json")
+        with atomic_writer(out / "model.safetensors", "wb") as f:
+            f.write(save(tensors, metadata={"format": "pt"}))  # "pt": what transformers/timm expect
+        write_text_atomic(out / "config.json", json.dumps(config, indent=2) + "\n")
     except OSError as err:
         raise UserError(f"could not write '{out}': {err.strerror}; choose a writable folder with free space") from err
     return config
@@ -188,6 +193,7 @@ def export_timm(ckpt: str, out: os.PathLike, weights: Optional[str] = None, conf
 def convert_out(argv: Sequence[str]) -> int:
     """Weights out: the command with --to."""
     args = build_timm_parser().parse_args(argv)
+    setup_logging(None, 0)
     config = export_timm(args.ckpt, args.out, args.weights, args.config, args.force)
     args_text = ", ".join(f"{k}={v!r}" for k, v in config["model_args"].items())
     print(f"wrote {args.out}/model.safetensors and config.json ({config['architecture']}, "

@@ -12,7 +12,7 @@ which file (vit_ms.errors.run_cli).
 import contextlib
 import os
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterator, Optional
 
 
 def prove_writable(folder: Path, probe_name: str = ".write_test") -> None:
@@ -27,19 +27,23 @@ def prove_writable(folder: Path, probe_name: str = ".write_test") -> None:
     probe.unlink()
 
 
+TEMP_GLOB = ".*.tmp"  # what a killed writer leaves: `temp_path`s, and MindSpore's `.<stem>.partial.tmp` of a save
+
+
 def temp_path(path: Path) -> Path:
-    """Where `atomic_writer` writes before the rename: `.<name>.tmp` beside `path`."""
+    """Where `atomic_writer` writes before the rename: `.<name>.tmp` beside `path` (it matches `TEMP_GLOB`)."""
     return path.with_name(f".{path.name}.tmp")
 
 
 @contextlib.contextmanager
-def atomic_writer(path: os.PathLike, mode: str = "w") -> Iterator[IO]:
+def atomic_writer(path: os.PathLike, mode: str = "w", newline: Optional[str] = None) -> Iterator[IO]:
     """A file object on a hidden temp file beside `path`; flushed, synced and renamed over `path` when the block
-    ends. On any error the temp file is removed and the error re-raised (an OSError with `filename` = `path`)."""
+    ends. On any error the temp file is removed and the error re-raised (an OSError with `filename` = `path`).
+    `newline` is open()'s, for text (the csv module wants "")."""
     path = Path(path)
     tmp = temp_path(path)
     try:
-        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": newline})) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

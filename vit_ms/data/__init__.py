@@ -8,9 +8,8 @@ kept between starts), `decode` (what the C++ decoder gets; PIL fallback), `trans
 ops), `augment` (timm's RandAugment), `batch_ops` (normalise, random erasing, mixup per batch), `sampler` (epoch
 order from (seed, epoch), sharding, resume), `native_source` (the folder read in MindSpore's C++ reader),
 `mindrecord` (folder -> MindRecord converter), `mindrecord_source` (data.format: mindrecord), `pipeline`
-(create_dataset, Feed), `setup` (prepare_data: what a run sets once; not loaded by this package, which would
-load `demo` before python -m vit_ms.data.demo runs it), `demo` (the offline digits and synthetic datasets:
-python -m vit_ms.data.demo).
+(create_dataset, Feed), `setup` (prepare_data: what a run sets once; not loaded by this package), `demo` (the
+offline digits and synthetic datasets; the command is python -m vit_ms.demo).
 """
 from .folder import SplitIndex, scan_split
 from .images import IMAGE_EXTENSIONS, load_image_rgb

@@ -6,27 +6,27 @@
 - `write_synthetic_folder`: random but learnable images (class = colour and stripe direction / period),
   JPEG and PNG mixed, for tests and benchmarks.
 
-    python -m vit_ms.data.demo --out data/digits
-    python -m vit_ms.data.demo --out /tmp/synth --kind synthetic --image-size 224 --train-per-class 50
+The command is `python -m vit_ms.demo` (vit_ms/demo.py); a run with `data.generate: digits` writes the digits
+folder itself (`generate_if_missing`).
 """
-import argparse
 import colorsys
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional
 
 import numpy as np
 from PIL import Image
 
-from ..errors import DataError, run_cli
+from ..errors import DataError
 
 MARKER = ".vit_ms_demo.json"  # in <root>; written last, so its presence means the folder is complete
 
 
 def _read_marker(root: Path) -> Optional[Dict]:
+    """The marker of a complete digits folder (None: none, or unreadable)."""
     try:
         return json.loads((root / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -48,17 +48,17 @@ def write_digits_folder(root: Path, image_size: int = 32, val_fraction: float = 
     from sklearn.datasets import load_digits  # imported here: only the digits demo needs scikit-learn (a second)
 
     if image_size < 8:
-        raise ValueError(f"image_size={image_size} must be at least 8 (the digits are 8x8)")
+        raise DataError(f"--image-size {image_size} must be at least 8 (the digits are 8x8)")
     if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction={val_fraction} must be in (0, 1)")
+        raise DataError(f"--val-fraction {val_fraction} must be between 0 and 1, e.g. 0.2")
     root = Path(root)
     params = dict(kind="digits", image_size=image_size, val_fraction=val_fraction, seed=seed)
     found = _read_marker(root)
     if found is not None and found.get("params") == params:
         return root
     if root.exists() and found is None:
-        raise DataError(f"'{root}' already exists and is not a folder written by vit_ms.data.demo (no {MARKER}); "
-                        f"remove it or choose another --out")
+        raise DataError(f"'{root}' already exists and is not a folder written by python -m vit_ms.demo "
+                        f"(no {MARKER}); remove it or choose another --out")
 
     digits = load_digits()
     images = np.round(digits.images / 16.0 * 255).astype(np.uint8)  # (1797, 8, 8), values 0..16 -> 0..255
@@ -137,32 +137,6 @@ def write_synthetic_folder(root: Path, num_classes: int = 3, train_per_class: in
     return root
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Write a small ImageNet-style demo dataset (no download).")
-    parser.add_argument("--out", required=True, help="folder to write <out>/train/<class>/ and <out>/val/<class>/")
-    parser.add_argument("--kind", choices=["digits", "synthetic"], default="digits")
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="digits only")
-    parser.add_argument("--num-classes", type=int, default=10, help="synthetic only")
-    parser.add_argument("--train-per-class", type=int, default=20, help="synthetic only")
-    parser.add_argument("--val-per-class", type=int, default=5, help="synthetic only")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.kind == "digits":
-        root = write_digits_folder(Path(args.out), args.image_size, args.val_fraction, args.seed)
-        counts = _read_marker(root)["counts"]
-    else:
-        root = write_synthetic_folder(Path(args.out), args.num_classes, args.train_per_class, args.val_per_class,
-                                      args.image_size, args.seed)
-        counts = {"train": args.num_classes * args.train_per_class, "val": args.num_classes * args.val_per_class}
-    print(f"wrote {args.kind} dataset to {root}: {counts['train']} train / {counts['val']} val images")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+def digits_counts(root: Path) -> Dict[str, int]:
+    """{"train": n, "val": m}: the images of the complete digits folder `root` (its marker's counts)."""
+    return _read_marker(root)["counts"]

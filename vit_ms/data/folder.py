@@ -130,7 +130,7 @@ def _find_split(root: Path, split: str) -> Path:
         raise DataError(f"dataset folder '{root}' does not exist (data.root); expected the layout "
                         f"{LAYOUT_HINT.format(split=split)}. Point data.root at your dataset, e.g. --set "
                         f"data.root=/data/imagenet; for the offline digits demo write it with python -m "
-                        f"vit_ms.data.demo --out {root}, or let the run write it with --set data.generate=digits")
+                        f"vit_ms.demo --out {root}, or let the run write it with --set data.generate=digits")
     split_dir = root / split
     if split_dir.exists() and not split_dir.is_dir():
         raise DataError(f"'{split_dir}' is a file, but the split must be a folder laid out as "

@@ -1,6 +1,8 @@
 """An ImageNet-style folder converted to MindRecord, MindSpore's sharded record format, and read back.
 
-    python -m vit_ms.data.mindrecord --root /data/imagenet --out /data/imagenet_mr [--samples-per-shard 10000]
+    convert_folder(Path("/data/imagenet"), Path("/data/imagenet_mr"))   # {split: its progress.json}
+
+The command is `python -m vit_ms.mindrecord` (vit_ms/mindrecord.py).
 
 Layout written (one folder per split, named as the split folders are):
 
@@ -19,12 +21,10 @@ shard and its .db index are there with the recorded sizes (vit_ms.data.mindrecor
 (vit_ms.data.mindrecord_source): MindDataset sharded by rank, shuffled every epoch from train.seed, the same
 transforms as the folder mode, and resumed mid-epoch at the recorded step.
 """
-import argparse
 import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,11 +33,11 @@ from typing import List, Optional, Sequence, Tuple
 from mindspore.mindrecord import FileWriter
 
 from ..config import DataConfig
-from ..errors import DataError, run_cli
+from ..errors import DataError
+from ..fs import write_text_atomic
 from .decode import Fingerprint, read_encoded
 from .folder import list_classes, scan_split
 from .images import BadImage
-from .index_cache import resolve_cache_dir
 from .mindrecord_source import read_progress
 
 VERSION = 2  # 2: the source's fingerprint and the shard sizes are recorded
@@ -48,13 +48,6 @@ MIN_HEADER = 1 << 14  # 16 KiB, MindRecord's minimum; its default is 16 MiB, wri
 
 def shard_name(split: str, shard: int) -> str:
     return f"{split}-{shard:05d}.mindrecord"
-
-
-def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
 
 
 def _read_one(path: str, max_pixels: int, fingerprint: Fingerprint) -> Tuple[Optional[bytes], Optional[str]]:
@@ -144,7 +137,7 @@ def convert_split(root: Path, split: str, out: Path, classes: Optional[List[str]
                         f"remove '{folder}' or choose another --out")
     progress = progress or dict(expected, split_dir=str(index.root), shards={},
                                 scan_bad=[[p, r] for p, r in index.bad], complete=False)
-    (folder / "classes.txt").write_text("".join(f"{name}\n" for name in index.classes), encoding="utf-8")
+    write_text_atomic(folder / "classes.txt", "".join(f"{name}\n" for name in index.classes))
     bar = _Progress(f"{split}", len(index.samples), show_progress)
     done = sum(s["count"] + len(s["left_out"]) for s in progress["shards"].values())
     new = 0
@@ -170,11 +163,11 @@ def convert_split(root: Path, split: str, out: Path, classes: Optional[List[str]
             progress["shards"][str(shard)] = {"file": file.name, "count": len(rows), "left_out": left_out,
                                               "bytes": file.stat().st_size,
                                               "db_bytes": Path(f"{file}.db").stat().st_size}
-            _write_json(progress_file, progress)
+            write_text_atomic(progress_file, json.dumps(progress, indent=1))
     progress["complete"] = True
-    _write_json(progress_file, progress)
+    write_text_atomic(progress_file, json.dumps(progress, indent=1))
     bad = progress["scan_bad"] + [entry for s in progress["shards"].values() for entry in s["left_out"]]
-    (folder / "bad_files.txt").write_text("".join(f"{p}\t{r}\n" for p, r in bad), encoding="utf-8")
+    write_text_atomic(folder / "bad_files.txt", "".join(f"{p}\t{r}\n" for p, r in bad))
     bar.update(done, num_shards - 1, num_shards, new, force=True)
     if show_progress:
         sys.stderr.write("\n")
@@ -190,34 +183,3 @@ def convert_folder(root: Path, out: Path, splits: Sequence[str] = ("train", "val
     return {split: convert_split(Path(root), split, out, classes if i else None, samples_per_shard, max_pixels,
                                  show_progress=show_progress, cache_dir=cache_dir)
             for i, split in enumerate(splits)}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Convert an ImageNet-style folder to MindRecord shards.")
-    parser.add_argument("--root", required=True, help="folder holding <root>/<split>/<class>/<image>")
-    parser.add_argument("--out", required=True, help="output folder (<out>/<split>/...); resumable")
-    parser.add_argument("--splits", nargs="+", default=["train", "val"],
-                        help="split folder names, the first labels the others (default: train val)")
-    parser.add_argument("--samples-per-shard", type=int, default=10000,
-                        help="records per shard file (default 10000, about 1.1 GB of ImageNet JPEGs)")
-    parser.add_argument("--max-image-pixels", type=int, default=DataConfig.max_image_pixels)
-    parser.add_argument("--index-cache-dir", default="", help="as data.index_cache_dir ('off': no cache)")
-    parser.add_argument("--quiet", action="store_true", help="no progress line")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    results = convert_folder(Path(args.root), Path(args.out), args.splits, args.samples_per_shard,
-                             args.max_image_pixels, not args.quiet, resolve_cache_dir(args.index_cache_dir))
-    for split, progress in results.items():
-        count = sum(s["count"] for s in progress["shards"].values())
-        left = len(progress["scan_bad"]) + sum(len(s["left_out"]) for s in progress["shards"].values())
-        print(f"{split}: {count} images in {len(progress['shards'])} shards, {left} files left out (listed in "
-              f"{Path(args.out) / split / 'bad_files.txt'})")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))

@@ -48,13 +48,13 @@ def read_progress(path: Path) -> dict:
         return progress
     except (OSError, ValueError) as err:
         raise DataError(f"cannot read the MindRecord conversion record '{path}' ({err}); it is written by "
-                        f"python -m vit_ms.data.mindrecord: remove the folder '{path.parent}' and convert again"
+                        f"python -m vit_ms.mindrecord: remove the folder '{path.parent}' and convert again"
                         ) from err
 
 
 def _progress(folder: Path, root: Path) -> dict:
     progress_file = folder / "progress.json"
-    hint = f"convert the image folder first: python -m vit_ms.data.mindrecord --root <image folder> --out {root}"
+    hint = f"convert the image folder first: python -m vit_ms.mindrecord --root <image folder> --out {root}"
     if not progress_file.is_file():
         raise DataError(f"'{folder}' is not a MindRecord conversion (no progress.json) but data.format=mindrecord; "
                         f"{hint} (or set data.format=folder)")
@@ -68,7 +68,7 @@ def _progress(folder: Path, root: Path) -> dict:
 def _check_shard(folder: Path, shard: dict) -> str:
     """The shard's file, checked against the sizes recorded when it was written; DataError naming the file."""
     file = folder / shard["file"]
-    rerun = (f"rewrite it with the converter (python -m vit_ms.data.mindrecord with the same --root and --out, "
+    rerun = (f"rewrite it with the converter (python -m vit_ms.mindrecord with the same --root and --out, "
              f"after removing '{folder / 'progress.json'}')")
     for path, key, what in ((file, "bytes", "shard"), (Path(f"{file}.db"), "db_bytes", "shard's index")):
         try:

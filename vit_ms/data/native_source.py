@@ -128,7 +128,7 @@ def native_dataset(reader: SampleReader, pil: Set[str], sampler: ds.Sampler, wor
     if len(pil) > limit and not forced:
         logger.info("data.reader=auto: %d of %d images need PIL to decode (e.g. '%s': not a baseline/progressive "
                     "8-bit RGB or grey JPEG), more than the %d the C++ reader copies; reading with Python threads. "
-                    "For speed convert them to JPEG, or the split to MindRecord (python -m vit_ms.data.mindrecord)",
+                    "For speed convert them to JPEG, or the split to MindRecord (python -m vit_ms.mindrecord)",
                     len(pil), len(samples), min(pil), limit)
         return None
     reader.fingerprints = np.array(reader.fingerprints, dtype=np.int64)  # updated below: this reader's own copy

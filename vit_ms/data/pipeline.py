@@ -138,7 +138,7 @@ def create_dataset(data: DataConfig, split: str, feed: Feed, classes: Optional[S
     training = split == "train"
     if not data.root:
         raise DataError("data.root is empty; set it to a folder laid out as <root>/train/<class>/*.jpg, e.g. "
-                        "--set data.root=/data/imagenet (or write the demo set: python -m vit_ms.data.demo "
+                        "--set data.root=/data/imagenet (or write the demo set: python -m vit_ms.demo "
                         "--out data/digits)")
     folder = data.train_split if training else data.val_split
     if classes is None:

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from ..errors import UserError
+from ..fs import atomic_writer
 
 
 def matplotlib_module():
@@ -32,13 +33,8 @@ def new_figure(**kwargs):
 
 
 def save_figure(fig, path: os.PathLike, dpi: int = 100) -> Path:
-    """Write `fig` as PNG to `path` through a temporary file, so a reader never sees half a picture."""
+    """Write `fig` as PNG to `path` atomically (vit_ms.fs), so a reader never sees half a picture."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        fig.savefig(tmp, format="png", dpi=dpi)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_writer(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi)
     return path

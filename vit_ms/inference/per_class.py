@@ -18,7 +18,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ..errors import UserError
-from ..fs import prove_writable
+from ..fs import atomic_writer, prove_writable
 
 CSV_COLUMNS = ("class", "images", "top1", "most_confused_with")
 
@@ -62,7 +62,7 @@ def describe(result: ClassResult) -> str:
 
 
 def write_per_class_csv(path: os.PathLike, results: Sequence[ClassResult]) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as f:
+    with atomic_writer(path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
         for r in results:

@@ -33,7 +33,7 @@ from mindspore import nn, ops
 
 from ..config import Config
 from ..errors import UserError
-from ..fs import prove_writable
+from ..fs import prove_writable, write_text_atomic
 from ..loader.exported import FORMATS, INPUT_NAME, OUTPUT_NAME, open_exported_runner, sidecar_path
 from ..loader.opener import open_model
 from ..models.layers import GELU
@@ -283,5 +283,5 @@ def export(ckpt: str, fmt: str, batch: Batch = 1, out: Optional[str] = None, che
     export_network(model, fmt, batch, plan.arch.image_size, out_path)
     parity = check_parity(out_path, fmt, inputs, expected, plan.device_target) if check else None
     sidecar = build_sidecar(cfg, plan.arch.patch_size, fmt, batch, out_path, ckpt, class_names, parity)
-    sidecar_path(out_path).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(sidecar_path(out_path), json.dumps(sidecar, indent=2) + "\n")
     return out_path, sidecar

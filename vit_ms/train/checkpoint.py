@@ -6,7 +6,7 @@ loss-scale state), the resume state (`vit_ms_epoch`, `vit_ms_step_in_epoch`, `vi
 (`CheckpointMeta`: config, plan, class names, trained heads). Reading checkpoints, their metadata and the
 raw/EMA choice is vit_ms.weights.checkpoint; this module writes them and finds where a run resumes.
 Files are written as `.<name>.partial.ckpt` with a CRC, flushed, then renamed over the old file, so a crash
-while saving never leaves a truncated `last.ckpt`; a start removes partial files a crash left behind.
+while saving never leaves a truncated `last.ckpt`; a start removes partial and temp files a crash left behind.
 """
 import logging
 import os
@@ -17,6 +17,7 @@ from typing import Dict, List, Optional
 import mindspore as ms
 
 from ..errors import CheckpointError
+from ..fs import TEMP_GLOB
 from ..weights.checkpoint import (BEST_WEIGHTS_KEY, TEACHER_PREFIX, CheckpointMeta, best_weights, check_fit,
                                   model_weights, read_checkpoint, recorded)
 
@@ -66,8 +67,9 @@ def save_checkpoint(network: ms.nn.Cell, path: os.PathLike, state: TrainState,
 
 
 def remove_partial_files(run_dir: Path) -> List[Path]:
-    """Delete `.*.partial.ckpt` files an interrupted save left in `run_dir`; returns what was removed."""
-    removed = sorted(run_dir.glob(f".*{PARTIAL_SUFFIX}"))
+    """Delete what an interrupted save left in `run_dir`: our `.<name>.partial.ckpt`, MindSpore's own
+    `.<name>.partial.tmp` and `atomic_writer`'s `.<name>.tmp` (vit_ms.fs.TEMP_GLOB); returns what was removed."""
+    removed = sorted(p for pattern in (f".*{PARTIAL_SUFFIX}", TEMP_GLOB) for p in run_dir.glob(pattern) if p.is_file())
     for path in removed:
         path.unlink(missing_ok=True)
         log.warning("removed '%s', left by a save that was interrupted", path)

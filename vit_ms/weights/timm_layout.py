@@ -33,8 +33,6 @@ def check_exportable(arch: Architecture) -> None:
         raise UserError(f"model.norm_eps={arch.norm_eps}: timm's ViT uses LayerNorm eps 1e-6 and config.json cannot "
                         f"set another, so timm's outputs would differ from ours; fine-tune with "
                         f"model.norm_eps=1e-6 to export")
-    if arch.in_channels != 3:
-        raise UserError(f"model.in_channels={arch.in_channels}: only RGB (3) models are exported")
 
 
 def timm_architecture(arch: Architecture) -> str:
@@ -57,15 +55,32 @@ def model_args(arch: Architecture) -> dict:
     return args
 
 
-def to_timm_state(state: Dict[str, np.ndarray], arch: Architecture) -> Dict[str, np.ndarray]:
-    """Our weights (our names are timm's) as contiguous float32 arrays; raises on a name timm does not have."""
+def to_timm_state(state: Dict[str, np.ndarray], arch: Architecture,
+                  trained_heads: Optional[List[str]] = None) -> Dict[str, np.ndarray]:
+    """Our weights (our names are timm's) as contiguous float32 arrays; raises on a name timm does not have.
+
+    timm's distilled ViT predicts with (head(class token) + head_dist(distillation token)) / 2. When `head_dist`
+    is not among the `trained_heads` (None: both were trained), `head` is written doubled and `head_dist` as
+    zeros, so that mean is exactly the class head's logits, as our model predicts with such a checkpoint
+    (vit_ms.loader.opener.use_trained_heads). A copy of `head` would not do: it would read the other token.
+    """
     check_exportable(arch)
     known = ("patch_embed.", "blocks.", "norm.", "fc_norm.", "head.", "head_dist.")
     odd = sorted(k for k in state if not k.startswith(known) and k not in ("cls_token", "dist_token", "pos_embed"))
     if odd:
         raise UserError(f"weights {', '.join(odd[:5])} are not parameters of timm's ViT; give a checkpoint of a "
                         f"vit_ms ViT")
-    return {k: np.ascontiguousarray(np.asarray(v, dtype=np.float32)) for k, v in state.items()}
+    tensors = {k: np.ascontiguousarray(np.asarray(v, dtype=np.float32)) for k, v in state.items()}
+    if untaught_dist_head(arch, trained_heads) and "head.weight" in tensors:
+        for part in ("weight", "bias"):
+            tensors[f"head.{part}"] = 2 * tensors[f"head.{part}"]  # (K, D), (K): exact in float32
+            tensors[f"head_dist.{part}"] = np.zeros_like(tensors[f"head_dist.{part}"])
+    return tensors
+
+
+def untaught_dist_head(arch: Architecture, trained_heads: Optional[List[str]]) -> bool:
+    """Whether `arch` has a `head_dist` that no teacher trained (`trained_heads` None: both were trained)."""
+    return arch.distilled and trained_heads is not None and "head_dist" not in trained_heads
 
 
 def hf_config(arch: Architecture, mean, std, interpolation: str, crop_pct: float,
