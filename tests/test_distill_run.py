@@ -76,7 +76,6 @@ def test_a_teacher_of_other_class_names_is_refused_naming_the_first_difference(t
 def test_a_distilled_model_without_a_teacher_records_its_class_head_alone(tiny_imagenet, tmp_path):
     """DeiT's distilled ViT trained without a teacher: the checkpoint says only the class head was trained, and
     the epoch's evaluation scores what eval.py scores (the class head alone)."""
-
     from vit_ms.inference.evaluate import run_evaluation
     from vit_ms.weights.checkpoint import read_checkpoint, read_meta
 
