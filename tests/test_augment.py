@@ -231,13 +231,14 @@ def test_the_parity_command_names_what_to_install_without_timm(monkeypatch, caps
     """python -m vit_ms.augment_parity compares with timm's own code; without timm it stops with exit 2 and says so."""
     import sys
 
+    from vit_ms import augment_parity as command
     from vit_ms.errors import run_cli
     from vit_ms.tools import augment_parity
 
     monkeypatch.setitem(sys.modules, "timm", None)  # import timm raises ImportError
-    assert run_cli(augment_parity.main, []) == 2
+    assert run_cli(command.main, []) == 2
     assert "pip install torch timm" in capsys.readouterr().err
-    assert run_cli(augment_parity.main, ["--draws", "0"]) == 2
+    assert run_cli(command.main, ["--draws", "0"]) == 2
     rows = [augment_parity.row("op", "m=9", [np.array([0.0, 2.0])]), augment_parity.row("x", "s", ours="1", timm="2")]
     table = augment_parity.format_table(rows, "timm 1.0").splitlines()
     assert table[2].startswith("| check |") and table[4] == "| op | m=9 |  |  | 1.000 | 2.0 |  |"

@@ -1,6 +1,7 @@
 """Our augmentation and eval transform beside timm's own code, on real photos, in one table.
 
-    python -m vit_ms.augment_parity                  # needs timm (and torch, torchvision) importable
+    rows, versions = parity_rows(draws=500, seed=0)   # needs timm (and torch, torchvision) importable
+    print(format_table(rows, versions))               # python -m vit_ms.augment_parity
 
 The photos are scikit-learn's two sample images (china.jpg, flower.jpg, 427 x 640), resized to 224 x 224 with
 PIL's bicubic for the per-op rows. Every row runs timm's code and ours on the same input:
@@ -17,7 +18,6 @@ PIL's bicubic for the per-op rows. Every row runs timm's code and ours on the sa
 
 Pixel rows give the mean and max absolute difference on the 0-255 scale (normalised outputs times std).
 """
-import argparse
 import io
 import random
 from typing import Callable, List, Sequence
@@ -232,39 +232,20 @@ def format_table(rows: Sequence[dict], versions: str) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m vit_ms.augment_parity",
-                                     description="Compare RandAugment, random erasing, the training resize and the "
-                                                 "eval transform with timm's own code on real photos (needs timm).")
-    parser.add_argument("--draws", type=int, default=500,
-                        help="random draws for the whole-policy and erasing statistics (default 500)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of both sides' draws (default 0)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["ops", "policy", "erasing", "resize", "weights"],
-                        help="leave these parts out")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    return parser
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.draws < 1:
-        raise UserError(f"--draws={args.draws} must be at least 1")
+def parity_rows(draws: int, seed: int, skip: Sequence[str] = ()) -> tuple:
+    """(rows, versions): every part of the comparison not in `skip`, and timm's, torch's and Pillow's versions."""
     t = load_timm()
     photos = sample_photos()
     parts: List[Callable[[], List[dict]]] = []
-    if "ops" not in args.skip:
+    if "ops" not in skip:
         parts.append(lambda: op_rows(t, photos))
-    if "policy" not in args.skip:
-        parts.append(lambda: policy_rows(t, photos, max(1, args.draws // 5), args.seed))
-    if "erasing" not in args.skip:
-        parts.append(lambda: erasing_rows(t, args.draws, args.seed))
-    if "resize" not in args.skip:
-        parts.append(lambda: resize_rows(t, photos, args.seed))
-    if "weights" not in args.skip:
+    if "policy" not in skip:
+        parts.append(lambda: policy_rows(t, photos, max(1, draws // 5), seed))
+    if "erasing" not in skip:
+        parts.append(lambda: erasing_rows(t, draws, seed))
+    if "resize" not in skip:
+        parts.append(lambda: resize_rows(t, photos, seed))
+    if "weights" not in skip:
         parts.append(lambda: weights_rows(t))
-    rows = [r for part in parts for r in part()]
-    import PIL
-
-    versions = f"timm {t['timm'].__version__}, torch {t['torch'].__version__}, Pillow {PIL.__version__}"
-    print(format_table(rows, versions))
-    return 0
+    versions = f"timm {t['timm'].__version__}, torch {t['torch'].__version__}, Pillow {Image.__version__}"
+    return [r for part in parts for r in part()], versions
