@@ -24,6 +24,7 @@ from typing import Callable, List, Sequence
 
 import numpy as np
 from PIL import Image
+from sklearn.datasets import load_sample_images
 
 from ..config import DataConfig
 from ..data.augment import RAND_INCREASING_OPS, RAND_OPS, RandAugment, apply_op
@@ -54,8 +55,6 @@ def load_timm():
 
 
 def sample_photos() -> List[np.ndarray]:
-    from sklearn.datasets import load_sample_images
-
     return list(load_sample_images().images)  # (427, 640, 3) uint8 each
 
 
