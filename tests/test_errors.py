@@ -299,7 +299,7 @@ def test_resume_on_a_disk_that_is_still_full_is_one_paragraph_and_leaves_no_temp
             while True:
                 f.write(b"\0" * 4096)
         os.ftruncate(f.fileno(), os.fstat(f.fileno()).st_size - 4096)  # one page free: the lock's record fits
-    proc = run(*args, "--set", "train.epochs=2", "--resume", "auto")
+    proc = run(*args, "--set", "train.epochs=2", "--resume", "auto", "--allow-changes")
     assert_user_error(proc, f"no space left on the device at '{run_dir / 'config.yaml'}'", "ENOSPC",
                       "--resume auto")
     assert "Logging error" not in proc.stderr
@@ -308,7 +308,7 @@ def test_resume_on_a_disk_that_is_still_full_is_one_paragraph_and_leaves_no_temp
         log = (run_dir / "train.log").read_text().strip().splitlines()
         assert log[-1].endswith(proc.stderr.strip().splitlines()[-1])
     filler.unlink()
-    again = run(*args, "--set", "train.epochs=2", "--resume", "auto")
+    again = run(*args, "--set", "train.epochs=2", "--resume", "auto", "--allow-changes")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed" in (run_dir / "train.log").read_text()
 
