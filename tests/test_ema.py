@@ -10,7 +10,7 @@ from vit_ms.plan import resolve_plan
 from vit_ms.runtime import Runtime
 from vit_ms.train.checkpoint import TrainState, network_params, read_checkpoint, save_checkpoint
 from vit_ms.train.ema import WeightEma, decay_at, ema_weights, has_ema
-from vit_ms.train.engine import build_train_step, loss_scale_sense
+from vit_ms.train.step import build_train_step, loss_scale_sense
 from vit_ms.train.step import TrainStep
 
 

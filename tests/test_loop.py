@@ -16,7 +16,7 @@ from vit_ms.errors import DivergenceError
 from vit_ms.plan import resolve_plan
 from vit_ms.runtime import Runtime
 from vit_ms.train.checkpoint import TrainState, read_checkpoint, train_state
-from vit_ms.train.engine import build_train_step
+from vit_ms.train.step import build_train_step
 from vit_ms.train.optim import build_optimizer
 from vit_ms.train.progress import Progress
 from vit_ms.train.sink import Leg, chunk_advice, chunk_steps, describe_legs, plan_legs

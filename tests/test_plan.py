@@ -91,7 +91,7 @@ def test_recompute_blocks_marks_every_block_and_keeps_the_losses():
     import mindspore as ms
     import numpy as np
 
-    from vit_ms.train.engine import build_train_step
+    from vit_ms.train.step import build_train_step
     from vit_ms.train.optim import build_optimizer
 
     assert not plan_for("CPU").recompute_blocks
@@ -169,7 +169,7 @@ def test_an_o2_train_step_runs_in_graph_mode_with_either_norms(norms):
     import mindspore as ms
     import numpy as np
 
-    from vit_ms.train.engine import build_train_step
+    from vit_ms.train.step import build_train_step
     from vit_ms.train.optim import build_optimizer
 
     mode = ms.get_context("mode")
@@ -262,7 +262,7 @@ def test_bfloat16_is_refused_where_the_device_cannot_run_it():
 
 def test_bfloat16_o2_keeps_norms_softmax_and_parameters_in_float32():
     from vit_ms.models.layers import Float32UnderAmp
-    from vit_ms.train.engine import apply_amp
+    from vit_ms.models import apply_amp
 
     plan = plan_for("Ascend", chip="ascend910b")  # built, not run: CPU has no bfloat16 matmul
     model = model_from_plan(plan)

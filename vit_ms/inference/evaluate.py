@@ -21,7 +21,7 @@ from ..data.setup import prepare_data
 from ..errors import DataError, UserError
 from ..figures.confusion import plot_confusion
 from ..logs import setup_logging
-from ..train.engine import mindspore_model
+from ..train.metrics import mindspore_model
 from .loader import load_for_inference
 from .per_class import ClassResult, eval_output_dir, per_class_results, write_per_class_csv
 

@@ -23,12 +23,11 @@ import mindspore as ms
 from ..config import Config, apply_overrides, config_from_dict, load_config
 from ..data.folder import read_class_names
 from ..errors import CheckpointError, UserError
-from ..models import model_from_plan
+from ..models import apply_amp, model_from_plan
 from ..plan import RunPlan, resolve_plan
 from ..runtime import setup_runtime
 from ..train.checkpoint import check_fit, model_weights, read_checkpoint, read_meta, train_state
 from ..train.ema import ema_weights, has_ema
-from ..train.engine import apply_amp
 from ..weights.hub import PRETRAINED
 from ..weights.load import load_pretrained
 from ..weights.sources import detect_format

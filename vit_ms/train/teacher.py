@@ -23,6 +23,7 @@ import numpy as np
 
 from ..config import Config, config_from_dict
 from ..errors import CheckpointError, ConfigError, suggest
+from ..models import apply_amp
 from ..models.vit import VisionTransformer
 from ..variants import architecture, resolve_architecture
 from ..weights.fit import infer_architecture
@@ -30,7 +31,6 @@ from ..weights.hub import PRETRAINED, resolve_pretrained
 from ..weights.load import fit_weights, model_param_shapes, read_weights
 from .checkpoint import model_weights, read_checkpoint, read_meta, train_state
 from .ema import ema_weights, has_ema
-from .engine import apply_amp
 
 log = logging.getLogger("vit_ms")
 MINDCV_PREFIX = "mindcv:"

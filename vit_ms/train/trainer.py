@@ -32,8 +32,8 @@ from .curves import CurvesWriter
 from .distributed import check_replicas, check_same_resume
 from .divergence import DivergenceDetector
 from .ema import resume_ema
-from .engine import build_train_step, mindspore_model
 from .loop import LoopSettings, TrainLoop
+from .metrics import mindspore_model
 from .optim import build_optimizer, lr_schedule, scaled_lr
 from .progress import Progress
 from .saving import RunSaver
@@ -42,6 +42,7 @@ from .teacher import build_teacher
 from .tensorboard import TensorBoardScalars, require_tensorboardx
 from .runlock import RunLock
 from .signals import StopSignals
+from .step import build_train_step
 
 log = logging.getLogger("vit_ms")
 
