@@ -49,7 +49,8 @@ _PRELUDE = """#include <cstdint>
 #include <new>
 #include <string>
 #include <vector>
-namespace standin { struct Operator { virtual ~Operator() = default; std::shared_ptr<void> impl; }; }  // ge::Operator's 24 bytes
+// ge::Operator's size (24 bytes): a vtable and a shared pointer
+namespace standin { struct Operator { virtual ~Operator() = default; std::shared_ptr<void> impl; }; }
 extern "C" {
 """
 
@@ -126,10 +127,14 @@ def _compile(command: List[str]) -> None:
         raise RuntimeError(f"{' '.join(command[:3])} ... failed:\n{done.stderr[-2000:]}")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vit_ms.tools.cann_standins", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", help="the folder to build them in (created)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         built = build(Path(args.out_dir))
     except RuntimeError as err:

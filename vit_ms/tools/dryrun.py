@@ -97,15 +97,16 @@ class DryRunResult:
     def to_dict(self) -> dict:
         return {"compiled": self.compiled, "fits": self.fits, "chip": self.chip, "ranks": self.ranks,
                 "seconds": round(self.seconds, 1), "peak_mb": self.peak_mb, "actual_peak_mb": self.actual_mb,
-                "device_mb": self.device_mb, "usable_mb": self.usable_mb, "headroom_mb": self.headroom_mb, "jit_level": self.jit_level,
+                "device_mb": self.device_mb, "usable_mb": self.usable_mb, "headroom_mb": self.headroom_mb,
+                "jit_level": self.jit_level,
                 "stage": self.stage or ("memory" if self.compiled and not self.fits else ""), "notes": self.notes}
 
 
     def report(self) -> str:
         """The lines a user reads: the plan, the compile, the memory against the device."""
-        lines = [f"plan: {self.plan or '(not resolved)'}", f"rank 0 of {self.ranks} on {self.chip.upper()}, jit_level "
-                 f"{self.jit_level or '?'}: " + (f"compiled in {self.seconds:.1f} s" if self.compiled else
-                                                 f"did not compile ({self.stage})")]
+        done = f"compiled in {self.seconds:.1f} s" if self.compiled else f"did not compile ({self.stage})"
+        lines = [f"plan: {self.plan or '(not resolved)'}",
+                 f"rank 0 of {self.ranks} on {self.chip.upper()}, jit_level {self.jit_level or '?'}: {done}"]
         if self.compiled:
             lines += [f"peak device memory: {self.peak_mb:,} MB without fragments, {self.actual_mb:,} MB with",
                       f"device memory: {self.device_mb:,} MB ({self.chip.upper()}); usable {self.usable_mb:,} MB "
@@ -199,7 +200,7 @@ def dry_run(config: Optional[str], overrides: Sequence[str], chip: str, ranks: i
         raise ValueError(f"chip must be one of {sorted(CHIPS)}, got {chip!r}")
     env = child_environ(dict(os.environ if environ is None else environ), ranks, standins)
     with tempfile.TemporaryDirectory(prefix="vit_ms_dryrun_") as tmp:
-        command = [sys.executable, "-m", "vit_ms.tools.dryrun", "--chip", chip, "--ranks", str(ranks),
+        command = [sys.executable, "-m", "vit_ms.tools.dryrun", "--chip", chip,
                    *(["--config", config] if config else []), *[f"--set={o}" for o in overrides],
                    *[f"--set={o}" for o in dry_run_overrides(chip, ranks, Path(tmp))]]
         try:
@@ -273,16 +274,21 @@ def compile_in_this_process(cfg, chip: str) -> dict:
     return found
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """The child: `python -m vit_ms.tools.dryrun --chip 910b --ranks 8 --config X.yaml --set ...`, started by
-    `dry_run` with MindSpore's dry run on; prints one result line."""
-    from ..config import load_config  # after argument parsing
-
-    parser = argparse.ArgumentParser(prog="python -m vit_ms.tools.dryrun")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m vit_ms.tools.dryrun",
+                                     description="the dry run's child process; run python -m vit_ms.doctor --dry-run")
     parser.add_argument("--chip", choices=sorted(CHIPS), required=True)
-    parser.add_argument("--ranks", type=int, default=1)
     parser.add_argument("--config", default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The child: `python -m vit_ms.tools.dryrun --chip 910b --config X.yaml --set ...`, started by `dry_run`
+    with MindSpore's dry run on and its rank in RANK_ID of RANK_SIZE; prints one result line."""
+    from ..config import load_config  # after argument parsing
+
+    parser = build_parser()
     args = parser.parse_args(argv)
     if os.environ.get("MS_SIMULATION_LEVEL") != "1":
         parser.error("run through vit_ms.tools.dryrun.dry_run (or python -m vit_ms.doctor --dry-run), which sets "
