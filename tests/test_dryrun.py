@@ -91,8 +91,9 @@ def test_distilled_student_with_a_vit_teacher(standins, tmp_path):
     teacher_cfg = load_config("vit_s16.yaml", ["model.depth=1"])
     teacher = model_from_plan(resolve_plan(teacher_cfg, Runtime("CPU")))
     save_checkpoint(teacher, tmp_path / "teacher.ckpt", TrainState(), CheckpointMeta(config_to_dict(teacher_cfg)))
-    small, _ = compiled_at_two_batches("deit_b16_distilled.yaml", [f"distill.teacher={tmp_path / 'teacher.ckpt'}"],
-                                       "910b", standins)
+    teacher_spec = [f"distill.teacher={tmp_path / 'teacher.ckpt'}", "distill.teacher_weights="]
+    small, _ = compiled_at_two_batches("deit_b16_distilled.yaml", teacher_spec, "910b", standins)
+    assert "vit_b16" in small.plan  # the student; its distillation head learns from the ViT teacher
 
 
 @pytest.mark.slow
