@@ -220,6 +220,6 @@ def test_an_ascend_node_runs_the_dry_run_before_the_tiny_training(monkeypatch):
     [check] = doctor.ascend_preflight(cfg, "demo.yaml", ["train.batch_size=8"])
     assert calls == [("demo.yaml", "910b", 1, None)]  # the node's own CANN
     assert (check.name, check.status) == ("dry run", "ok") and "9,000 MB" in check.detail
-    failed = doctor.node_dry_run(cfg, "demo.yaml", [], "ascend910")
+    failed = doctor.node_dry_run("demo.yaml", [], "ascend910")
     assert failed.status == "fail" and "train.batch_size" in failed.fix
-    assert doctor.node_dry_run(cfg, "demo.yaml", [], "ascend310p").status == "warn"
+    assert doctor.node_dry_run("demo.yaml", [], "ascend310p").status == "warn"

@@ -73,7 +73,7 @@ def dry_run_main(args) -> int:
     return print_dry_run(dry_run(args.config, args.overrides, args.dry_run, args.ranks, standins))
 
 
-def node_dry_run(cfg, config: Optional[str], overrides: Sequence[str], chip: str) -> Check:
+def node_dry_run(config: Optional[str], overrides: Sequence[str], chip: str) -> Check:
     """On an Ascend node, before the tiny training: the config's own step compiled in a dry run for this chip
     (`chip`: MindSpore's SoC name), with the node's CANN."""
     name = next((short for short, soc in CHIPS.items() if soc == chip), None)
@@ -91,7 +91,8 @@ def ascend_preflight(cfg, config: Optional[str], overrides: Sequence[str]) -> Li
     target = resolve_device_target(cfg.train.device_target)
     if target != "Ascend":
         return []
-    return [node_dry_run(cfg, config, overrides, read_chip(target, int(os.environ.get("DEVICE_ID", "0")))[0])]
+    device_id = int(os.environ.get("DEVICE_ID", cfg.train.device_id))  # as setup_runtime reads it
+    return [node_dry_run(config, overrides, read_chip(target, device_id)[0])]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -2,7 +2,7 @@
 MindSpore plans for it.
 
     result = dry_run("vit_b16.yaml", overrides, chip="910b", ranks=8, standins=StandIns.at(folder))
-    result.compiled, result.peak_mb, result.fits(...)
+    result.compiled, result.peak_mb, result.fits, result.report(), result.advice()
 
 MindSpore's dry run (`MS_SIMULATION_LEVEL=1`) mocks the device: the graph goes through MindSpore's front end, its
 backend passes, kernel selection and the data-sink graph for `device_target="Ascend"`, nothing is computed, and
@@ -31,7 +31,7 @@ from ..errors import UserError
 from .cann_standins import LIBRARIES, StandIns
 
 CHIPS = {"910a": "ascend910", "910b": "ascend910b", "910c": "ascend910_93"}  # MindSpore's SoC names (vit_ms.chips)
-# Device memory of one device as MindSpore sees it, in MB (GB x 1024). 910A: 32 GB HBM (Atlas 300T/800 training
+# Memory (HBM) of one device, in MB (GB x 1024). 910A: 32 GB HBM (Atlas 300T/800 training
 # series); 910B: 64 GB (Atlas 800T A2, Ascend910B1-B3; the 910B4 has 32 GB); 910C: 64 GB per die, two dies per
 # package shown as two devices (128 GB a package: Huawei, "Serving Large Language Models on Huawei CloudMatrix384",
 # arXiv:2506.12708, 2025).
@@ -41,7 +41,8 @@ DEVICE_MB = {"910a": 32 * 1024, "910b": 64 * 1024, "910c": 64 * 1024}
 DEFAULT_JIT_LEVEL = {"910a": "O2", "910b": "O0", "910c": "O0"}
 CHECKED_INSTEAD_OF_O2 = "O0"
 # MindSpore's memory pool takes this share of the device (the dry run printed "MindSpore Used memory size: 61430M"
-# of "Device MOC memory size: 65536M"); everything the rank allocates comes out of the pool.
+# of "Device MOC memory size: 65536M" for its simulated 64 GB device; the same share is assumed for 32 GB);
+# everything the rank allocates comes out of the pool.
 POOL_SHARE = 61430 / 65536
 # Level 1 leaves out each kernel's workspace memory (it appears on a device only): the share of the pool a fit keeps
 # free for it.
@@ -214,7 +215,7 @@ def dry_run(config: Optional[str], overrides: Sequence[str], chip: str, ranks: i
 def standin_batches(cfg, plan):
     """`STEPS` steps of zeros in the shapes the training data has under `plan`: images (B, 3, S, S) float32, labels
     (B,) int32, or (B, classes) float32 soft labels with mixup/cutmix; (k, B, ...) when accumulating k steps."""
-    import mindspore.dataset as ds  # the child only: the parent never imports MindSpore
+    import mindspore.dataset as ds  # the child only: importing this module stays free of MindSpore
     import numpy as np
     from ..data.batch_ops import build_mixup
 
