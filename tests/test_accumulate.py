@@ -1,4 +1,4 @@
-"""vit_ms.train.accumulate and the plan/data sides of gradient accumulation: k micro-batches of b give the update
+"""Gradient accumulation in vit_ms.train.step and the plan/data sides of gradient accumulation: k micro-batches of b give the update
 of one batch of k*b; a non-finite micro-batch skips the whole step; the plan derives accum_steps from the global
 batch; the pipeline stacks micro-batches and the lr table counts optimizer steps."""
 import mindspore as ms
@@ -12,7 +12,6 @@ from vit_ms.data import Feed, create_dataset
 from vit_ms.errors import ConfigError
 from vit_ms.plan import resolve_plan
 from vit_ms.runtime import Runtime
-from vit_ms.train.accumulate import AccumulatingTrainStep
 from vit_ms.train.step import TrainStep
 from vit_ms.train.losses import ClassificationLoss, WithLoss
 from vit_ms.train.optim import lr_schedule
@@ -23,10 +22,7 @@ def step_for(accum: int, scale: float):
     model = tiny_model(depth=1)  # no dropout, no drop path
     net = WithLoss(model, ClassificationLoss(0.1))
     opt = nn.SGD(model.trainable_params(), learning_rate=0.1, momentum=0.9)
-    kwargs = dict(check_loss_only=scale == 1.0)
-    if accum > 1:
-        return model, AccumulatingTrainStep(net, opt, Tensor(scale, ms.float32), accum_steps=accum, **kwargs)
-    return model, TrainStep(net, opt, Tensor(scale, ms.float32), **kwargs)
+    return model, TrainStep(net, opt, Tensor(scale, ms.float32), check_loss_only=scale == 1.0, accum_steps=accum)
 
 
 @pytest.mark.parametrize("scale", [1.0, 1024.0])  # the O0 loss-check path and the loss-scaled path

@@ -9,10 +9,9 @@ from vit_ms.config_loader import load_config
 from vit_ms.plan import resolve_plan
 from vit_ms.runtime import Runtime
 from vit_ms.train.checkpoint import TrainState, save_checkpoint
-from vit_ms.weights.checkpoint import network_params, read_checkpoint
 from vit_ms.train.ema import WeightEma, decay_at
-from vit_ms.weights.checkpoint import ema_weights, has_ema
-from vit_ms.train.engine import build_train_step, loss_scale_sense
+from vit_ms.train.step import build_train_step, loss_scale_sense
+from vit_ms.weights.checkpoint import ema_weights, has_ema, network_params, read_checkpoint
 from vit_ms.train.step import TrainStep
 
 

@@ -16,9 +16,9 @@ from vit_ms.errors import DivergenceError
 from vit_ms.plan import resolve_plan
 from vit_ms.runtime import Runtime
 from vit_ms.train.checkpoint import TrainState, train_state
-from vit_ms.weights.checkpoint import read_checkpoint
-from vit_ms.train.engine import build_train_step
 from vit_ms.train.loop import Leg, Progress, chunk_advice, chunk_steps, describe_legs, plan_legs
+from vit_ms.train.step import build_train_step
+from vit_ms.weights.checkpoint import read_checkpoint
 from vit_ms.train.optim import build_optimizer
 
 

@@ -12,8 +12,8 @@ from vit_ms.errors import UserError
 from vit_ms.inference.per_class import (ClassResult, eval_output_dir, per_class_results, worst_classes,
                                         write_per_class_csv)
 from vit_ms.figures.confusion import plot_confusion
-from vit_ms.train import engine
-from vit_ms.train.engine import ClassificationMetrics
+from vit_ms.train import metrics
+from vit_ms.train.metrics import ClassificationMetrics
 
 
 def numpy_confusion(logits: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
@@ -51,7 +51,7 @@ def test_two_ranks_all_reduce_the_confusion_matrix_with_the_sums(monkeypatch):
             assert tensor.shape == (4 + 16,)
             return Tensor(sum(payloads))
 
-    monkeypatch.setattr(engine.ops, "AllReduce", SumOverRanks)
+    monkeypatch.setattr(metrics.ops, "AllReduce", SumOverRanks)
     for metric in ranks:  # every rank reports the whole split, as one process scoring it all would
         got = metric.eval()
         assert (got["confusion"] == numpy_confusion(logits, labels, 4)).all()

@@ -94,7 +94,7 @@ def test_recompute_blocks_marks_every_block_and_keeps_the_losses():
     import mindspore as ms
     import numpy as np
 
-    from vit_ms.train.engine import build_train_step
+    from vit_ms.train.step import build_train_step
     from vit_ms.train.optim import build_optimizer
 
     assert not plan_for("CPU").recompute_blocks
@@ -172,7 +172,7 @@ def test_an_o2_train_step_runs_in_graph_mode_with_either_norms(norms):
     import mindspore as ms
     import numpy as np
 
-    from vit_ms.train.engine import build_train_step
+    from vit_ms.train.step import build_train_step
     from vit_ms.train.optim import build_optimizer
 
     mode = ms.get_context("mode")

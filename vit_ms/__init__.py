@@ -4,9 +4,9 @@ Settings flow config -> variants/runtime -> plan, and everything else reads the 
 layers that only point down: a module imports from its own package (or file) and from the layers below it,
 never from a layer above, nor from a neighbour on its own layer. From the top down:
 
-    commands   export convert benchmark plot doctor demo mindrecord loadgen augment_parity  python -m vit_ms.<name>:
-                                                     parse the arguments, call below; convert also holds weights
-                                                     in and out
+    commands   export convert benchmark plot doctor demo mindrecord loadgen augment_parity cann_standins  python -m
+                                                     vit_ms.<name>: parse the arguments, call below; convert
+                                                     also holds weights in and out
     serving    serve                                 python -m vit_ms.serve: a page and a JSON API for one model
     tools      tools                                 benchmarks, FLOP count, profiling: built on training
     inference  inference                             evaluation, prediction, attention maps, writing exports

@@ -22,7 +22,7 @@ from ..errors import DataError, UserError
 from ..figures.confusion import plot_confusion
 from ..loader.opener import open_model
 from ..logs import setup_logging
-from ..train.engine import mindspore_model
+from ..train.metrics import mindspore_model
 from .per_class import ClassResult, eval_output_dir, per_class_results, write_per_class_csv
 
 log = logging.getLogger("vit_ms")

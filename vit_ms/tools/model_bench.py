@@ -51,7 +51,7 @@ from ..errors import ConfigError
 from ..models import model_from_plan
 from ..plan import RunPlan, resolve_plan
 from ..runtime import setup_runtime
-from ..train.engine import build_train_step
+from ..train.step import build_train_step
 from ..train.optim import build_optimizer, lr_schedule, scaled_lr
 from ..variants import IN_CHANNELS
 from .distill_bench import distill_record, format_distill

@@ -3,9 +3,9 @@
     trainer      the run that ties everything together: run_training, resume, the build of datasets/model/step
     loop         the training loop and its one state (`TrainState`: every counter of the run), the order of
                  everything between steps, progress lines, the divergence check, the `Model.train` legs
-    step         one optimizer step (`TrainStep`): forward, backward, overflow check, clip, update, EMA
-    accumulate   the train step over several micro-batches
-    engine       the train step's builder from the plan, the evaluation metrics, `mindspore.train.Model`
+    step         one optimizer step (`TrainStep`) over one batch or several accumulated micro-batches:
+                 forward, backward, overflow check, clip, update, EMA; and its builder from the plan
+    metrics      the eval network, top-1/top-5/loss across ranks, `mindspore.train.Model`
     saving       what the run writes: checkpoints now or waiting for the next sane loss, pruning, metrics.jsonl
     stopping     SIGTERM/SIGINT: the signal watcher and the graceful stop
     losses       cross-entropy, soft targets, DeiT's distillation loss and the frozen teacher cell

@@ -33,13 +33,14 @@ from ..weights.load import load_pretrained
 from .checkpoint import TrainState, find_resume_checkpoint, remove_partial_files, train_state
 from .distributed import check_replicas, check_same_resume
 from .ema import has_ema, resume_ema
-from .engine import build_train_step, mindspore_model
 from .loop import (DivergenceDetector, LoopSettings, Progress, TrainLoop, chunk_advice, describe_legs,
                    plan_legs)
+from .metrics import mindspore_model
 from .optim import build_optimizer, lr_schedule, scaled_lr
 from .pictures import CurvesWriter, TensorBoardScalars, require_tensorboardx
 from .runlock import RunLock
 from .saving import RunSaver
+from .step import build_train_step
 from .stopping import StopSignals
 
 log = logging.getLogger("vit_ms")

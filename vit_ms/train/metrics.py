@@ -1,9 +1,8 @@
-"""Building the train step from the plan, and the evaluation metrics used with `mindspore.train.Model`.
+"""The evaluation side of `mindspore.train.Model`: the eval network and the metrics.
 
-`build_train_step` puts the plan's amp level, loss and loss scaling around the model and returns a `TrainStep`
-(`vit_ms.train.step`), or an `AccumulatingTrainStep` (`vit_ms.train.accumulate`) when a step takes several
-micro-batches. `ClassificationMetrics` accumulates top-1/top-5/loss as sums, all-reduced across ranks, so every
-rank reports the full validation set; with `per_class` also the confusion matrix, all-reduced the same way.
+`ClassificationMetrics` accumulates top-1/top-5/loss as sums, all-reduced across ranks, so every rank reports the
+full validation set; with `per_class` also the confusion matrix, all-reduced the same way. `mindspore_model` puts
+the train step (or none, for evaluation alone), the eval network and the metrics into one `Model`.
 """
 from typing import Optional
 
@@ -11,36 +10,6 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 from mindspore.train import Metric
-
-from ..models import apply_amp
-from .accumulate import AccumulatingTrainStep
-from .losses import loss_network
-from .ema import WeightEma
-from .step import TrainStep
-
-
-def loss_scale_sense(plan):
-    """The loss scale for TrainStep: 1.0 without loss scaling (amp O0), else a fixed value or a dynamic cell."""
-    if plan.loss_scale == "none":
-        return Tensor(1.0, ms.float32)
-    if plan.loss_scale == "fixed":
-        return Tensor(plan.loss_scale_value, ms.float32)
-    return nn.DynamicLossScaleUpdateCell(loss_scale_value=plan.loss_scale_value, scale_factor=2,
-                                         scale_window=plan.scale_window)
-
-
-def build_train_step(model: nn.Cell, optimizer: nn.Optimizer, cfg, plan,
-                     teacher: Optional[nn.Cell] = None) -> TrainStep:
-    """Mixed precision on the backbone (logits cast to float32 in the loss), loss (with distill.*, DeiT's
-    distillation against the frozen `teacher`: vit_ms.train.losses), the train step and, with train.ema, the
-    float32 average of the trained weights (taken before amp casts anything)."""
-    ema = WeightEma(optimizer.parameters, cfg.train.ema_decay, cfg.train.ema_warmup) if cfg.train.ema else None
-    net_with_loss = loss_network(apply_amp(model, plan), cfg, teacher)
-    args = (net_with_loss, optimizer, loss_scale_sense(plan), cfg.optim.clip_grad_norm)
-    kwargs = dict(float_status=plan.float_status_overflow, check_loss_only=plan.amp_level == "O0", ema=ema)
-    if plan.accum_steps > 1:  # micro-batches stacked on the first axis of each input (vit_ms.train.accumulate)
-        return AccumulatingTrainStep(*args, accum_steps=plan.accum_steps, **kwargs)
-    return TrainStep(*args, **kwargs)
 
 
 class EvalNetwork(nn.Cell):
