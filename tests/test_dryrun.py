@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from vit_ms import doctor
-from vit_ms.config import config_to_dict, load_config
+from vit_ms.config import config_to_dict
+from vit_ms.config_loader import load_config
 from vit_ms.errors import UserError
 from vit_ms.models import model_from_plan
 from vit_ms.plan import resolve_plan

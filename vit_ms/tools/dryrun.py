@@ -113,7 +113,7 @@ class DryRunResult:
                       f"device memory: {self.device_mb:,} MB ({self.chip.upper()}); usable {self.usable_mb:,} MB "
                       f"(MindSpore's pool, {WORKSPACE_MARGIN:.0%} of it kept for kernel workspace, which a dry run "
                       f"does not count); headroom {self.headroom_mb:,} MB"]
-        lines += [f"note: {note}" for note in self.notes if "unchecked" in note or "upper bound" in note]
+        lines += [f"note: {note}" for note in self.notes if "unchecked" in note]
         return "\n".join(lines)
 
     def advice(self) -> str:
@@ -237,10 +237,10 @@ def compile_in_this_process(cfg, chip: str) -> dict:
     from ..models import model_from_plan
     from ..plan import resolve_plan
     from ..runtime import setup_runtime
+    from ..loader.opener import Student, open_model
     from ..train.metrics import mindspore_model
-    from ..train.optim import build_optimizer, lr_schedule, scaled_lr
-    from ..train.step import build_train_step
-    from ..train.teacher import build_teacher
+    from ..train.step import build_training
+    from ..weights.hub import cache_dir_from_env
 
     ms.runtime.dispatch_threads_num(HOST_DISPATCH_THREADS)  # before the runtime starts: see HOST_DISPATCH_THREADS
     runtime = replace(setup_runtime(cfg), chip=CHIPS[chip])  # the simulated device reports no chip of its own
@@ -253,16 +253,14 @@ def compile_in_this_process(cfg, chip: str) -> dict:
                               f"compiled at {CHECKED_INSTEAD_OF_O2} instead")
         found["jit_level"] = CHECKED_INSTEAD_OF_O2
         ms.set_context(jit_config={"jit_level": CHECKED_INSTEAD_OF_O2})
-    if cfg.train.freeze_backbone:
-        found["notes"].append("train.freeze_backbone: the optimizer is built over every weight, so the peak is an "
-                              "upper bound")
     start = time.perf_counter()
     try:
         model = model_from_plan(plan)
-        teacher = build_teacher(cfg, plan, mindcv_weights=False)  # random weights: nothing is computed
-        lrs = lr_schedule(cfg.optim, scaled_lr(cfg.optim, plan.global_batch_size), 1, STEPS)
-        optimizer = build_optimizer(model, model.trainable_params(), cfg.optim, lrs)
-        trainer = mindspore_model(build_train_step(model, optimizer, cfg, plan, teacher), model, plan.world_size)
+        teacher = None  # a mindcv teacher keeps its initialisation: nothing is computed
+        if cfg.distill.type != "none":
+            teacher = open_model(cfg.distill.teacher, cache_dir_from_env(os.environ), teacher_of=Student(
+                plan, None, cfg.distill.teacher_weights, mindcv_weights=False)).network
+        trainer = mindspore_model(build_training(cfg, plan, model, 1, STEPS, teacher)[0], model, plan.world_size)
         data = standin_batches(cfg, plan)
         if plan.sink_mode:
             trainer.train(1, data, dataset_sink_mode=True, sink_size=STEPS)

@@ -51,8 +51,7 @@ from ..errors import ConfigError
 from ..models import model_from_plan
 from ..plan import RunPlan, resolve_plan
 from ..runtime import setup_runtime
-from ..train.step import build_train_step
-from ..train.optim import build_optimizer, lr_schedule, scaled_lr
+from ..train.step import build_training as build_training_step
 from ..variants import IN_CHANNELS
 from .distill_bench import distill_record, format_distill
 from .flops import TRAIN_FACTOR, model_flops
@@ -102,9 +101,7 @@ def build_training(cfg: Config, plan: RunPlan, model, steps: int, decay_rule=Non
     decay_rule: the object whose no_weight_decay() names the exempt parameters (default: the model);
     teacher: the distillation teacher (distill.*), as train.py passes it.
     """
-    lrs = lr_schedule(cfg.optim, scaled_lr(cfg.optim, plan.global_batch_size), 1, steps)
-    optimizer = build_optimizer(decay_rule or model, model.trainable_params(), cfg.optim, lrs)
-    return build_train_step(model, optimizer, cfg, plan, teacher)
+    return build_training_step(cfg, plan, model, 1, steps, teacher, decay_rule)[0]
 
 
 def data_throughput(cfg, batch: int, image_size: int, batches: int) -> dict:

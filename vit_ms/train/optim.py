@@ -27,6 +27,8 @@ from mindcv.optim.adamw import AdamW as MindcvAdamW
 from mindcv.scheduler import create_scheduler
 from mindspore import jit, nn, ops
 
+from ..errors import ConfigError
+
 log = logging.getLogger("vit_ms")
 
 
@@ -155,6 +157,16 @@ class AdamW(MindcvAdamW):
         if self.use_parallel:
             self.broadcast_params(result)
         return result
+
+
+def trainable_parameters(model, freeze_backbone: bool) -> list:
+    """What the optimizer trains: every trainable weight, or with train.freeze_backbone the head(s) alone."""
+    if not freeze_backbone:
+        return model.trainable_params()
+    if model.head is None:
+        raise ConfigError("train.freeze_backbone=true needs a classification head (model.num_classes > 0)")
+    heads = [model.head] + ([model.head_dist] if model.distilled else [])  # a distilled model's two heads
+    return [p for head in heads for p in head.trainable_params()]
 
 
 def build_optimizer(model, params, ocfg, lrs: List[float]) -> nn.Optimizer:

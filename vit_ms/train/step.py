@@ -16,7 +16,7 @@ checkpoints and resume all count optimizer steps, and a checkpoint never falls i
 
 `build_train_step` puts the plan's amp level, loss and loss scaling around the model and returns the step.
 """
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
@@ -24,6 +24,7 @@ from mindspore import Tensor, nn, ops
 from ..models import apply_amp
 from .losses import loss_network
 from .ema import WeightEma
+from .optim import build_optimizer, lr_schedule, scaled_lr, trainable_parameters
 
 _unscale = ops.MultitypeFuncGraph("unscale")
 
@@ -129,3 +130,15 @@ def build_train_step(model: nn.Cell, optimizer: nn.Optimizer, cfg, plan,
     return TrainStep(net_with_loss, optimizer, loss_scale_sense(plan), cfg.optim.clip_grad_norm,
                      float_status=plan.float_status_overflow, check_loss_only=plan.check_loss_only, ema=ema,
                      accum_steps=plan.accum_steps)
+
+
+def build_training(cfg, plan, model: nn.Cell, epochs: int, steps_per_epoch: int, teacher: Optional[nn.Cell] = None,
+                   decay_rule=None) -> Tuple[TrainStep, List[float]]:
+    """The optimizer over what train.freeze_backbone leaves trainable, with the config's lr table for `epochs` of
+    `steps_per_epoch` steps, and the train step over it: (train step, lrs). train.py, the benchmark and the dry run
+    build their steps here. `decay_rule`: the object whose no_weight_decay() names the exempt parameters
+    (default: the model; the benchmark passes mindcv's ViT its own)."""
+    lrs = lr_schedule(cfg.optim, scaled_lr(cfg.optim, plan.global_batch_size), epochs, steps_per_epoch)
+    optimizer = build_optimizer(decay_rule or model, trainable_parameters(model, cfg.train.freeze_backbone),
+                                cfg.optim, lrs)
+    return build_train_step(model, optimizer, cfg, plan, teacher), lrs

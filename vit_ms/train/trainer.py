@@ -36,11 +36,11 @@ from .ema import has_ema, resume_ema
 from .loop import (DivergenceDetector, LoopSettings, Progress, TrainLoop, chunk_advice, describe_legs,
                    plan_legs)
 from .metrics import mindspore_model
-from .optim import build_optimizer, lr_schedule, scaled_lr
+from .optim import scaled_lr
 from .pictures import CurvesWriter, TensorBoardScalars, require_tensorboardx
 from .runlock import RunLock
 from .saving import RunSaver
-from .step import build_train_step
+from .step import build_training
 from .stopping import StopSignals
 
 log = logging.getLogger("vit_ms")
@@ -114,15 +114,6 @@ def initial_weights(model, cfg: Config, resume: Resume, cache_dir: Optional[Path
         log.info("pretrained weights: %s", report)
 
 
-def trainable_parameters(model, freeze_backbone: bool):
-    if not freeze_backbone:
-        return model.trainable_params()
-    if model.head is None:
-        raise ConfigError("train.freeze_backbone=true needs a classification head (model.num_classes > 0)")
-    heads = [model.head] + ([model.head_dist] if model.distilled else [])  # a distilled model's two heads
-    return [p for head in heads for p in head.trainable_params()]
-
-
 def build_step(cfg: Config, plan: RunPlan, model, steps_per_epoch: int, teacher=None):
     """Optimizer over the trainable parameters with the per-step lr table, and the train step (distilling from
     `teacher` when given); (step, lrs)."""
@@ -132,9 +123,7 @@ def build_step(cfg: Config, plan: RunPlan, model, steps_per_epoch: int, teacher=
                  cfg.optim.lr_batch_size)
     else:
         log.info("lr %.3e (optim.lr_batch_size=0: not scaled by the global batch %d)", lr, plan.global_batch_size)
-    lrs = lr_schedule(cfg.optim, lr, cfg.train.epochs, steps_per_epoch)
-    optimizer = build_optimizer(model, trainable_parameters(model, cfg.train.freeze_backbone), cfg.optim, lrs)
-    return build_train_step(model, optimizer, cfg, plan, teacher), lrs
+    return build_training(cfg, plan, model, cfg.train.epochs, steps_per_epoch, teacher)
 
 
 def restore(train_step, model, resume: Resume) -> None:
