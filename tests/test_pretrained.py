@@ -238,6 +238,9 @@ def test_every_command_opens_published_weights_from_vit_ms_cache(tmp_path, tiny_
     assert serve_main(["--ckpt", "tiny.cached", "--port", "0", "--batch-size", "1", *eager]) == 0 and served
 
     student = [f"--set={s}" for s in tiny.tiny_overrides(num_classes=3, depth=1)]
+    # in this process, to see the patched table: without the watcher thread, which blocks SIGTERM/SIGINT for the
+    # whole process (and its children) for good
+    monkeypatch.setattr("vit_ms.train.stopping.watch_stop_signals", lambda: None)
     assert script_main("train")(["--config", "demo.yaml", *student, *eager, "--set", f"data.root={tiny_imagenet}",
                                  "--set", f"output_dir={tmp_path / 'runs'}", "--set", "run_name=student",
                                  "--set", "train.epochs=1", "--set", "train.steps_per_epoch=1",
