@@ -8,6 +8,7 @@ JPEG and PNG mixed, whose class is learnable from colour and stripes:
 
 Point a config at it with `cfg.data.root = str(tiny_imagenet)` and `cfg.model.image_size = 32`.
 """
+import signal
 from pathlib import Path
 
 import mindspore as ms
@@ -46,3 +47,13 @@ def index_cache_in_tmp(tmp_path_factory, monkeypatch):
     folder = tmp_path_factory.mktemp("index_cache")
     monkeypatch.setattr(index_cache, "default_cache_dir", lambda: folder)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def signals_left_as_found():
+    """A test that runs train.py's main() in this process starts its signal watcher, which blocks SIGTERM/SIGINT
+    in the whole process for good (and in every child it starts): later tests of the graceful stop then see no
+    signal. Such a test runs train.py in its own process, or patches vit_ms.train.stopping.watch_stop_signals."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    yield
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == blocked, "the test left SIGTERM/SIGINT blocked"
