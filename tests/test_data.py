@@ -19,6 +19,7 @@ from vit_ms.data import (EpochSampler, build_augment, build_eval_transforms, bui
                          Feed, create_dataset, load_image_rgb, preprocess_eval, scan_split)
 import vit_ms.data.folder as folder_module
 from vit_ms.data.folder import read_class_names
+from vit_ms.data.reading import reader_error
 from vit_ms.data.setup import prepare_data
 from vit_ms.data.transforms import EvalCrop, SeededCrop, crop_box
 from vit_ms.errors import ConfigError, DataError
@@ -363,11 +364,11 @@ def test_bad_files_are_skipped_counted_and_warned(tiny_imagenet, caplog):
 
 
 def test_files_damaged_after_the_scan_are_replaced_or_stop(tiny_imagenet, caplog):
-    """Files can change after the scan: the Python reader replaces each with the next sample and names it, or
-    raises. (The C++ reader: tests/test_native_source.py.)"""
+    """Files can change after the scan: the reader replaces each with the next sample and names it, or
+    raises, and train.py shows the reader's message instead of MindSpore's traceback."""
     corrupt = tiny_imagenet / "val" / "class_0" / "bad_corrupt_data.png"
     corrupt.write_bytes(encoded(noise_image(64), "PNG"))
-    cfg = make_cfg(tiny_imagenet, reader="python")
+    cfg = make_cfg(tiny_imagenet)
     dataset, info = create_dataset(cfg.data, "val", Feed.of(cfg, 4))
     assert info.num_samples == N_VAL + 1 and not info.bad_files
     write_bad(corrupt.parent, "corrupt_data")  # same name, damaged since the scan
@@ -384,8 +385,19 @@ def test_files_damaged_after_the_scan_are_replaced_or_stop(tiny_imagenet, caplog
     cfg.data.on_bad_image = "error"
     dataset, _ = create_dataset(cfg.data, "val", Feed.of(cfg, 4))
     write_bad(corrupt.parent, "corrupt_data")
-    with pytest.raises(RuntimeError, match="bad_corrupt_data.png"):
+    with pytest.raises(RuntimeError, match="bad_corrupt_data.png") as failure:
         batches(dataset)
+    error = reader_error(failure.value)  # what train.py shows instead of MindSpore's traceback
+    assert isinstance(error, DataError) and str(error).startswith(f"image file '{corrupt}' is unusable: ")
+    assert reader_error(RuntimeError("other")) is None
+
+
+def test_the_index_records_which_files_need_pil(tiny_imagenet):
+    index = scan_split(tiny_imagenet, "val")
+    assert index.pil == {p for p, _ in index.samples if p.endswith(".png")} and index.pil
+    cmyk = tiny_imagenet / "val" / "class_2" / "cmyk.jpg"
+    cmyk.write_bytes(encoded(noise_image(SIZE).convert("CMYK"), "JPEG"))
+    assert str(cmyk) in scan_split(tiny_imagenet, "val").pil  # a changed folder is scanned again
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -551,9 +563,8 @@ def assert_resumed_equal(resumed, full) -> None:
         np.testing.assert_array_equal(labels, expected_labels)
 
 
-@pytest.mark.parametrize("reader", ["native", "python"])
-def test_deterministic_resume_mid_epoch_crops_flips_and_mixes_as_the_uninterrupted_run(tiny_imagenet, reader):
-    cfg = real_augmentation(make_cfg(tiny_imagenet, reader=reader))
+def test_deterministic_resume_mid_epoch_crops_flips_and_mixes_as_the_uninterrupted_run(tiny_imagenet):
+    cfg = real_augmentation(make_cfg(tiny_imagenet))
     full = batches(create_dataset(cfg.data, "train", Feed.of(cfg, 4))[0], num_epochs=2)
     resumed = batches(create_dataset(cfg.data, "train", Feed.of(cfg, 4, start_epoch=0, skip_steps=2))[0], num_epochs=2)
     assert_resumed_equal(resumed[0] + resumed[1], full[0][2:] + full[1])

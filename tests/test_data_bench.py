@@ -24,7 +24,7 @@ def test_data_only_benchmark_against_mindcv(tmp_path):
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     rows = {(r["pipeline"], r["split"], r["format"]): r for r in records if r["measurement"] == "data_pipeline"}
     assert list(rows) == [(pipeline, split, fmt) for split in ("train", "eval")
-                          for pipeline, fmt in (("ours", "folder"), ("ours", "folder-python"), ("mindcv", "folder"),
+                          for pipeline, fmt in (("ours", "folder"), ("mindcv", "folder"),
                                                 ("ours", "mindrecord"))]
     for r in rows.values():
         assert r["images"] == 16 and r["file_px"] == [64, 48] and r["crop_px"] == 32 and r["batch"] == 4

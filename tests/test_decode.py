@@ -97,7 +97,7 @@ def test_files_that_fail_after_the_scan_are_replaced_and_reported_in_both_paths(
     broken_jpeg.write_bytes(encoded(noise_image(40), "JPEG"))
     vanished = folder / "vanished.jpg"
     vanished.write_bytes(encoded(noise_image(40, seed=1), "JPEG"))
-    cfg = make_cfg(tiny_imagenet, reader="python")  # the C++ reader: tests/test_native_source.py
+    cfg = make_cfg(tiny_imagenet)
     dataset, info = create_dataset(cfg.data, split, Feed.of(cfg, 3))
     assert not info.bad_files
     data = bytearray(broken_jpeg.read_bytes())

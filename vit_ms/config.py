@@ -89,9 +89,6 @@ class DataConfig:
     index_cache_dir: str = ""  # where folder scans are kept ("": ~/.cache/vit_ms/index, "off": scan every start)
     rescan: bool = False  # check every file again instead of reusing the index cache
     format: Literal["folder", "mindrecord"] = "folder"  # mindrecord: root holds python -m vit_ms.mindrecord output
-    # folder format: native reads files in MindSpore's C++ reader (fast); python in Python threads (names and
-    # replaces a file that fails after the scan); auto: native unless over 1% of the files need PIL to decode
-    reader: Literal["auto", "native", "python"] = "auto"
 
 
 @dataclass

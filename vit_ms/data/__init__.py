@@ -6,7 +6,7 @@
 Modules: `images` (decode one file, check one file), `folder` (list and check a split), `index_cache` (the scan
 kept between starts), `decode` (what the C++ decoder gets; PIL fallback), `transforms` (per-image train / eval
 ops), `augment` (timm's RandAugment), `batch_ops` (normalise, random erasing, mixup per batch), `sampler` (epoch
-order from (seed, epoch), sharding, resume), `native_source` (the folder read in MindSpore's C++ reader),
+order from (seed, epoch), sharding, resume), `reading` (a file's bytes, or a replacement, in Python threads),
 `mindrecord` (folder -> MindRecord converter), `mindrecord_source` (data.format: mindrecord), `pipeline`
 (create_dataset, Feed), `setup` (prepare_data: what a run sets once; not loaded by this package), `demo` (the
 offline digits and synthetic datasets; the command is python -m vit_ms.demo).

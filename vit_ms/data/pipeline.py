@@ -1,8 +1,8 @@
 """`create_dataset`: folder scan -> sampler -> decode -> per-image transforms -> batch + finish, for one shard.
 
 Columns out: `image` float32 (B, 3, S, S); `label` int32 (B,), or float32 (B, num_classes) soft labels when
-training with mixup / cutmix. The source reads each file's bytes, in MindSpore's C++ reader (`native_source`)
-or in Python threads (`reading.SampleReader`: PIL decodes only what the C++ decoder cannot read, see `decode`); the first
+training with mixup / cutmix. The source reads each file's bytes in Python threads (`reading.SampleReader`: PIL
+decodes only what the C++ decoder cannot read, see `decode`); the first
 map op decodes in C++: RandomCropDecodeResize for training, Decode for evaluation (then timm's resize and crop,
 `transforms.EvalCrop`). The per-image ops end in uint8 (S, S, 3); the batch op's `BatchFinish` normalises,
 erases and mixes whole batches (`batch_ops`). A file that turns out bad after the scan is replaced by another
@@ -23,7 +23,6 @@ from ..errors import DataError
 from .folder import list_classes, read_class_names, scan_split
 from .index_cache import resolve_cache_dir
 from .mindrecord_source import SplitData, mindrecord_dataset, open_split
-from .native_source import native_dataset
 from .reading import SampleReader
 from .sampler import EpochSampler
 from .batch_ops import BatchFinish, Normalizer, build_mixup
@@ -80,19 +79,10 @@ class Feed:
 
 
 def _folder_reader(split_data: SplitData, sampler: EpochSampler, data, workers: int):
-    """The folder mode's source: MindSpore's C++ reader (`native_source`) unless data.reader says python or, with
-    auto, many files need PIL; else `reading.SampleReader` in Python threads."""
+    """The folder mode's source: `reading.SampleReader` in `workers` Python threads."""
     reader = SampleReader(split_data.samples, split_data.fingerprints, data.on_bad_image, data.max_image_pixels)
-    if data.reader != "python":
-        dataset = native_dataset(reader, split_data.pil, sampler, workers, forced=data.reader == "native")
-        if dataset is not None:
-            logger.info("reading the %d images of '%s' with MindSpore's C++ reader (data.reader=%s)",
-                        split_data.num_samples, split_data.where, data.reader)
-            return dataset
-    logger.info("reading the %d images of '%s' with Python threads (data.reader=%s)", split_data.num_samples,
-                split_data.where, data.reader)
-    # `workers` reader threads: one thread hands rows over with less CPU (alone: 11,000 vs 1,100 rows/s), but
-    # in the whole eval pipeline two threads gave 337 vs 229 images/s (reads overlap the hand-over).
+    # `workers` reader threads: one thread hands rows over with less CPU, but several overlap the reads with the
+    # hand-over (docs/performance.md, data pipeline).
     return ds.GeneratorDataset(reader, column_names=["image", "label"], sampler=sampler,
                                num_parallel_workers=workers, python_multiprocessing=False)
 

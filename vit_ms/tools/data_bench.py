@@ -7,8 +7,7 @@ quality 90) to a temporary folder, builds every pipeline once with the config's 
 
 - ours: `vit_ms.data.create_dataset` (train: RandomCropDecodeResize, flip, then per batch timm's RandAugment,
   normalise, random erasing, mixup / cutmix; eval: Decode, resize with PIL's filter, center crop, normalise), from the
-  folder read by MindSpore's C++ reader (`data.reader: native`, format "folder") and by Python threads
-  ("folder-python"), and from a MindRecord copy of it (`data.format: mindrecord`);
+  folder (format "folder") and from a MindRecord copy of it (`data.format: mindrecord`);
 - mindcv (--compare mindcv): `mindcv.data.create_dataset` + `create_transforms` + `create_loader` with the same
   size, scale, ratio, interpolation, policy, erasing, mixup / cutmix and workers,
 
@@ -109,18 +108,15 @@ def build_pipelines(cfg: Config, root: str, batch: int, workers: int, classes: i
     """(pipeline, split, format) -> a dataset to time, all built before any timing."""
     dcfg = copy.deepcopy(cfg)
     dcfg.data.root, dcfg.model.num_classes, dcfg.data.num_parallel_workers = root, classes, workers
-    dcfg.data.index_cache_dir, dcfg.data.reader = "off", "native"
-    pcfg = copy.deepcopy(dcfg)
-    pcfg.data.reader = "python"
+    dcfg.data.index_cache_dir = "off"
     mcfg = copy.deepcopy(dcfg)
     mcfg.data.root, mcfg.data.format = mindrecord, "mindrecord"
-    prepare_data(dcfg.data, cfg.train.seed, cfg.train.deterministic)  # the same settings for all three
+    prepare_data(dcfg.data, cfg.train.seed, cfg.train.deterministic)  # the same settings for both formats
     feed = Feed.of(dcfg, batch)
     out = {}
     for split, training in (("train", True), ("val", False)):
         name = "train" if training else "eval"
         out[("ours", name, "folder")] = create_dataset(dcfg.data, split, feed)[0]
-        out[("ours", name, "folder-python")] = create_dataset(pcfg.data, split, feed)[0]
         if compare:
             out[(compare, name, "folder")] = mindcv_pipeline(dcfg, root, split, training, batch, workers, classes)
         if mindrecord:

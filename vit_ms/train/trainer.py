@@ -19,7 +19,7 @@ from ..config import Config, config_to_dict
 from ..config_loader import save_config
 from ..data import Feed, create_dataset
 from ..data.setup import prepare_data
-from ..data.native_source import removed_file_error
+from ..data.reading import reader_error
 from ..errors import CheckpointError, ConfigError
 from ..fs import write_text_atomic
 from ..loader.opener import Student, open_model, use_trained_heads
@@ -305,7 +305,7 @@ def run_legs(cfg: Config, plan: RunPlan, resumed: Resume, train_ds, steps_per_ep
         try:
             trainer.train(train_dataset=data, callbacks=[loop], **leg.train_kwargs(steps_per_epoch))
         except RuntimeError as err:
-            raise removed_file_error(err) or err
+            raise reader_error(err) or err
         if loop.stopped:
             return
 
