@@ -159,7 +159,7 @@ def libraries_for(standins_dir: Optional[str], environ: Dict[str, str]) -> Optio
 
 def dry_run_overrides(chip: str, ranks: int, out_dir: Path) -> List[str]:
     """What the child sets on top of the user's config: the Ascend target, the ranks, a throw-away run folder."""
-    return [f"train.device_target=Ascend", f"distributed={'true' if ranks > 1 else 'false'}", "train.epochs=1",
+    return ["train.device_target=Ascend", f"distributed={'true' if ranks > 1 else 'false'}",
             "train.compile_cache=false", f"output_dir={out_dir}", "train.tensorboard=false"]
 
 
