@@ -160,7 +160,9 @@ def test_a_recorded_config_with_old_names_is_upgraded_once_where_checkpoints_are
     del recorded["model"]["attention"]
     recorded["amp"] = {**recorded["amp"], "half_norms": True}
     del recorded["amp"]["norms"]
+    recorded["data"] = {**recorded["data"], "reader": "native"}  # every checkpoint of the two-reader versions
     upgraded = upgrade_recorded_config(recorded)
+    assert "reader" not in upgraded["data"]
     assert "in_channels" not in upgraded["model"] and "in_channels" in recorded["model"]  # a copy
     cfg = config_from_dict(recorded, recorded=True)
     assert (cfg.model.attention, cfg.amp.norms) == ("standard", "half")

@@ -236,6 +236,8 @@ REMOVED_KEYS: Dict[str, Tuple[Optional[Tuple[Any, ...]], str]] = {
     **{f"model.{key}": (None, f"how a layer is computed is the run plan's choice per device; the benchmark times "
                               f"another with python -m vit_ms.benchmark --formulation {key}=...")
        for key in ("patch_embed", "backward", "bias_grad")},
+    "data.reader": (None, "a folder's files are read by Python threads, which replace a file that turns bad "
+                          "after the scan as they meet it"),
 }
 
 
