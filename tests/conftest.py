@@ -8,7 +8,9 @@ JPEG and PNG mixed, whose class is learnable from colour and stripes:
 
 Point a config at it with `cfg.data.root = str(tiny_imagenet)` and `cfg.model.image_size = 32`.
 """
+import os
 import signal
+import subprocess
 from pathlib import Path
 
 import mindspore as ms
@@ -57,3 +59,26 @@ def signals_left_as_found():
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     yield
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == blocked, "the test left SIGTERM/SIGINT blocked"
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """tmpfs("32m") -> a fresh tmpfs of that size under tmp_path, unmounted after the test: a disk that fills up
+    for real (the kernel's ENOSPC). Skipped where mounting is not allowed."""
+    mounted = []
+
+    def mount(size: str) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root")
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", str(folder)], check=True)

@@ -266,20 +266,9 @@ def test_a_failed_checkpoint_save_leaves_no_partial_file_of_ours_or_mindspores(t
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A 32 MB tmpfs: a run fits, then a filler makes ENOSPC real. Skipped where mounting is not allowed."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)], capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
+def small_disk(tmpfs):
+    """A 32 MB tmpfs: a run fits, then a filler makes ENOSPC real."""
+    return tmpfs("32m")
 
 
 @pytest.mark.slow
