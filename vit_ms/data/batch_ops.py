@@ -61,9 +61,6 @@ def erase_box(rng: np.random.Generator, height: int, width: int, min_area: float
     return None
 
 
-ERASE_MODES = ("pixel", "rand", "const")
-
-
 def random_erase(images: np.ndarray, prob: float, rng: np.random.Generator, mode: str = "pixel",
                  count: int = 1) -> np.ndarray:
     """timm's RandomErasing on each image of a batch, in place: with probability `prob`, `count` boxes

@@ -16,7 +16,7 @@ Rows: `image` (encoded bytes, decoded by the same C++ ops as the folder mode) an
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Set, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import mindspore.dataset as ds
 import numpy as np
@@ -33,7 +33,6 @@ class SplitData:
     num_samples: int
     bad: List[Tuple[str, str]]  # (path, reason) left out
     samples: List[Tuple[str, int]] = field(default_factory=list)  # folder mode: (path, label)
-    pil: Set[str] = field(default_factory=set)  # folder mode: samples only PIL decodes
     fingerprints: Optional[np.ndarray] = None  # folder mode: (N, 3) what the scan saw of each sample
     files: List[str] = field(default_factory=list)  # MindRecord mode: shard files in order
     label_table: Optional[np.ndarray] = None  # MindRecord mode: recorded label -> label in `classes`

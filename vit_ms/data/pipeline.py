@@ -140,7 +140,7 @@ def create_dataset(data: DataConfig, split: str, feed: Feed, classes: Optional[S
                            classes_source=classes_source, exact_classes=training,
                            cache_dir=resolve_cache_dir(data.index_cache_dir), rescan=data.rescan)
         split_data = SplitData(str(index.root), index.classes, len(index.samples), index.bad, samples=index.samples,
-                               pil=index.pil, fingerprints=index.fingerprints)
+                               fingerprints=index.fingerprints)
     if training and len(split_data.classes) < 2:
         raise DataError(f"'{split_data.where}' has only one class folder ('{split_data.classes[0]}'): a classifier "
                         f"needs at least 2 classes to train (with one, every prediction is right and the loss is 0 "
